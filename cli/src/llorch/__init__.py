@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The llorch operator CLI: `llorch up`, `llorch submit`, `llorch worker`."""

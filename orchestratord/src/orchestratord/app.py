@@ -1,0 +1,110 @@
+"""Composition root: builds the registry, the adapter host, the orchestrator, the HTTP
+app and the control-link server, and keeps adapter bindings in step with the registry.
+
+`serve(config)` runs everything in one event loop until SIGTERM/SIGINT, then shuts down
+in order: stop accepting HTTP, cancel live tasks (clients get `CANCELLED`), close the
+control link, close adapters. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import uvicorn
+from adapter_host import AdapterHost, ReplicaKey
+from specs.control.v1 import control_pb2_grpc
+from worker_adapters import Endpoint
+
+from orchestratord.config import OrchestratorConfig
+from orchestratord.control_link import ControlLinkServicer
+from orchestratord.core import Orchestrator
+from orchestratord.http.app import build_app
+from orchestratord.registry import PoolRegistry
+
+__all__ = ["Services", "build", "serve"]
+
+VERSION = "0.1.0"
+log = logging.getLogger("orchestratord")
+
+
+@dataclass(slots=True)
+class Services:
+    config: OrchestratorConfig
+    registry: PoolRegistry
+    host: AdapterHost
+    orchestrator: Orchestrator
+    control: ControlLinkServicer
+
+
+def _sync_bindings(registry: PoolRegistry, host: AdapterHost) -> None:
+    """Bind an adapter for every replica the registry knows; unbind vanished ones."""
+    wanted: set[ReplicaKey] = set()
+    for pool in registry.pools():
+        for replica in pool.replicas:
+            if not replica.endpoint:
+                continue
+            key = ReplicaKey(pool.pool_id, replica.index)
+            wanted.add(key)
+            host.bind(key, pool.adapter, Endpoint(replica.endpoint, replica.api_key))
+    for key in host.bound() - wanted:
+        host.unbind(key)
+
+
+def build(config: OrchestratorConfig) -> Services:
+    host = AdapterHost()
+    holder: list[Orchestrator] = []
+
+    def on_change() -> None:
+        _sync_bindings(registry, host)
+        if holder:
+            holder[0].wake()
+
+    registry = PoolRegistry(lease_s=config.lease_ms / 1000.0,
+                            suspect_ttl_s=config.suspect_ttl_ms / 1000.0, on_change=on_change)
+    orchestrator = Orchestrator(config, registry, host)
+    holder.append(orchestrator)
+    control = ControlLinkServicer(registry, config.join_token,
+                                  heartbeat_ms=config.heartbeat_interval_ms,
+                                  lease_ms=config.lease_ms, version=VERSION)
+    return Services(config, registry, host, orchestrator, control)
+
+
+async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -> int:
+    services = build(config)
+    grpc_server = grpc.aio.server()
+    control_pb2_grpc.add_ControlLinkServicer_to_server(services.control, grpc_server)
+    control_port = grpc_server.add_insecure_port(f"{config.control_host}:{config.control_port}")
+    await grpc_server.start()
+    dispatcher = asyncio.create_task(services.orchestrator.run())
+    http = uvicorn.Server(uvicorn.Config(
+        build_app(services.orchestrator), host=config.http_host, port=config.http_port,
+        loop="none", http="httptools", lifespan="off", access_log=False, log_config=None,
+        timeout_graceful_shutdown=5))
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(http, "should_exit", True))
+    serving = asyncio.create_task(http.serve())
+    while not http.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if http.started:
+        http_port = http.servers[0].sockets[0].getsockname()[1]
+        log.info("orchestratord serving HTTP on %s:%d, control link on %s:%d",
+                 config.http_host, http_port, config.control_host, control_port)
+        if ready_file is not None:
+            scratch = ready_file.with_suffix(".tmp")
+            scratch.write_text(json.dumps({"http_port": http_port, "control_port": control_port}))
+            scratch.replace(ready_file)
+    await serving
+    await services.orchestrator.close()
+    dispatcher.cancel()
+    await grpc_server.stop(2)
+    await services.host.close()
+    log.info("orchestratord stopped")
+    return 0

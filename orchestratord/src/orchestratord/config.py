@@ -1,0 +1,93 @@
+"""orchestratord configuration: one YAML file plus environment variables for secrets.
+
+The join token that pool managers present is read from the environment variable named
+by `join_token_env` (default `LLORCH_JOIN_TOKEN`), never from the file, so config files
+can be shared and committed. Durations are in milliseconds unless the name says `_s`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
+
+__all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    control_host: str = "127.0.0.1"
+    control_port: int = 8090
+    join_token_env: str = "LLORCH_JOIN_TOKEN"
+    queue_capacity: int = 1024
+    interactive_capacity: int = 1024
+    batch_capacity: int = 1024
+    full_queue_policy: FullQueuePolicy = "reject"
+    reject_retry_after_ms: int = 1000
+    max_body_bytes: int = 4 << 20
+    max_prompt_bytes: int = 1 << 20
+    max_attempts: int = 3
+    requeue_backoff_ms: int = 200
+    max_queue_wait_ms: int = 300_000
+    heartbeat_interval_ms: int = 2000
+    lease_ms: int = 6000
+    suspect_ttl_ms: int = 4000
+    disconnect_grace_ms: int = 5000
+    sse_heartbeat_ms: int = 15_000
+    sse_replay_events: int = 8192
+    finished_tasks_kept: int = 10_000
+
+    @property
+    def join_token(self) -> str:
+        return os.environ.get(self.join_token_env, "")
+
+    def queue_limits(self) -> QueueLimits:
+        return QueueLimits(
+            capacity=self.queue_capacity,
+            lane_capacity={"interactive": self.interactive_capacity, "batch": self.batch_capacity},
+            policy=self.full_queue_policy,
+            retry_after_ms=self.reject_retry_after_ms,
+        )
+
+    def validate(self) -> OrchestratorConfig:
+        if self.full_queue_policy not in POLICIES:
+            raise ConfigError(f"full_queue_policy must be one of {POLICIES}")
+        for name in ("queue_capacity", "interactive_capacity", "batch_capacity", "max_attempts",
+                     "heartbeat_interval_ms", "lease_ms", "max_body_bytes", "max_prompt_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.lease_ms <= self.heartbeat_interval_ms:
+            raise ConfigError("lease_ms must be longer than heartbeat_interval_ms")
+        if not self.join_token:
+            raise ConfigError(f"no join token: set the environment variable {self.join_token_env}")
+        return self
+
+
+def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
+    """Read YAML (if given), apply keyword overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw.update(loaded)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(OrchestratorConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    try:
+        return OrchestratorConfig(**raw).validate()
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,140 @@
+"""The control-link gRPC server: pool managers dial in here (POOL-01, ARCHITECTURE §1).
+
+One bidirectional stream per pool manager. The manager presents its join token as
+`authorization: Bearer <token>` (compared in constant time; SEC-01); its first message
+must be `Hello`, answered with `Welcome`; then `Snapshot`s feed the registry. When the
+stream breaks the host is lost at once; a host that goes silent is lost when its lease
+expires (`PoolRegistry.expire`, driven by the orchestrator's lease loop).
+
+`send(host_id, command)` queues a command for a connected host and returns a future
+resolved by the host's `CommandResult`. This is the only module (with
+`control_translate`) that touches the control protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+from specs.control.v1 import control_pb2 as pb
+from specs.control.v1 import control_pb2_grpc
+
+from orchestratord.control_translate import pool_from_wire
+from orchestratord.registry import PoolRegistry
+
+__all__ = ["CommandFailed", "ControlLinkServicer"]
+
+log = logging.getLogger("orchestratord.control")
+
+
+class CommandFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Session:
+    def __init__(self, host_id: str) -> None:
+        self.host_id = host_id
+        self.outbox: asyncio.Queue[pb.OrchestratorMessage] = asyncio.Queue(maxsize=256)
+        self.waiting: dict[str, asyncio.Future[pb.CommandResult]] = {}
+
+
+class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
+    def __init__(self, registry: PoolRegistry, join_token: str, *, heartbeat_ms: int,
+                 lease_ms: int, version: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._registry = registry
+        self._expected = f"Bearer {join_token}".encode()
+        self._heartbeat_ms = heartbeat_ms
+        self._lease_ms = lease_ms
+        self._version = version
+        self._clock = clock
+        self._sessions: dict[str, _Session] = {}
+
+    def connected_hosts(self) -> list[str]:
+        return sorted(self._sessions)
+
+    async def send(self, host_id: str, command: pb.Command, *,
+                   timeout_s: float = 30.0) -> pb.CommandResult:
+        """Send a command and wait for its result; CommandFailed when it fails."""
+        session = self._sessions.get(host_id)
+        if session is None:
+            raise CommandFailed("POOL_UNREADY", f"host {host_id} is not connected")
+        command.command_id = command.command_id or uuid.uuid4().hex
+        future: asyncio.Future[pb.CommandResult] = asyncio.get_running_loop().create_future()
+        session.waiting[command.command_id] = future
+        await session.outbox.put(pb.OrchestratorMessage(command=command))
+        try:
+            result = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError as exc:
+            raise CommandFailed("INTERNAL", f"host {host_id} did not answer in time") from exc
+        finally:
+            session.waiting.pop(command.command_id, None)
+        if not result.ok:
+            raise CommandFailed(result.error_code or "INTERNAL", result.message)
+        return result
+
+    async def Connect(  # noqa: N802 - gRPC method name
+        self, request_iterator: object, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> None:
+        presented = dict(context.invocation_metadata() or ()).get("authorization", "")
+        if not hmac.compare_digest(str(presented).encode(), self._expected):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing join token")
+        first = await context.read()
+        if first is grpc.aio.EOF or first.WhichOneof("msg") != "hello":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "first message must be Hello")
+        hello = first.hello
+        host_id = hello.host_id
+        if not host_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello.host_id is empty")
+        previous = self._sessions.get(host_id)
+        if previous is not None:
+            log.warning("host %s reconnected; replacing its old control stream", host_id)
+        session = _Session(host_id)
+        self._sessions[host_id] = session
+        inventory = hello.inventory
+        self._registry.host_connected(host_id, self._clock(), cpu_cores=inventory.cpu_cores,
+                                      ram_total_bytes=inventory.ram_total_bytes)
+        log.info("host %s joined (manager %s)", host_id, hello.manager_version)
+        await context.write(pb.OrchestratorMessage(welcome=pb.Welcome(
+            orchestrator_version=self._version, heartbeat_interval_ms=self._heartbeat_ms,
+            lease_ms=self._lease_ms)))
+        writer = asyncio.create_task(self._write(session, context))
+        try:
+            await self._read(session, context)
+        finally:
+            writer.cancel()
+            if self._sessions.get(host_id) is session:
+                del self._sessions[host_id]
+                self._registry.host_lost(host_id, "control stream closed")
+                log.warning("host %s lost: control stream closed", host_id)
+            for future in session.waiting.values():
+                if not future.done():
+                    future.set_exception(CommandFailed("POOL_UNREADY", "control stream closed"))
+
+    async def _read(self, session: _Session, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        while True:
+            message = await context.read()
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("msg")
+            if kind == "snapshot":
+                pools = [pool_from_wire(session.host_id, p) for p in message.snapshot.pools]
+                refused = self._registry.host_snapshot(session.host_id, pools, self._clock())
+                for pool_id in refused:
+                    log.error("host %s reports pool %s, owned by another host; ignored",
+                              session.host_id, pool_id)
+            elif kind == "result":
+                future = session.waiting.get(message.result.command_id)
+                if future is not None and not future.done():
+                    future.set_result(message.result)
+
+    async def _write(self, session: _Session, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        while True:
+            await context.write(await session.outbox.get())

@@ -1,0 +1,419 @@
+"""`Orchestrator`: admission, the dispatcher loop and the life of each task.
+
+    submit ─► admission (pure) ─► queue ─► dispatcher cycle ─► placement (pure)
+                                              │ reserve slot (assume)
+                                              ▼
+                                  run: adapter-host submit (bind) ─► events ─► EventLog
+                                              │ release slot
+                                              ▼
+                      End ─► completed | Failed before 1st token ─► re-queue | failed
+
+The dispatcher is the only loop that places work. It wakes when a task is queued, a
+slot is released, the registry changes or a retry's back-off ends, and places every
+waiting task it can on a frozen snapshot of the pools (placements within one cycle see
+each other through `assume`). A task whose engine fails before its first token is put
+back at the head of its lane (bounded by `max_attempts`); the replica is marked suspect
+when the engine itself was lost, so the retry goes elsewhere or waits for the restart.
+A task that already streamed tokens ends with the engine's typed error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from adapter_host import AdapterHost, ReplicaKey
+from worker_adapters import End, Failed, Started, StreamEvent, Token
+from worker_adapters.errors import AdapterError
+
+from orchestratord.admission import Admit, TaskQueue, decide
+from orchestratord.config import OrchestratorConfig
+from orchestratord.errors import ApiError, Detail
+from orchestratord.events import EventLog
+from orchestratord.placement import JobNeeds, Placed, Unplaceable, assume, feasible_ever, place
+from orchestratord.registry import PoolRegistry
+from orchestratord.tasks import TaskError, TaskRecord, TaskSpec, TaskTable
+
+__all__ = ["Orchestrator"]
+
+log = logging.getLogger("orchestratord.core")
+_EWMA_WEIGHT = 0.2
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Orchestrator:
+    def __init__(self, config: OrchestratorConfig, registry: PoolRegistry, host: AdapterHost,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.registry = registry
+        self.host = host
+        self._clock = clock
+        self._limits = config.queue_limits()
+        self._queue = TaskQueue()
+        self.tasks = TaskTable(config.finished_tasks_kept)
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._job_ms: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- admission -----------------------------------------------------------------------
+
+    def queue_depth(self) -> dict[str, int]:
+        return {p: self._queue.lane_length(p) for p in ("interactive", "batch")}
+
+    async def submit(self, spec: TaskSpec) -> TaskRecord:
+        """Admit a task or raise ApiError (ADM-01..03). The task is queued on return."""
+        if spec.task_id in self.tasks:
+            raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
+        spec = await self._check_feasible(spec)
+        decision = decide(self.queue_depth(), spec.priority, self._limits)  # type: ignore[arg-type]
+        if not isinstance(decision, Admit):
+            raise ApiError(decision.code, decision.message, retriable=True,
+                           retry_after_ms=decision.retry_after_ms,
+                           policy_label=decision.policy_label)
+        if decision.evict_from is not None:
+            self._evict(decision.evict_from)
+        record = TaskRecord(spec, EventLog(self.config.sse_replay_events), _wall_ms(),
+                            self._clock())
+        record.queue_position = self._queue.push(spec.task_id, spec.priority)
+        record.predicted_start_ms = self._predict_start_ms(spec, record.queue_position)
+        self.tasks.add(record)
+        log.info("admitted task %s for %s at position %d", spec.task_id, spec.model,
+                 record.queue_position, extra=_ids(record))
+        self.wake()
+        return record
+
+    async def _check_feasible(self, spec: TaskSpec) -> TaskSpec:
+        views = self.registry.views(self._clock())
+        needs = spec.needs
+        if not any(v.serves(needs.model) for v in views):
+            known = sorted({v.model_id for v in views} | {a for v in views for a in v.model_aliases})
+            raise ApiError("MODEL_NOT_FOUND", f"no pool serves model {needs.model!r}; "
+                           f"known models: {', '.join(known) or 'none'}")
+        pin = needs.overrides.pin_pool_id
+        if pin is not None:
+            self._check_pin(pin)
+        blocked = feasible_ever(needs, views)
+        if blocked is None:
+            return spec
+        if all(r.check in ("context", "model") for r in blocked.rejections):
+            exact = await self._exact_tokens(spec)
+            if exact is not None:
+                spec = replace(spec, needs=replace(needs, tokens=exact))
+                blocked = feasible_ever(spec.needs, views)
+                if blocked is None:
+                    return spec
+        code = "CONTEXT_OVERFLOW" if any(r.check == "context" for r in blocked.rejections) \
+            else "INVALID_PARAMS"
+        raise ApiError(code, _diagnosis(blocked, needs), details=_details(blocked))
+
+    def _check_pin(self, pool_id: str) -> None:
+        pool = self.registry.pool(pool_id)
+        if pool is None:
+            raise ApiError("INVALID_PARAMS", f"placement.pin_pool_id: unknown pool {pool_id!r}",
+                           details=[Detail("unknown pool", field="placement.pin_pool_id")])
+        if not (pool.ready and self.registry.pool_live(pool_id, self._clock())):
+            raise ApiError("POOL_UNREADY", f"pinned pool {pool_id} is not ready", retriable=True,
+                           retry_after_ms=1000, pool_id=pool_id)
+
+    async def _exact_tokens(self, spec: TaskSpec) -> int | None:
+        """Prompt tokens + max_tokens counted by a ready pool's tokenizer; None if none can."""
+        request = spec.request
+        text = request.prompt if request.prompt is not None else "\n".join(
+            m.content for m in request.messages or ())
+        overhead = 1 if request.prompt is not None else 16 + 8 * len(request.messages or ())
+        for view in self.registry.views(self._clock()):
+            ready = [r for r in view.replicas if r.ready]
+            if not (view.serves(spec.needs.model) and view.ready and ready):
+                continue
+            try:
+                tokens = await self.host.tokenize(ReplicaKey(view.pool_id, ready[0].index), text)
+            except (AdapterError, LookupError):
+                continue
+            return len(tokens.ids) + overhead + request.sampling.max_tokens
+        return None
+
+    def _evict(self, lane: str) -> None:
+        victim_id = self._queue.oldest(lane)  # type: ignore[arg-type]
+        if victim_id is None:
+            return
+        self._queue.remove(victim_id)
+        victim = self.tasks.get(victim_id)
+        if victim is None:
+            return
+        error = TaskError("QUEUE_FULL_DROP_LRU", "evicted from a full queue (drop-lru)", True,
+                          self._limits.retry_after_ms)
+        self._finish(victim, "failed", error=error)
+        log.warning("evicted task %s (drop-lru)", victim_id, extra=_ids(victim))
+
+    def _predict_start_ms(self, spec: TaskSpec, position: int) -> int:
+        views = [v for v in self.registry.views(self._clock()) if v.serves(spec.model) and v.ready]
+        free = sum(v.slots_free for v in views)
+        if free > position:
+            return 0
+        slots = max(1, sum(v.slots_total for v in views))
+        job_ms = self._job_ms.get(spec.model, 0.0)
+        return int((position + 1 - free) / slots * job_ms)
+
+    # -- cancel --------------------------------------------------------------------------
+
+    def cancel(self, task_id: str, reason: str = "cancelled by the client") -> None:
+        """Cancel (API-05): idempotent; after return no further token is delivered."""
+        record = self.tasks.get(task_id)
+        if record is None or record.done:
+            return
+        self._queue.remove(task_id)
+        self._finish(record, "cancelled", error=TaskError("CANCELLED", reason, False))
+        runner = record.runner
+        if runner is not None:
+            self._spawn(self._stop_engine(record.engine_job_id, runner))
+        log.info("cancelled task %s: %s", task_id, reason, extra=_ids(record))
+
+    async def _stop_engine(self, engine_job_id: str, runner: asyncio.Task[None]) -> None:
+        with contextlib.suppress(AdapterError):
+            await self.host.cancel(engine_job_id)
+        runner.cancel()
+
+    # -- the dispatcher ------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The dispatcher loop and the lease loop; runs until cancelled."""
+        lease = asyncio.create_task(self._lease_loop())
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._dispatch_cycle()
+        finally:
+            lease.cancel()
+
+    async def _lease_loop(self) -> None:
+        period = self.config.heartbeat_interval_ms / 2000.0
+        while True:
+            await asyncio.sleep(period)
+            self.registry.expire(self._clock())
+            self.wake()
+
+    def _dispatch_cycle(self) -> None:
+        now = self._clock()
+        views = self.registry.views(now)
+        blocked: set[JobNeeds] = set()
+        next_retry: float | None = None
+        for task_id in list(self._queue):
+            record = self.tasks.get(task_id)
+            if record is None or record.done:
+                self._queue.remove(task_id)
+                continue
+            if self._expired(record, now):
+                continue
+            if record.not_before > now:
+                next_retry = min(next_retry or record.not_before, record.not_before)
+                continue
+            needs = record.spec.needs
+            if needs in blocked:
+                continue
+            decision = place(needs, views)
+            if isinstance(decision, Unplaceable):
+                blocked.add(needs)
+                continue
+            views = assume(views, decision)
+            self._start(record, decision)
+        if next_retry is not None:
+            self._schedule_wake(next_retry - now)
+
+    def _expired(self, record: TaskRecord, now: float) -> bool:
+        waited_ms = (now - record.created_mono) * 1000.0
+        limit = self.config.max_queue_wait_ms
+        if record.spec.deadline_ms is not None:
+            limit = min(limit, record.spec.deadline_ms)
+        if waited_ms <= limit:
+            return False
+        self._queue.remove(record.task_id)
+        error = TaskError("NO_CAPACITY", f"no pool could take the task within {limit} ms", True,
+                          self._limits.retry_after_ms)
+        self._finish(record, "failed", error=error)
+        return True
+
+    def _schedule_wake(self, delay_s: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay_s), self.wake)
+
+    def _start(self, record: TaskRecord, placed: Placed) -> None:
+        self._queue.remove(record.task_id)
+        self.registry.reserve(placed.pool_id, placed.replica)
+        record.state = "running"
+        record.attempts += 1
+        record.pool_id, record.replica = placed.pool_id, placed.replica
+        record.engine_job_id = f"{record.task_id}.{record.attempts}"
+        if record.started_at_ms is None:
+            record.started_at_ms = _wall_ms()
+        log.info("placed task %s on %s/%d (attempt %d)", record.task_id, placed.pool_id,
+                 placed.replica, record.attempts, extra=_ids(record))
+        record.runner = asyncio.get_running_loop().create_task(self._run(record, placed))
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _run(self, record: TaskRecord, placed: Placed) -> None:
+        key = ReplicaKey(placed.pool_id, placed.replica)
+        request = replace(record.spec.request, job_id=record.engine_job_id)
+        outcome: StreamEvent | None = None
+        attempt_started = self._clock()
+        try:
+            async with contextlib.aclosing(self.host.submit(key, request)) as events:
+                async for event in events:
+                    if record.done:
+                        break
+                    if type(event) is Token:
+                        self._on_token(record, event)
+                    elif type(event) is Started:
+                        self._on_started(record, placed, event)
+                    else:
+                        outcome = event
+                        break
+        except LookupError:
+            outcome = Failed("WORKER_RESET", f"pool {placed.pool_id} has no engine bound", True,
+                             True, engine_lost=True)
+        except asyncio.CancelledError:
+            if not record.done:  # shutdown, not our own cancel of a finished task
+                raise
+        finally:
+            self.registry.release(placed.pool_id, placed.replica)
+            record.runner = None
+        if not record.done:
+            self._settle(record, placed, outcome, attempt_started)
+        self.tasks.retire(record)
+
+    def _on_token(self, record: TaskRecord, event: Token) -> None:
+        if record.first_token_mono is None:
+            record.first_token_mono = self._clock()
+            record.ttft_ms = (record.first_token_mono - record.created_mono) * 1000.0
+        record.events.append_token(event.text, record.token_events)
+        record.token_events += 1
+
+    def _on_started(self, record: TaskRecord, placed: Placed, event: Started) -> None:
+        record.tokens_in = event.tokens_in
+        pool = self.registry.pool(placed.pool_id)
+        if record.attempts > 1 and record.events.last_id >= 0:
+            retry = {"retry_attempt": record.attempts, "pool_id": placed.pool_id}
+            record.events.append("metrics", json.dumps(retry))
+            return
+        started = {
+            "queue_position": record.queue_position,
+            "predicted_start_ms": record.predicted_start_ms,
+            "pool_id": placed.pool_id,
+            "engine": pool.engine if pool else "",
+            "engine_version": pool.engine_version if pool else "",
+            "model_digest": pool.model_digest if pool else "",
+            "tokens_in": event.tokens_in,
+        }
+        record.events.append("started", json.dumps(started))
+
+    def _settle(self, record: TaskRecord, placed: Placed, outcome: StreamEvent | None,
+                attempt_started: float) -> None:
+        if isinstance(outcome, End):
+            self._complete(record, outcome, attempt_started)
+            return
+        failure = outcome if isinstance(outcome, Failed) else Failed(
+            "WORKER_RESET", "engine stream ended without a terminal event", True,
+            record.token_events == 0, engine_lost=True)
+        if failure.engine_lost:
+            self.registry.mark_suspect(placed.pool_id, placed.replica, self._clock())
+        may_retry = failure.retriable and failure.before_first_token and record.token_events == 0
+        if may_retry and record.attempts < self.config.max_attempts:
+            self._requeue(record, failure)
+            return
+        self._finish(record, "failed", error=TaskError(failure.code, failure.message,
+                                                       failure.retriable))
+
+    def _requeue(self, record: TaskRecord, failure: Failed) -> None:
+        record.state = "queued"
+        record.pool_id = record.replica = None
+        backoff_s = self.config.requeue_backoff_ms / 1000.0 * (2 ** (record.attempts - 1))
+        record.not_before = self._clock() + backoff_s
+        self._queue.push(record.task_id, record.spec.priority, front=True)
+        log.warning("re-queued task %s after %s before its first token: %s", record.task_id,
+                    failure.code, failure.message, extra=_ids(record))
+        self._schedule_wake(backoff_s)
+
+    def _complete(self, record: TaskRecord, end: End, attempt_started: float) -> None:
+        now = self._clock()
+        record.tokens_in = end.tokens_in or record.tokens_in
+        record.tokens_out = end.tokens_out
+        record.finish_reason = "stop" if end.finish_reason == "stop" else "length"
+        first = record.first_token_mono
+        record.decode_time_ms = (now - first) * 1000.0 if first is not None else 0.0
+        record.ttft_ms = record.ttft_ms if record.ttft_ms is not None else \
+            (now - record.created_mono) * 1000.0
+        body = {"tokens_in": record.tokens_in, "tokens_out": record.tokens_out,
+                "decode_time_ms": round(record.decode_time_ms, 3),
+                "ttft_ms": round(record.ttft_ms, 3), "finish_reason": record.finish_reason}
+        self._finish(record, "completed", end_json=json.dumps(body))
+        elapsed_ms = (now - attempt_started) * 1000.0
+        previous = self._job_ms.get(record.spec.model)
+        self._job_ms[record.spec.model] = elapsed_ms if previous is None else \
+            previous + _EWMA_WEIGHT * (elapsed_ms - previous)
+
+    def _finish(self, record: TaskRecord, state: str, *, error: TaskError | None = None,
+                end_json: str | None = None) -> None:
+        if record.finish(state, _wall_ms(), error=error, end_json=end_json):  # type: ignore[arg-type]
+            if record.runner is None:
+                self.tasks.retire(record)
+            log.info("task %s %s%s", record.task_id, state,
+                     f" ({error.code}: {error.message})" if error else "", extra=_ids(record))
+
+    # -- client disconnects --------------------------------------------------------------
+
+    def subscriber_left(self, task_id: str) -> None:
+        """A stream reader went away: cancel after the grace unless another one comes."""
+        self._spawn(self._cancel_if_abandoned(task_id))
+
+    async def _cancel_if_abandoned(self, task_id: str) -> None:
+        await asyncio.sleep(self.config.disconnect_grace_ms / 1000.0)
+        record = self.tasks.get(task_id)
+        if record is not None and not record.done and record.events.subscriber_count() == 0:
+            self.cancel(task_id, "the client disconnected")
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for record in self.tasks.live():
+            self.cancel(record.task_id, "the orchestrator is shutting down")
+        runners = [r.runner for r in self.tasks.live() if r.runner is not None]
+        for task in [*runners, *self._background]:
+            task.cancel()
+        await asyncio.gather(*runners, *self._background, return_exceptions=True)
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _ids(record: TaskRecord) -> dict[str, object]:
+    return {"task_id": record.task_id, "correlation_id": record.spec.correlation_id,
+            "pool_id": record.pool_id, "session_id": record.spec.session_id}
+
+
+def _diagnosis(blocked: Unplaceable, needs: JobNeeds) -> str:
+    reasons = "; ".join(f"{r.pool_id}: {r.reason}" for r in blocked.rejections[:8])
+    return f"no pool can ever serve this task for model {needs.model!r} ({reasons})"
+
+
+def _details(blocked: Unplaceable) -> list[Detail]:
+    return [Detail(r.reason, pool_id=r.pool_id, check=r.check, wanted=r.wanted,
+                   available=r.available) for r in blocked.rejections]

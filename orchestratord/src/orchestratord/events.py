@@ -1,0 +1,106 @@
+"""`EventLog`: one task's SSE events, with replay and fan-out (API-04, REL-04).
+
+Every event is encoded once, as the exact bytes of its SSE frame
+(`id: N\nevent: NAME\ndata: JSON\n\n`), and kept in a bounded replay buffer. Subscribers
+get the frames after the id they already have; live frames are appended to each
+subscriber's pending list and the subscriber is woken, so a writer that falls behind
+sends what piled up in one write while the first frame is never held back. After the
+terminal event (`end` or `error`) the log is closed: nothing can follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+__all__ = ["EventLog", "Subscriber", "TERMINAL_EVENTS"]
+
+TERMINAL_EVENTS = frozenset({"end", "error"})
+HEARTBEAT = b": keep-alive\n\n"
+
+
+class Subscriber:
+    __slots__ = ("_log", "closed", "pending", "wake")
+
+    def __init__(self, log: EventLog, backlog: list[bytes]) -> None:
+        self._log = log
+        self.pending = backlog
+        self.wake = asyncio.Event()
+        self.closed = log.closed
+        if backlog or self.closed:
+            self.wake.set()
+
+    async def next_chunk(self, heartbeat_s: float) -> bytes | None:
+        """Frames that arrived since the last call (a heart-beat after `heartbeat_s` of
+        silence), or None once the log is closed and everything was sent."""
+        if not self.pending and not self.closed:
+            try:
+                await asyncio.wait_for(self.wake.wait(), heartbeat_s)
+            except TimeoutError:
+                return HEARTBEAT
+        self.wake.clear()
+        if self.pending:
+            frames, self.pending = self.pending, []
+            return frames[0] if len(frames) == 1 else b"".join(frames)
+        return None if self.closed else HEARTBEAT
+
+    def detach(self) -> None:
+        self._log.unsubscribe(self)
+
+
+class EventLog:
+    __slots__ = ("_frames", "_next_id", "_subscribers", "closed")
+
+    def __init__(self, replay_capacity: int) -> None:
+        self._frames: deque[tuple[int, bytes]] = deque(maxlen=replay_capacity)
+        self._next_id = 0
+        self._subscribers: list[Subscriber] = []
+        self.closed = False
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1
+
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def append(self, name: str, data: str) -> bool:
+        """Add one event; False (and nothing added) when the log is already closed."""
+        if self.closed:
+            return False
+        event_id = self._next_id
+        self._next_id += 1
+        frame = f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
+        self._frames.append((event_id, frame))
+        if name in TERMINAL_EVENTS:
+            self.closed = True
+        for subscriber in self._subscribers:
+            subscriber.pending.append(frame)
+            subscriber.closed = self.closed
+            subscriber.wake.set()
+        return True
+
+    def append_token(self, text: str, index: int) -> bool:
+        """The hot path: one `token` event, JSON written by hand (one dumps of the text)."""
+        return self.append("token", f'{{"t":{json.dumps(text, ensure_ascii=False)},"i":{index}}}')
+
+    def subscribe(self, after_id: int | None) -> Subscriber:
+        """Frames after `after_id` (all when None), then live ones.
+
+        ValueError when `after_id` is older than the replay buffer (a gap would follow).
+        """
+        if after_id is None:
+            backlog = [frame for _, frame in self._frames]
+        else:
+            oldest = self._frames[0][0] if self._frames else self._next_id
+            if after_id + 1 < oldest:
+                raise ValueError(f"event {after_id + 1} is no longer in the replay buffer")
+            backlog = [frame for event_id, frame in self._frames if event_id > after_id]
+        subscriber = Subscriber(self, backlog)
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)

@@ -1,0 +1,1 @@
+"""The public HTTP/SSE surface of orchestratord (Starlette)."""

@@ -1,0 +1,218 @@
+"""The Starlette application: routes of the data plane and the ops endpoints.
+
+Handlers are thin: parse and validate (`translate`), call the `Orchestrator`, render.
+Every error is the API-07 envelope; unknown routes are 404 `NOT_FOUND`, wrong methods
+405 `INVALID_PARAMS`, and anything unexpected 500 `INTERNAL` with no internals leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import pydantic
+from specs import openapi_document
+from specs.api.models import TaskRequest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from orchestratord.core import Orchestrator
+from orchestratord.errors import ApiError, Detail
+from orchestratord.http.errors import error_response
+from orchestratord.http.middleware import CorrelationIdMiddleware
+from orchestratord.http.translate import task_from_wire
+from orchestratord.tasks import TaskRecord
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("orchestratord.http")
+_TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _correlation_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("correlation_id", ""))
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_task(raw: bytes) -> TaskRequest:
+    try:
+        return TaskRequest.model_validate_json(raw, strict=True)
+    except pydantic.ValidationError as exc:
+        details = [
+            Detail(error["msg"], field=".".join(str(p) for p in error["loc"]) or "body")
+            for error in exc.errors(include_input=False, include_url=False)[:32]
+        ]
+        summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
+        raise ApiError("INVALID_PARAMS", f"invalid task: {summary}", details=details) from None
+
+
+def _task_id(request: Request) -> str:
+    task_id = str(request.path_params["task_id"])
+    if not _TASK_ID.match(task_id):
+        raise ApiError("INVALID_PARAMS", "task id must be 1-128 characters of [A-Za-z0-9._:-]")
+    return task_id
+
+
+def build_app(orchestrator: Orchestrator) -> CorrelationIdMiddleware:
+    """The ASGI app. The correlation-id middleware wraps everything, error pages included."""
+    return CorrelationIdMiddleware(_starlette(orchestrator))
+
+
+def _starlette(orchestrator: Orchestrator) -> Starlette:
+    config = orchestrator.config
+
+    async def submit_task(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise ApiError("INVALID_PARAMS", "Content-Type must be application/json", status=415)
+        wire = _parse_task(await _read_body(request, config.max_body_bytes))
+        spec = task_from_wire(wire, correlation_id=_correlation_id(request),
+                              max_prompt_bytes=config.max_prompt_bytes)
+        record = await orchestrator.submit(spec)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _stream(record, None)
+        return _json({
+            "task_id": record.task_id,
+            "queue_position": record.queue_position,
+            "predicted_start_ms": record.predicted_start_ms,
+            "events_url": f"/v2/tasks/{record.task_id}/events",
+        }, status=202)
+
+    async def task_events(request: Request) -> Response:
+        record = _existing(_task_id(request))
+        last = request.headers.get("last-event-id")
+        if last is not None and not (last.isdigit() and len(last) <= 20):
+            raise ApiError("INVALID_PARAMS", "Last-Event-ID must be a non-negative integer")
+        return _stream(record, int(last) if last is not None else None)
+
+    def _stream(record: TaskRecord, after_id: int | None) -> Response:
+        try:
+            subscriber = record.events.subscribe(after_id)
+        except ValueError as exc:
+            raise ApiError("INVALID_PARAMS", f"cannot resume: {exc}") from None
+        heartbeat_s = config.sse_heartbeat_ms / 1000.0
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                while (chunk := await subscriber.next_chunk(heartbeat_s)) is not None:
+                    yield chunk
+            finally:
+                subscriber.detach()
+                if not record.done:
+                    orchestrator.subscriber_left(record.task_id)
+
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    def _existing(task_id: str) -> TaskRecord:
+        record = orchestrator.tasks.get(task_id)
+        if record is None:
+            raise ApiError("NOT_FOUND", f"no task {task_id}")
+        return record
+
+    async def get_task(request: Request) -> Response:
+        return _json(_status(_existing(_task_id(request))))
+
+    async def cancel_task(request: Request) -> Response:
+        orchestrator.cancel(str(request.path_params["task_id"]))
+        return Response(status_code=204)
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready = sum(1 for p in orchestrator.registry.pools() if p.ready)
+        if ready:
+            return _json({"status": "ok", "pools_ready": ready})
+        return _json({"status": "unready", "pools_ready": 0, "reason": "no pool is ready"}, 503)
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_document(), media_type="application/yaml")
+
+    routes = [
+        Route("/v2/tasks", submit_task, methods=["POST"]),
+        Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
+        Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
+        Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.yaml", openapi, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+
+
+def _status(record: TaskRecord) -> dict[str, object]:
+    error = record.error
+    return {
+        "task_id": record.task_id,
+        "state": record.state,
+        "model": record.spec.model,
+        "workload": record.spec.workload,
+        "priority": record.spec.priority,
+        "session_id": record.spec.session_id,
+        "pool_id": record.pool_id,
+        "tokens_in": record.tokens_in,
+        "tokens_out": record.tokens_out,
+        "attempts": record.attempts,
+        "created_at_ms": record.created_at_ms,
+        "started_at_ms": record.started_at_ms,
+        "finished_at_ms": record.finished_at_ms,
+        "ttft_ms": record.ttft_ms,
+        "decode_time_ms": record.decode_time_ms,
+        "finish_reason": record.finish_reason,
+        "error": None if error is None else {
+            "code": error.code, "message": error.message, "retriable": error.retriable,
+            **({"retry_after_ms": error.retry_after_ms} if error.retry_after_ms is not None else {}),
+        },
+    }
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc, _correlation_id(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error = ApiError("NOT_FOUND", f"no route {request.url.path}")
+    elif exc.status_code == 405:
+        error = ApiError("INVALID_PARAMS", f"method {request.method} is not allowed here",
+                         status=405)
+    else:
+        error = ApiError("INVALID_PARAMS", str(exc.detail), status=exc.status_code)
+    return error_response(error, _correlation_id(request))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path,
+                  extra={"correlation_id": _correlation_id(request)})
+    return error_response(ApiError("INTERNAL", "internal error"), _correlation_id(request))

@@ -1,0 +1,53 @@
+"""Correlation ids on every response (API-08), as a plain ASGI middleware.
+
+The client's `X-Correlation-Id` is echoed when it is well formed, a fresh one is
+generated when it is absent, and a malformed one is refused with `INVALID_PARAMS`. The
+id is put in the ASGI scope (`scope["state"]["correlation_id"]`) for handlers and logs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestratord.errors import ApiError
+from orchestratord.http.errors import error_response
+
+__all__ = ["CorrelationIdMiddleware"]
+
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HEADER = b"x-correlation-id"
+
+
+class CorrelationIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == _HEADER), None)
+        if given is None:
+            correlation_id = uuid.uuid4().hex
+        else:
+            correlation_id = given.decode("latin-1")
+            if not _VALID.match(correlation_id):
+                fresh = uuid.uuid4().hex
+                error = ApiError("INVALID_PARAMS",
+                                 "X-Correlation-Id must be 1-128 characters of [A-Za-z0-9._:-]")
+                response = error_response(error, fresh)
+                response.headers["X-Correlation-Id"] = fresh
+                await response(scope, receive, send)
+                return
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        header = (_HEADER, correlation_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self._app(scope, receive, send_with_id)

@@ -1,0 +1,122 @@
+"""Wire (the generated `specs.api.models.TaskRequest`) -> domain `TaskSpec`.
+
+Nothing past this module sees generated types. Checks that the schema cannot express
+(which input each workload needs, grammar xor json_schema, prompt size) are made here and
+raise `ApiError(INVALID_PARAMS)` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from specs.api.models import TaskRequest
+from worker_adapters import ChatTurn, GenerateRequest, Sampling
+
+from orchestratord.errors import ApiError, Detail
+from orchestratord.placement import JobNeeds, Overrides
+from orchestratord.tasks import TaskSpec
+
+__all__ = ["prompt_token_bound", "task_from_wire"]
+
+# Upper bound on template tokens around each chat message, and around the whole chat.
+_CHAT_TOKENS_PER_MESSAGE = 32
+_CHAT_TOKENS_FIXED = 256
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError("INVALID_PARAMS", f"{field}: {message}", details=[Detail(message, field=field)])
+
+
+def prompt_token_bound(prompt: str | None, messages: tuple[ChatTurn, ...] | None) -> int:
+    """An upper bound on prompt tokens: byte-level and byte-fallback tokenizers produce at
+    most one token per byte (plus BOS/EOS); chat adds a bound for the template."""
+    if messages is None:
+        return len((prompt or "").encode()) + 2
+    content = sum(len(m.content.encode()) + len(m.role) for m in messages)
+    return content + _CHAT_TOKENS_PER_MESSAGE * len(messages) + _CHAT_TOKENS_FIXED
+
+
+def task_from_wire(body: TaskRequest, *, correlation_id: str, max_prompt_bytes: int) -> TaskSpec:
+    workload = body.workload or "completion"
+    prompt, messages = _inputs(body, workload)
+    size = len((prompt or "").encode()) + sum(len(m.content.encode()) for m in messages or ())
+    if size > max_prompt_bytes:
+        raise _invalid("prompt" if prompt is not None else "messages",
+                       f"{size} bytes exceeds the limit of {max_prompt_bytes} bytes")
+    if body.grammar is not None and body.json_schema is not None:
+        raise _invalid("grammar", "give at most one of grammar and json_schema")
+    max_tokens = body.max_tokens or 128
+    sampling = Sampling(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_k=body.top_k,
+        top_p=body.top_p,
+        min_p=body.min_p,
+        repeat_penalty=body.repeat_penalty,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
+        stop=tuple(s.root for s in body.stop or ()),
+        grammar=body.grammar,
+        json_schema=json.dumps(body.json_schema) if body.json_schema is not None else None,
+        logprobs=body.logprobs,
+    )
+    task_id = body.task_id or uuid.uuid4().hex
+    request = GenerateRequest(task_id, sampling, prompt=prompt, messages=messages)
+    needs = JobNeeds(
+        model=body.model,
+        tokens=prompt_token_bound(prompt, messages) + max_tokens,
+        features=_features(body, workload),
+        overrides=_overrides(body),
+    )
+    return TaskSpec(
+        task_id=task_id,
+        model=body.model,
+        workload=workload,
+        priority=body.priority or "interactive",
+        request=request,
+        needs=needs,
+        session_id=body.session_id,
+        deadline_ms=body.deadline_ms,
+        correlation_id=correlation_id,
+    )
+
+
+def _inputs(body: TaskRequest, workload: str) -> tuple[str | None, tuple[ChatTurn, ...] | None]:
+    if workload == "embedding":
+        raise _invalid("workload", "embedding tasks are not served by /v2/tasks in this version")
+    if workload == "chat":
+        if body.messages is None:
+            raise _invalid("messages", "a chat task needs messages")
+        if body.prompt is not None or body.inputs is not None:
+            raise _invalid("prompt", "a chat task takes messages only")
+        return None, tuple(ChatTurn(m.role, m.content) for m in body.messages)
+    if body.prompt is None:
+        raise _invalid("prompt", "a completion task needs a prompt")
+    if body.messages is not None or body.inputs is not None:
+        raise _invalid("messages", "a completion task takes a prompt only")
+    return body.prompt, None
+
+
+def _features(body: TaskRequest, workload: str) -> frozenset[str]:
+    wanted = {workload}
+    if body.grammar is not None:
+        wanted.add("grammar")
+    if body.json_schema is not None:
+        wanted.add("json_schema")
+    if body.logprobs:
+        wanted.add("logprobs")
+    return frozenset(wanted)
+
+
+def _overrides(body: TaskRequest) -> Overrides:
+    placement = body.placement
+    if placement is None:
+        return Overrides()
+    return Overrides(
+        pin_pool_id=placement.pin_pool_id,
+        prefer_pools=frozenset(p.root for p in placement.prefer_pools or ()),
+        avoid_pools=frozenset(p.root for p in placement.avoid_pools or ()),
+        allow_fallback=placement.allow_fallback if placement.allow_fallback is not None else True,
+    )

@@ -1,0 +1,209 @@
+"""`PoolRegistry`: what the orchestrator knows about hosts and pools.
+
+Fed level-triggered by the control link (the latest snapshot of a host replaces what
+was known about it) and read by admission and the dispatcher through `views(now)`,
+immutable `PoolView`s for placement. It also holds the orchestrator's own slot
+accounting: a slot is reserved when a job is placed and released when its stream ends,
+so free slots never wait for the next snapshot.
+
+Liveness: a host whose control stream breaks, or whose last snapshot is older than the
+lease, is lost and its pools are not offered. A replica whose engine was seen to die
+(`mark_suspect`) is not offered until a snapshot shows a new incarnation of it or the
+suspicion expires. Time is passed in (`now`, monotonic seconds). Lives on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from orchestratord.placement import PoolView, ReplicaView
+
+__all__ = ["HostInfo", "PoolInfo", "PoolRegistry", "ReplicaInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    index: int
+    endpoint: str
+    ready: bool
+    slots_total: int
+    incarnation: int
+    api_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    pool_id: str
+    host_id: str
+    state: str
+    ready: bool
+    draining: bool
+    engine: str
+    engine_version: str
+    adapter: str
+    model_id: str
+    model_digest: str
+    model_aliases: frozenset[str]
+    ctx: int
+    slots_total: int
+    features: frozenset[str]
+    replicas: tuple[ReplicaInfo, ...]
+    last_error: str = ""
+    restarts: int = 0
+
+
+@dataclass(slots=True)
+class HostInfo:
+    host_id: str
+    connected: bool
+    last_seen: float
+    cpu_cores: int = 0
+    ram_total_bytes: int = 0
+    pools: dict[str, PoolInfo] = field(default_factory=dict)
+    lost_reason: str = ""
+
+
+class PoolRegistry:
+    def __init__(self, *, lease_s: float, suspect_ttl_s: float,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self._lease_s = lease_s
+        self._suspect_ttl_s = suspect_ttl_s
+        self._on_change = on_change
+        self._hosts: dict[str, HostInfo] = {}
+        self._owner: dict[str, str] = {}  # pool_id -> host_id
+        self._reserved: dict[tuple[str, int], int] = {}
+        self._suspect: dict[tuple[str, int], tuple[int, float]] = {}
+
+    # -- hosts -------------------------------------------------------------------------
+
+    def host_connected(self, host_id: str, now: float, *, cpu_cores: int = 0,
+                       ram_total_bytes: int = 0) -> None:
+        host = self._hosts.setdefault(host_id, HostInfo(host_id, True, now))
+        host.connected, host.last_seen, host.lost_reason = True, now, ""
+        host.cpu_cores, host.ram_total_bytes = cpu_cores, ram_total_bytes
+        self._on_change()
+
+    def host_snapshot(self, host_id: str, pools: Iterable[PoolInfo], now: float) -> list[str]:
+        """Replace the host's pools; returns pool ids refused because another host owns them."""
+        host = self._hosts.setdefault(host_id, HostInfo(host_id, True, now))
+        host.connected, host.last_seen, host.lost_reason = True, now, ""
+        refused, fresh = [], {}
+        for pool in pools:
+            owner = self._owner.get(pool.pool_id)
+            if owner is not None and owner != host_id and self._hosts[owner].connected:
+                refused.append(pool.pool_id)
+                continue
+            self._owner[pool.pool_id] = host_id
+            fresh[pool.pool_id] = pool
+            self._clear_suspicion(pool)
+        for gone in set(host.pools) - set(fresh):
+            self._owner.pop(gone, None)
+        host.pools = fresh
+        self._on_change()
+        return refused
+
+    def host_lost(self, host_id: str, reason: str) -> None:
+        host = self._hosts.get(host_id)
+        if host is None or not host.connected:
+            return
+        host.connected, host.lost_reason = False, reason
+        self._on_change()
+
+    def expire(self, now: float) -> list[str]:
+        """Mark hosts whose lease ran out as lost; returns their ids."""
+        expired = [h.host_id for h in self._hosts.values()
+                   if h.connected and now - h.last_seen > self._lease_s]
+        for host_id in expired:
+            self.host_lost(host_id, "lease expired: no snapshot within the lease")
+        return expired
+
+    def hosts(self) -> list[HostInfo]:
+        return sorted(self._hosts.values(), key=lambda h: h.host_id)
+
+    # -- pools -------------------------------------------------------------------------
+
+    def pool(self, pool_id: str) -> PoolInfo | None:
+        host_id = self._owner.get(pool_id)
+        return None if host_id is None else self._hosts[host_id].pools.get(pool_id)
+
+    def pools(self) -> list[PoolInfo]:
+        return sorted((p for h in self._hosts.values() for p in h.pools.values()),
+                      key=lambda p: p.pool_id)
+
+    def pool_live(self, pool_id: str, now: float) -> bool:
+        host_id = self._owner.get(pool_id)
+        if host_id is None:
+            return False
+        host = self._hosts[host_id]
+        return host.connected and now - host.last_seen <= self._lease_s
+
+    def replica(self, pool_id: str, index: int) -> ReplicaInfo | None:
+        pool = self.pool(pool_id)
+        if pool is None:
+            return None
+        return next((r for r in pool.replicas if r.index == index), None)
+
+    def views(self, now: float) -> tuple[PoolView, ...]:
+        return tuple(self._view(h, p, now) for h in self._hosts.values() for p in h.pools.values())
+
+    def _view(self, host: HostInfo, pool: PoolInfo, now: float) -> PoolView:
+        replicas = tuple(
+            ReplicaView(
+                index=r.index,
+                ready=r.ready and not self._is_suspect(pool.pool_id, r, now),
+                slots_total=r.slots_total,
+                slots_free=max(0, r.slots_total - self._reserved.get((pool.pool_id, r.index), 0)),
+            )
+            for r in pool.replicas
+        )
+        return PoolView(
+            pool_id=pool.pool_id,
+            host_id=host.host_id,
+            engine=pool.engine,
+            model_id=pool.model_id,
+            model_aliases=pool.model_aliases,
+            model_digest=pool.model_digest,
+            ctx=pool.ctx,
+            features=pool.features,
+            ready=pool.ready,
+            draining=pool.draining,
+            lease_fresh=host.connected and now - host.last_seen <= self._lease_s,
+            replicas=replicas,
+        )
+
+    # -- slot accounting and suspicion ---------------------------------------------------
+
+    def reserve(self, pool_id: str, replica: int) -> None:
+        key = (pool_id, replica)
+        self._reserved[key] = self._reserved.get(key, 0) + 1
+
+    def release(self, pool_id: str, replica: int) -> None:
+        key = (pool_id, replica)
+        left = self._reserved.get(key, 0) - 1
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
+        self._on_change()
+
+    def in_flight(self, pool_id: str) -> int:
+        return sum(n for (p, _), n in self._reserved.items() if p == pool_id)
+
+    def mark_suspect(self, pool_id: str, replica: int, now: float) -> None:
+        info = self.replica(pool_id, replica)
+        if info is not None:
+            self._suspect[(pool_id, replica)] = (info.incarnation, now + self._suspect_ttl_s)
+
+    def _is_suspect(self, pool_id: str, replica: ReplicaInfo, now: float) -> bool:
+        mark = self._suspect.get((pool_id, replica.index))
+        if mark is None:
+            return False
+        incarnation, until = mark
+        return replica.incarnation == incarnation and now < until
+
+    def _clear_suspicion(self, pool: PoolInfo) -> None:
+        for replica in pool.replicas:
+            mark = self._suspect.get((pool.pool_id, replica.index))
+            if mark is not None and mark[0] != replica.incarnation:
+                del self._suspect[(pool.pool_id, replica.index)]

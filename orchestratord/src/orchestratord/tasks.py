@@ -1,0 +1,132 @@
+"""Tasks: the domain job (`TaskSpec`, immutable) and its live record (`TaskRecord`).
+
+A record moves `queued -> running -> completed | failed | cancelled`, and may go back
+from `running` to `queued` when its engine failed before the first token (REL-02).
+The record owns the task's `EventLog`; `finish` writes the one terminal event and the
+terminal state together, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from worker_adapters import GenerateRequest
+
+from orchestratord.admission import Priority
+from orchestratord.events import EventLog
+from orchestratord.placement import JobNeeds
+
+__all__ = ["TaskError", "TaskRecord", "TaskSpec", "TaskState", "TaskTable"]
+
+TaskState = Literal["queued", "running", "completed", "failed", "cancelled"]
+Workload = Literal["completion", "chat", "embedding"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    task_id: str
+    model: str
+    workload: Workload
+    priority: Priority
+    request: GenerateRequest
+    needs: JobNeeds
+    session_id: str | None
+    deadline_ms: int | None
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    code: str
+    message: str
+    retriable: bool
+    retry_after_ms: int | None = None
+
+    def to_json(self) -> str:
+        body: dict[str, object] = {"code": self.code, "message": self.message,
+                                   "retriable": self.retriable}
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
+        return json.dumps(body)
+
+
+@dataclass(slots=True, eq=False)
+class TaskRecord:
+    spec: TaskSpec
+    events: EventLog
+    created_at_ms: int
+    created_mono: float
+    state: TaskState = "queued"
+    queue_position: int = 0
+    predicted_start_ms: int = 0
+    pool_id: str | None = None
+    replica: int | None = None
+    engine_job_id: str = ""
+    attempts: int = 0
+    not_before: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    token_events: int = 0
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    first_token_mono: float | None = None
+    ttft_ms: float | None = None
+    decode_time_ms: float | None = None
+    finish_reason: str | None = None
+    error: TaskError | None = None
+    runner: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("completed", "failed", "cancelled")
+
+    def finish(self, state: TaskState, now_ms: int, *, error: TaskError | None = None,
+               end_json: str | None = None) -> bool:
+        """Enter a terminal state and write the terminal event; False if already done."""
+        if self.done:
+            return False
+        self.state = state
+        self.finished_at_ms = now_ms
+        self.error = error
+        if error is not None:
+            self.events.append("error", error.to_json())
+        else:
+            self.events.append("end", end_json or "{}")
+        return True
+
+
+class TaskTable:
+    """All known tasks: live ones, and the most recent finished ones (bounded)."""
+
+    def __init__(self, finished_kept: int) -> None:
+        self._live: dict[str, TaskRecord] = {}
+        self._finished: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._finished_kept = finished_kept
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._live or task_id in self._finished
+
+    def add(self, record: TaskRecord) -> None:
+        self._live[record.task_id] = record
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self._live.get(task_id) or self._finished.get(task_id)
+
+    def retire(self, record: TaskRecord) -> None:
+        """Move a finished task out of the live set; the oldest finished ones are forgotten."""
+        if self._live.pop(record.task_id, None) is None:
+            return
+        self._finished[record.task_id] = record
+        while len(self._finished) > self._finished_kept:
+            self._finished.popitem(last=False)
+
+    def live(self) -> list[TaskRecord]:
+        return list(self._live.values())

@@ -1,0 +1,36 @@
+"""`pool-managerd --config FILE`: run the host daemon.
+
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from specs.narration import configure_logging
+
+from pool_managerd.config import ConfigError, load_config
+from pool_managerd.manager import serve
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pool-managerd", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure_logging("pool-managerd", args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pool-managerd: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

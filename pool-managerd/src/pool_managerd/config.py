@@ -1,0 +1,126 @@
+"""pool-managerd configuration: one YAML file; secrets from the environment.
+
+    host_id: gpu-host-1                 # default: the machine's hostname
+    orchestrator: 127.0.0.1:8090        # the orchestrator's control-link address
+    join_token_env: LLORCH_JOIN_TOKEN   # the join token is read from this variable
+    state_dir: /var/lib/llorch          # logs/ and run/ go under it
+    heartbeat_interval_ms: 2000
+    shutdown_grace_s: 10
+    restart: {initial_backoff_s: 1, max_backoff_s: 60, max_crashes: 5, crash_window_s: 600}
+    pools:
+      - id: tiny
+        model: /models/tiny.gguf        # a GGUF file
+        sha256: <hex>                   # optional: verified before the pool starts
+        aliases: [default]
+        engine: llamacpp-inproc         # or: mock (the fake engine, for tests)
+        ctx: 2048                       # tokens per slot
+        slots: 1                        # concurrent sequences per replica
+        replicas: 1                     # worker processes
+        threads: 1
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pool_managerd.lifecycle import RestartPolicy
+
+__all__ = ["ConfigError", "ManagerConfig", "PoolConfig", "load_config"]
+
+ENGINES = frozenset({"llamacpp-inproc", "mock"})
+_POOL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    id: str
+    model: str = ""
+    engine: str = "llamacpp-inproc"
+    model_id: str = ""
+    sha256: str = ""
+    aliases: tuple[str, ...] = ()
+    ctx: int = 2048
+    slots: int = 1
+    replicas: int = 1
+    threads: int | None = None
+    gpu_layers: int = 0
+    embeddings: bool = False
+    mock: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    orchestrator: str
+    host_id: str = field(default_factory=socket.gethostname)
+    join_token_env: str = "LLORCH_JOIN_TOKEN"
+    state_dir: Path = Path.home() / ".local" / "share" / "llorch"
+    heartbeat_interval_ms: int = 2000
+    probe_interval_ms: int = 1000
+    probe_timeout_ms: int = 5000
+    shutdown_grace_s: float = 10.0
+    worker_command: tuple[str, ...] = ()
+    restart: RestartPolicy = RestartPolicy()
+    pools: tuple[PoolConfig, ...] = ()
+
+    @property
+    def join_token(self) -> str:
+        return os.environ.get(self.join_token_env, "")
+
+
+def _pool(raw: Any, index: int) -> PoolConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"pools[{index}]: expected a mapping")
+    known = {f.name for f in fields(PoolConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"pools[{index}]: unknown settings {', '.join(unknown)}")
+    raw = dict(raw)
+    raw["aliases"] = tuple(raw.get("aliases") or ())
+    pool = PoolConfig(**raw)
+    if not _POOL_ID.match(pool.id):
+        raise ConfigError(f"pools[{index}].id must match {_POOL_ID.pattern}")
+    if pool.engine not in ENGINES:
+        raise ConfigError(f"pools[{index}].engine must be one of {sorted(ENGINES)}")
+    if pool.engine != "mock" and not pool.model:
+        raise ConfigError(f"pools[{index}].model is required")
+    for name in ("ctx", "slots", "replicas"):
+        if getattr(pool, name) < 1:
+            raise ConfigError(f"pools[{index}].{name} must be at least 1")
+    return pool
+
+
+def load_config(path: Path) -> ManagerConfig:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(raw, dict) or "orchestrator" not in raw:
+        raise ConfigError(f"{path}: expected a mapping with at least 'orchestrator'")
+    known = {f.name for f in fields(ManagerConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    pools = tuple(_pool(p, i) for i, p in enumerate(raw.pop("pools", None) or ()))
+    ids = [p.id for p in pools]
+    if len(ids) != len(set(ids)):
+        raise ConfigError("pool ids must be unique")
+    restart = RestartPolicy(**(raw.pop("restart", None) or {}))
+    if "state_dir" in raw:
+        raw["state_dir"] = Path(raw["state_dir"]).expanduser()
+    if "worker_command" in raw:
+        raw["worker_command"] = tuple(raw["worker_command"])
+    config = ManagerConfig(pools=pools, restart=restart, **raw)
+    if not config.join_token:
+        raise ConfigError(f"no join token: set the environment variable {config.join_token_env}")
+    return config

@@ -1,0 +1,118 @@
+"""The control-link client: dial the orchestrator, say Hello, send snapshots, run commands.
+
+One bidirectional gRPC stream (POOL-01). The join token goes in the `authorization`
+metadata. A snapshot is sent every heartbeat and at once whenever a pool changes (a
+readiness flip reaches the orchestrator without waiting for the next heartbeat). A
+broken stream is redialled with jittered exponential back-off (0.25 s doubling to 10 s).
+All writes go through one writer task: gRPC streams do not take concurrent writes.
+The only module of pool-managerd that imports grpc, with `control_translate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import grpc
+from specs.control.v1 import control_pb2 as pb
+from specs.control.v1 import control_pb2_grpc
+
+__all__ = ["ControlLink"]
+
+log = logging.getLogger("pool_managerd.control")
+_BACKOFF_INITIAL_S = 0.25
+_BACKOFF_MAX_S = 10.0
+
+CommandHandler = Callable[[pb.Command], Awaitable[pb.CommandResult]]
+
+
+class ControlLink:
+    def __init__(self, address: str, join_token: str, *, hello: Callable[[], pb.Hello],
+                 snapshot: Callable[[], pb.Snapshot], changed: asyncio.Event,
+                 on_command: CommandHandler, heartbeat_s: float) -> None:
+        self._address = address
+        self._token = join_token
+        self._hello = hello
+        self._snapshot = snapshot
+        self._changed = changed
+        self._on_command = on_command
+        self._heartbeat_s = heartbeat_s
+        self.connected = asyncio.Event()
+        self._outbox: asyncio.Queue[pb.ManagerMessage] = asyncio.Queue(maxsize=64)
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        backoff = _BACKOFF_INITIAL_S
+        while True:
+            try:
+                await self._session()
+                backoff = _BACKOFF_INITIAL_S
+            except grpc.aio.AioRpcError as exc:
+                level = logging.ERROR if exc.code() == grpc.StatusCode.UNAUTHENTICATED else \
+                    logging.WARNING
+                log.log(level, "control link to %s failed: %s %s", self._address,
+                        exc.code().name, exc.details(), extra={"action": "dial"})
+            self.connected.clear()
+            delay = backoff * (0.5 + random.random())
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def send_final_snapshot(self) -> None:
+        """Best effort, used at shutdown: report the pools' final state."""
+        if self.connected.is_set():
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(pb.ManagerMessage(snapshot=self._snapshot()))
+            await asyncio.sleep(0.1)
+
+    async def _session(self) -> None:
+        metadata = (("authorization", f"Bearer {self._token}"),)
+        async with grpc.aio.insecure_channel(self._address) as channel:
+            call = control_pb2_grpc.ControlLinkStub(channel).Connect(metadata=metadata)
+            await call.write(pb.ManagerMessage(hello=self._hello()))
+            welcome = await call.read()
+            if welcome is grpc.aio.EOF or welcome.WhichOneof("msg") != "welcome":
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                           grpc.aio.Metadata(), "no Welcome from orchestrator")
+            heartbeat_s = welcome.welcome.heartbeat_interval_ms / 1000.0 or self._heartbeat_s
+            self.connected.set()
+            log.info("joined orchestrator %s", self._address, extra={"action": "join"})
+            self._outbox = asyncio.Queue(maxsize=64)
+            tasks = [asyncio.create_task(self._writer(call)),
+                     asyncio.create_task(self._reader(call)),
+                     asyncio.create_task(self._heartbeats(min(heartbeat_s, self._heartbeat_s)))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                call.cancel()
+
+    async def _heartbeats(self, period_s: float) -> None:
+        while True:
+            self._changed.clear()
+            await self._outbox.put(pb.ManagerMessage(snapshot=self._snapshot()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), period_s)
+
+    async def _writer(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        while True:
+            await call.write(await self._outbox.get())
+
+    async def _reader(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            if message.WhichOneof("msg") == "command":
+                asyncio.create_task(self._answer(message.command))
+
+    async def _answer(self, command: pb.Command) -> None:
+        result = await self._on_command(command)
+        result.command_id = command.command_id
+        await self._outbox.put(pb.ManagerMessage(result=result))

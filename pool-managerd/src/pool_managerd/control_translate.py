@@ -1,0 +1,51 @@
+"""Pool and inventory values -> control-link wire messages (the edge translator)."""
+
+from __future__ import annotations
+
+from specs.control.v1 import control_pb2 as pb
+
+from pool_managerd.inventory import Inventory
+from pool_managerd.pool import PoolStatus
+
+__all__ = ["inventory_to_wire", "pool_to_wire"]
+
+
+def inventory_to_wire(inventory: Inventory, engines: list[str]) -> pb.Inventory:
+    return pb.Inventory(
+        devices=[
+            pb.Device(id=d.id, kind=d.kind, name=d.name, memory_total_bytes=d.memory_total_bytes,
+                      memory_free_bytes=d.memory_free_bytes,
+                      compute_capability=d.compute_capability, simulated=d.simulated)
+            for d in inventory.devices
+        ],
+        cpu_cores=inventory.cpu_cores,
+        ram_total_bytes=inventory.ram_total_bytes,
+        ram_free_bytes=inventory.ram_free_bytes,
+        engines=engines,
+    )
+
+
+def pool_to_wire(status: PoolStatus) -> pb.PoolStatus:
+    return pb.PoolStatus(
+        pool_id=status.pool_id,
+        state=status.state,
+        ready=status.ready,
+        draining=status.draining,
+        engine=status.engine,
+        engine_version=status.engine_version,
+        adapter=status.adapter,
+        model_id=status.model_id,
+        model_digest=status.model_digest,
+        model_aliases=list(status.model_aliases),
+        ctx=status.ctx,
+        slots_total=status.slots_total,
+        slots_busy=status.slots_busy,
+        last_error=status.last_error,
+        restarts=status.restarts,
+        features=list(status.features),
+        replicas=[
+            pb.Replica(index=r.index, endpoint=r.endpoint, ready=r.ready,
+                       slots_total=r.slots_total, incarnation=r.incarnation, api_key=r.api_key)
+            for r in status.replicas
+        ],
+    )

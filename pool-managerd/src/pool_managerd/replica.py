@@ -1,0 +1,230 @@
+"""`ReplicaDriver`: runs one engine replica through its lifecycle.
+
+Events (process exit, health probe results, warm-up result, timers, commands) go into a
+queue; the driver feeds each to the pure `lifecycle.transition` and carries out the
+actions it returns: spawn the worker, warm it up, kill it, schedule a restart. Probes
+use the same adapter the orchestrator uses (`native`), with their own timeout, on
+their own connection, so they never queue behind user work (POOL-09).
+
+Readiness (POOL-02): the process is started, it reports its port, its health probe
+says `ready` (the worker answers `loading` while the weights load), and a one-token
+warm-up generation succeeds. Only then is the replica `ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker_adapters import End, Endpoint, Failed, GenerateRequest, Sampling, create_adapter
+from worker_adapters.errors import AdapterError
+from worker_adapters.protocol import Adapter
+
+from pool_managerd import lifecycle as lc
+from pool_managerd.process import EngineProcess, log_tail
+
+__all__ = ["ReplicaDriver", "ReplicaPaths"]
+
+log = logging.getLogger("pool_managerd.replica")
+_PORT_WAIT_S = 120.0
+_WARMUP_TIMEOUT_S = 120.0
+_LOADING_PROBE_S = 0.1
+_KILL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPaths:
+    log: Path
+    port_file: Path
+    workdir: Path
+
+
+class ReplicaDriver:
+    def __init__(self, *, pool_id: str, index: int, command: Sequence[str], env: dict[str, str],
+                 api_key: str, paths: ReplicaPaths, policy: lc.RestartPolicy,
+                 probe_interval_s: float, probe_timeout_s: float,
+                 on_change: Callable[[], None]) -> None:
+        self.pool_id = pool_id
+        self.index = index
+        self._command = tuple(command)
+        self._env = env
+        self._api_key = api_key
+        self._paths = paths
+        self._policy = policy
+        self._probe_interval_s = probe_interval_s
+        self._probe_timeout_s = probe_timeout_s
+        self._on_change = on_change
+        self.state = lc.ReplicaState()
+        self.endpoint = ""
+        self.incarnation = 0
+        self.engine_version = ""
+        self.slots_busy = 0
+        self._events: asyncio.Queue[lc.Event] = asyncio.Queue()
+        self._process: EngineProcess | None = None
+        self._adapter: Adapter | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._settled = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.state.phase == "ready" and bool(self.endpoint)
+
+    def post(self, event: lc.Event) -> None:
+        self._events.put_nowait(event)
+
+    async def run(self) -> None:
+        """Process events until cancelled."""
+        try:
+            while True:
+                self._handle(await self._events.get())
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._process is not None:
+                await self._process.stop(0.5)
+            await self._close_adapter()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop the replica and wait until its process is gone (or it never ran)."""
+        self._kill_grace_s = grace_s
+        self.post(lc.Stop())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), grace_s + _KILL_GRACE_S)
+
+    _kill_grace_s = _KILL_GRACE_S
+
+    def _handle(self, event: lc.Event) -> None:
+        before = self.state
+        self.state, actions = lc.transition(self.state, event, now=time.monotonic(),
+                                            policy=self._policy, jitter=random.random())
+        for action in actions:
+            self._execute(action)
+        if self.state.phase in ("stopped", "failed") and self._process is None:
+            self._settled.set()
+        if self.state != before:
+            if self.state.phase != before.phase:
+                log.info("pool %s replica %d: %s -> %s%s", self.pool_id, self.index, before.phase,
+                         self.state.phase,
+                         f" ({self.state.last_error})" if self.state.last_error else "",
+                         extra={"pool_id": self.pool_id, "action": "lifecycle"})
+            self._on_change()
+
+    def _execute(self, action: lc.Action) -> None:
+        match action:
+            case lc.Spawn():
+                self._spawn_task(self._launch())
+            case lc.WarmUp():
+                self._spawn_task(self._warm_up())
+            case lc.Kill(reason):
+                log.warning("pool %s replica %d: stopping engine: %s", self.pool_id, self.index,
+                            reason, extra={"pool_id": self.pool_id, "action": "kill"})
+                self._spawn_task(self._kill())
+            case lc.ScheduleRestart(delay):
+                log.info("pool %s replica %d: restart in %.2f s", self.pool_id, self.index,
+                         delay, extra={"pool_id": self.pool_id, "action": "backoff"})
+                asyncio.get_running_loop().call_later(delay, self.post, lc.RestartDue())
+
+    def _spawn_task(self, coroutine: object) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- actions -------------------------------------------------------------------------
+
+    async def _launch(self) -> None:
+        self._paths.port_file.unlink(missing_ok=True)
+        env = {**os.environ, **self._env}
+        if self._api_key:
+            env["LLORCH_WORKER_API_KEY"] = self._api_key
+        try:
+            process = await EngineProcess.spawn(self._command, env=env, log_path=self._paths.log,
+                                                cwd=self._paths.workdir)
+        except OSError as exc:
+            self.post(lc.Exited(None, f"cannot start engine: {exc}"))
+            return
+        self._process = process
+        self._spawn_task(self._watch_exit(process))
+        port = await self._wait_port(process)
+        if port is None:
+            return
+        self.endpoint = f"127.0.0.1:{port}"
+        self._adapter = create_adapter("native", Endpoint(self.endpoint, self._api_key))
+        self._spawn_task(self._probe_loop(self._adapter, process))
+
+    async def _wait_port(self, process: EngineProcess) -> int | None:
+        deadline = time.monotonic() + _PORT_WAIT_S
+        while process.returncode is None and time.monotonic() < deadline:
+            try:
+                return int(self._paths.port_file.read_text().strip())
+            except (OSError, ValueError):
+                await asyncio.sleep(0.02)
+        if process.returncode is None:
+            self.post(lc.ProbeFailed("engine did not report its port in time"))
+            await process.stop(_KILL_GRACE_S)
+        return None
+
+    async def _watch_exit(self, process: EngineProcess) -> None:
+        code = await process.wait()
+        if self._process is process:
+            self._process = None
+        self.endpoint = ""
+        self.incarnation = 0
+        await self._close_adapter()
+        self.post(lc.Exited(code, log_tail(self._paths.log, lines=6)))
+
+    async def _probe_loop(self, adapter: Adapter, process: EngineProcess) -> None:
+        while process.returncode is None:
+            try:
+                health = await asyncio.wait_for(adapter.health(), self._probe_timeout_s)
+            except (AdapterError, TimeoutError) as exc:
+                self.post(lc.ProbeFailed(str(exc) or type(exc).__name__))
+            else:
+                self.slots_busy = health.slots_busy
+                if health.state == "ready" and not self.incarnation:
+                    await self._read_props(adapter)
+                self.post(lc.Health(health.state, health.message))
+            loading = self.state.phase in ("starting", "loading")
+            await asyncio.sleep(_LOADING_PROBE_S if loading else self._probe_interval_s)
+
+    async def _read_props(self, adapter: Adapter) -> None:
+        with contextlib.suppress(AdapterError, TimeoutError):
+            props = await asyncio.wait_for(adapter.props(), self._probe_timeout_s)
+            self.incarnation = props.incarnation
+            self.engine_version = props.engine_version
+
+    async def _warm_up(self) -> None:
+        adapter = self._adapter
+        if adapter is None:
+            self.post(lc.WarmedUp(False, "engine is not reachable"))
+            return
+        request = GenerateRequest(f"warmup-{self.pool_id}-{self.index}-{time.time_ns()}",
+                                  Sampling(max_tokens=1, temperature=0.0), prompt="Hello")
+        outcome = "no terminal event"
+        try:
+            async with asyncio.timeout(_WARMUP_TIMEOUT_S):
+                async for event in adapter.submit(request):
+                    if isinstance(event, End):
+                        self.post(lc.WarmedUp(event.tokens_out >= 1 or event.finish_reason == "stop"))
+                        return
+                    if isinstance(event, Failed):
+                        outcome = f"{event.code}: {event.message}"
+        except TimeoutError:
+            outcome = f"no answer within {_WARMUP_TIMEOUT_S:.0f} s"
+        self.post(lc.WarmedUp(False, outcome))
+
+    async def _kill(self) -> None:
+        process = self._process
+        if process is not None:
+            await process.stop(self._kill_grace_s)
+
+    async def _close_adapter(self) -> None:
+        adapter, self._adapter = self._adapter, None
+        if adapter is not None:
+            await adapter.close()

@@ -1,0 +1,66 @@
+"""`InProcessAdapter`: the adapter protocol over an in-process `EngineBackend`.
+
+Used for the `mock` adapter kind, so the orchestrator's component tests can run the
+whole dispatch path without engine processes. The endpoint address carries the mock's
+knobs (`mock://token_delay_ms=5,fail_after=3`); the backend is created and started on
+first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from worker_adapters.engine import EngineBackend
+from worker_adapters.mock import MockBackend, MockKnobs
+from worker_adapters.protocol import Endpoint, register
+from worker_adapters.types import EngineHealth, EngineProps, GenerateRequest, StreamEvent, Tokenized
+
+__all__ = ["InProcessAdapter"]
+
+
+class InProcessAdapter:
+    kind = "mock"
+
+    def __init__(self, backend: EngineBackend) -> None:
+        self._backend = backend
+        self._started = False
+
+    async def _ready(self) -> EngineBackend:
+        if not self._started:
+            await self._backend.start()
+            self._started = True
+        return self._backend
+
+    async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        backend = await self._ready()
+        async for event in backend.generate(request):
+            yield event
+
+    async def cancel(self, job_id: str) -> None:
+        self._backend.cancel(job_id)
+
+    async def health(self) -> EngineHealth:
+        return (await self._ready()).health()
+
+    async def props(self) -> EngineProps:
+        return (await self._ready()).props()
+
+    async def tokenize(self, text: str, *, with_offsets: bool = False) -> Tokenized:
+        return await (await self._ready()).tokenize(text, with_offsets=with_offsets)
+
+    async def detokenize(self, ids: tuple[int, ...]) -> str:
+        return await (await self._ready()).detokenize(ids)
+
+    async def embed(self, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
+        return await (await self._ready()).embed(inputs)
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+
+def _mock_adapter(endpoint: Endpoint) -> InProcessAdapter:
+    knobs = endpoint.address.removeprefix("mock://").replace(",", " ")
+    return InProcessAdapter(MockBackend(MockKnobs().with_directive(f"[[mock {knobs}]]")))
+
+
+register("mock", _mock_adapter)

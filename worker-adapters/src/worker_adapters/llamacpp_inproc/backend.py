@@ -1,0 +1,374 @@
+"""`LlamaBackend`: llama.cpp in-process, one `Llama` instance per slot (WRK-02).
+
+llama-cpp-python wraps one llama.cpp context per `Llama` object and is not safe for
+concurrent use, so each slot owns one instance and one thread, and every native call on
+that instance runs on that thread: the event loop never blocks on llama.cpp. The
+instances memory-map the same file, so weights are shared by the page cache; each slot
+has its own KV cache (and so its own prompt cache: a job that shares a prefix with the
+slot's previous job reuses it).
+
+One generation: render the chat template (the model's own, from its GGUF metadata) or
+take the raw prompt, tokenize, refuse prompts that do not fit the context with
+`CONTEXT_OVERFLOW`, then sample token by token. Each token's bytes go through a
+`TextAssembler` (UTF-8 reassembly, stop strings). Cancel sets an event checked between
+tokens. Text deltas cross to the event loop through `call_soon_threadsafe`, and tokens
+already waiting when the consumer looks are merged (`coalesce_tokens`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import Llama, LlamaGrammar
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from worker_adapters.engine import coalesce_tokens
+from worker_adapters.errors import RequestRejected
+from worker_adapters.textstream import TextAssembler
+from worker_adapters.types import (
+    End,
+    EngineHealth,
+    EngineProps,
+    Failed,
+    GenerateRequest,
+    Sampling,
+    Started,
+    StreamEvent,
+    Token,
+    Tokenized,
+)
+
+__all__ = ["LlamaBackend", "LlamaSettings"]
+
+ENGINE = "llamacpp-inproc"
+# Used when a model carries no chat template of its own; props report chat_template=False.
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_DEFAULTS = {"temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaSettings:
+    """How to load the model. `ctx` is per slot, in tokens; `threads` None = library default."""
+
+    model_path: Path
+    ctx: int = 2048
+    slots: int = 1
+    threads: int | None = None
+    gpu_layers: int = 0
+    embeddings: bool = False
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    llama: Llama
+    executor: ThreadPoolExecutor
+
+
+@dataclass(slots=True)
+class _Job:
+    cancel: threading.Event
+    received: float
+
+
+class LlamaBackend:
+    """The in-process llama.cpp engine. Create, `await start()`, then serve."""
+
+    def __init__(self, settings: LlamaSettings, *, incarnation: int = 0) -> None:
+        self._settings = settings
+        self._incarnation = incarnation
+        self._slots: list[_Slot] = []
+        self._free: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._jobs: dict[str, _Job] = {}
+        self._state: EngineHealth = EngineHealth("loading", "loading model", settings.slots)
+        self._template: Jinja2ChatFormatter | None = None
+        self._has_template = False
+        self._embedder: Llama | None = None
+        self._embed_executor = ThreadPoolExecutor(1, thread_name_prefix="llama-embed")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            for index in range(self._settings.slots):
+                executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama-slot{index}")
+                llama = await asyncio.get_running_loop().run_in_executor(
+                    executor, self._load, False
+                )
+                slot = _Slot(index, llama, executor)
+                self._slots.append(slot)
+                self._free.put_nowait(slot)
+            if self._settings.embeddings:
+                self._embedder = await asyncio.get_running_loop().run_in_executor(
+                    self._embed_executor, self._load, True
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            self._state = EngineHealth("failed", f"model load failed: {exc}")
+            raise
+        self._template = self._chat_formatter(self._slots[0].llama)
+        self._state = EngineHealth("ready", "", self._settings.slots)
+
+    def _load(self, embedding: bool) -> Llama:
+        settings = self._settings
+        extra: dict[str, Any] = {}
+        if settings.threads:
+            extra["n_threads"] = settings.threads
+        if embedding:
+            extra["embedding"] = True
+            extra["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        return Llama(
+            str(settings.model_path),
+            n_ctx=settings.ctx,
+            n_gpu_layers=settings.gpu_layers,
+            verbose=False,
+            **extra,
+        )
+
+    def _chat_formatter(self, llama: Llama) -> Jinja2ChatFormatter:
+        template = llama.metadata.get("tokenizer.chat_template")
+        self._has_template = bool(template)
+        model = llama._model
+        return Jinja2ChatFormatter(
+            template=template or _FALLBACK_TEMPLATE,
+            eos_token=model.token_get_text(llama.token_eos()),
+            bos_token=model.token_get_text(llama.token_bos()),
+        )
+
+    async def close(self) -> None:
+        for job in self._jobs.values():
+            job.cancel.set()
+        for slot in self._slots:
+            slot.executor.shutdown(wait=True)
+            slot.llama.close()
+        self._embed_executor.shutdown(wait=True)
+        if self._embedder is not None:
+            self._embedder.close()
+        self._slots.clear()
+
+    # -- facts -------------------------------------------------------------------------
+
+    def health(self) -> EngineHealth:
+        if self._state.state != "ready":
+            return self._state
+        busy = len(self._slots) - self._free.qsize()
+        return EngineHealth("ready", "", len(self._slots), busy)
+
+    def props(self) -> EngineProps:
+        features = {"completion", "chat", "grammar", "json_schema"}
+        if self._settings.embeddings:
+            features.add("embedding")
+        return EngineProps(
+            engine=ENGINE,
+            engine_version=f"llama-cpp-python {llama_cpp.__version__}",
+            ctx=self._settings.ctx,
+            slots_total=self._settings.slots,
+            chat_template=self._has_template,
+            features=frozenset(features),
+            model_path=str(self._settings.model_path),
+            incarnation=self._incarnation,
+        )
+
+    # -- generation --------------------------------------------------------------------
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        if self._state.state != "ready":
+            yield Failed("POOL_UNREADY", "engine is not ready", True, True)
+            return
+        job = _Job(threading.Event(), time.perf_counter())
+        slot = await self._free.get()
+        self._jobs[request.job_id] = job
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+
+        def emit(event: StreamEvent | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        future = loop.run_in_executor(slot.executor, self._run, slot, request, job, emit)
+        # The slot goes back only when its thread is done with the Llama instance.
+        future.add_done_callback(lambda _: self._free.put_nowait(slot))
+        try:
+            async for event in coalesce_tokens(queue):
+                yield event
+        finally:
+            job.cancel.set()
+            self._jobs.pop(request.job_id, None)
+
+    def cancel(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        job.cancel.set()
+        return True
+
+    def _run(
+        self,
+        slot: _Slot,
+        request: GenerateRequest,
+        job: _Job,
+        emit: Callable[[StreamEvent | None], None],
+    ) -> None:
+        """Runs on the slot's thread: the only place its Llama instance is used."""
+        try:
+            emit(self._generate(slot.llama, request, job, emit))
+        except Exception as exc:  # noqa: BLE001 - any native failure ends this job, typed
+            emit(Failed("ENGINE_ERROR", f"llama.cpp failed: {exc}", True, False))
+        finally:
+            emit(None)
+
+    def _generate(
+        self,
+        llama: Llama,
+        request: GenerateRequest,
+        job: _Job,
+        emit: Callable[[StreamEvent | None], None],
+    ) -> StreamEvent:
+        sampling = request.sampling
+        try:
+            prompt = self._prompt_tokens(llama, request)
+            grammar = _grammar(sampling)
+        except ValueError as exc:
+            return Failed("INVALID_PARAMS", str(exc), False, True)
+        if len(prompt) + sampling.max_tokens > self._settings.ctx:
+            return Failed(
+                "CONTEXT_OVERFLOW",
+                f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) "
+                f"exceeds the context of {self._settings.ctx} tokens",
+                False,
+                True,
+            )
+        emit(Started(len(prompt), _common_prefix(llama, prompt)))
+        llama.set_seed(sampling.seed if sampling.seed is not None else _random_seed())
+        assembler = TextAssembler(sampling.stop)
+        produced, pending, first_at = 0, 0, 0.0
+        finish = "length"
+        generator = llama.generate(prompt, grammar=grammar, **_sampling_args(sampling))
+        try:
+            for token in generator:
+                if job.cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+                    finish = "stop"
+                    break
+                produced += 1
+                pending += 1
+                if produced == 1:
+                    first_at = time.perf_counter()
+                text = assembler.feed(llama._model.detokenize([token]))
+                if text:
+                    emit(Token(text, pending))
+                    pending = 0
+                if assembler.stopped:
+                    finish = "stop"
+                    break
+                if produced >= sampling.max_tokens:
+                    break
+        finally:
+            generator.close()
+        tail = assembler.finish()
+        if tail and finish != "cancelled":
+            emit(Token(tail, pending))
+        done = time.perf_counter()
+        return End(
+            tokens_in=len(prompt),
+            tokens_out=produced,
+            finish_reason=finish,
+            ttft_ms=((first_at or done) - job.received) * 1000.0,
+            decode_time_ms=(done - first_at) * 1000.0 if first_at else 0.0,
+        )
+
+    def _prompt_tokens(self, llama: Llama, request: GenerateRequest) -> list[int]:
+        if request.messages is not None:
+            assert self._template is not None
+            rendered = self._template(
+                messages=[{"role": m.role, "content": m.content} for m in request.messages]
+            )
+            return llama.tokenize(rendered.prompt.encode(), add_bos=False, special=True)
+        return llama.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
+
+    # -- tokens and embeddings ---------------------------------------------------------
+
+    async def tokenize(self, text: str, *, with_offsets: bool = False) -> Tokenized:
+        llama = self._any_llama()
+        ids = await asyncio.to_thread(llama.tokenize, text.encode(), False, True)
+        if not with_offsets:
+            return Tokenized(tuple(ids))
+        offsets, position = [], 0
+        for token in ids:
+            offsets.append(position)
+            position += len(llama._model.detokenize([token]))
+        return Tokenized(tuple(ids), tuple(offsets))
+
+    async def detokenize(self, ids: tuple[int, ...]) -> str:
+        llama = self._any_llama()
+        data = await asyncio.to_thread(llama._model.detokenize, list(ids))
+        return data.decode("utf-8", errors="replace")
+
+    async def embed(self, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
+        embedder = self._embedder
+        if embedder is None:
+            raise RequestRejected("INVALID_PARAMS", "this pool does not serve embeddings")
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(
+            self._embed_executor, lambda: embedder.embed(list(inputs), normalize=True)
+        )
+        return tuple(tuple(float(x) for x in vector) for vector in vectors)
+
+    def _any_llama(self) -> Llama:
+        if not self._slots:
+            raise RequestRejected("POOL_UNREADY", "engine is not ready")
+        return self._slots[0].llama
+
+
+def _sampling_args(sampling: Sampling) -> dict[str, Any]:
+    args: dict[str, Any] = dict(_DEFAULTS)
+    pairs = {
+        "temp": sampling.temperature,
+        "top_k": sampling.top_k,
+        "top_p": sampling.top_p,
+        "min_p": sampling.min_p,
+        "repeat_penalty": sampling.repeat_penalty,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+    }
+    args.update({name: value for name, value in pairs.items() if value is not None})
+    return args
+
+
+def _grammar(sampling: Sampling) -> LlamaGrammar | None:
+    """Build the constraint; ValueError (INVALID_PARAMS) when it cannot be compiled."""
+    try:
+        if sampling.grammar is not None:
+            return LlamaGrammar.from_string(sampling.grammar, verbose=False)
+        if sampling.json_schema is not None:
+            json.loads(sampling.json_schema)
+            return LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise ValueError(f"constraint cannot be compiled: {exc}") from exc
+    return None
+
+
+def _common_prefix(llama: Llama, tokens: list[int]) -> int:
+    cached = 0
+    for old, new in zip(llama._input_ids[: llama.n_tokens], tokens, strict=False):
+        if old != new:
+            break
+        cached += 1
+    return cached
+
+
+def _random_seed() -> int:
+    return secrets.randbits(32)

@@ -1,0 +1,179 @@
+"""`NativeAdapter`: the gRPC client of `llorch worker` (ADP-01, ADP-02 `native`).
+
+One channel per worker endpoint, shared by all its jobs. A generation is one
+server-streaming `Generate` call; the stream is checked for protocol order (Started
+first, Token*, then one End or Error) and any violation ends the job with a typed
+`Failed` instead of being passed on (ADP-03). gRPC errors are mapped here, once:
+UNAVAILABLE (worker gone) is `WORKER_RESET` with `engine_lost`, DEADLINE_EXCEEDED is
+`DECODE_TIMEOUT`. Cancel sends the worker's `Cancel` RPC and closes the stream, so the
+worker stops between two tokens (ADP-04).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from specs.worker.v1 import worker_pb2 as pb
+from specs.worker.v1 import worker_pb2_grpc
+
+from worker_adapters.errors import EngineTimeout, EngineUnavailable, RequestRejected
+from worker_adapters.native.translate import (
+    event_from_wire,
+    health_from_wire,
+    props_from_wire,
+    request_to_wire,
+)
+from worker_adapters.protocol import Endpoint, register
+from worker_adapters.types import (
+    End,
+    EngineHealth,
+    EngineProps,
+    Failed,
+    GenerateRequest,
+    Started,
+    StreamEvent,
+    Token,
+    Tokenized,
+)
+
+__all__ = ["NativeAdapter", "rpc_error_code"]
+
+_CONTROL_TIMEOUT_S = 5.0
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.max_receive_message_length", 64 << 20),
+)
+
+
+def rpc_error_code(details: str | None) -> tuple[str, str]:
+    """Split a worker error's details `CODE: message` into (code, message)."""
+    text = details or ""
+    code, sep, message = text.partition(": ")
+    if sep and code.isupper() and code.replace("_", "").isalpha():
+        return code, message
+    return "ENGINE_ERROR", text
+
+
+class NativeAdapter:
+    kind = "native"
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._channel = grpc.aio.insecure_channel(endpoint.address, options=_CHANNEL_OPTIONS)
+        self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+        self._metadata: Sequence[tuple[str, str]] = (
+            (("authorization", f"Bearer {endpoint.api_key}"),) if endpoint.api_key else ()
+        )
+        self._calls: dict[str, grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateEvent]] = {}
+
+    async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        call = self._stub.Generate(request_to_wire(request), metadata=self._metadata)
+        self._calls[request.job_id] = call
+        started = tokens_seen = finished = False
+        try:
+            async for wire in call:
+                event = event_from_wire(wire, tokens_seen=tokens_seen)
+                problem = _order_problem(event, started, finished)
+                if problem:
+                    finished = True
+                    yield Failed("ENGINE_ERROR", f"malformed worker stream: {problem}", True,
+                                 not tokens_seen)
+                    return
+                started = started or isinstance(event, Started)
+                tokens_seen = tokens_seen or isinstance(event, Token)
+                finished = isinstance(event, End | Failed)
+                assert event is not None
+                yield event
+                if finished:
+                    return
+            finished = True
+            yield Failed("WORKER_RESET", "worker stream ended without a terminal event", True,
+                         not tokens_seen, engine_lost=True)
+        except grpc.aio.AioRpcError as exc:
+            finished = True
+            yield _failure(exc, tokens_seen)
+        finally:
+            self._calls.pop(request.job_id, None)
+            if not finished:
+                call.cancel()
+
+    async def cancel(self, job_id: str) -> None:
+        call = self._calls.get(job_id)
+        try:
+            await self._stub.Cancel(
+                pb.CancelRequest(job_id=job_id), metadata=self._metadata, timeout=_CONTROL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError:
+            pass  # the stream close below still stops the worker
+        if call is not None:
+            call.cancel()
+
+    async def health(self) -> EngineHealth:
+        reply = await self._unary(self._stub.Health, pb.HealthRequest())
+        return health_from_wire(reply)
+
+    async def props(self) -> EngineProps:
+        return props_from_wire(await self._unary(self._stub.Props, pb.PropsRequest()))
+
+    async def tokenize(self, text: str, *, with_offsets: bool = False) -> Tokenized:
+        reply = await self._unary(
+            self._stub.Tokenize, pb.TokenizeRequest(text=text, with_offsets=with_offsets)
+        )
+        return Tokenized(tuple(reply.ids), tuple(reply.byte_offsets))
+
+    async def detokenize(self, ids: tuple[int, ...]) -> str:
+        reply = await self._unary(self._stub.Detokenize, pb.DetokenizeRequest(ids=list(ids)))
+        return str(reply.text)
+
+    async def embed(self, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
+        reply = await self._unary(self._stub.Embed, pb.EmbedRequest(inputs=list(inputs)))
+        return tuple(tuple(e.values) for e in reply.embeddings)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _unary(self, method, request):  # type: ignore[no-untyped-def]
+        try:
+            return await method(request, metadata=self._metadata, timeout=_CONTROL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise _control_error(exc) from exc
+
+
+def _order_problem(event: StreamEvent | None, started: bool, finished: bool) -> str:
+    if event is None:
+        return "event without payload"
+    if finished:
+        return "event after the terminal event"
+    if isinstance(event, Started):
+        return "second Started" if started else ""
+    if not started and not isinstance(event, Failed):
+        return f"{type(event).__name__} before Started"
+    return ""
+
+
+def _failure(exc: grpc.aio.AioRpcError, tokens_seen: bool) -> Failed:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Failed("DECODE_TIMEOUT", "worker did not answer in time", True, not tokens_seen)
+    if code == grpc.StatusCode.CANCELLED:
+        return Failed("CANCELLED", "generation cancelled", False, not tokens_seen)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        error_code, message = rpc_error_code(exc.details())
+        return Failed(error_code, message, False, not tokens_seen)
+    lost = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+    return Failed("WORKER_RESET", f"worker connection failed: {code.name}", True,
+                  not tokens_seen, engine_lost=lost)
+
+
+def _control_error(exc: grpc.aio.AioRpcError) -> Exception:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return EngineTimeout("worker did not answer in time")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        return RequestRejected(*rpc_error_code(exc.details()))
+    return EngineUnavailable(f"worker unavailable: {code.name}")
+
+
+register("native", NativeAdapter)

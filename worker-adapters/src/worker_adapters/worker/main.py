@@ -1,0 +1,147 @@
+"""Running a worker process: bind, report the port, load, serve, stop on a signal.
+
+Order matters for readiness (POOL-02): the gRPC server starts before the model loads,
+so `Health` answers `loading` while the weights load and the pool manager can tell a
+slow load from a dead process. The bound port is written to `port_file` (atomically,
+via rename) once the server listens; the pool manager waits for that file.
+
+Signals: SIGTERM and SIGINT stop accepting calls, give in-flight streams `grace_s` to
+finish, then exit 0. A model that fails to load exits 3 (the pool manager reports the
+error from the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from specs.worker.v1 import worker_pb2_grpc
+
+from worker_adapters.engine import EngineBackend
+from worker_adapters.mock import MockBackend, MockKnobs
+from worker_adapters.worker.server import WorkerServicer
+
+__all__ = ["API_KEY_ENV", "EXIT_LOAD_FAILED", "WorkerOptions", "build_parser", "main", "run_worker"]
+
+EXIT_LOAD_FAILED = 3
+API_KEY_ENV = "LLORCH_WORKER_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    model: Path | None
+    engine: str = "llamacpp"
+    host: str = "127.0.0.1"
+    port: int = 0
+    port_file: Path | None = None
+    ctx: int = 2048
+    slots: int = 1
+    threads: int | None = None
+    gpu_layers: int = 0
+    embeddings: bool = False
+    mock: str = ""
+    grace_s: float = 5.0
+
+
+def _backend(options: WorkerOptions, incarnation: int) -> EngineBackend:
+    if options.engine == "mock":
+        knobs = MockKnobs(ctx=options.ctx, slots=options.slots).with_directive(
+            f"[[mock {options.mock}]]"
+        )
+        return MockBackend(knobs, incarnation=incarnation)
+    if options.model is None:
+        raise SystemExit("llorch worker: --model is required for the llamacpp engine")
+    from worker_adapters.llamacpp_inproc import LlamaBackend, LlamaSettings
+
+    settings = LlamaSettings(
+        model_path=options.model,
+        ctx=options.ctx,
+        slots=options.slots,
+        threads=options.threads,
+        gpu_layers=options.gpu_layers,
+        embeddings=options.embeddings,
+    )
+    return LlamaBackend(settings, incarnation=incarnation)
+
+
+def _write_port(path: Path, port: int) -> None:
+    scratch = path.with_suffix(path.suffix + ".tmp")
+    scratch.write_text(f"{port}\n")
+    scratch.replace(path)
+
+
+async def _serve(options: WorkerOptions) -> int:
+    incarnation = time.time_ns()
+    backend = _backend(options, incarnation)
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+    servicer = WorkerServicer(backend, os.environ.pop(API_KEY_ENV, ""))
+    worker_pb2_grpc.add_WorkerServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{options.host}:{options.port}")
+    await server.start()
+    if options.port_file is not None:
+        _write_port(options.port_file, port)
+    print(f"llorch worker listening on {options.host}:{port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await backend.start()
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported and ends the process
+        print(f"llorch worker: model load failed: {exc}", file=sys.stderr, flush=True)
+        await server.stop(0)
+        return EXIT_LOAD_FAILED
+    print("llorch worker ready", file=sys.stderr, flush=True)
+    await stop.wait()
+    await server.stop(options.grace_s)
+    await backend.close()
+    return 0
+
+
+def run_worker(options: WorkerOptions) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    return asyncio.run(_serve(options))
+
+
+def build_parser(prog: str = "llorch worker") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Serve one model with an in-process engine over gRPC (WRK-01).")
+    parser.add_argument("--model", type=Path, help="GGUF model file (llamacpp engine)")
+    parser.add_argument("--engine", choices=("llamacpp", "mock"), default="llamacpp")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port-file", type=Path, help="write the bound port here")
+    parser.add_argument("--ctx", type=int, default=2048, help="context per slot, in tokens")
+    parser.add_argument("--slots", type=int, default=1, help="concurrent sequences")
+    parser.add_argument("--threads", type=int, help="CPU threads per slot")
+    parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--embeddings", action="store_true", help="also serve embeddings")
+    parser.add_argument("--mock", default="", help="mock knobs, e.g. 'token_delay_ms=5'")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds to finish streams")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "llorch worker") -> int:
+    """Entry point of `llorch worker` and `python -m worker_adapters.worker`.
+
+    The per-pool API key, if any, is read from the environment variable
+    LLORCH_WORKER_API_KEY (never from the command line, which other users can read).
+    """
+    args = build_parser(prog).parse_args(argv)
+    if args.slots < 1 or args.ctx < 16:
+        print(f"{prog}: --slots must be >= 1 and --ctx >= 16", file=sys.stderr)
+        return 2
+    options = WorkerOptions(
+        model=args.model, engine=args.engine, host=args.host, port=args.port,
+        port_file=args.port_file, ctx=args.ctx, slots=args.slots, threads=args.threads,
+        gpu_layers=args.gpu_layers, embeddings=args.embeddings, mock=args.mock,
+        grace_s=args.grace,
+    )
+    return run_worker(options)
