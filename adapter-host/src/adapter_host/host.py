@@ -8,7 +8,7 @@ retires the old one, closing it once its in-flight jobs are done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from worker_adapters import (
@@ -76,9 +76,13 @@ class AdapterHost:
         try:
             return self._bindings[key]
         except KeyError:
-            raise LookupError(f"no adapter bound for pool {key.pool_id} replica {key.replica}") from None
+            raise LookupError(
+                f"no adapter bound for pool {key.pool_id} replica {key.replica}"
+            ) from None
 
-    async def submit(self, key: ReplicaKey, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    async def submit(
+        self, key: ReplicaKey, request: GenerateRequest
+    ) -> AsyncGenerator[StreamEvent, None]:
         binding = self._binding(key)
         binding.in_flight.add(request.job_id)
         self._jobs[request.job_id] = binding
@@ -105,13 +109,17 @@ class AdapterHost:
     async def props(self, key: ReplicaKey) -> EngineProps:
         return await self._binding(key).adapter.props()
 
-    async def tokenize(self, key: ReplicaKey, text: str, *, with_offsets: bool = False) -> Tokenized:
+    async def tokenize(
+        self, key: ReplicaKey, text: str, *, with_offsets: bool = False
+    ) -> Tokenized:
         return await self._binding(key).adapter.tokenize(text, with_offsets=with_offsets)
 
     async def detokenize(self, key: ReplicaKey, ids: tuple[int, ...]) -> str:
         return await self._binding(key).adapter.detokenize(ids)
 
-    async def embed(self, key: ReplicaKey, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
+    async def embed(
+        self, key: ReplicaKey, inputs: tuple[str, ...]
+    ) -> tuple[tuple[float, ...], ...]:
         return await self._binding(key).adapter.embed(inputs)
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import gguf
@@ -75,7 +76,7 @@ def _learn_merges(count: int) -> list[tuple[str, str]]:
     words = [w for w in words if w]
     merges: list[tuple[str, str]] = []
     for _ in range(count):
-        pairs = Counter(pair for w in words for pair in zip(w, w[1:], strict=False))
+        pairs = Counter(pair for w in words for pair in pairwise(w))
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))

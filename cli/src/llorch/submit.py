@@ -39,8 +39,11 @@ def add_parser(commands: Any) -> None:
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": args.model, "max_tokens": args.max_tokens,
-                            "priority": args.priority}
+    body: dict[str, Any] = {
+        "model": args.model,
+        "max_tokens": args.max_tokens,
+        "priority": args.priority,
+    }
     if args.chat:
         body.update(workload="chat", messages=[{"role": "user", "content": args.prompt}])
     else:
@@ -55,8 +58,10 @@ async def run(args: argparse.Namespace) -> int:
     headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(base_url=args.url, timeout=httpx.Timeout(10, read=None)) as client, \
-                client.stream("POST", "/v2/tasks", json=_body(args), headers=headers) as response:
+        async with (
+            httpx.AsyncClient(base_url=args.url, timeout=httpx.Timeout(10, read=None)) as client,
+            client.stream("POST", "/v2/tasks", json=_body(args), headers=headers) as response,
+        ):
             if response.status_code != 200:
                 error = json.loads(await response.aread())
                 print(f"llorch: {error.get('code')}: {error.get('message')}", file=sys.stderr)
@@ -81,9 +86,12 @@ async def _print_stream(response: httpx.Response, as_json: bool, started: float)
             rate = payload["tokens_out"] / decode_s if decode_s > 0 else 0.0
             if not as_json:
                 print(file=sys.stdout)
-                print(f"[{payload['tokens_out']} tokens, finish {payload['finish_reason']}, "
-                      f"ttft {payload['ttft_ms']:.0f} ms, decode {payload['decode_time_ms']:.0f} ms, "
-                      f"{rate:.1f} tokens/s, total {elapsed:.2f} s]", file=sys.stderr)
+                print(
+                    f"[{payload['tokens_out']} tokens, finish {payload['finish_reason']}, "
+                    f"ttft {payload['ttft_ms']:.0f} ms, decode {payload['decode_time_ms']:.0f} ms, "
+                    f"{rate:.1f} tokens/s, total {elapsed:.2f} s]",
+                    file=sys.stderr,
+                )
             return EXIT_OK
         if event.event == "error":
             if not as_json:

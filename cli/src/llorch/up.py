@@ -37,9 +37,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--model", type=Path, help="a GGUF model (default: Gemma 3 270M)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port of the API")
     parser.add_argument("--control-port", type=int, default=0, help="control link (0: any)")
-    parser.add_argument("--state-dir", type=Path,
-                        default=Path(os.environ.get("LLORCH_STATE_DIR",
-                                                    Path.home() / ".local/share/llorch")))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("LLORCH_STATE_DIR", Path.home() / ".local/share/llorch")),
+    )
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--replicas", type=int, default=1)
@@ -57,25 +59,44 @@ def _default_model(state_dir: Path) -> tuple[Path, str]:
     return target, gemma.EXPECTED_SHA256
 
 
-def _write_configs(args: argparse.Namespace, model: Path, sha256: str, run_dir: Path,
-                   control_port: int) -> tuple[Path, Path]:
+def _write_configs(
+    args: argparse.Namespace, model: Path, sha256: str, run_dir: Path, control_port: int
+) -> tuple[Path, Path]:
     orchestrator = run_dir / "orchestratord.yaml"
-    orchestrator.write_text(yaml.safe_dump({
-        "http_host": "127.0.0.1", "http_port": args.port,
-        "control_host": "127.0.0.1", "control_port": control_port,
-    }))
+    orchestrator.write_text(
+        yaml.safe_dump(
+            {
+                "http_host": "127.0.0.1",
+                "http_port": args.port,
+                "control_host": "127.0.0.1",
+                "control_port": control_port,
+            }
+        )
+    )
     manager = run_dir / "pool-managerd.yaml"
-    pool: dict[str, Any] = {"id": "default", "model": str(model), "aliases": ["default"],
-                            "engine": "llamacpp-inproc", "ctx": args.ctx, "slots": args.slots,
-                            "replicas": args.replicas}
+    pool: dict[str, Any] = {
+        "id": "default",
+        "model": str(model),
+        "aliases": ["default"],
+        "engine": "llamacpp-inproc",
+        "ctx": args.ctx,
+        "slots": args.slots,
+        "replicas": args.replicas,
+    }
     if sha256:
         pool["sha256"] = sha256
     if args.threads:
         pool["threads"] = args.threads
-    manager.write_text(yaml.safe_dump({
-        "host_id": "local", "orchestrator": "127.0.0.1:{control_port}",
-        "state_dir": str(args.state_dir), "pools": [pool],
-    }))
+    manager.write_text(
+        yaml.safe_dump(
+            {
+                "host_id": "local",
+                "orchestrator": "127.0.0.1:{control_port}",
+                "state_dir": str(args.state_dir),
+                "pools": [pool],
+            }
+        )
+    )
     return orchestrator, manager
 
 
@@ -115,8 +136,7 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _banner(url: str) -> str:
-    body = json.dumps({"model": "default", "prompt": "The capital of France is",
-                       "max_tokens": 32})
+    body = json.dumps({"model": "default", "prompt": "The capital of France is", "max_tokens": 32})
     return (
         f"\nllorch is up: {url}\n\n"
         f"Stream a completion (one round trip):\n"
@@ -147,16 +167,36 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         with (run_dir / "logs" / "orchestratord.log").open("ab") as log:
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "orchestratord", "--config", str(orchestrator_cfg),
-                 "--ready-file", str(ready_file)], env=env, stdout=log, stderr=log))
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "orchestratord",
+                        "--config",
+                        str(orchestrator_cfg),
+                        "--ready-file",
+                        str(ready_file),
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
         ports = _wait_file(ready_file, children[0], 60)
-        manager_cfg.write_text(manager_cfg.read_text().replace(
-            "{control_port}", str(ports["control_port"])))
+        manager_cfg.write_text(
+            manager_cfg.read_text().replace("{control_port}", str(ports["control_port"]))
+        )
         with (run_dir / "logs" / "pool-managerd.log").open("ab") as log:
-            children.insert(0, subprocess.Popen(
-                [sys.executable, "-m", "pool_managerd", "--config", str(manager_cfg)],
-                env=env, stdout=log, stderr=log))
+            children.insert(
+                0,
+                subprocess.Popen(
+                    [sys.executable, "-m", "pool_managerd", "--config", str(manager_cfg)],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                ),
+            )
         url = f"http://127.0.0.1:{ports['http_port']}"
         print(f"llorch: starting (model {model}); logs in {run_dir / 'logs'}", file=sys.stderr)
         _wait_ready(url, children)

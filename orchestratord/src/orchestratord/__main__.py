@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import uvloop
+from specs.narration import configure_logging
 
 from orchestratord.app import serve
 from orchestratord.config import ConfigError, load_config
-from specs.narration import configure_logging
 
 EXIT_CONFIG = 2
 
@@ -25,14 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int)
     parser.add_argument("--control-host")
     parser.add_argument("--control-port", type=int)
-    parser.add_argument("--ready-file", type=Path,
-                        help="write the bound ports here as JSON once serving")
+    parser.add_argument(
+        "--ready-file", type=Path, help="write the bound ports here as JSON once serving"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure_logging("orchestratord", args.log_level)
     try:
-        config = load_config(args.config, http_host=args.http_host, http_port=args.http_port,
-                             control_host=args.control_host, control_port=args.control_port)
+        config = load_config(
+            args.config,
+            http_host=args.http_host,
+            http_port=args.http_port,
+            control_host=args.control_host,
+            control_port=args.control_port,
+        )
     except (ConfigError, OSError) as exc:
         print(f"orchestratord: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,6 +9,7 @@ control link, close adapters. Exit code 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -65,13 +66,20 @@ def build(config: OrchestratorConfig) -> Services:
         if holder:
             holder[0].wake()
 
-    registry = PoolRegistry(lease_s=config.lease_ms / 1000.0,
-                            suspect_ttl_s=config.suspect_ttl_ms / 1000.0, on_change=on_change)
+    registry = PoolRegistry(
+        lease_s=config.lease_ms / 1000.0,
+        suspect_ttl_s=config.suspect_ttl_ms / 1000.0,
+        on_change=on_change,
+    )
     orchestrator = Orchestrator(config, registry, host)
     holder.append(orchestrator)
-    control = ControlLinkServicer(registry, config.join_token,
-                                  heartbeat_ms=config.heartbeat_interval_ms,
-                                  lease_ms=config.lease_ms, version=VERSION)
+    control = ControlLinkServicer(
+        registry,
+        config.join_token,
+        heartbeat_ms=config.heartbeat_interval_ms,
+        lease_ms=config.lease_ms,
+        version=VERSION,
+    )
     return Services(config, registry, host, orchestrator, control)
 
 
@@ -82,21 +90,37 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     control_port = grpc_server.add_insecure_port(f"{config.control_host}:{config.control_port}")
     await grpc_server.start()
     dispatcher = asyncio.create_task(services.orchestrator.run())
-    http = uvicorn.Server(uvicorn.Config(
-        build_app(services.orchestrator), host=config.http_host, port=config.http_port,
-        loop="none", http="httptools", lifespan="off", access_log=False, log_config=None,
-        timeout_graceful_shutdown=5))
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http = uvicorn.Server(
+        uvicorn.Config(
+            build_app(services.orchestrator),
+            host=config.http_host,
+            port=config.http_port,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    # Signals are ours (below): uvicorn would re-raise them after its shutdown.
+    http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(http, "should_exit", True))
     serving = asyncio.create_task(http.serve())
-    while not http.started and not serving.done():
+    # uvicorn exposes no start-up event; poll its flag (bounded by the serve task).
+    while not http.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     if http.started:
         http_port = http.servers[0].sockets[0].getsockname()[1]
-        log.info("orchestratord serving HTTP on %s:%d, control link on %s:%d",
-                 config.http_host, http_port, config.control_host, control_port)
+        log.info(
+            "orchestratord serving HTTP on %s:%d, control link on %s:%d",
+            config.http_host,
+            http_port,
+            config.control_host,
+            control_port,
+        )
         if ready_file is not None:
             scratch = ready_file.with_suffix(".tmp")
             scratch.write_text(json.dumps({"http_port": http_port, "control_port": control_port}))

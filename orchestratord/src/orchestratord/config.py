@@ -63,8 +63,16 @@ class OrchestratorConfig:
     def validate(self) -> OrchestratorConfig:
         if self.full_queue_policy not in POLICIES:
             raise ConfigError(f"full_queue_policy must be one of {POLICIES}")
-        for name in ("queue_capacity", "interactive_capacity", "batch_capacity", "max_attempts",
-                     "heartbeat_interval_ms", "lease_ms", "max_body_bytes", "max_prompt_bytes"):
+        for name in (
+            "queue_capacity",
+            "interactive_capacity",
+            "batch_capacity",
+            "max_attempts",
+            "heartbeat_interval_ms",
+            "lease_ms",
+            "max_body_bytes",
+            "max_prompt_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lease_ms <= self.heartbeat_interval_ms:

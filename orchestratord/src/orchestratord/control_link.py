@@ -46,9 +46,16 @@ class _Session:
 
 
 class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
-    def __init__(self, registry: PoolRegistry, join_token: str, *, heartbeat_ms: int,
-                 lease_ms: int, version: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: PoolRegistry,
+        join_token: str,
+        *,
+        heartbeat_ms: int,
+        lease_ms: int,
+        version: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._expected = f"Bearer {join_token}".encode()
         self._heartbeat_ms = heartbeat_ms
@@ -60,8 +67,9 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
     def connected_hosts(self) -> list[str]:
         return sorted(self._sessions)
 
-    async def send(self, host_id: str, command: pb.Command, *,
-                   timeout_s: float = 30.0) -> pb.CommandResult:
+    async def send(
+        self, host_id: str, command: pb.Command, *, timeout_s: float = 30.0
+    ) -> pb.CommandResult:
         """Send a command and wait for its result; CommandFailed when it fails."""
         session = self._sessions.get(host_id)
         if session is None:
@@ -80,14 +88,16 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
             raise CommandFailed(result.error_code or "INTERNAL", result.message)
         return result
 
-    async def Connect(  # noqa: N802 - gRPC method name
-        self, request_iterator: object, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    async def Connect(  # type: ignore[override]  # noqa: N802 - read/write style handler
+        self,
+        request_iterator: object,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
         presented = dict(context.invocation_metadata() or ()).get("authorization", "")
         if not hmac.compare_digest(str(presented).encode(), self._expected):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing join token")
         first = await context.read()
-        if first is grpc.aio.EOF or first.WhichOneof("msg") != "hello":
+        if not isinstance(first, pb.ManagerMessage) or first.WhichOneof("msg") != "hello":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "first message must be Hello")
         hello = first.hello
         host_id = hello.host_id
@@ -99,12 +109,22 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         session = _Session(host_id)
         self._sessions[host_id] = session
         inventory = hello.inventory
-        self._registry.host_connected(host_id, self._clock(), cpu_cores=inventory.cpu_cores,
-                                      ram_total_bytes=inventory.ram_total_bytes)
+        self._registry.host_connected(
+            host_id,
+            self._clock(),
+            cpu_cores=inventory.cpu_cores,
+            ram_total_bytes=inventory.ram_total_bytes,
+        )
         log.info("host %s joined (manager %s)", host_id, hello.manager_version)
-        await context.write(pb.OrchestratorMessage(welcome=pb.Welcome(
-            orchestrator_version=self._version, heartbeat_interval_ms=self._heartbeat_ms,
-            lease_ms=self._lease_ms)))
+        await context.write(
+            pb.OrchestratorMessage(
+                welcome=pb.Welcome(
+                    orchestrator_version=self._version,
+                    heartbeat_interval_ms=self._heartbeat_ms,
+                    lease_ms=self._lease_ms,
+                )
+            )
+        )
         writer = asyncio.create_task(self._write(session, context))
         try:
             await self._read(session, context)
@@ -121,15 +141,18 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
     async def _read(self, session: _Session, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
         while True:
             message = await context.read()
-            if message is grpc.aio.EOF:
-                return
+            if not isinstance(message, pb.ManagerMessage):
+                return  # end of stream
             kind = message.WhichOneof("msg")
             if kind == "snapshot":
                 pools = [pool_from_wire(session.host_id, p) for p in message.snapshot.pools]
                 refused = self._registry.host_snapshot(session.host_id, pools, self._clock())
                 for pool_id in refused:
-                    log.error("host %s reports pool %s, owned by another host; ignored",
-                              session.host_id, pool_id)
+                    log.error(
+                        "host %s reports pool %s, owned by another host; ignored",
+                        session.host_id,
+                        pool_id,
+                    )
             elif kind == "result":
                 future = session.waiting.get(message.result.command_id)
                 if future is not None and not future.done():

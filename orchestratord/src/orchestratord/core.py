@@ -25,8 +25,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 from adapter_host import AdapterHost, ReplicaKey
 from worker_adapters import End, Failed, Started, StreamEvent, Token
@@ -51,8 +52,14 @@ def _wall_ms() -> int:
 
 
 class Orchestrator:
-    def __init__(self, config: OrchestratorConfig, registry: PoolRegistry, host: AdapterHost,
-                 *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        registry: PoolRegistry,
+        host: AdapterHost,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.host = host
@@ -77,18 +84,28 @@ class Orchestrator:
         spec = await self._check_feasible(spec)
         decision = decide(self.queue_depth(), spec.priority, self._limits)  # type: ignore[arg-type]
         if not isinstance(decision, Admit):
-            raise ApiError(decision.code, decision.message, retriable=True,
-                           retry_after_ms=decision.retry_after_ms,
-                           policy_label=decision.policy_label)
+            raise ApiError(
+                decision.code,
+                decision.message,
+                retriable=True,
+                retry_after_ms=decision.retry_after_ms,
+                policy_label=decision.policy_label,
+            )
         if decision.evict_from is not None:
             self._evict(decision.evict_from)
-        record = TaskRecord(spec, EventLog(self.config.sse_replay_events), _wall_ms(),
-                            self._clock())
+        record = TaskRecord(
+            spec, EventLog(self.config.sse_replay_events), _wall_ms(), self._clock()
+        )
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         record.predicted_start_ms = self._predict_start_ms(spec, record.queue_position)
         self.tasks.add(record)
-        log.info("admitted task %s for %s at position %d", spec.task_id, spec.model,
-                 record.queue_position, extra=_ids(record))
+        log.info(
+            "admitted task %s for %s at position %d",
+            spec.task_id,
+            spec.model,
+            record.queue_position,
+            extra=_ids(record),
+        )
         self.wake()
         return record
 
@@ -96,9 +113,13 @@ class Orchestrator:
         views = self.registry.views(self._clock())
         needs = spec.needs
         if not any(v.serves(needs.model) for v in views):
-            known = sorted({v.model_id for v in views} | {a for v in views for a in v.model_aliases})
-            raise ApiError("MODEL_NOT_FOUND", f"no pool serves model {needs.model!r}; "
-                           f"known models: {', '.join(known) or 'none'}")
+            known = sorted(
+                {v.model_id for v in views} | {a for v in views for a in v.model_aliases}
+            )
+            raise ApiError(
+                "MODEL_NOT_FOUND",
+                f"no pool serves model {needs.model!r}; known models: {', '.join(known) or 'none'}",
+            )
         pin = needs.overrides.pin_pool_id
         if pin is not None:
             self._check_pin(pin)
@@ -112,24 +133,38 @@ class Orchestrator:
                 blocked = feasible_ever(spec.needs, views)
                 if blocked is None:
                     return spec
-        code = "CONTEXT_OVERFLOW" if any(r.check == "context" for r in blocked.rejections) \
+        code = (
+            "CONTEXT_OVERFLOW"
+            if any(r.check == "context" for r in blocked.rejections)
             else "INVALID_PARAMS"
+        )
         raise ApiError(code, _diagnosis(blocked, needs), details=_details(blocked))
 
     def _check_pin(self, pool_id: str) -> None:
         pool = self.registry.pool(pool_id)
         if pool is None:
-            raise ApiError("INVALID_PARAMS", f"placement.pin_pool_id: unknown pool {pool_id!r}",
-                           details=[Detail("unknown pool", field="placement.pin_pool_id")])
+            raise ApiError(
+                "INVALID_PARAMS",
+                f"placement.pin_pool_id: unknown pool {pool_id!r}",
+                details=[Detail("unknown pool", field="placement.pin_pool_id")],
+            )
         if not (pool.ready and self.registry.pool_live(pool_id, self._clock())):
-            raise ApiError("POOL_UNREADY", f"pinned pool {pool_id} is not ready", retriable=True,
-                           retry_after_ms=1000, pool_id=pool_id)
+            raise ApiError(
+                "POOL_UNREADY",
+                f"pinned pool {pool_id} is not ready",
+                retriable=True,
+                retry_after_ms=1000,
+                pool_id=pool_id,
+            )
 
     async def _exact_tokens(self, spec: TaskSpec) -> int | None:
         """Prompt tokens + max_tokens counted by a ready pool's tokenizer; None if none can."""
         request = spec.request
-        text = request.prompt if request.prompt is not None else "\n".join(
-            m.content for m in request.messages or ())
+        text = (
+            request.prompt
+            if request.prompt is not None
+            else "\n".join(m.content for m in request.messages or ())
+        )
         overhead = 1 if request.prompt is not None else 16 + 8 * len(request.messages or ())
         for view in self.registry.views(self._clock()):
             ready = [r for r in view.replicas if r.ready]
@@ -150,8 +185,12 @@ class Orchestrator:
         victim = self.tasks.get(victim_id)
         if victim is None:
             return
-        error = TaskError("QUEUE_FULL_DROP_LRU", "evicted from a full queue (drop-lru)", True,
-                          self._limits.retry_after_ms)
+        error = TaskError(
+            "QUEUE_FULL_DROP_LRU",
+            "evicted from a full queue (drop-lru)",
+            True,
+            self._limits.retry_after_ms,
+        )
         self._finish(victim, "failed", error=error)
         log.warning("evicted task %s (drop-lru)", victim_id, extra=_ids(victim))
 
@@ -241,8 +280,12 @@ class Orchestrator:
         if waited_ms <= limit:
             return False
         self._queue.remove(record.task_id)
-        error = TaskError("NO_CAPACITY", f"no pool could take the task within {limit} ms", True,
-                          self._limits.retry_after_ms)
+        error = TaskError(
+            "NO_CAPACITY",
+            f"no pool could take the task within {limit} ms",
+            True,
+            self._limits.retry_after_ms,
+        )
         self._finish(record, "failed", error=error)
         return True
 
@@ -260,8 +303,14 @@ class Orchestrator:
         record.engine_job_id = f"{record.task_id}.{record.attempts}"
         if record.started_at_ms is None:
             record.started_at_ms = _wall_ms()
-        log.info("placed task %s on %s/%d (attempt %d)", record.task_id, placed.pool_id,
-                 placed.replica, record.attempts, extra=_ids(record))
+        log.info(
+            "placed task %s on %s/%d (attempt %d)",
+            record.task_id,
+            placed.pool_id,
+            placed.replica,
+            record.attempts,
+            extra=_ids(record),
+        )
         record.runner = asyncio.get_running_loop().create_task(self._run(record, placed))
 
     # -- one attempt ---------------------------------------------------------------------
@@ -284,8 +333,13 @@ class Orchestrator:
                         outcome = event
                         break
         except LookupError:
-            outcome = Failed("WORKER_RESET", f"pool {placed.pool_id} has no engine bound", True,
-                             True, engine_lost=True)
+            outcome = Failed(
+                "WORKER_RESET",
+                f"pool {placed.pool_id} has no engine bound",
+                True,
+                True,
+                engine_lost=True,
+            )
         except asyncio.CancelledError:
             if not record.done:  # shutdown, not our own cancel of a finished task
                 raise
@@ -321,22 +375,36 @@ class Orchestrator:
         }
         record.events.append("started", json.dumps(started))
 
-    def _settle(self, record: TaskRecord, placed: Placed, outcome: StreamEvent | None,
-                attempt_started: float) -> None:
+    def _settle(
+        self,
+        record: TaskRecord,
+        placed: Placed,
+        outcome: StreamEvent | None,
+        attempt_started: float,
+    ) -> None:
         if isinstance(outcome, End):
             self._complete(record, outcome, attempt_started)
             return
-        failure = outcome if isinstance(outcome, Failed) else Failed(
-            "WORKER_RESET", "engine stream ended without a terminal event", True,
-            record.token_events == 0, engine_lost=True)
+        failure = (
+            outcome
+            if isinstance(outcome, Failed)
+            else Failed(
+                "WORKER_RESET",
+                "engine stream ended without a terminal event",
+                True,
+                record.token_events == 0,
+                engine_lost=True,
+            )
+        )
         if failure.engine_lost:
             self.registry.mark_suspect(placed.pool_id, placed.replica, self._clock())
         may_retry = failure.retriable and failure.before_first_token and record.token_events == 0
         if may_retry and record.attempts < self.config.max_attempts:
             self._requeue(record, failure)
             return
-        self._finish(record, "failed", error=TaskError(failure.code, failure.message,
-                                                       failure.retriable))
+        self._finish(
+            record, "failed", error=TaskError(failure.code, failure.message, failure.retriable)
+        )
 
     def _requeue(self, record: TaskRecord, failure: Failed) -> None:
         record.state = "queued"
@@ -344,8 +412,13 @@ class Orchestrator:
         backoff_s = self.config.requeue_backoff_ms / 1000.0 * (2 ** (record.attempts - 1))
         record.not_before = self._clock() + backoff_s
         self._queue.push(record.task_id, record.spec.priority, front=True)
-        log.warning("re-queued task %s after %s before its first token: %s", record.task_id,
-                    failure.code, failure.message, extra=_ids(record))
+        log.warning(
+            "re-queued task %s after %s before its first token: %s",
+            record.task_id,
+            failure.code,
+            failure.message,
+            extra=_ids(record),
+        )
         self._schedule_wake(backoff_s)
 
     def _complete(self, record: TaskRecord, end: End, attempt_started: float) -> None:
@@ -355,24 +428,41 @@ class Orchestrator:
         record.finish_reason = "stop" if end.finish_reason == "stop" else "length"
         first = record.first_token_mono
         record.decode_time_ms = (now - first) * 1000.0 if first is not None else 0.0
-        record.ttft_ms = record.ttft_ms if record.ttft_ms is not None else \
-            (now - record.created_mono) * 1000.0
-        body = {"tokens_in": record.tokens_in, "tokens_out": record.tokens_out,
-                "decode_time_ms": round(record.decode_time_ms, 3),
-                "ttft_ms": round(record.ttft_ms, 3), "finish_reason": record.finish_reason}
+        record.ttft_ms = (
+            record.ttft_ms if record.ttft_ms is not None else (now - record.created_mono) * 1000.0
+        )
+        body = {
+            "tokens_in": record.tokens_in,
+            "tokens_out": record.tokens_out,
+            "decode_time_ms": round(record.decode_time_ms, 3),
+            "ttft_ms": round(record.ttft_ms, 3),
+            "finish_reason": record.finish_reason,
+        }
         self._finish(record, "completed", end_json=json.dumps(body))
         elapsed_ms = (now - attempt_started) * 1000.0
         previous = self._job_ms.get(record.spec.model)
-        self._job_ms[record.spec.model] = elapsed_ms if previous is None else \
-            previous + _EWMA_WEIGHT * (elapsed_ms - previous)
+        self._job_ms[record.spec.model] = (
+            elapsed_ms if previous is None else previous + _EWMA_WEIGHT * (elapsed_ms - previous)
+        )
 
-    def _finish(self, record: TaskRecord, state: str, *, error: TaskError | None = None,
-                end_json: str | None = None) -> None:
+    def _finish(
+        self,
+        record: TaskRecord,
+        state: str,
+        *,
+        error: TaskError | None = None,
+        end_json: str | None = None,
+    ) -> None:
         if record.finish(state, _wall_ms(), error=error, end_json=end_json):  # type: ignore[arg-type]
             if record.runner is None:
                 self.tasks.retire(record)
-            log.info("task %s %s%s", record.task_id, state,
-                     f" ({error.code}: {error.message})" if error else "", extra=_ids(record))
+            log.info(
+                "task %s %s%s",
+                record.task_id,
+                state,
+                f" ({error.code}: {error.message})" if error else "",
+                extra=_ids(record),
+            )
 
     # -- client disconnects --------------------------------------------------------------
 
@@ -386,8 +476,8 @@ class Orchestrator:
         if record is not None and not record.done and record.events.subscriber_count() == 0:
             self.cancel(task_id, "the client disconnected")
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -405,8 +495,12 @@ def new_task_id() -> str:
 
 
 def _ids(record: TaskRecord) -> dict[str, object]:
-    return {"task_id": record.task_id, "correlation_id": record.spec.correlation_id,
-            "pool_id": record.pool_id, "session_id": record.spec.session_id}
+    return {
+        "task_id": record.task_id,
+        "correlation_id": record.spec.correlation_id,
+        "pool_id": record.pool_id,
+        "session_id": record.spec.session_id,
+    }
 
 
 def _diagnosis(blocked: Unplaceable, needs: JobNeeds) -> str:
@@ -415,5 +509,7 @@ def _diagnosis(blocked: Unplaceable, needs: JobNeeds) -> str:
 
 
 def _details(blocked: Unplaceable) -> list[Detail]:
-    return [Detail(r.reason, pool_id=r.pool_id, check=r.check, wanted=r.wanted,
-                   available=r.available) for r in blocked.rejections]
+    return [
+        Detail(r.reason, pool_id=r.pool_id, check=r.check, wanted=r.wanted, available=r.available)
+        for r in blocked.rejections
+    ]

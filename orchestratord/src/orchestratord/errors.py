@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ApiError", "Detail", "OrchestratorError", "STATUS_BY_CODE"]
+__all__ = ["STATUS_BY_CODE", "ApiError", "Detail", "OrchestratorError"]
 
 STATUS_BY_CODE: dict[str, int] = {
     "INVALID_PARAMS": 400,

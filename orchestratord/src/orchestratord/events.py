@@ -14,7 +14,7 @@ import asyncio
 import json
 from collections import deque
 
-__all__ = ["EventLog", "Subscriber", "TERMINAL_EVENTS"]
+__all__ = ["TERMINAL_EVENTS", "EventLog", "Subscriber"]
 
 TERMINAL_EVENTS = frozenset({"end", "error"})
 HEARTBEAT = b": keep-alive\n\n"

@@ -65,8 +65,9 @@ class HostInfo:
 
 
 class PoolRegistry:
-    def __init__(self, *, lease_s: float, suspect_ttl_s: float,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, *, lease_s: float, suspect_ttl_s: float, on_change: Callable[[], None] = lambda: None
+    ) -> None:
         self._lease_s = lease_s
         self._suspect_ttl_s = suspect_ttl_s
         self._on_change = on_change
@@ -77,8 +78,9 @@ class PoolRegistry:
 
     # -- hosts -------------------------------------------------------------------------
 
-    def host_connected(self, host_id: str, now: float, *, cpu_cores: int = 0,
-                       ram_total_bytes: int = 0) -> None:
+    def host_connected(
+        self, host_id: str, now: float, *, cpu_cores: int = 0, ram_total_bytes: int = 0
+    ) -> None:
         host = self._hosts.setdefault(host_id, HostInfo(host_id, True, now))
         host.connected, host.last_seen, host.lost_reason = True, now, ""
         host.cpu_cores, host.ram_total_bytes = cpu_cores, ram_total_bytes
@@ -112,8 +114,11 @@ class PoolRegistry:
 
     def expire(self, now: float) -> list[str]:
         """Mark hosts whose lease ran out as lost; returns their ids."""
-        expired = [h.host_id for h in self._hosts.values()
-                   if h.connected and now - h.last_seen > self._lease_s]
+        expired = [
+            h.host_id
+            for h in self._hosts.values()
+            if h.connected and now - h.last_seen > self._lease_s
+        ]
         for host_id in expired:
             self.host_lost(host_id, "lease expired: no snapshot within the lease")
         return expired
@@ -128,8 +133,9 @@ class PoolRegistry:
         return None if host_id is None else self._hosts[host_id].pools.get(pool_id)
 
     def pools(self) -> list[PoolInfo]:
-        return sorted((p for h in self._hosts.values() for p in h.pools.values()),
-                      key=lambda p: p.pool_id)
+        return sorted(
+            (p for h in self._hosts.values() for p in h.pools.values()), key=lambda p: p.pool_id
+        )
 
     def pool_live(self, pool_id: str, now: float) -> bool:
         host_id = self._owner.get(pool_id)

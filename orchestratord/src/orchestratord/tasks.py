@@ -47,8 +47,11 @@ class TaskError:
     retry_after_ms: int | None = None
 
     def to_json(self) -> str:
-        body: dict[str, object] = {"code": self.code, "message": self.message,
-                                   "retriable": self.retriable}
+        body: dict[str, object] = {
+            "code": self.code,
+            "message": self.message,
+            "retriable": self.retriable,
+        }
         if self.retry_after_ms is not None:
             body["retry_after_ms"] = self.retry_after_ms
         return json.dumps(body)
@@ -88,8 +91,14 @@ class TaskRecord:
     def done(self) -> bool:
         return self.state in ("completed", "failed", "cancelled")
 
-    def finish(self, state: TaskState, now_ms: int, *, error: TaskError | None = None,
-               end_json: str | None = None) -> bool:
+    def finish(
+        self,
+        state: TaskState,
+        now_ms: int,
+        *,
+        error: TaskError | None = None,
+        end_json: str | None = None,
+    ) -> bool:
         """Enter a terminal state and write the terminal event; False if already done."""
         if self.done:
             return False

@@ -1,22 +1,22 @@
 """pool-managerd configuration: one YAML file; secrets from the environment.
 
-    host_id: gpu-host-1                 # default: the machine's hostname
-    orchestrator: 127.0.0.1:8090        # the orchestrator's control-link address
-    join_token_env: LLORCH_JOIN_TOKEN   # the join token is read from this variable
-    state_dir: /var/lib/llorch          # logs/ and run/ go under it
-    heartbeat_interval_ms: 2000
-    shutdown_grace_s: 10
-    restart: {initial_backoff_s: 1, max_backoff_s: 60, max_crashes: 5, crash_window_s: 600}
-    pools:
-      - id: tiny
-        model: /models/tiny.gguf        # a GGUF file
-        sha256: <hex>                   # optional: verified before the pool starts
-        aliases: [default]
-        engine: llamacpp-inproc         # or: mock (the fake engine, for tests)
-        ctx: 2048                       # tokens per slot
-        slots: 1                        # concurrent sequences per replica
-        replicas: 1                     # worker processes
-        threads: 1
+host_id: gpu-host-1                 # default: the machine's hostname
+orchestrator: 127.0.0.1:8090        # the orchestrator's control-link address
+join_token_env: LLORCH_JOIN_TOKEN   # the join token is read from this variable
+state_dir: /var/lib/llorch          # logs/ and run/ go under it
+heartbeat_interval_ms: 2000
+shutdown_grace_s: 10
+restart: {initial_backoff_s: 1, max_backoff_s: 60, max_crashes: 5, crash_window_s: 600}
+pools:
+  - id: tiny
+    model: /models/tiny.gguf        # a GGUF file
+    sha256: <hex>                   # optional: verified before the pool starts
+    aliases: [default]
+    engine: llamacpp-inproc         # or: mock (the fake engine, for tests)
+    ctx: 2048                       # tokens per slot
+    slots: 1                        # concurrent sequences per replica
+    replicas: 1                     # worker processes
+    threads: 1
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class ManagerConfig:
     probe_timeout_ms: int = 5000
     shutdown_grace_s: float = 10.0
     worker_command: tuple[str, ...] = ()
-    restart: RestartPolicy = RestartPolicy()
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
     pools: tuple[PoolConfig, ...] = ()
 
     @property

@@ -29,10 +29,22 @@ _BACKOFF_MAX_S = 10.0
 CommandHandler = Callable[[pb.Command], Awaitable[pb.CommandResult]]
 
 
+class LinkRefused(Exception):
+    """The orchestrator accepted the stream but did not answer Hello with Welcome."""
+
+
 class ControlLink:
-    def __init__(self, address: str, join_token: str, *, hello: Callable[[], pb.Hello],
-                 snapshot: Callable[[], pb.Snapshot], changed: asyncio.Event,
-                 on_command: CommandHandler, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        join_token: str,
+        *,
+        hello: Callable[[], pb.Hello],
+        snapshot: Callable[[], pb.Snapshot],
+        changed: asyncio.Event,
+        on_command: CommandHandler,
+        heartbeat_s: float,
+    ) -> None:
         self._address = address
         self._token = join_token
         self._hello = hello
@@ -42,6 +54,7 @@ class ControlLink:
         self._heartbeat_s = heartbeat_s
         self.connected = asyncio.Event()
         self._outbox: asyncio.Queue[pb.ManagerMessage] = asyncio.Queue(maxsize=64)
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -51,10 +64,19 @@ class ControlLink:
                 await self._session()
                 backoff = _BACKOFF_INITIAL_S
             except grpc.aio.AioRpcError as exc:
-                level = logging.ERROR if exc.code() == grpc.StatusCode.UNAUTHENTICATED else \
-                    logging.WARNING
-                log.log(level, "control link to %s failed: %s %s", self._address,
-                        exc.code().name, exc.details(), extra={"action": "dial"})
+                unauthenticated = exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                log.log(
+                    logging.ERROR if unauthenticated else logging.WARNING,
+                    "control link to %s failed: %s %s",
+                    self._address,
+                    exc.code().name,
+                    exc.details(),
+                    extra={"action": "dial"},
+                )
+            except LinkRefused as exc:
+                log.warning(
+                    "control link to %s refused: %s", self._address, exc, extra={"action": "dial"}
+                )
             self.connected.clear()
             delay = backoff * (0.5 + random.random())
             await asyncio.sleep(delay)
@@ -70,19 +92,21 @@ class ControlLink:
     async def _session(self) -> None:
         metadata = (("authorization", f"Bearer {self._token}"),)
         async with grpc.aio.insecure_channel(self._address) as channel:
-            call = control_pb2_grpc.ControlLinkStub(channel).Connect(metadata=metadata)
+            stub = control_pb2_grpc.ControlLinkStub(channel)
+            call = stub.Connect(metadata=metadata)  # type: ignore[call-arg]  # write-style call
             await call.write(pb.ManagerMessage(hello=self._hello()))
             welcome = await call.read()
-            if welcome is grpc.aio.EOF or welcome.WhichOneof("msg") != "welcome":
-                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
-                                           grpc.aio.Metadata(), "no Welcome from orchestrator")
+            if not isinstance(welcome, pb.OrchestratorMessage) or not welcome.HasField("welcome"):
+                raise LinkRefused("no Welcome from the orchestrator")
             heartbeat_s = welcome.welcome.heartbeat_interval_ms / 1000.0 or self._heartbeat_s
             self.connected.set()
             log.info("joined orchestrator %s", self._address, extra={"action": "join"})
             self._outbox = asyncio.Queue(maxsize=64)
-            tasks = [asyncio.create_task(self._writer(call)),
-                     asyncio.create_task(self._reader(call)),
-                     asyncio.create_task(self._heartbeats(min(heartbeat_s, self._heartbeat_s)))]
+            tasks = [
+                asyncio.create_task(self._writer(call)),
+                asyncio.create_task(self._reader(call)),
+                asyncio.create_task(self._heartbeats(min(heartbeat_s, self._heartbeat_s))),
+            ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -107,10 +131,12 @@ class ControlLink:
     async def _reader(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         while True:
             message = await call.read()
-            if message is grpc.aio.EOF:
-                return
+            if not isinstance(message, pb.OrchestratorMessage):
+                return  # end of stream
             if message.WhichOneof("msg") == "command":
-                asyncio.create_task(self._answer(message.command))
+                task = asyncio.create_task(self._answer(message.command))
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
 
     async def _answer(self, command: pb.Command) -> None:
         result = await self._on_command(command)

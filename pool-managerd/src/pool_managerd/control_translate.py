@@ -13,9 +13,15 @@ __all__ = ["inventory_to_wire", "pool_to_wire"]
 def inventory_to_wire(inventory: Inventory, engines: list[str]) -> pb.Inventory:
     return pb.Inventory(
         devices=[
-            pb.Device(id=d.id, kind=d.kind, name=d.name, memory_total_bytes=d.memory_total_bytes,
-                      memory_free_bytes=d.memory_free_bytes,
-                      compute_capability=d.compute_capability, simulated=d.simulated)
+            pb.Device(
+                id=d.id,
+                kind=d.kind,
+                name=d.name,
+                memory_total_bytes=d.memory_total_bytes,
+                memory_free_bytes=d.memory_free_bytes,
+                compute_capability=d.compute_capability,
+                simulated=d.simulated,
+            )
             for d in inventory.devices
         ],
         cpu_cores=inventory.cpu_cores,
@@ -44,8 +50,14 @@ def pool_to_wire(status: PoolStatus) -> pb.PoolStatus:
         restarts=status.restarts,
         features=list(status.features),
         replicas=[
-            pb.Replica(index=r.index, endpoint=r.endpoint, ready=r.ready,
-                       slots_total=r.slots_total, incarnation=r.incarnation, api_key=r.api_key)
+            pb.Replica(
+                index=r.index,
+                endpoint=r.endpoint,
+                ready=r.ready,
+                slots_total=r.slots_total,
+                incarnation=r.incarnation,
+                api_key=r.api_key,
+            )
             for r in status.replicas
         ],
     )

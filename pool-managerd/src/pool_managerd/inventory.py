@@ -35,7 +35,7 @@ class Inventory:
 
 def _gpus() -> list[Device]:
     try:
-        import pynvml  # type: ignore[import-untyped]
+        import pynvml
     except ImportError:
         return []
     try:
@@ -49,8 +49,16 @@ def _gpus() -> list[Device]:
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
             name = pynvml.nvmlDeviceGetName(handle)
-            found.append(Device(f"gpu{index}", "gpu", str(name), int(memory.total),
-                                int(memory.free), f"{major}.{minor}"))
+            found.append(
+                Device(
+                    f"gpu{index}",
+                    "gpu",
+                    str(name),
+                    int(memory.total),
+                    int(memory.free),
+                    f"{major}.{minor}",
+                )
+            )
         return found
     finally:
         pynvml.nvmlShutdown()

@@ -123,7 +123,9 @@ class Stop:
     pass
 
 
-Event = Start | ProvisionFailed | Health | ProbeFailed | WarmedUp | Exited | RestartDue | Drain | Stop
+Event = (
+    Start | ProvisionFailed | Health | ProbeFailed | WarmedUp | Exited | RestartDue | Drain | Stop
+)
 
 # -- actions ---------------------------------------------------------------------------
 
@@ -206,23 +208,39 @@ def _probe_failed(
 
 
 def _exited(
-    state: ReplicaState, code: int | None, tail: str, now: float, policy: RestartPolicy,
+    state: ReplicaState,
+    code: int | None,
+    tail: str,
+    now: float,
+    policy: RestartPolicy,
     jitter: float,
 ) -> tuple[ReplicaState, list[Action]]:
     if state.stopping or state.phase in ("stopped", "failed"):
         return replace(state, phase="stopped" if state.stopping else state.phase), []
     error = f"engine exited with code {code}" + (f": {tail}" if tail else "")
-    crashes = tuple(t for t in state.crashes if now - t <= policy.crash_window_s) + (now,)
+    crashes = (*(t for t in state.crashes if now - t <= policy.crash_window_s), now)
     if len(crashes) > policy.max_crashes:
-        error = (f"crash loop: {len(crashes)} crashes within {policy.crash_window_s:.0f} s; "
-                 f"last: {error}")
+        error = (
+            f"crash loop: {len(crashes)} crashes within {policy.crash_window_s:.0f} s; "
+            f"last: {error}"
+        )
         return replace(state, phase="failed", crashes=crashes, last_error=error), []
     healthy_long = state.ready_since is not None and now - state.ready_since >= policy.reset_after_s
-    base = policy.initial_backoff_s if healthy_long or not state.backoff_s else \
-        min(state.backoff_s * policy.factor, policy.max_backoff_s)
+    base = (
+        policy.initial_backoff_s
+        if healthy_long or not state.backoff_s
+        else min(state.backoff_s * policy.factor, policy.max_backoff_s)
+    )
     delay = base * (1.0 + policy.jitter_ratio * (2.0 * jitter - 1.0))
-    next_state = replace(state, phase="backoff", crashes=crashes, backoff_s=base,
-                         ready_since=None, probe_failures=0, last_error=error)
+    next_state = replace(
+        state,
+        phase="backoff",
+        crashes=crashes,
+        backoff_s=base,
+        ready_since=None,
+        probe_failures=0,
+        last_error=error,
+    )
     return next_state, [ScheduleRestart(delay)]
 
 

@@ -32,15 +32,20 @@ class PoolManager:
         self.pools = {p.id: Pool(p, config, self.changed) for p in config.pools}
         self._inventory: Inventory | None = None
         self._seq = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     def hello(self) -> pb.Hello:
-        return pb.Hello(host_id=self.config.host_id, manager_version=VERSION,
-                        inventory=self._inventory_wire())
+        return pb.Hello(
+            host_id=self.config.host_id, manager_version=VERSION, inventory=self._inventory_wire()
+        )
 
     def snapshot(self) -> pb.Snapshot:
         self._seq += 1
-        return pb.Snapshot(seq=self._seq, pools=[pool_to_wire(p.status()) for p in self.pools.values()],
-                           inventory=self._inventory_wire())
+        return pb.Snapshot(
+            seq=self._seq,
+            pools=[pool_to_wire(p.status()) for p in self.pools.values()],
+            inventory=self._inventory_wire(),
+        )
 
     def _inventory_wire(self) -> pb.Inventory:
         inventory = self._inventory or probe_inventory()
@@ -54,19 +59,26 @@ class PoolManager:
         if kind == "drain":
             pool = self.pools.get(command.drain.pool_id)
             if pool is None:
-                return pb.CommandResult(ok=False, error_code="NOT_FOUND",
-                                        message=f"no pool {command.drain.pool_id}")
-            asyncio.create_task(pool.drain(command.drain.deadline_ms / 1000.0))
+                return pb.CommandResult(
+                    ok=False, error_code="NOT_FOUND", message=f"no pool {command.drain.pool_id}"
+                )
+            task = asyncio.create_task(pool.drain(command.drain.deadline_ms / 1000.0))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             return pb.CommandResult(ok=True)
         if kind == "stop":
             pool = self.pools.get(command.stop.pool_id)
             if pool is None:
-                return pb.CommandResult(ok=False, error_code="NOT_FOUND",
-                                        message=f"no pool {command.stop.pool_id}")
+                return pb.CommandResult(
+                    ok=False, error_code="NOT_FOUND", message=f"no pool {command.stop.pool_id}"
+                )
             await pool.stop(grace_s=5.0)
             return pb.CommandResult(ok=True)
-        return pb.CommandResult(ok=False, error_code="INVALID_PARAMS",
-                                message=f"command {kind} is not supported by this pool manager")
+        return pb.CommandResult(
+            ok=False,
+            error_code="INVALID_PARAMS",
+            message=f"command {kind} is not supported by this pool manager",
+        )
 
     async def start(self) -> None:
         await self.refresh_inventory()
@@ -75,17 +87,26 @@ class PoolManager:
 
     async def shutdown(self) -> None:
         grace = self.config.shutdown_grace_s
-        log.info("shutting down: draining %d pools (grace %.0f s)", len(self.pools), grace,
-                 extra={"action": "shutdown"})
+        log.info(
+            "shutting down: draining %d pools (grace %.0f s)",
+            len(self.pools),
+            grace,
+            extra={"action": "shutdown"},
+        )
         await asyncio.gather(*(p.drain(max(0.0, grace - 5.0)) for p in self.pools.values()))
 
 
 async def serve(config: ManagerConfig) -> int:
     manager = PoolManager(config)
-    link = ControlLink(config.orchestrator, config.join_token, hello=manager.hello,
-                       snapshot=manager.snapshot, changed=manager.changed,
-                       on_command=manager.on_command,
-                       heartbeat_s=config.heartbeat_interval_ms / 1000.0)
+    link = ControlLink(
+        config.orchestrator,
+        config.join_token,
+        hello=manager.hello,
+        snapshot=manager.snapshot,
+        changed=manager.changed,
+        on_command=manager.on_command,
+        heartbeat_s=config.heartbeat_interval_ms / 1000.0,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

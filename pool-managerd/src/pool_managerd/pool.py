@@ -66,13 +66,16 @@ class PoolStatus:
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, manager: ManagerConfig, on_change: asyncio.Event) -> None:
+    def __init__(
+        self, config: PoolConfig, manager: ManagerConfig, on_change: asyncio.Event
+    ) -> None:
         self.config = config
         self._manager = manager
         self._changed = on_change
         self._api_key = secrets.token_urlsafe(24)
-        self.model_id = config.model_id or (model_id_for(Path(config.model)) if config.model
-                                            else config.id)
+        self.model_id = config.model_id or (
+            model_id_for(Path(config.model)) if config.model else config.id
+        )
         self.digest = ""
         self.draining = False
         self.provision_error = ""
@@ -82,11 +85,19 @@ class Pool:
     def _driver(self, index: int) -> ReplicaDriver:
         state = self._manager.state_dir
         name = f"{self.config.id}-r{index}"
-        paths = ReplicaPaths(log=state / "logs" / f"{name}.log",
-                             port_file=state / "run" / f"{name}.port", workdir=state)
+        paths = ReplicaPaths(
+            log=state / "logs" / f"{name}.log",
+            port_file=state / "run" / f"{name}.port",
+            workdir=state,
+        )
         return ReplicaDriver(
-            pool_id=self.config.id, index=index, command=self._command(paths), env={},
-            api_key=self._api_key, paths=paths, policy=self._manager.restart,
+            pool_id=self.config.id,
+            index=index,
+            command=self._command(paths),
+            env={},
+            api_key=self._api_key,
+            paths=paths,
+            policy=self._manager.restart,
             probe_interval_s=self._manager.probe_interval_ms / 1000.0,
             probe_timeout_s=self._manager.probe_timeout_ms / 1000.0,
             on_change=self._changed.set,
@@ -94,9 +105,20 @@ class Pool:
 
     def _command(self, paths: ReplicaPaths) -> list[str]:
         config = self.config
-        base = list(self._manager.worker_command) or [sys.executable, "-m", "worker_adapters.worker"]
-        args = [*base, "--port-file", str(paths.port_file), "--ctx", str(config.ctx),
-                "--slots", str(config.slots)]
+        base = list(self._manager.worker_command) or [
+            sys.executable,
+            "-m",
+            "worker_adapters.worker",
+        ]
+        args = [
+            *base,
+            "--port-file",
+            str(paths.port_file),
+            "--ctx",
+            str(config.ctx),
+            "--slots",
+            str(config.slots),
+        ]
         if config.engine == "mock":
             args += ["--engine", "mock", "--mock", config.mock]
         else:
@@ -130,11 +152,17 @@ class Pool:
             return self.provision_error
         expected = self.config.sha256.lower()
         if expected and expected != self.digest:
-            self.provision_error = (f"model digest mismatch: {path} has sha256 {self.digest}, "
-                                    f"expected {expected}")
+            self.provision_error = (
+                f"model digest mismatch: {path} has sha256 {self.digest}, expected {expected}"
+            )
             return self.provision_error
-        log.info("pool %s: model %s verified (sha256 %s)", self.config.id, path,
-                 self.digest[:12], extra={"pool_id": self.config.id, "action": "provision"})
+        log.info(
+            "pool %s: model %s verified (sha256 %s)",
+            self.config.id,
+            path,
+            self.digest[:12],
+            extra={"pool_id": self.config.id, "action": "provision"},
+        )
         return ""
 
     async def drain(self, deadline_s: float) -> None:
@@ -145,7 +173,8 @@ class Pool:
         self._changed.set()
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline_s
-        while loop.time() < until and any(r.slots_busy for r in self.replicas):
+        # Busy slots are a fact of the engines, refreshed by the health probes: poll it.
+        while loop.time() < until and any(r.slots_busy for r in self.replicas):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await self.stop(grace_s=5.0)
 
@@ -163,13 +192,20 @@ class Pool:
         ready = any(r.ready for r in self.replicas) and not self.draining
         errors = [r.state.last_error for r in self.replicas if r.state.last_error]
         replicas = tuple(
-            ReplicaStatus(r.index, r.endpoint, r.ready and not self.draining, config.slots,
-                          r.incarnation, self._api_key)
+            ReplicaStatus(
+                r.index,
+                r.endpoint,
+                r.ready and not self.draining,
+                config.slots,
+                r.incarnation,
+                self._api_key,
+            )
             for r in self.replicas
         )
         versions = [r.engine_version for r in self.replicas if r.engine_version]
-        features = ("completion", "chat", "grammar", "json_schema") + \
-            (("embedding",) if config.embeddings or config.engine == "mock" else ())
+        features = ("completion", "chat", "grammar", "json_schema") + (
+            ("embedding",) if config.embeddings or config.engine == "mock" else ()
+        )
         return PoolStatus(
             pool_id=config.id,
             state="draining" if self.draining and state != "stopped" else state,

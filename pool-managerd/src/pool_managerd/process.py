@@ -58,14 +58,19 @@ class EngineProcess:
         return self._process.pid
 
     @classmethod
-    async def spawn(cls, command: Sequence[str], *, env: Mapping[str, str], log_path: Path,
-                    cwd: Path) -> EngineProcess:
+    async def spawn(
+        cls, command: Sequence[str], *, env: Mapping[str, str], log_path: Path, cwd: Path
+    ) -> EngineProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         rotate_log(log_path)
         with log_path.open("ab") as log_file:
             process = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT, env=dict(env), cwd=cwd,
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(env),
+                cwd=cwd,
                 start_new_session=True,
             )
         return cls(process)

@@ -19,9 +19,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from worker_adapters import End, Endpoint, Failed, GenerateRequest, Sampling, create_adapter
 from worker_adapters.errors import AdapterError
@@ -47,10 +48,20 @@ class ReplicaPaths:
 
 
 class ReplicaDriver:
-    def __init__(self, *, pool_id: str, index: int, command: Sequence[str], env: dict[str, str],
-                 api_key: str, paths: ReplicaPaths, policy: lc.RestartPolicy,
-                 probe_interval_s: float, probe_timeout_s: float,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        *,
+        pool_id: str,
+        index: int,
+        command: Sequence[str],
+        env: dict[str, str],
+        api_key: str,
+        paths: ReplicaPaths,
+        policy: lc.RestartPolicy,
+        probe_interval_s: float,
+        probe_timeout_s: float,
+        on_change: Callable[[], None],
+    ) -> None:
         self.pool_id = pool_id
         self.index = index
         self._command = tuple(command)
@@ -102,18 +113,24 @@ class ReplicaDriver:
 
     def _handle(self, event: lc.Event) -> None:
         before = self.state
-        self.state, actions = lc.transition(self.state, event, now=time.monotonic(),
-                                            policy=self._policy, jitter=random.random())
+        self.state, actions = lc.transition(
+            self.state, event, now=time.monotonic(), policy=self._policy, jitter=random.random()
+        )
         for action in actions:
             self._execute(action)
         if self.state.phase in ("stopped", "failed") and self._process is None:
             self._settled.set()
         if self.state != before:
             if self.state.phase != before.phase:
-                log.info("pool %s replica %d: %s -> %s%s", self.pool_id, self.index, before.phase,
-                         self.state.phase,
-                         f" ({self.state.last_error})" if self.state.last_error else "",
-                         extra={"pool_id": self.pool_id, "action": "lifecycle"})
+                log.info(
+                    "pool %s replica %d: %s -> %s%s",
+                    self.pool_id,
+                    self.index,
+                    before.phase,
+                    self.state.phase,
+                    f" ({self.state.last_error})" if self.state.last_error else "",
+                    extra={"pool_id": self.pool_id, "action": "lifecycle"},
+                )
             self._on_change()
 
     def _execute(self, action: lc.Action) -> None:
@@ -123,16 +140,26 @@ class ReplicaDriver:
             case lc.WarmUp():
                 self._spawn_task(self._warm_up())
             case lc.Kill(reason):
-                log.warning("pool %s replica %d: stopping engine: %s", self.pool_id, self.index,
-                            reason, extra={"pool_id": self.pool_id, "action": "kill"})
+                log.warning(
+                    "pool %s replica %d: stopping engine: %s",
+                    self.pool_id,
+                    self.index,
+                    reason,
+                    extra={"pool_id": self.pool_id, "action": "kill"},
+                )
                 self._spawn_task(self._kill())
             case lc.ScheduleRestart(delay):
-                log.info("pool %s replica %d: restart in %.2f s", self.pool_id, self.index,
-                         delay, extra={"pool_id": self.pool_id, "action": "backoff"})
+                log.info(
+                    "pool %s replica %d: restart in %.2f s",
+                    self.pool_id,
+                    self.index,
+                    delay,
+                    extra={"pool_id": self.pool_id, "action": "backoff"},
+                )
                 asyncio.get_running_loop().call_later(delay, self.post, lc.RestartDue())
 
-    def _spawn_task(self, coroutine: object) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -144,8 +171,9 @@ class ReplicaDriver:
         if self._api_key:
             env["LLORCH_WORKER_API_KEY"] = self._api_key
         try:
-            process = await EngineProcess.spawn(self._command, env=env, log_path=self._paths.log,
-                                                cwd=self._paths.workdir)
+            process = await EngineProcess.spawn(
+                self._command, env=env, log_path=self._paths.log, cwd=self._paths.workdir
+            )
         except OSError as exc:
             self.post(lc.Exited(None, f"cannot start engine: {exc}"))
             return
@@ -204,14 +232,19 @@ class ReplicaDriver:
         if adapter is None:
             self.post(lc.WarmedUp(False, "engine is not reachable"))
             return
-        request = GenerateRequest(f"warmup-{self.pool_id}-{self.index}-{time.time_ns()}",
-                                  Sampling(max_tokens=1, temperature=0.0), prompt="Hello")
+        request = GenerateRequest(
+            f"warmup-{self.pool_id}-{self.index}-{time.time_ns()}",
+            Sampling(max_tokens=1, temperature=0.0),
+            prompt="Hello",
+        )
         outcome = "no terminal event"
         try:
             async with asyncio.timeout(_WARMUP_TIMEOUT_S):
                 async for event in adapter.submit(request):
                     if isinstance(event, End):
-                        self.post(lc.WarmedUp(event.tokens_out >= 1 or event.finish_reason == "stop"))
+                        self.post(
+                            lc.WarmedUp(event.tokens_out >= 1 or event.finish_reason == "stop")
+                        )
                         return
                     if isinstance(event, Failed):
                         outcome = f"{event.code}: {event.message}"

@@ -17,9 +17,9 @@ from typing import Literal
 
 __all__ = [
     "ChatTurn",
+    "End",
     "EngineHealth",
     "EngineProps",
-    "End",
     "Failed",
     "GenerateRequest",
     "Sampling",

@@ -48,7 +48,9 @@ class Reject:
     retry_after_ms: int
 
 
-def decide(lengths: Mapping[Priority, int], priority: Priority, limits: QueueLimits) -> Admit | Reject:
+def decide(
+    lengths: Mapping[Priority, int], priority: Priority, limits: QueueLimits
+) -> Admit | Reject:
     """Admission of one new task given the current lane lengths."""
     total = sum(lengths.values())
     lane_full = lengths[priority] >= limits.lane_capacity[priority]

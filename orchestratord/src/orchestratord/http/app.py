@@ -13,7 +13,6 @@ import re
 from collections.abc import AsyncIterator
 
 import pydantic
-from specs import openapi_document
 from specs.api.models import TaskRequest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,6 +26,7 @@ from orchestratord.http.errors import error_response
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.translate import task_from_wire
 from orchestratord.tasks import TaskRecord
+from specs import openapi_document
 
 __all__ = ["build_app"]
 
@@ -88,17 +88,21 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise ApiError("INVALID_PARAMS", "Content-Type must be application/json", status=415)
         wire = _parse_task(await _read_body(request, config.max_body_bytes))
-        spec = task_from_wire(wire, correlation_id=_correlation_id(request),
-                              max_prompt_bytes=config.max_prompt_bytes)
+        spec = task_from_wire(
+            wire, correlation_id=_correlation_id(request), max_prompt_bytes=config.max_prompt_bytes
+        )
         record = await orchestrator.submit(spec)
         if "text/event-stream" in request.headers.get("accept", ""):
             return _stream(record, None)
-        return _json({
-            "task_id": record.task_id,
-            "queue_position": record.queue_position,
-            "predicted_start_ms": record.predicted_start_ms,
-            "events_url": f"/v2/tasks/{record.task_id}/events",
-        }, status=202)
+        return _json(
+            {
+                "task_id": record.task_id,
+                "queue_position": record.queue_position,
+                "predicted_start_ms": record.predicted_start_ms,
+                "events_url": f"/v2/tasks/{record.task_id}/events",
+            },
+            status=202,
+        )
 
     async def task_events(request: Request) -> Response:
         record = _existing(_task_id(request))
@@ -188,9 +192,15 @@ def _status(record: TaskRecord) -> dict[str, object]:
         "ttft_ms": record.ttft_ms,
         "decode_time_ms": record.decode_time_ms,
         "finish_reason": record.finish_reason,
-        "error": None if error is None else {
-            "code": error.code, "message": error.message, "retriable": error.retriable,
-            **({"retry_after_ms": error.retry_after_ms} if error.retry_after_ms is not None else {}),
+        "error": None
+        if error is None
+        else {
+            "code": error.code,
+            "message": error.message,
+            "retriable": error.retriable,
+            **(
+                {"retry_after_ms": error.retry_after_ms} if error.retry_after_ms is not None else {}
+            ),
         },
     }
 
@@ -205,14 +215,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = ApiError("NOT_FOUND", f"no route {request.url.path}")
     elif exc.status_code == 405:
-        error = ApiError("INVALID_PARAMS", f"method {request.method} is not allowed here",
-                         status=405)
+        error = ApiError(
+            "INVALID_PARAMS", f"method {request.method} is not allowed here", status=405
+        )
     else:
         error = ApiError("INVALID_PARAMS", str(exc.detail), status=exc.status_code)
     return error_response(error, _correlation_id(request))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path,
-                  extra={"correlation_id": _correlation_id(request)})
+    log.exception(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        extra={"correlation_id": _correlation_id(request)},
+    )
     return error_response(ApiError("INTERNAL", "internal error"), _correlation_id(request))

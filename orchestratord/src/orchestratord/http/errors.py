@@ -27,15 +27,24 @@ def error_response(error: ApiError, correlation_id: str) -> Response:
         body["pool_id"] = error.pool_id
     if error.details:
         body["details"] = [
-            {k: v for k, v in (
-                ("reason", d.reason), ("field", d.field), ("pool_id", d.pool_id),
-                ("check", d.check), ("wanted", d.wanted), ("available", d.available),
-            ) if v is not None}
+            {
+                k: v
+                for k, v in (
+                    ("reason", d.reason),
+                    ("field", d.field),
+                    ("pool_id", d.pool_id),
+                    ("check", d.check),
+                    ("wanted", d.wanted),
+                    ("available", d.available),
+                )
+                if v is not None
+            }
             for d in error.details
         ]
     headers = {}
     if error.status in (429, 503):
         seconds = math.ceil((error.retry_after_ms or 1000) / 1000)
         headers["Retry-After"] = str(max(1, seconds))
-    return Response(json.dumps(body), status_code=error.status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        json.dumps(body), status_code=error.status, headers=headers, media_type="application/json"
+    )

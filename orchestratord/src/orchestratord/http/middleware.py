@@ -36,8 +36,9 @@ class CorrelationIdMiddleware:
             correlation_id = given.decode("latin-1")
             if not _VALID.match(correlation_id):
                 fresh = uuid.uuid4().hex
-                error = ApiError("INVALID_PARAMS",
-                                 "X-Correlation-Id must be 1-128 characters of [A-Za-z0-9._:-]")
+                error = ApiError(
+                    "INVALID_PARAMS", "X-Correlation-Id must be 1-128 characters of [A-Za-z0-9._:-]"
+                )
                 response = error_response(error, fresh)
                 response.headers["X-Correlation-Id"] = fresh
                 await response(scope, receive, send)

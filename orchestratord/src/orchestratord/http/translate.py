@@ -42,8 +42,10 @@ def task_from_wire(body: TaskRequest, *, correlation_id: str, max_prompt_bytes: 
     prompt, messages = _inputs(body, workload)
     size = len((prompt or "").encode()) + sum(len(m.content.encode()) for m in messages or ())
     if size > max_prompt_bytes:
-        raise _invalid("prompt" if prompt is not None else "messages",
-                       f"{size} bytes exceeds the limit of {max_prompt_bytes} bytes")
+        raise _invalid(
+            "prompt" if prompt is not None else "messages",
+            f"{size} bytes exceeds the limit of {max_prompt_bytes} bytes",
+        )
     if body.grammar is not None and body.json_schema is not None:
         raise _invalid("grammar", "give at most one of grammar and json_schema")
     max_tokens = body.max_tokens or 128

@@ -33,9 +33,9 @@ def pin(needs: JobNeeds, pool: PoolView) -> Outcome:
 
 def prefer_only(needs: JobNeeds, pool: PoolView) -> Outcome:
     overrides = needs.overrides
-    if overrides.prefer_pools and not overrides.allow_fallback:
-        if pool.pool_id not in overrides.prefer_pools:
-            return ("one of prefer_pools (allow_fallback false)", pool.pool_id)
+    restricted = overrides.prefer_pools and not overrides.allow_fallback
+    if restricted and pool.pool_id not in overrides.prefer_pools:
+        return ("one of prefer_pools (allow_fallback false)", pool.pool_id)
     return None
 
 

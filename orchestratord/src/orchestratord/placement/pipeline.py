@@ -54,8 +54,11 @@ def _first_failure(
 def _score(needs: JobNeeds, pool: PoolView) -> tuple[tuple[str, float], ...]:
     preferred = 1.0 if pool.pool_id in needs.overrides.prefer_pools else 0.0
     free_ratio = pool.slots_free / pool.slots_total if pool.slots_total else 0.0
-    return (("preferred", preferred), ("free_slots", float(pool.slots_free)),
-            ("free_ratio", free_ratio))
+    return (
+        ("preferred", preferred),
+        ("free_slots", float(pool.slots_free)),
+        ("free_ratio", free_ratio),
+    )
 
 
 def place(needs: JobNeeds, pools: Sequence[PoolView]) -> Placed | Unplaceable:
@@ -75,8 +78,10 @@ def place(needs: JobNeeds, pools: Sequence[PoolView]) -> Placed | Unplaceable:
         transient = any(r.check not in _STATIC_NAMES for r in rejections)
         return Unplaceable(tuple(rejections), transient)
     pool = best[2]
-    replica = min((r for r in pool.replicas if r.ready and r.slots_free > 0),
-                  key=lambda r: (-r.slots_free, r.index))
+    replica = min(
+        (r for r in pool.replicas if r.ready and r.slots_free > 0),
+        key=lambda r: (-r.slots_free, r.index),
+    )
     return Placed(pool.pool_id, replica.index, best[3])
 
 

@@ -26,11 +26,12 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import llama_cpp
-from llama_cpp import Llama, LlamaGrammar
+from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
@@ -294,7 +295,9 @@ class LlamaBackend:
         if request.messages is not None:
             assert self._template is not None
             rendered = self._template(
-                messages=[{"role": m.role, "content": m.content} for m in request.messages]
+                messages=cast(
+                    Any, [{"role": m.role, "content": m.content} for m in request.messages]
+                )
             )
             return llama.tokenize(rendered.prompt.encode(), add_bos=False, special=True)
         return llama.tokenize((request.prompt or "").encode(), add_bos=True, special=True)

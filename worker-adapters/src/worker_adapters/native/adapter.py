@@ -11,7 +11,9 @@ worker stops between two tokens (ADP-04).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 import grpc
 from specs.worker.v1 import worker_pb2 as pb
@@ -38,6 +40,9 @@ from worker_adapters.types import (
 )
 
 __all__ = ["NativeAdapter", "rpc_error_code"]
+
+RequestT = TypeVar("RequestT")
+ReplyT = TypeVar("ReplyT")
 
 _CONTROL_TIMEOUT_S = 5.0
 _CHANNEL_OPTIONS = (
@@ -78,8 +83,9 @@ class NativeAdapter:
                 problem = _order_problem(event, started, finished)
                 if problem:
                     finished = True
-                    yield Failed("ENGINE_ERROR", f"malformed worker stream: {problem}", True,
-                                 not tokens_seen)
+                    yield Failed(
+                        "ENGINE_ERROR", f"malformed worker stream: {problem}", True, not tokens_seen
+                    )
                     return
                 started = started or isinstance(event, Started)
                 tokens_seen = tokens_seen or isinstance(event, Token)
@@ -89,8 +95,13 @@ class NativeAdapter:
                 if finished:
                     return
             finished = True
-            yield Failed("WORKER_RESET", "worker stream ended without a terminal event", True,
-                         not tokens_seen, engine_lost=True)
+            yield Failed(
+                "WORKER_RESET",
+                "worker stream ended without a terminal event",
+                True,
+                not tokens_seen,
+                engine_lost=True,
+            )
         except grpc.aio.AioRpcError as exc:
             finished = True
             yield _failure(exc, tokens_seen)
@@ -101,12 +112,10 @@ class NativeAdapter:
 
     async def cancel(self, job_id: str) -> None:
         call = self._calls.get(job_id)
-        try:
+        with contextlib.suppress(grpc.aio.AioRpcError):  # closing the stream still stops it
             await self._stub.Cancel(
                 pb.CancelRequest(job_id=job_id), metadata=self._metadata, timeout=_CONTROL_TIMEOUT_S
             )
-        except grpc.aio.AioRpcError:
-            pass  # the stream close below still stops the worker
         if call is not None:
             call.cancel()
 
@@ -132,9 +141,11 @@ class NativeAdapter:
         return tuple(tuple(e.values) for e in reply.embeddings)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
-    async def _unary(self, method, request):  # type: ignore[no-untyped-def]
+    async def _unary(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ReplyT], request: RequestT
+    ) -> ReplyT:
         try:
             return await method(request, metadata=self._metadata, timeout=_CONTROL_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
@@ -163,8 +174,13 @@ def _failure(exc: grpc.aio.AioRpcError, tokens_seen: bool) -> Failed:
         error_code, message = rpc_error_code(exc.details())
         return Failed(error_code, message, False, not tokens_seen)
     lost = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
-    return Failed("WORKER_RESET", f"worker connection failed: {code.name}", True,
-                  not tokens_seen, engine_lost=lost)
+    return Failed(
+        "WORKER_RESET",
+        f"worker connection failed: {code.name}",
+        True,
+        not tokens_seen,
+        engine_lost=lost,
+    )
 
 
 def _control_error(exc: grpc.aio.AioRpcError) -> Exception:

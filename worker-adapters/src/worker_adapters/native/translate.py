@@ -33,8 +33,17 @@ __all__ = [
 ]
 
 _OPTIONAL_SAMPLING = (
-    "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "presence_penalty",
-    "frequency_penalty", "seed", "grammar", "json_schema", "logprobs",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "grammar",
+    "json_schema",
+    "logprobs",
 )
 
 
@@ -57,7 +66,11 @@ def request_to_wire(request: GenerateRequest) -> pb.GenerateRequest:
 
 def request_from_wire(wire: pb.GenerateRequest) -> GenerateRequest:
     source = wire.sampling
-    optional = {name: getattr(source, name) for name in _OPTIONAL_SAMPLING if source.HasField(name)}
+    optional = {
+        name: getattr(source, name)
+        for name in _OPTIONAL_SAMPLING
+        if source.HasField(name)  # type: ignore[arg-type]
+    }
     sampling = Sampling(max_tokens=source.max_tokens, stop=tuple(source.stop), **optional)
     if wire.WhichOneof("input") == "chat":
         turns = tuple(ChatTurn(m.role, m.content) for m in wire.chat.messages)
@@ -94,7 +107,9 @@ def event_from_wire(wire: pb.GenerateEvent, *, tokens_seen: bool) -> StreamEvent
         return Started(wire.started.tokens_in, wire.started.tokens_cached)
     if kind == "end":
         end = wire.end
-        return End(end.tokens_in, end.tokens_out, end.finish_reason, end.ttft_ms, end.decode_time_ms)
+        return End(
+            end.tokens_in, end.tokens_out, end.finish_reason, end.ttft_ms, end.decode_time_ms
+        )
     if kind == "error":
         err = wire.error
         return Failed(err.code, err.message, err.retriable, before_first_token=not tokens_seen)

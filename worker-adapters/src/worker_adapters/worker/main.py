@@ -112,7 +112,8 @@ def run_worker(options: WorkerOptions) -> int:
 
 def build_parser(prog: str = "llorch worker") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Serve one model with an in-process engine over gRPC (WRK-01).")
+        prog=prog, description="Serve one model with an in-process engine over gRPC (WRK-01)."
+    )
     parser.add_argument("--model", type=Path, help="GGUF model file (llamacpp engine)")
     parser.add_argument("--engine", choices=("llamacpp", "mock"), default="llamacpp")
     parser.add_argument("--host", default="127.0.0.1")
@@ -139,9 +140,17 @@ def main(argv: list[str] | None = None, prog: str = "llorch worker") -> int:
         print(f"{prog}: --slots must be >= 1 and --ctx >= 16", file=sys.stderr)
         return 2
     options = WorkerOptions(
-        model=args.model, engine=args.engine, host=args.host, port=args.port,
-        port_file=args.port_file, ctx=args.ctx, slots=args.slots, threads=args.threads,
-        gpu_layers=args.gpu_layers, embeddings=args.embeddings, mock=args.mock,
+        model=args.model,
+        engine=args.engine,
+        host=args.host,
+        port=args.port,
+        port_file=args.port_file,
+        ctx=args.ctx,
+        slots=args.slots,
+        threads=args.threads,
+        gpu_layers=args.gpu_layers,
+        embeddings=args.embeddings,
+        mock=args.mock,
         grace_s=args.grace,
     )
     return run_worker(options)

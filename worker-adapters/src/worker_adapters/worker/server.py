@@ -41,7 +41,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED: bad or missing key")
 
     async def Generate(  # noqa: N802 - gRPC method name
-        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.GenerateRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> AsyncIterator[pb.GenerateEvent]:
         await self._authorize(context)
         events = self._backend.generate(request_from_wire(request))
@@ -52,25 +54,33 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             await events.aclose()  # type: ignore[attr-defined]
 
     async def Cancel(  # noqa: N802
-        self, request: pb.CancelRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.CancelRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.CancelReply:
         await self._authorize(context)
         return pb.CancelReply(found=self._backend.cancel(request.job_id))
 
     async def Health(  # noqa: N802
-        self, request: pb.HealthRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.HealthRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.HealthReply:
         await self._authorize(context)
         return health_to_wire(self._backend.health())
 
     async def Props(  # noqa: N802
-        self, request: pb.PropsRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.PropsRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.PropsReply:
         await self._authorize(context)
         return props_to_wire(self._backend.props())
 
     async def Tokenize(  # noqa: N802
-        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.TokenizeRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.TokenizeReply:
         await self._authorize(context)
         try:
@@ -80,7 +90,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return pb.TokenizeReply(ids=list(result.ids), byte_offsets=list(result.byte_offsets))
 
     async def Detokenize(  # noqa: N802
-        self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.DetokenizeRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.DetokenizeReply:
         await self._authorize(context)
         try:
@@ -90,7 +102,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return pb.DetokenizeReply(text=text)
 
     async def Embed(  # noqa: N802
-        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.EmbedRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.EmbedReply:
         await self._authorize(context)
         try:
