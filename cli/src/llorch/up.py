@@ -29,6 +29,12 @@ import yaml
 __all__ = ["add_parser", "run"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
+
+
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM: stop the daemons and exit."""
+
+
 _READY_TIMEOUT_S = 600.0
 
 
@@ -157,14 +163,13 @@ def run(args: argparse.Namespace) -> int:
     ready_file.unlink(missing_ok=True)
     orchestrator_cfg, manager_cfg = _write_configs(args, model, sha256, run_dir, args.control_port)
     children: list[subprocess.Popen[bytes]] = []
-    stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        raise _Interrupted
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    died = False
     try:
         with (run_dir / "logs" / "orchestratord.log").open("ab") as log:
             children.append(
@@ -201,13 +206,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"llorch: starting (model {model}); logs in {run_dir / 'logs'}", file=sys.stderr)
         _wait_ready(url, children)
         print(_banner(url), flush=True)
-        while not stopping and all(c.poll() is None for c in children):
+        while all(c.poll() is None for c in children):
             time.sleep(0.2)
-        died = not stopping
+        died = True
+    except _Interrupted:
+        pass
     except (RuntimeError, OSError) as exc:
         print(f"llorch: {exc}", file=sys.stderr)
         died = True
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _stop(children)
     if died:
         print(f"llorch: a daemon stopped; see {run_dir / 'logs'}", file=sys.stderr)

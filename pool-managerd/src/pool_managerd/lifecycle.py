@@ -68,6 +68,7 @@ class ReplicaState:
     backoff_s: float = 0.0
     ready_since: float | None = None
     probe_failures: int = 0
+    warming: bool = False
     stopping: bool = False
     last_error: str = ""
 
@@ -173,8 +174,11 @@ def transition(
             return _probe_failed(state, error, policy)
         case WarmedUp(ok, error) if state.phase == "loading" and not state.stopping:
             if ok:
-                return replace(state, phase="ready", ready_since=now, last_error=""), []
-            return replace(state, last_error=f"warm-up failed: {error}"), [Kill("warm-up failed")]
+                return replace(
+                    state, phase="ready", warming=False, ready_since=now, last_error=""
+                ), []
+            failed = replace(state, warming=False, last_error=f"warm-up failed: {error}")
+            return failed, [Kill("warm-up failed")]
         case Exited(code, tail):
             return _exited(state, code, tail, now, policy, jitter)
         case RestartDue() if state.phase == "backoff" and not state.stopping:
@@ -189,11 +193,10 @@ def transition(
 def _health_while_starting(state: ReplicaState, event: Health) -> tuple[ReplicaState, list[Action]]:
     if event.state == "failed":
         return replace(state, last_error=event.message), [Kill(f"engine failed: {event.message}")]
-    if event.state == "ready" and state.phase == "starting":
-        return replace(state, phase="loading", probe_failures=0), [WarmUp()]
-    if event.state == "ready":
-        return state, []
-    return replace(state, phase="loading", probe_failures=0), []
+    loading = replace(state, phase="loading", probe_failures=0)
+    if event.state == "ready" and not state.warming:
+        return replace(loading, warming=True), [WarmUp()]
+    return loading, []
 
 
 def _probe_failed(
@@ -239,6 +242,7 @@ def _exited(
         backoff_s=base,
         ready_since=None,
         probe_failures=0,
+        warming=False,
         last_error=error,
     )
     return next_state, [ScheduleRestart(delay)]

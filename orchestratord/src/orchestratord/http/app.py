@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 
 import pydantic
@@ -25,6 +26,7 @@ from orchestratord.errors import ApiError, Detail
 from orchestratord.http.errors import error_response
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.translate import task_from_wire
+from orchestratord.registry import PoolInfo
 from orchestratord.tasks import TaskRecord
 from specs import openapi_document
 
@@ -142,6 +144,50 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
         orchestrator.cancel(str(request.path_params["task_id"]))
         return Response(status_code=204)
 
+    def _pool_json(pool: PoolInfo, now: float) -> dict[str, object]:
+        view = next(
+            (v for v in orchestrator.registry.views(now) if v.pool_id == pool.pool_id), None
+        )
+        return {
+            "pool_id": pool.pool_id,
+            "host_id": pool.host_id,
+            "state": pool.state,
+            "live": orchestrator.registry.pool_live(pool.pool_id, now),
+            "ready": pool.ready,
+            "draining": pool.draining,
+            "engine": pool.engine,
+            "engine_version": pool.engine_version,
+            "model_id": pool.model_id,
+            "model_digest": pool.model_digest,
+            "model_aliases": sorted(pool.model_aliases),
+            "ctx": pool.ctx,
+            "slots_total": pool.slots_total,
+            "slots_free": view.slots_free if view is not None else 0,
+            "in_flight": orchestrator.registry.in_flight(pool.pool_id),
+            "last_error": pool.last_error,
+            "restarts": pool.restarts,
+            "replicas": [
+                {
+                    "index": r.index,
+                    "ready": r.ready,
+                    "slots_total": r.slots_total,
+                    "endpoint": r.endpoint,
+                }
+                for r in pool.replicas
+            ],
+        }
+
+    async def list_pools(request: Request) -> Response:
+        now = time.monotonic()
+        return _json({"pools": [_pool_json(p, now) for p in orchestrator.registry.pools()]})
+
+    async def get_pool(request: Request) -> Response:
+        pool_id = str(request.path_params["pool_id"])
+        pool = orchestrator.registry.pool(pool_id)
+        if pool is None:
+            raise ApiError("NOT_FOUND", f"no pool {pool_id}")
+        return _json(_pool_json(pool, time.monotonic()))
+
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -159,6 +205,8 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
         Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
         Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+        Route("/v2/pools", list_pools, methods=["GET"]),
+        Route("/v2/pools/{pool_id}", get_pool, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),

@@ -148,6 +148,46 @@ class EndEvent(BaseModel):
     finish_reason: Literal['stop', 'length']
 
 
+class PoolReplica(BaseModel):
+    index: int = Field(..., ge=0)
+    ready: bool
+    slots_total: int = Field(..., ge=0)
+    endpoint: str
+
+
+class Pool(BaseModel):
+    """
+    One pool. Engine credentials are never included (SEC-04).
+    """
+
+    pool_id: str
+    host_id: str
+    state: str = Field(
+        ..., description='Lifecycle state reported by the pool manager (POOL-03).'
+    )
+    live: bool = Field(
+        ..., description="The host's control link is up and its lease fresh."
+    )
+    ready: bool
+    draining: bool
+    engine: str
+    engine_version: str
+    model_id: str
+    model_digest: str
+    model_aliases: list[str]
+    ctx: int = Field(..., ge=0)
+    slots_total: int = Field(..., ge=0)
+    slots_free: int = Field(..., ge=0)
+    in_flight: int = Field(..., ge=0)
+    last_error: str
+    restarts: int = Field(..., ge=0)
+    replicas: list[PoolReplica]
+
+
+class PoolList(BaseModel):
+    pools: list[Pool]
+
+
 class Health(BaseModel):
     status: Literal['ok', 'unready']
     pools_ready: int | None = Field(default=None, ge=0)
