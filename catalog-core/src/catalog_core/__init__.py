@@ -8,6 +8,7 @@ Public surface: `inspect_gguf` / `GgufInfo` (CAT-02 metadata without loading wei
 from __future__ import annotations
 
 from catalog_core.digest import sha256_file, verify_sha256
+from catalog_core.entries import EngineEntry, EngineMode, Lifecycle, ModelEntry
 from catalog_core.errors import CatalogError, DigestMismatch, ModelFileError
 from catalog_core.fixtures import TinyModelSpec, write_tiny_model
 from catalog_core.gguf_meta import GgufInfo, inspect_gguf
@@ -15,6 +16,10 @@ from catalog_core.gguf_meta import GgufInfo, inspect_gguf
 __all__ = [
     "CatalogError",
     "DigestMismatch",
+    "EngineEntry",
+    "EngineMode",
+    "Lifecycle",
+    "ModelEntry",
     "GgufInfo",
     "ModelFileError",
     "TinyModelSpec",
