@@ -1,0 +1,1 @@
+"""Cross-service test harness: start real llorch daemons on loopback and drive them."""

@@ -1,0 +1,196 @@
+"""`Cluster`: real orchestratord + pool-managerd processes on loopback, for tests.
+
+Timing knobs are shortened for tests (heartbeat 300 ms, lease 1.5 s, probe 200 ms,
+restart back-off 0.3 s) so failures are detected quickly; behaviour is otherwise the
+production code path. Every wait is bounded and polls a real condition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+__all__ = ["Cluster", "Event", "parse_events", "tiny_pool", "wait_for"]
+
+WAIT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    name: str
+    data: dict[str, Any]
+
+
+def parse_events(lines: Iterator[str]) -> Iterator[Event]:
+    """Parse SSE lines; comments are skipped; every event must carry an id."""
+    event_id: int | None = None
+    name = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                assert event_id is not None, "an event without id"
+                yield Event(event_id, name, json.loads("\n".join(data)))
+            event_id, name, data = None, "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if key == "id":
+                event_id = int(value)
+            elif key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@dataclass
+class Cluster:
+    root: Path
+    pools: dict[str, list[dict[str, Any]]]
+    orchestrator: dict[str, Any] = field(default_factory=dict)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    url: str = ""
+    control: str = ""
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LLORCH_JOIN_TOKEN": self.token}
+
+    def start(self) -> Cluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = {"http_port": 0, "control_port": 0, "heartbeat_interval_ms": 300,
+                  "lease_ms": 1500, "suspect_ttl_ms": 3000, "disconnect_grace_ms": 500,
+                  "requeue_backoff_ms": 100, **self.orchestrator}
+        (self.root / "orchestratord.yaml").write_text(yaml.safe_dump(config))
+        ready = self.root / "orchestratord.ready"
+        self._spawn("orchestratord", [sys.executable, "-m", "orchestratord", "--config",
+                                      str(self.root / "orchestratord.yaml"), "--ready-file",
+                                      str(ready)])
+        ports = wait_for(lambda: ready.exists() and json.loads(ready.read_text()),
+                         "orchestratord to listen")
+        self.url = f"http://127.0.0.1:{ports['http_port']}"
+        self.control = f"127.0.0.1:{ports['control_port']}"
+        for host_id in self.pools:
+            self.start_manager(host_id)
+        self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
+        return self
+
+    def start_manager(self, host_id: str) -> None:
+        state = self.root / host_id
+        manager = {"host_id": host_id, "orchestrator": self.control, "state_dir": str(state),
+                   "heartbeat_interval_ms": 300, "probe_interval_ms": 200,
+                   "shutdown_grace_s": 8, "pools": self.pools[host_id],
+                   "restart": {"initial_backoff_s": 0.3, "max_backoff_s": 2.0}}
+        path = self.root / f"{host_id}.yaml"
+        path.write_text(yaml.safe_dump(manager))
+        self._spawn(f"pool-managerd-{host_id}",
+                    [sys.executable, "-m", "pool_managerd", "--config", str(path)])
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = (self.root / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0))
+
+    def pool(self, pool_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.get(f"/v2/pools/{pool_id}")
+            return dict(response.json()) if response.status_code == 200 else {}
+
+    def wait_ready(self, pool_ids: list[str], timeout_s: float = WAIT_S) -> None:
+        def ready() -> bool:
+            with self.client() as client:
+                pools = {p["pool_id"]: p for p in client.get("/v2/pools").json()["pools"]}
+            return all(pools.get(i, {}).get("ready") for i in pool_ids)
+
+        wait_for(ready, f"pools {pool_ids} to be ready", timeout_s)
+
+    def worker_pids(self, host_id: str, pool_id: str) -> list[int]:
+        marker = str(self.root / host_id / "run" / f"{pool_id}-r")
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = " ".join(process.info["cmdline"] or ())
+            if "worker_adapters.worker" in cmdline and marker in cmdline:
+                found.append(int(process.info["pid"]))
+        return found
+
+    def stop_process(self, name: str, timeout_s: float = 30.0) -> int:
+        process = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{name} did not stop within {timeout_s:.0f} s") from None
+
+    def stop(self) -> dict[str, int]:
+        codes = {}
+        for name in sorted(self.processes, key=lambda n: n == "orchestratord"):
+            codes[name] = self.stop_process(name)
+        return codes
+
+    def logs(self) -> str:
+        parts = []
+        for log in sorted(self.root.glob("*.log")):
+            parts.append(f"==== {log.name}\n{log.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+    # -- API helpers --------------------------------------------------------------------
+
+    def submit(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        with self.client() as client:
+            return client.post("/v2/tasks", json=body, headers=headers)
+
+    def events(self, task_id: str, last_event_id: int | None = None) -> list[Event]:
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        with self.client() as client, client.stream(
+            "GET", f"/v2/tasks/{task_id}/events", headers=headers
+        ) as response:
+            assert response.status_code == 200, response.read()
+            return list(parse_events(response.iter_lines()))
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            return dict(client.get(f"/v2/tasks/{task_id}").json())
+
+    def cancel(self, task_id: str) -> int:
+        with self.client() as client:
+            return client.post(f"/v2/tasks/{task_id}/cancel").status_code
+
+
+
+
+def tiny_pool(pool_id: str, model: Path, **overrides: Any) -> dict[str, Any]:
+    """A pool-managerd pool entry for the tiny fixture model, answering to `default`."""
+    return {"id": pool_id, "model": str(model), "engine": "llamacpp-inproc", "ctx": 16384,
+            "slots": 1, "replicas": 1, "threads": 1, "aliases": ["default"], **overrides}

@@ -1,0 +1,52 @@
+"""Fixtures for the cross-service tests: the tiny model and a cluster factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from catalog_core import TinyModelSpec, write_tiny_model
+from ci_harness.cluster import Cluster
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture model with a 32k trained context, so long generations are possible."""
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf",
+                            TinyModelSpec(context_length=32768))
+
+
+@pytest.fixture
+def cluster_factory(tmp_path_factory: pytest.TempPathFactory,
+                    request: pytest.FixtureRequest) -> Iterator[Callable[..., Cluster]]:
+    """Start clusters; on teardown stop them, check clean exits and no orphan workers."""
+    started: list[Cluster] = []
+
+    def make(pools: dict[str, list[dict[str, Any]]], **orchestrator: Any) -> Cluster:
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"), pools, orchestrator)
+        started.append(cluster)
+        return cluster.start()
+
+    yield make
+    for cluster in started:
+        codes = cluster.stop()
+        orphans = [pid for host in cluster.pools for p in cluster.pools[host]
+                   for pid in cluster.worker_pids(host, p["id"])]
+        failed = request.node.stash.get(_FAILED, False)
+        if failed or orphans or any(codes.values()):
+            print(cluster.logs())
+        assert not orphans, f"worker processes survived their pool manager: {orphans}"
+        assert all(code == 0 for code in codes.values()), codes
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_FAILED] = True
+    return report
