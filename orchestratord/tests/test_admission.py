@@ -61,7 +61,12 @@ def test_a_task_cannot_be_queued_twice() -> None:
         ("reject", {"interactive": 1, "batch": 1}, "batch", Admit()),
         ("reject", {"interactive": 2, "batch": 2}, "interactive", "reject"),
         ("drop-lru", {"interactive": 2, "batch": 2}, "interactive", Admit(evict_from="batch")),
-        ("drop-lru", {"interactive": 4, "batch": 0}, "interactive", Admit(evict_from="interactive")),
+        (
+            "drop-lru",
+            {"interactive": 4, "batch": 0},
+            "interactive",
+            Admit(evict_from="interactive"),
+        ),
         ("shed-low-priority", {"interactive": 1, "batch": 0}, "batch", "reject"),
         ("shed-low-priority", {"interactive": 0, "batch": 1}, "batch", Admit()),
         ("shed-low-priority", {"interactive": 1, "batch": 0}, "interactive", Admit()),
@@ -95,8 +100,11 @@ def test_a_full_lane_evicts_from_that_lane_under_drop_lru() -> None:
 
 
 operations = st.lists(
-    st.tuples(st.sampled_from(["push", "push_front", "remove"]), st.integers(0, 20),
-              st.sampled_from(["interactive", "batch"])),
+    st.tuples(
+        st.sampled_from(["push", "push_front", "remove"]),
+        st.integers(0, 20),
+        st.sampled_from(["interactive", "batch"]),
+    ),
     max_size=80,
 )
 

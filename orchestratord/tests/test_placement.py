@@ -40,8 +40,9 @@ def pool(pool_id: str = "a", **changes: object) -> PoolView:
 
 
 def needs(**changes: object) -> JobNeeds:
-    return replace(JobNeeds(model="tiny", tokens=100, features=frozenset({"completion"})),
-                   **changes)  # type: ignore[arg-type]
+    return replace(
+        JobNeeds(model="tiny", tokens=100, features=frozenset({"completion"})), **changes
+    )  # type: ignore[arg-type]
 
 
 BUSY = (ReplicaView(0, True, 1, 0),)
@@ -52,8 +53,11 @@ BUSY = (ReplicaView(0, True, 1, 0),)
     [
         (needs(overrides=Overrides(avoid_pools=frozenset({"a"}))), pool(), "avoid"),
         (needs(overrides=Overrides(pin_pool_id="b")), pool(), "pin"),
-        (needs(overrides=Overrides(prefer_pools=frozenset({"b"}), allow_fallback=False)), pool(),
-         "prefer_only"),
+        (
+            needs(overrides=Overrides(prefer_pools=frozenset({"b"}), allow_fallback=False)),
+            pool(),
+            "prefer_only",
+        ),
         (needs(model="other"), pool(), "model"),
         (needs(digest="d2"), pool(), "digest"),
         (needs(engine="vllm"), pool(), "engine"),
@@ -135,22 +139,38 @@ def test_the_pipeline_lists_every_check_once_with_capacity_last() -> None:
 
 replica_st = st.builds(
     lambda index, ready, total, used: ReplicaView(index, ready, total, max(0, total - used)),
-    st.integers(0, 3), st.booleans(), st.integers(1, 4), st.integers(0, 4),
+    st.integers(0, 3),
+    st.booleans(),
+    st.integers(1, 4),
+    st.integers(0, 4),
 )
 pool_st = st.builds(
     lambda pid, ready, draining, lease, ctx, model, replicas: pool(
-        f"p{pid}", ready=ready, draining=draining, lease_fresh=lease, ctx=ctx,
-        model_id=model, replicas=tuple({r.index: r for r in replicas}.values())),
-    st.integers(0, 9), st.booleans(), st.booleans(), st.booleans(),
-    st.sampled_from([512, 2048, 8192]), st.sampled_from(["tiny", "other"]),
+        f"p{pid}",
+        ready=ready,
+        draining=draining,
+        lease_fresh=lease,
+        ctx=ctx,
+        model_id=model,
+        replicas=tuple({r.index: r for r in replicas}.values()),
+    ),
+    st.integers(0, 9),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([512, 2048, 8192]),
+    st.sampled_from(["tiny", "other"]),
     st.lists(replica_st, min_size=1, max_size=3),
 )
 pools_st = st.lists(pool_st, max_size=8).map(lambda ps: list({p.pool_id: p for p in ps}.values()))
 needs_st = st.builds(
     lambda tokens, model, pin, avoid: needs(
-        tokens=tokens, model=model,
-        overrides=Overrides(pin_pool_id=pin, avoid_pools=frozenset(avoid))),
-    st.integers(1, 9000), st.sampled_from(["tiny", "other", "default"]),
+        tokens=tokens,
+        model=model,
+        overrides=Overrides(pin_pool_id=pin, avoid_pools=frozenset(avoid)),
+    ),
+    st.integers(1, 9000),
+    st.sampled_from(["tiny", "other", "default"]),
     st.one_of(st.none(), st.sampled_from([f"p{i}" for i in range(10)])),
     st.lists(st.sampled_from([f"p{i}" for i in range(10)]), max_size=3),
 )
@@ -169,8 +189,9 @@ def test_never_chooses_an_infeasible_pool(job: JobNeeds, pools: list[PoolView]) 
 
 
 @given(needs_st, pools_st, st.randoms())
-def test_decisions_do_not_depend_on_pool_order(job: JobNeeds, pools: list[PoolView],
-                                               rng: object) -> None:
+def test_decisions_do_not_depend_on_pool_order(
+    job: JobNeeds, pools: list[PoolView], rng: object
+) -> None:
     shuffled = list(pools)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
     first, second = place(job, pools), place(job, shuffled)
@@ -181,7 +202,9 @@ def test_decisions_do_not_depend_on_pool_order(job: JobNeeds, pools: list[PoolVi
 
 
 @given(needs_st, pools_st)
-def test_capacity_is_never_over_committed_in_one_cycle(job: JobNeeds, pools: list[PoolView]) -> None:
+def test_capacity_is_never_over_committed_in_one_cycle(
+    job: JobNeeds, pools: list[PoolView]
+) -> None:
     free_before = sum(p.slots_free for p in pools)
     placed = 0
     current = tuple(pools)

@@ -8,13 +8,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pool_managerd import lifecycle as lc
 
-POLICY = lc.RestartPolicy(initial_backoff_s=1.0, factor=2.0, max_backoff_s=8.0,
-                          reset_after_s=600.0, max_crashes=3, crash_window_s=100.0,
-                          jitter_ratio=0.0, probe_failures_to_restart=3)
+POLICY = lc.RestartPolicy(
+    initial_backoff_s=1.0,
+    factor=2.0,
+    max_backoff_s=8.0,
+    reset_after_s=600.0,
+    max_crashes=3,
+    crash_window_s=100.0,
+    jitter_ratio=0.0,
+    probe_failures_to_restart=3,
+)
 
 
-def run(events: list[lc.Event], *, start: lc.ReplicaState | None = None,
-        times: list[float] | None = None) -> tuple[lc.ReplicaState, list[list[lc.Action]]]:
+def run(
+    events: list[lc.Event],
+    *,
+    start: lc.ReplicaState | None = None,
+    times: list[float] | None = None,
+) -> tuple[lc.ReplicaState, list[list[lc.Action]]]:
     state = start or lc.ReplicaState()
     actions = []
     for index, event in enumerate(events):
@@ -50,13 +61,19 @@ def test_a_crash_schedules_a_restart_with_exponential_backoff_up_to_the_cap() ->
     delays = []
     state = run(READY_PATH)[0]
     for crash in range(5):
-        state, actions = lc.transition(state, lc.Exited(1, "boom"), now=10.0 * crash,
-                                       policy=replace(POLICY, max_crashes=99), jitter=0.5)
+        state, actions = lc.transition(
+            state,
+            lc.Exited(1, "boom"),
+            now=10.0 * crash,
+            policy=replace(POLICY, max_crashes=99),
+            jitter=0.5,
+        )
         (restart,) = actions
         assert isinstance(restart, lc.ScheduleRestart)
         delays.append(restart.delay_s)
-        state, respawn = lc.transition(state, lc.RestartDue(), now=10.0 * crash + 1,
-                                       policy=POLICY, jitter=0.5)
+        state, respawn = lc.transition(
+            state, lc.RestartDue(), now=10.0 * crash + 1, policy=POLICY, jitter=0.5
+        )
         assert respawn == [lc.Spawn()]
     assert delays == [1.0, 2.0, 4.0, 8.0, 8.0]
     assert "boom" in state.last_error and state.restarts == 5
@@ -92,19 +109,22 @@ def test_old_crashes_fall_out_of_the_window() -> None:
     state = lc.ReplicaState(phase="ready", crashes=(0.0, 1.0, 2.0), backoff_s=4.0)
     state, actions = lc.transition(state, lc.Exited(1), now=500.0, policy=POLICY, jitter=0.5)
     assert state.phase == "backoff" and state.crashes == (500.0,)
+    assert actions == [lc.ScheduleRestart(8.0)]
 
 
 def test_a_busy_engine_is_not_restarted_until_enough_probes_fail() -> None:
     state = run(READY_PATH)[0]
     for _ in range(POLICY.probe_failures_to_restart - 1):
-        state, actions = lc.transition(state, lc.ProbeFailed("timeout"), now=1, policy=POLICY,
-                                       jitter=0.5)
+        state, actions = lc.transition(
+            state, lc.ProbeFailed("timeout"), now=1, policy=POLICY, jitter=0.5
+        )
         assert actions == []
     state, _ = lc.transition(state, lc.Health("ready"), now=2, policy=POLICY, jitter=0.5)
     assert state.probe_failures == 0
     for _ in range(POLICY.probe_failures_to_restart):
-        state, actions = lc.transition(state, lc.ProbeFailed("timeout"), now=3, policy=POLICY,
-                                       jitter=0.5)
+        state, actions = lc.transition(
+            state, lc.ProbeFailed("timeout"), now=3, policy=POLICY, jitter=0.5
+        )
     assert len(actions) == 1 and isinstance(actions[0], lc.Kill)
 
 
@@ -124,11 +144,24 @@ def test_provisioning_failure_is_reported_and_nothing_starts() -> None:
     assert state.phase == "failed" and state.last_error == "digest mismatch" and actions == [[]]
 
 
-events_st = st.lists(st.sampled_from([
-    lc.Start(), lc.Health("loading"), lc.Health("ready"), lc.Health("failed", "x"),
-    lc.ProbeFailed("t"), lc.WarmedUp(True), lc.WarmedUp(False, "x"), lc.Exited(1),
-    lc.RestartDue(), lc.Drain(), lc.Stop(),
-]), max_size=60)
+events_st = st.lists(
+    st.sampled_from(
+        [
+            lc.Start(),
+            lc.Health("loading"),
+            lc.Health("ready"),
+            lc.Health("failed", "x"),
+            lc.ProbeFailed("t"),
+            lc.WarmedUp(True),
+            lc.WarmedUp(False, "x"),
+            lc.Exited(1),
+            lc.RestartDue(),
+            lc.Drain(),
+            lc.Stop(),
+        ]
+    ),
+    max_size=60,
+)
 
 
 @given(events_st)

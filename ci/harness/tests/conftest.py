@@ -14,13 +14,15 @@ from ci_harness.cluster import Cluster
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture model with a 32k trained context, so long generations are possible."""
-    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf",
-                            TinyModelSpec(context_length=32768))
+    return write_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny.gguf", TinyModelSpec(context_length=32768)
+    )
 
 
 @pytest.fixture
-def cluster_factory(tmp_path_factory: pytest.TempPathFactory,
-                    request: pytest.FixtureRequest) -> Iterator[Callable[..., Cluster]]:
+def cluster_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Cluster]]:
     """Start clusters; on teardown stop them, check clean exits and no orphan workers."""
     started: list[Cluster] = []
 
@@ -32,8 +34,12 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory,
     yield make
     for cluster in started:
         codes = cluster.stop()
-        orphans = [pid for host in cluster.pools for p in cluster.pools[host]
-                   for pid in cluster.worker_pids(host, p["id"])]
+        orphans = [
+            pid
+            for host in cluster.pools
+            for p in cluster.pools[host]
+            for pid in cluster.worker_pids(host, p["id"])
+        ]
         failed = request.node.stash.get(_FAILED, False)
         if failed or orphans or any(codes.values()):
             print(cluster.logs())

@@ -19,9 +19,11 @@ CTX = 16384
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    cluster = Cluster(tmp_path_factory.mktemp("bad-input"),
-                      {"host-a": [tiny_pool("tiny-a", tiny_model, ctx=CTX)]},
-                      {"max_prompt_bytes": MAX_PROMPT_BYTES, "max_body_bytes": MAX_BODY_BYTES})
+    cluster = Cluster(
+        tmp_path_factory.mktemp("bad-input"),
+        {"host-a": [tiny_pool("tiny-a", tiny_model, ctx=CTX)]},
+        {"max_prompt_bytes": MAX_PROMPT_BYTES, "max_body_bytes": MAX_BODY_BYTES},
+    )
     cluster.start()
     yield cluster
     assert all(code == 0 for code in cluster.stop().values()), cluster.logs()
@@ -53,35 +55,64 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("top-p-above-one", body(top_p=2), {}, 400, "INVALID_PARAMS"),
     ("seed-negative", body(seed=-1), {}, 400, "INVALID_PARAMS"),
     ("seed-beyond-64-bits", body(seed=2**70), {}, 400, "INVALID_PARAMS"),
-    ("nan-temperature", b'{"model": "default", "prompt": "x", "temperature": NaN}', {}, 400,
-     "INVALID_PARAMS"),
+    (
+        "nan-temperature",
+        b'{"model": "default", "prompt": "x", "temperature": NaN}',
+        {},
+        400,
+        "INVALID_PARAMS",
+    ),
     ("unknown-priority", body(priority="urgent"), {}, 400, "INVALID_PARAMS"),
     ("bad-task-id", body(task_id="has spaces/and slashes"), {}, 400, "INVALID_PARAMS"),
     ("too-many-stops", body(stop=[f"s{i}" for i in range(17)]), {}, 400, "INVALID_PARAMS"),
     ("empty-stop", body(stop=[""]), {}, 400, "INVALID_PARAMS"),
     ("chat-without-messages", body(workload="chat"), {}, 400, "INVALID_PARAMS"),
-    ("completion-with-messages", body(messages=[{"role": "user", "content": "x"}]), {}, 400,
-     "INVALID_PARAMS"),
-    ("bad-chat-role", body(workload="chat", prompt=..., messages=[{"role": "robot",
-                                                                   "content": "x"}]), {}, 400,
-     "INVALID_PARAMS"),
-    ("embedding-via-tasks", body(workload="embedding", prompt=..., inputs=["x"]), {}, 400,
-     "INVALID_PARAMS"),
-    ("grammar-and-schema", body(grammar="root ::= \"a\"", json_schema={"type": "string"}), {},
-     400, "INVALID_PARAMS"),
+    (
+        "completion-with-messages",
+        body(messages=[{"role": "user", "content": "x"}]),
+        {},
+        400,
+        "INVALID_PARAMS",
+    ),
+    (
+        "bad-chat-role",
+        body(workload="chat", prompt=..., messages=[{"role": "robot", "content": "x"}]),
+        {},
+        400,
+        "INVALID_PARAMS",
+    ),
+    (
+        "embedding-via-tasks",
+        body(workload="embedding", prompt=..., inputs=["x"]),
+        {},
+        400,
+        "INVALID_PARAMS",
+    ),
+    (
+        "grammar-and-schema",
+        body(grammar='root ::= "a"', json_schema={"type": "string"}),
+        {},
+        400,
+        "INVALID_PARAMS",
+    ),
     ("unknown-model", body(model="no-such-model"), {}, 404, "MODEL_NOT_FOUND"),
-    ("prompt-over-the-limit", body(prompt="x" * (MAX_PROMPT_BYTES + 1)), {}, 400,
-     "INVALID_PARAMS"),
+    ("prompt-over-the-limit", body(prompt="x" * (MAX_PROMPT_BYTES + 1)), {}, 400, "INVALID_PARAMS"),
     ("body-over-the-limit", body(prompt="x" * MAX_BODY_BYTES), {}, 413, "INVALID_PARAMS"),
-    ("context-overflow", body(prompt="word " * 4000, max_tokens=CTX - 100), {}, 400,
-     "CONTEXT_OVERFLOW"),
+    (
+        "context-overflow",
+        body(prompt="word " * 4000, max_tokens=CTX - 100),
+        {},
+        400,
+        "CONTEXT_OVERFLOW",
+    ),
     ("wrong-content-type", body(), {"Content-Type": "text/plain"}, 415, "INVALID_PARAMS"),
     ("bad-correlation-id", body(), {"X-Correlation-Id": "not valid!"}, 400, "INVALID_PARAMS"),
 ]
 
 
-@pytest.mark.parametrize(("case", "raw", "headers", "status", "code"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "raw", "headers", "status", "code"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bad_submissions_get_a_typed_4xx_envelope(
     cluster: Cluster, case: str, raw: bytes, headers: dict[str, str], status: int, code: str
 ) -> None:
@@ -105,8 +136,14 @@ def test_bad_submissions_get_a_typed_4xx_envelope(
         ("GET", "/v2/nowhere", {}, 404, "NOT_FOUND"),
         ("DELETE", "/v2/tasks", {}, 405, "INVALID_PARAMS"),
     ],
-    ids=["unknown-task", "unknown-task-events", "bad-task-id", "unknown-pool", "unknown-route",
-         "wrong-method"],
+    ids=[
+        "unknown-task",
+        "unknown-task-events",
+        "bad-task-id",
+        "unknown-pool",
+        "unknown-route",
+        "wrong-method",
+    ],
 )
 def test_bad_requests_elsewhere_get_a_typed_envelope(
     cluster: Cluster, method: str, path: str, headers: dict[str, str], status: int, code: str

@@ -24,12 +24,13 @@ def test_killing_a_worker_before_its_first_token_requeues_the_job_and_it_complet
     os.kill(pid, signal.SIGSTOP)  # the worker accepts the call but cannot answer it
     try:
         task_id = cluster.submit({"model": "default", "prompt": "x", "max_tokens": 16}).json()[
-            "task_id"]
+            "task_id"
+        ]
         wait_for(lambda: cluster.task(task_id)["state"] == "running", "the job to be dispatched")
     finally:
         os.kill(pid, signal.SIGKILL)
     events = cluster.events(task_id)  # waits for the terminal event
-    assert [e.name for e in events][0] == "started"
+    assert events[0].name == "started"
     assert events[-1].name == "end" and events[-1].data["tokens_out"] == 16
     status = cluster.task(task_id)
     assert status["state"] == "completed" and status["attempts"] == 2
@@ -45,7 +46,8 @@ def test_killing_a_worker_mid_stream_ends_the_job_with_a_retriable_worker_reset(
     cluster = cluster_factory({"host-a": [tiny_pool("solo", tiny_model)]})
     (pid,) = cluster.worker_pids("host-a", "solo")
     task_id = cluster.submit({"model": "default", "prompt": "x", "max_tokens": 8000}).json()[
-        "task_id"]
+        "task_id"
+    ]
     seen: list[Event] = []
     first_token = threading.Event()
 
@@ -71,8 +73,9 @@ def test_killing_a_worker_mid_stream_ends_the_job_with_a_retriable_worker_reset(
 def test_a_full_queue_answers_429_admission_reject_with_retry_after(
     cluster_factory: Factory, tiny_model: Path
 ) -> None:
-    cluster = cluster_factory({"host-a": [tiny_pool("solo", tiny_model)]}, queue_capacity=1,
-                              reject_retry_after_ms=2500)
+    cluster = cluster_factory(
+        {"host-a": [tiny_pool("solo", tiny_model)]}, queue_capacity=1, reject_retry_after_ms=2500
+    )
     running = cluster.submit({"model": "default", "prompt": "a", "max_tokens": 8000}).json()
     wait_for(lambda: cluster.task(running["task_id"])["state"] == "running", "a running job")
     queued = cluster.submit({"model": "default", "prompt": "b", "max_tokens": 4})
@@ -99,6 +102,7 @@ def test_sigterm_on_the_pool_manager_stops_its_workers_and_exits_cleanly(
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     wait_for(lambda: not cluster.pool("p1").get("live"), "the orchestrator to see the host gone")
-    response = cluster.submit({"model": "default", "prompt": "x", "max_tokens": 4,
-                               "placement": {"pin_pool_id": "p1"}})
+    response = cluster.submit(
+        {"model": "default", "prompt": "x", "max_tokens": 4, "placement": {"pin_pool_id": "p1"}}
+    )
     assert response.status_code == 503 and response.json()["code"] == "POOL_UNREADY"

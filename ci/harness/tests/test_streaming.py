@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,10 @@ LONG = 8000  # tokens: several seconds of generation on the tiny model
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    cluster = Cluster(tmp_path_factory.mktemp("streaming"),
-                      {"host-a": [tiny_pool("tiny-a", tiny_model), tiny_pool("tiny-b", tiny_model)]})
+    cluster = Cluster(
+        tmp_path_factory.mktemp("streaming"),
+        {"host-a": [tiny_pool("tiny-a", tiny_model), tiny_pool("tiny-b", tiny_model)]},
+    )
     cluster.start()
     yield cluster
     codes = cluster.stop()
@@ -45,8 +46,9 @@ def check_stream_contract(events: list[Event]) -> None:
 def test_a_completion_streams_to_completion_with_increasing_indexes_and_ids(
     cluster: Cluster,
 ) -> None:
-    response = cluster.submit({"model": "default", "prompt": "Hello world", "max_tokens": 64,
-                               "seed": 7})
+    response = cluster.submit(
+        {"model": "default", "prompt": "Hello world", "max_tokens": 64, "seed": 7}
+    )
     assert response.status_code == 202, response.text
     admitted = response.json()
     assert admitted["events_url"] == f"/v2/tasks/{admitted['task_id']}/events"
@@ -67,10 +69,15 @@ def test_a_completion_streams_to_completion_with_increasing_indexes_and_ids(
 
 
 def test_one_round_trip_sse_admits_and_streams_with_correlation_id(cluster: Cluster) -> None:
-    with cluster.client() as client, client.stream(
-        "POST", "/v2/tasks", json={"model": "tiny", "prompt": "Once", "max_tokens": 16},
-        headers={"Accept": "text/event-stream", "X-Correlation-Id": "trace-42"},
-    ) as response:
+    with (
+        cluster.client() as client,
+        client.stream(
+            "POST",
+            "/v2/tasks",
+            json={"model": "tiny", "prompt": "Once", "max_tokens": 16},
+            headers={"Accept": "text/event-stream", "X-Correlation-Id": "trace-42"},
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["x-correlation-id"] == "trace-42"
@@ -80,9 +87,13 @@ def test_one_round_trip_sse_admits_and_streams_with_correlation_id(cluster: Clus
 
 
 def test_chat_uses_the_models_template_and_stop_strings_end_the_stream(cluster: Cluster) -> None:
-    body = {"model": "default", "workload": "chat", "max_tokens": 200, "seed": 3,
-            "messages": [{"role": "system", "content": "be brief"},
-                         {"role": "user", "content": "hi"}]}
+    body = {
+        "model": "default",
+        "workload": "chat",
+        "max_tokens": 200,
+        "seed": 3,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    }
     plain = cluster.events(cluster.submit(body).json()["task_id"])
     check_stream_contract(plain)
     text = "".join(e.data["t"] for e in plain if e.name == "token")
@@ -105,8 +116,9 @@ def test_the_same_seed_gives_the_same_text(cluster: Cluster) -> None:
     assert texts[0] == texts[1] and texts[0]
 
 
-def _first_token(cluster: Cluster, task_id: str, seen: list[Event],
-                 reached: threading.Event) -> None:
+def _first_token(
+    cluster: Cluster, task_id: str, seen: list[Event], reached: threading.Event
+) -> None:
     with cluster.client() as client, client.stream("GET", f"/v2/tasks/{task_id}/events") as r:
         for event in parse_events(r.iter_lines()):
             seen.append(event)
@@ -114,12 +126,14 @@ def _first_token(cluster: Cluster, task_id: str, seen: list[Event],
                 reached.set()
 
 
-def stream_in_background(cluster: Cluster, task_id: str) -> tuple[list[Event], threading.Event,
-                                                                  threading.Thread]:
+def stream_in_background(
+    cluster: Cluster, task_id: str
+) -> tuple[list[Event], threading.Event, threading.Thread]:
     seen: list[Event] = []
     reached = threading.Event()
-    thread = threading.Thread(target=_first_token, args=(cluster, task_id, seen, reached),
-                              daemon=True)
+    thread = threading.Thread(
+        target=_first_token, args=(cluster, task_id, seen, reached), daemon=True
+    )
     thread.start()
     assert reached.wait(30), "no token arrived"
     return seen, reached, thread
@@ -141,7 +155,8 @@ def test_two_pools_serve_concurrent_jobs_and_placement_spreads_by_free_slots(
 
 def test_cancel_mid_stream_answers_204_and_no_token_follows(cluster: Cluster) -> None:
     task_id = cluster.submit({"model": "default", "prompt": "c", "max_tokens": LONG}).json()[
-        "task_id"]
+        "task_id"
+    ]
     seen, _, thread = stream_in_background(cluster, task_id)
     assert cluster.cancel(task_id) == 204
     thread.join(30)
@@ -155,14 +170,24 @@ def test_cancel_mid_stream_answers_204_and_no_token_follows(cluster: Cluster) ->
     assert cluster.cancel(task_id) == 204  # idempotent
     assert cluster.cancel("never-existed") == 204
     cluster.wait_ready(["tiny-a", "tiny-b"])
-    wait_for(lambda: all(cluster.pool(p)["slots_free"] == 1 for p in ("tiny-a", "tiny-b")),
-             "the cancelled job's slot to be released")
+    wait_for(
+        lambda: all(cluster.pool(p)["slots_free"] == 1 for p in ("tiny-a", "tiny-b")),
+        "the cancelled job's slot to be released",
+    )
 
 
 def test_a_queued_job_that_is_cancelled_never_starts(cluster: Cluster) -> None:
-    busy = [cluster.submit({"model": "default", "prompt": "d", "max_tokens": LONG,
-                            "placement": {"pin_pool_id": pool}}).json()["task_id"]
-            for pool in ("tiny-a", "tiny-b")]
+    busy = [
+        cluster.submit(
+            {
+                "model": "default",
+                "prompt": "d",
+                "max_tokens": LONG,
+                "placement": {"pin_pool_id": pool},
+            }
+        ).json()["task_id"]
+        for pool in ("tiny-a", "tiny-b")
+    ]
     for task_id in busy:
         wait_for(lambda t=task_id: cluster.task(t)["state"] == "running", "the pools to be busy")
     queued = cluster.submit({"model": "default", "prompt": "e", "max_tokens": 4}).json()
@@ -180,8 +205,14 @@ def test_a_queued_job_that_is_cancelled_never_starts(cluster: Cluster) -> None:
 
 
 def test_a_pin_to_an_unknown_pool_is_a_400_not_a_fallback(cluster: Cluster) -> None:
-    response = cluster.submit({"model": "default", "prompt": "x", "max_tokens": 4,
-                               "placement": {"pin_pool_id": "no-such-pool"}})
+    response = cluster.submit(
+        {
+            "model": "default",
+            "prompt": "x",
+            "max_tokens": 4,
+            "placement": {"pin_pool_id": "no-such-pool"},
+        }
+    )
     assert response.status_code == 400
     error = response.json()
     assert error["code"] == "INVALID_PARAMS" and "no-such-pool" in error["message"]
@@ -190,7 +221,8 @@ def test_a_pin_to_an_unknown_pool_is_a_400_not_a_fallback(cluster: Cluster) -> N
 
 def test_resuming_with_last_event_id_replays_without_gap_or_duplicate(cluster: Cluster) -> None:
     task_id = cluster.submit({"model": "default", "prompt": "r", "max_tokens": 30}).json()[
-        "task_id"]
+        "task_id"
+    ]
     full = cluster.events(task_id)
     resumed = cluster.events(task_id, last_event_id=full[1].id)
     assert resumed == full[2:]
@@ -198,8 +230,24 @@ def test_resuming_with_last_event_id_replays_without_gap_or_duplicate(cluster: C
 
 def test_llorch_submit_streams_tokens_live_and_prints_timings(cluster: Cluster) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "llorch", "submit", "--url", cluster.url, "--max-tokens", "12",
-         "--seed", "5", "Hello"], capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "llorch",
+            "submit",
+            "--url",
+            cluster.url,
+            "--max-tokens",
+            "12",
+            "--seed",
+            "5",
+            "Hello",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "12 tokens" in result.stderr and "ttft" in result.stderr
@@ -208,6 +256,9 @@ def test_llorch_submit_streams_tokens_live_and_prints_timings(cluster: Cluster) 
 def test_llorch_submit_reports_a_refusal_with_exit_code_1(cluster: Cluster) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "llorch", "submit", "--url", cluster.url, "--model", "nope", "x"],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1 and "MODEL_NOT_FOUND" in result.stderr
-

@@ -85,16 +85,33 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
-        config = {"http_port": 0, "control_port": 0, "heartbeat_interval_ms": 300,
-                  "lease_ms": 1500, "suspect_ttl_ms": 3000, "disconnect_grace_ms": 500,
-                  "requeue_backoff_ms": 100, **self.orchestrator}
+        config = {
+            "http_port": 0,
+            "control_port": 0,
+            "heartbeat_interval_ms": 300,
+            "lease_ms": 1500,
+            "suspect_ttl_ms": 3000,
+            "disconnect_grace_ms": 500,
+            "requeue_backoff_ms": 100,
+            **self.orchestrator,
+        }
         (self.root / "orchestratord.yaml").write_text(yaml.safe_dump(config))
         ready = self.root / "orchestratord.ready"
-        self._spawn("orchestratord", [sys.executable, "-m", "orchestratord", "--config",
-                                      str(self.root / "orchestratord.yaml"), "--ready-file",
-                                      str(ready)])
-        ports = wait_for(lambda: ready.exists() and json.loads(ready.read_text()),
-                         "orchestratord to listen")
+        self._spawn(
+            "orchestratord",
+            [
+                sys.executable,
+                "-m",
+                "orchestratord",
+                "--config",
+                str(self.root / "orchestratord.yaml"),
+                "--ready-file",
+                str(ready),
+            ],
+        )
+        ports = wait_for(
+            lambda: ready.exists() and json.loads(ready.read_text()), "orchestratord to listen"
+        )
         self.url = f"http://127.0.0.1:{ports['http_port']}"
         self.control = f"127.0.0.1:{ports['control_port']}"
         for host_id in self.pools:
@@ -104,14 +121,22 @@ class Cluster:
 
     def start_manager(self, host_id: str) -> None:
         state = self.root / host_id
-        manager = {"host_id": host_id, "orchestrator": self.control, "state_dir": str(state),
-                   "heartbeat_interval_ms": 300, "probe_interval_ms": 200,
-                   "shutdown_grace_s": 8, "pools": self.pools[host_id],
-                   "restart": {"initial_backoff_s": 0.3, "max_backoff_s": 2.0}}
+        manager = {
+            "host_id": host_id,
+            "orchestrator": self.control,
+            "state_dir": str(state),
+            "heartbeat_interval_ms": 300,
+            "probe_interval_ms": 200,
+            "shutdown_grace_s": 8,
+            "pools": self.pools[host_id],
+            "restart": {"initial_backoff_s": 0.3, "max_backoff_s": 2.0},
+        }
         path = self.root / f"{host_id}.yaml"
         path.write_text(yaml.safe_dump(manager))
-        self._spawn(f"pool-managerd-{host_id}",
-                    [sys.executable, "-m", "pool_managerd", "--config", str(path)])
+        self._spawn(
+            f"pool-managerd-{host_id}",
+            [sys.executable, "-m", "pool_managerd", "--config", str(path)],
+        )
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.root / f"{name}.log").open("ab")
@@ -173,9 +198,10 @@ class Cluster:
 
     def events(self, task_id: str, last_event_id: int | None = None) -> list[Event]:
         headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-        with self.client() as client, client.stream(
-            "GET", f"/v2/tasks/{task_id}/events", headers=headers
-        ) as response:
+        with (
+            self.client() as client,
+            client.stream("GET", f"/v2/tasks/{task_id}/events", headers=headers) as response,
+        ):
             assert response.status_code == 200, response.read()
             return list(parse_events(response.iter_lines()))
 
@@ -188,9 +214,16 @@ class Cluster:
             return client.post(f"/v2/tasks/{task_id}/cancel").status_code
 
 
-
-
 def tiny_pool(pool_id: str, model: Path, **overrides: Any) -> dict[str, Any]:
     """A pool-managerd pool entry for the tiny fixture model, answering to `default`."""
-    return {"id": pool_id, "model": str(model), "engine": "llamacpp-inproc", "ctx": 16384,
-            "slots": 1, "replicas": 1, "threads": 1, "aliases": ["default"], **overrides}
+    return {
+        "id": pool_id,
+        "model": str(model),
+        "engine": "llamacpp-inproc",
+        "ctx": 16384,
+        "slots": 1,
+        "replicas": 1,
+        "threads": 1,
+        "aliases": ["default"],
+        **overrides,
+    }
