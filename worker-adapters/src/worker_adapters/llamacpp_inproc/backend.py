@@ -239,7 +239,7 @@ class LlamaBackend:
         sampling = request.sampling
         try:
             prompt = self._prompt_tokens(llama, request)
-            grammar = _grammar(sampling)
+            grammar = _grammar(sampling, llama)
         except ValueError as exc:
             return Failed("INVALID_PARAMS", str(exc), False, True)
         if len(prompt) + sampling.max_tokens > self._settings.ctx:
@@ -351,17 +351,31 @@ def _sampling_args(sampling: Sampling) -> dict[str, Any]:
     return args
 
 
-def _grammar(sampling: Sampling) -> LlamaGrammar | None:
-    """Build the constraint; ValueError (INVALID_PARAMS) when it cannot be compiled."""
+def _grammar(sampling: Sampling, llama: Llama) -> LlamaGrammar | None:
+    """Build the constraint; ValueError (INVALID_PARAMS) when it cannot be compiled.
+
+    llama-cpp-python does not check grammars and llama.cpp crashes on one that fails to
+    parse, so every grammar is first compiled by llama.cpp's own parser here: a request
+    that cannot be constrained fails closed instead of running unconstrained (or killing
+    the worker).
+    """
     try:
         if sampling.grammar is not None:
-            return LlamaGrammar.from_string(sampling.grammar, verbose=False)
-        if sampling.json_schema is not None:
+            grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
+        elif sampling.json_schema is not None:
             json.loads(sampling.json_schema)
-            return LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
-    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+            grammar = LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
+        else:
+            return None
+    except (ValueError, RuntimeError, TypeError, KeyError, RecursionError) as exc:
         raise ValueError(f"constraint cannot be compiled: {exc}") from exc
-    return None
+    sampler = llama_cpp.llama_sampler_init_grammar(
+        llama._model.vocab, grammar._grammar.encode(), grammar._root.encode()
+    )
+    if not sampler:
+        raise ValueError("grammar does not parse (GBNF with a `root` rule expected)")
+    llama_cpp.llama_sampler_free(sampler)
+    return grammar
 
 
 def _common_prefix(llama: Llama, tokens: list[int]) -> int:

@@ -11,6 +11,7 @@ worker stops between two tokens (ADP-04).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
@@ -71,6 +72,7 @@ class NativeAdapter:
         self._metadata: Sequence[tuple[str, str]] = (
             (("authorization", f"Bearer {endpoint.api_key}"),) if endpoint.api_key else ()
         )
+        self._cancelled: set[str] = set()
         self._calls: dict[str, grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateEvent]] = {}
 
     async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
@@ -105,13 +107,21 @@ class NativeAdapter:
         except grpc.aio.AioRpcError as exc:
             finished = True
             yield _failure(exc, tokens_seen)
+        except asyncio.CancelledError:
+            if request.job_id not in self._cancelled:
+                raise  # the consumer's task was cancelled, not this job
+            finished = True
+            yield Failed("CANCELLED", "generation cancelled", False, not tokens_seen)
         finally:
+            self._cancelled.discard(request.job_id)
             self._calls.pop(request.job_id, None)
             if not finished:
                 call.cancel()
 
     async def cancel(self, job_id: str) -> None:
         call = self._calls.get(job_id)
+        if call is not None:
+            self._cancelled.add(job_id)
         with contextlib.suppress(grpc.aio.AioRpcError):  # closing the stream still stops it
             await self._stub.Cancel(
                 pb.CancelRequest(job_id=job_id), metadata=self._metadata, timeout=_CONTROL_TIMEOUT_S
