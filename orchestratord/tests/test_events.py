@@ -49,7 +49,8 @@ async def test_live_frames_reach_a_waiting_subscriber_and_the_stream_ends() -> N
     reader = asyncio.create_task(subscriber.next_chunk(5.0))
     await asyncio.sleep(0)
     log.append_token("x", 0)
-    assert (await reader).startswith(b"id: 0\nevent: token")
+    chunk = await reader
+    assert chunk is not None and chunk.startswith(b"id: 0\nevent: token")
     log.append("end", "{}")
     assert (await subscriber.next_chunk(5.0) or b"").startswith(b"id: 1\nevent: end")
     assert await subscriber.next_chunk(5.0) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,7 +22,7 @@ from orchestratord.placement import (
 )
 
 
-def pool(pool_id: str = "a", **changes: object) -> PoolView:
+def pool(pool_id: str = "a", **changes: Any) -> PoolView:
     base = PoolView(
         pool_id=pool_id,
         host_id="h1",
@@ -36,13 +37,13 @@ def pool(pool_id: str = "a", **changes: object) -> PoolView:
         lease_fresh=True,
         replicas=(ReplicaView(0, True, 1, 1),),
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
-def needs(**changes: object) -> JobNeeds:
+def needs(**changes: Any) -> JobNeeds:
     return replace(
         JobNeeds(model="tiny", tokens=100, features=frozenset({"completion"})), **changes
-    )  # type: ignore[arg-type]
+    )
 
 
 BUSY = (ReplicaView(0, True, 1, 0),)
@@ -107,7 +108,7 @@ def test_preferred_pools_win_over_free_slots() -> None:
 
 
 def test_placements_in_one_cycle_spread_over_pools_by_free_slots() -> None:
-    pools = (pool("a"), pool("b"))
+    pools: tuple[PoolView, ...] = (pool("a"), pool("b"))
     first = place(needs(), pools)
     assert isinstance(first, Placed)
     pools = assume(pools, first)

@@ -188,8 +188,7 @@ def test_a_queued_job_that_is_cancelled_never_starts(cluster: Cluster) -> None:
         ).json()["task_id"]
         for pool in ("tiny-a", "tiny-b")
     ]
-    for task_id in busy:
-        wait_for(lambda t=task_id: cluster.task(t)["state"] == "running", "the pools to be busy")
+    wait_for(lambda: all(cluster.task(t)["state"] == "running" for t in busy), "busy pools")
     queued = cluster.submit({"model": "default", "prompt": "e", "max_tokens": 4}).json()
     assert queued["queue_position"] == 0
     assert cluster.task(queued["task_id"])["state"] == "queued"
