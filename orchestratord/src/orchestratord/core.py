@@ -31,7 +31,7 @@ from typing import Any
 
 from adapter_host import AdapterHost, ReplicaKey
 from worker_adapters import End, Failed, Started, StreamEvent, Token
-from worker_adapters.errors import AdapterError
+from worker_adapters.errors import AdapterError, EngineUnavailable, RequestRejected
 
 from orchestratord.admission import Admit, TaskQueue, decide
 from orchestratord.config import OrchestratorConfig
@@ -317,21 +317,13 @@ class Orchestrator:
 
     async def _run(self, record: TaskRecord, placed: Placed) -> None:
         key = ReplicaKey(placed.pool_id, placed.replica)
-        request = replace(record.spec.request, job_id=record.engine_job_id)
         outcome: StreamEvent | None = None
         attempt_started = self._clock()
         try:
-            async with contextlib.aclosing(self.host.submit(key, request)) as events:
-                async for event in events:
-                    if record.done:
-                        break
-                    if type(event) is Token:
-                        self._on_token(record, event)
-                    elif type(event) is Started:
-                        self._on_started(record, placed, event)
-                    else:
-                        outcome = event
-                        break
+            if record.spec.workload == "embedding":
+                outcome = await self._embed(record, key, placed)
+            else:
+                outcome = await self._stream(record, key, placed)
         except LookupError:
             outcome = Failed(
                 "WORKER_RESET",
@@ -349,6 +341,40 @@ class Orchestrator:
         if not record.done:
             self._settle(record, placed, outcome, attempt_started)
         self.tasks.retire(record)
+
+    async def _stream(
+        self, record: TaskRecord, key: ReplicaKey, placed: Placed
+    ) -> StreamEvent | None:
+        """Relay one generation into the task's event log; returns its terminal event."""
+        request = replace(record.spec.request, job_id=record.engine_job_id)
+        async with contextlib.aclosing(self.host.submit(key, request)) as events:
+            async for event in events:
+                if record.done:
+                    return None
+                if type(event) is Token:
+                    self._on_token(record, event)
+                elif type(event) is Started:
+                    self._on_started(record, placed, event)
+                else:
+                    return event
+        return None
+
+    async def _embed(self, record: TaskRecord, key: ReplicaKey, placed: Placed) -> StreamEvent:
+        """One embedding request: count the input tokens, then embed (API-13)."""
+        inputs = record.spec.inputs
+        try:
+            tokens = 0
+            for text in inputs:
+                tokens += len((await self.host.tokenize(key, text)).ids)
+            self._on_started(record, placed, Started(tokens))
+            record.embeddings = await self.host.embed(key, inputs)
+        except RequestRejected as exc:
+            return Failed(exc.code, str(exc), False, True)
+        except AdapterError as exc:
+            lost = isinstance(exc, EngineUnavailable)
+            code = "WORKER_RESET" if lost else "ENGINE_ERROR"
+            return Failed(code, str(exc), exc.retriable, True, engine_lost=lost)
+        return End(tokens, 0, "stop", 0.0, 0.0)
 
     def _on_token(self, record: TaskRecord, event: Token) -> None:
         if record.first_token_mono is None:

@@ -30,6 +30,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "INTERNAL": 500,
     "NO_CAPACITY": 503,
     "POOL_UNREADY": 503,
+    # Mid-stream codes, when they must become a status (non-streamed OpenAI responses):
+    "CANCELLED": 409,
+    "WORKER_RESET": 502,
+    "ENGINE_ERROR": 502,
+    "DECODE_TIMEOUT": 504,
 }
 
 

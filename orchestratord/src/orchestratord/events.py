@@ -6,6 +6,9 @@ get the frames after the id they already have; live frames are appended to each
 subscriber's pending list and the subscriber is woken, so a writer that falls behind
 sends what piled up in one write while the first frame is never held back. After the
 terminal event (`end` or `error`) the log is closed: nothing can follow it.
+
+A subscriber may instead ask for decoded events, `(name, data)` pairs: the OpenAI facade
+reads the same log that way and frames the events in its own wire format.
 """
 
 from __future__ import annotations
@@ -18,6 +21,18 @@ __all__ = ["TERMINAL_EVENTS", "EventLog", "Subscriber"]
 
 TERMINAL_EVENTS = frozenset({"end", "error"})
 HEARTBEAT = b": keep-alive\n\n"
+
+
+_TOKEN_PREFIX = len('{"t":')
+
+
+def token_text_json(data: str) -> str:
+    """The JSON string literal of a `token` event's text, without decoding it.
+
+    `append_token` writes `{"t":<JSON string>,"i":<int>}`; a re-framer (the OpenAI facade)
+    can splice the literal into its own JSON and skip a decode/encode per token.
+    """
+    return data[_TOKEN_PREFIX : data.rindex(',"i":')]
 
 
 class Subscriber:
@@ -49,13 +64,41 @@ class Subscriber:
         self._log.unsubscribe(self)
 
 
+class DecodedSubscriber:
+    """Like `Subscriber`, but receives `(name, data)` pairs instead of SSE frames."""
+
+    __slots__ = ("_log", "closed", "pending", "wake")
+
+    def __init__(self, log: EventLog, backlog: list[tuple[str, str]]) -> None:
+        self._log = log
+        self.pending = backlog
+        self.wake = asyncio.Event()
+        self.closed = log.closed
+        if backlog or self.closed:
+            self.wake.set()
+
+    async def next_events(self) -> list[tuple[str, str]] | None:
+        """Events since the last call; None once the log is closed and all were taken."""
+        if not self.pending and not self.closed:
+            await self.wake.wait()
+        self.wake.clear()
+        if self.pending:
+            events, self.pending = self.pending, []
+            return events
+        return None
+
+    def detach(self) -> None:
+        self._log.unsubscribe(self)
+
+
 class EventLog:
-    __slots__ = ("_frames", "_next_id", "_subscribers", "closed")
+    __slots__ = ("_decoded", "_frames", "_next_id", "_subscribers", "closed")
 
     def __init__(self, replay_capacity: int) -> None:
-        self._frames: deque[tuple[int, bytes]] = deque(maxlen=replay_capacity)
+        self._frames: deque[tuple[int, str, str, bytes]] = deque(maxlen=replay_capacity)
         self._next_id = 0
         self._subscribers: list[Subscriber] = []
+        self._decoded: list[DecodedSubscriber] = []
         self.closed = False
 
     @property
@@ -63,7 +106,7 @@ class EventLog:
         return self._next_id - 1
 
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return len(self._subscribers) + len(self._decoded)
 
     def append(self, name: str, data: str) -> bool:
         """Add one event; False (and nothing added) when the log is already closed."""
@@ -72,13 +115,17 @@ class EventLog:
         event_id = self._next_id
         self._next_id += 1
         frame = f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
-        self._frames.append((event_id, frame))
+        self._frames.append((event_id, name, data, frame))
         if name in TERMINAL_EVENTS:
             self.closed = True
         for subscriber in self._subscribers:
             subscriber.pending.append(frame)
             subscriber.closed = self.closed
             subscriber.wake.set()
+        for decoded in self._decoded:
+            decoded.pending.append((name, data))
+            decoded.closed = self.closed
+            decoded.wake.set()
         return True
 
     def append_token(self, text: str, index: int) -> bool:
@@ -91,16 +138,25 @@ class EventLog:
         ValueError when `after_id` is older than the replay buffer (a gap would follow).
         """
         if after_id is None:
-            backlog = [frame for _, frame in self._frames]
+            backlog = [frame for *_, frame in self._frames]
         else:
             oldest = self._frames[0][0] if self._frames else self._next_id
             if after_id + 1 < oldest:
                 raise ValueError(f"event {after_id + 1} is no longer in the replay buffer")
-            backlog = [frame for event_id, frame in self._frames if event_id > after_id]
+            backlog = [frame for event_id, *_, frame in self._frames if event_id > after_id]
         subscriber = Subscriber(self, backlog)
         self._subscribers.append(subscriber)
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        if subscriber in self._subscribers:
+    def subscribe_decoded(self) -> DecodedSubscriber:
+        """All events so far as `(name, data)` pairs, then live ones."""
+        subscriber = DecodedSubscriber(self, [(name, data) for _, name, data, _ in self._frames])
+        self._decoded.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber | DecodedSubscriber) -> None:
+        if isinstance(subscriber, DecodedSubscriber):
+            if subscriber in self._decoded:
+                self._decoded.remove(subscriber)
+        elif subscriber in self._subscribers:
             self._subscribers.remove(subscriber)

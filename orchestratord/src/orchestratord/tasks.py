@@ -37,6 +37,7 @@ class TaskSpec:
     session_id: str | None
     deadline_ms: int | None
     correlation_id: str
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class TaskRecord:
     decode_time_ms: float | None = None
     finish_reason: str | None = None
     error: TaskError | None = None
+    embeddings: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

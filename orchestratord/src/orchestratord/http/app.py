@@ -23,8 +23,10 @@ from starlette.routing import Route
 
 from orchestratord.core import Orchestrator
 from orchestratord.errors import ApiError, Detail
+from orchestratord.http.body import read_json_body
 from orchestratord.http.errors import error_response
 from orchestratord.http.middleware import CorrelationIdMiddleware
+from orchestratord.http.openai import openai_routes
 from orchestratord.http.translate import task_from_wire
 from orchestratord.registry import PoolInfo
 from orchestratord.tasks import TaskRecord
@@ -43,19 +45,6 @@ def _correlation_id(request: Request) -> str:
 
 def _json(body: object, status: int = 200) -> Response:
     return Response(json.dumps(body), status_code=status, media_type="application/json")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_task(raw: bytes) -> TaskRequest:
@@ -86,10 +75,7 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
     config = orchestrator.config
 
     async def submit_task(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise ApiError("INVALID_PARAMS", "Content-Type must be application/json", status=415)
-        wire = _parse_task(await _read_body(request, config.max_body_bytes))
+        wire = _parse_task(await read_json_body(request, config.max_body_bytes))
         spec = task_from_wire(
             wire, correlation_id=_correlation_id(request), max_prompt_bytes=config.max_prompt_bytes
         )
@@ -210,6 +196,7 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
+        *openai_routes(orchestrator),
     ]
     return Starlette(
         routes=routes,

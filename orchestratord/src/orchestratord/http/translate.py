@@ -37,8 +37,14 @@ def prompt_token_bound(prompt: str | None, messages: tuple[ChatTurn, ...] | None
     return content + _CHAT_TOKENS_PER_MESSAGE * len(messages) + _CHAT_TOKENS_FIXED
 
 
-def task_from_wire(body: TaskRequest, *, correlation_id: str, max_prompt_bytes: int) -> TaskSpec:
+def task_from_wire(
+    body: TaskRequest, *, correlation_id: str, max_prompt_bytes: int, allow_embedding: bool = False
+) -> TaskSpec:
+    """The domain task for a validated request. Embedding tasks are accepted only where
+    the caller can deliver vectors (the OpenAI facade), not on `/v2/tasks`."""
     workload = body.workload or "completion"
+    if workload == "embedding":
+        return _embedding_task(body, correlation_id, max_prompt_bytes, allow_embedding)
     prompt, messages = _inputs(body, workload)
     size = len((prompt or "").encode()) + sum(len(m.content.encode()) for m in messages or ())
     if size > max_prompt_bytes:
@@ -85,9 +91,39 @@ def task_from_wire(body: TaskRequest, *, correlation_id: str, max_prompt_bytes: 
     )
 
 
+def _embedding_task(
+    body: TaskRequest, correlation_id: str, max_prompt_bytes: int, allowed: bool
+) -> TaskSpec:
+    if not allowed:
+        raise _invalid("workload", "embedding tasks are served by /v1/embeddings")
+    if body.inputs is None or body.prompt is not None or body.messages is not None:
+        raise _invalid("inputs", "an embedding task takes inputs only")
+    inputs = tuple(body.inputs)
+    size = sum(len(text.encode()) for text in inputs)
+    if size > max_prompt_bytes:
+        raise _invalid("inputs", f"{size} bytes exceeds the limit of {max_prompt_bytes} bytes")
+    task_id = body.task_id or uuid.uuid4().hex
+    needs = JobNeeds(
+        model=body.model,
+        tokens=max((len(t.encode()) + 2 for t in inputs), default=0),
+        features=frozenset({"embedding"}),
+        overrides=_overrides(body),
+    )
+    return TaskSpec(
+        task_id=task_id,
+        model=body.model,
+        workload="embedding",
+        priority=body.priority or "interactive",
+        request=GenerateRequest(task_id, Sampling(max_tokens=1)),
+        needs=needs,
+        session_id=body.session_id,
+        deadline_ms=body.deadline_ms,
+        correlation_id=correlation_id,
+        inputs=inputs,
+    )
+
+
 def _inputs(body: TaskRequest, workload: str) -> tuple[str | None, tuple[ChatTurn, ...] | None]:
-    if workload == "embedding":
-        raise _invalid("workload", "embedding tasks are not served by /v2/tasks in this version")
     if workload == "chat":
         if body.messages is None:
             raise _invalid("messages", "a chat task needs messages")

@@ -188,6 +188,151 @@ class PoolList(BaseModel):
     pools: list[Pool]
 
 
+class Error(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str
+
+
+class OpenAIErrorBody(BaseModel):
+    error: Error
+
+
+class OpenAIContentPart(BaseModel):
+    type: Literal['text']
+    text: str
+
+
+class Content(RootModel[list[OpenAIContentPart]]):
+    root: list[OpenAIContentPart] = Field(..., max_length=256)
+
+
+class OpenAIChatMessage(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    role: Literal['system', 'developer', 'user', 'assistant']
+    content: str | Content | None = None
+    name: str | None = None
+
+
+class OpenAIStreamOptions(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    include_usage: bool | None = None
+
+
+class OpenAIJsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    name: str
+    schema_: dict[str, Any] | None = Field(default=None, alias='schema')
+    strict: bool | None = None
+
+
+class OpenAIResponseFormat(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    type: Literal['text', 'json_object', 'json_schema']
+    json_schema: OpenAIJsonSchemaFormat | None = None
+
+
+class Stop(RootModel[str]):
+    root: str = Field(..., max_length=256, min_length=1)
+
+
+class Stop1Item(RootModel[str]):
+    root: str = Field(..., max_length=256, min_length=1)
+
+
+class Stop1(RootModel[list[Stop1Item]]):
+    root: list[Stop1Item] = Field(..., max_length=16)
+
+
+class OpenAIChatRequest(BaseModel):
+    """
+    Fields not listed here are accepted and ignored, as OpenAI clients add new ones.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: str = Field(..., max_length=256, min_length=1)
+    messages: list[OpenAIChatMessage] = Field(..., max_length=1024, min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    n: int | None = Field(default=None, ge=1, le=1)
+    stream: bool | None = None
+    stream_options: OpenAIStreamOptions | None = None
+    stop: Stop | Stop1 | None = None
+    seed: int | None = Field(default=None, ge=0, le=4294967295)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: OpenAIResponseFormat | None = None
+    user: str | None = Field(default=None, max_length=256)
+
+
+class Prompt(RootModel[list[str]]):
+    root: list[str] = Field(..., max_length=1, min_length=1)
+
+
+class Stop2(RootModel[str]):
+    root: str = Field(..., max_length=256, min_length=1)
+
+
+class Stop3Item(RootModel[str]):
+    root: str = Field(..., max_length=256, min_length=1)
+
+
+class Stop3(RootModel[list[Stop3Item]]):
+    root: list[Stop3Item] = Field(..., max_length=16)
+
+
+class OpenAICompletionRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: str = Field(..., max_length=256, min_length=1)
+    prompt: str | Prompt
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    n: int | None = Field(default=None, ge=1, le=1)
+    best_of: int | None = Field(default=None, ge=1, le=1)
+    echo: Literal[False] | None = None
+    stream: bool | None = None
+    stream_options: OpenAIStreamOptions | None = None
+    stop: Stop2 | Stop3 | None = None
+    seed: int | None = Field(default=None, ge=0, le=4294967295)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    user: str | None = Field(default=None, max_length=256)
+
+
+class Input(RootModel[list[str]]):
+    root: list[str] = Field(..., max_length=256, min_length=1)
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: str = Field(..., max_length=256, min_length=1)
+    input: str | Input
+    encoding_format: Literal['float', 'base64'] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=256)
+
+
 class Health(BaseModel):
     status: Literal['ok', 'unready']
     pools_ready: int | None = Field(default=None, ge=0)

@@ -1,0 +1,401 @@
+"""The OpenAI-compatible facade (API-13): `/v1/chat/completions`, `/v1/completions`,
+`/v1/embeddings`, `/v1/models`.
+
+A translation layer, not a proxy: each request becomes a llorch task (through the
+generated `TaskRequest`, so the same validation applies) and runs through the same
+admission, placement and dispatch. Streams read the task's event log in decoded form
+and re-frame each token as an OpenAI chunk by splicing the token's JSON text literal
+into a prebuilt template (no decode/encode per token). Usage counts come from the
+engine (`tokens_in` of `started`, `tokens_out` of `end`). Errors use OpenAI's error
+body; its `code` is llorch's error code (so clients can tell `ADMISSION_REJECT` from
+`QUOTA_EXCEEDED`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pydantic
+from specs.api.models import (
+    OpenAIChatRequest,
+    OpenAICompletionRequest,
+    OpenAIEmbeddingRequest,
+    TaskRequest,
+)
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from orchestratord.core import Orchestrator
+from orchestratord.errors import ApiError, Detail
+from orchestratord.events import token_text_json
+from orchestratord.http.body import read_json_body
+from orchestratord.http.translate import task_from_wire
+from orchestratord.tasks import TaskRecord
+
+__all__ = ["openai_routes"]
+
+DEFAULT_MAX_TOKENS = 256
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _error(error: ApiError) -> Response:
+    param = next((d.field for d in error.details if d.field), None)
+    body = {
+        "error": {
+            "message": error.message,
+            "type": _ERROR_TYPES.get(error.status, "server_error"),
+            "param": param,
+            "code": error.code,
+        }
+    }
+    headers = {}
+    if error.status in (429, 503):
+        headers["Retry-After"] = str(max(1, math.ceil((error.retry_after_ms or 1000) / 1000)))
+    return Response(
+        json.dumps(body), status_code=error.status, headers=headers, media_type="application/json"
+    )
+
+
+def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)[:16]
+        details = [
+            Detail(e["msg"], field=".".join(str(p) for p in e["loc"]) or "body") for e in errors
+        ]
+        summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
+        raise ApiError("INVALID_PARAMS", summary, details=details) from None
+
+
+def _task_request(wire: dict[str, Any]) -> TaskRequest:
+    raw = json.dumps({k: v for k, v in wire.items() if v is not None}).encode()
+    request: TaskRequest = _parse(TaskRequest, raw)
+    return request
+
+
+def _stop(stop: Any) -> list[str] | None:
+    if stop is None:
+        return None
+    value = stop.root
+    return [value] if isinstance(value, str) else [item.root for item in value]
+
+
+def _sampling(body: OpenAIChatRequest | OpenAICompletionRequest) -> dict[str, Any]:
+    return {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "seed": body.seed,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "stop": _stop(body.stop),
+    }
+
+
+def _content(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content.root)
+
+
+def _chat_wire(body: OpenAIChatRequest) -> dict[str, Any]:
+    messages = [
+        {"role": "system" if m.role == "developer" else m.role, "content": _content(m.content)}
+        for m in body.messages
+    ]
+    wire = {
+        "model": body.model,
+        "workload": "chat",
+        "messages": messages,
+        "max_tokens": body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
+        **_sampling(body),
+    }
+    if body.logprobs:
+        wire["logprobs"] = body.top_logprobs or 1
+    response_format = body.response_format
+    if response_format is not None and response_format.type == "json_object":
+        wire["json_schema"] = {"type": "object"}
+    elif response_format is not None and response_format.type == "json_schema":
+        schema = response_format.json_schema.schema_ if response_format.json_schema else None
+        wire["json_schema"] = schema or {}
+    return wire
+
+
+def _completion_wire(body: OpenAICompletionRequest) -> dict[str, Any]:
+    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt.root[0]
+    wire = {
+        "model": body.model,
+        "workload": "completion",
+        "prompt": prompt,
+        "max_tokens": body.max_tokens or DEFAULT_MAX_TOKENS,
+        **_sampling(body),
+    }
+    if body.logprobs:
+        wire["logprobs"] = body.logprobs
+    return wire
+
+
+class _Framer:
+    """Builds OpenAI chunks for one task: prebuilt prefix, spliced content."""
+
+    def __init__(self, record: TaskRecord, chat: bool) -> None:
+        self.chat = chat
+        self.id = ("chatcmpl-" if chat else "cmpl-") + record.task_id
+        self.model = json.dumps(record.spec.model)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        self._head = (
+            f'data: {{"id":"{self.id}","object":"{kind}","created":{int(time.time())},'
+            f'"model":{self.model},"choices":['
+        )
+        self._content_head = self._head + (
+            '{"index":0,"delta":{"content":' if chat else '{"index":0,"text":'
+        )
+        self._content_tail = (
+            '},"finish_reason":null}]}\n\n'
+            if chat
+            else ',"logprobs":null,"finish_reason":null}]}\n\n'
+        )
+
+    def role(self) -> bytes:
+        return (
+            self._head + '{"index":0,"delta":{"role":"assistant","content":""},'
+            '"finish_reason":null}]}\n\n'
+        ).encode()
+
+    def content(self, literal: str) -> str:
+        return self._content_head + literal + self._content_tail
+
+    def finish(self, reason: str) -> str:
+        choice = '{"index":0,"delta":{},' if self.chat else '{"index":0,"text":"","logprobs":null,'
+        return self._head + choice + f'"finish_reason":"{reason}"}}]}}\n\n'
+
+    def usage(self, usage: dict[str, int]) -> str:
+        return self._head + f'],"usage":{json.dumps(usage)}}}\n\n'
+
+
+def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+    }
+
+
+def _stream(
+    orchestrator: Orchestrator, record: TaskRecord, chat: bool, include_usage: bool
+) -> Response:
+    framer = _Framer(record, chat)
+    subscriber = record.events.subscribe_decoded()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        tokens_in = 0
+        try:
+            if chat:
+                yield framer.role()
+            while (events := await subscriber.next_events()) is not None:
+                parts = []
+                for name, data in events:
+                    if name == "token":
+                        parts.append(framer.content(token_text_json(data)))
+                    elif name == "started":
+                        tokens_in = int(json.loads(data)["tokens_in"])
+                    elif name == "end":
+                        end = json.loads(data)
+                        parts.append(framer.finish(end["finish_reason"]))
+                        if include_usage:
+                            parts.append(framer.usage(_usage(tokens_in, end["tokens_out"])))
+                        parts.append("data: [DONE]\n\n")
+                    elif name == "error":
+                        error = json.loads(data)
+                        body = {
+                            "error": {
+                                "message": error["message"],
+                                "type": "server_error",
+                                "param": None,
+                                "code": error["code"],
+                            }
+                        }
+                        parts.append(f"data: {json.dumps(body)}\n\n")
+                if parts:
+                    yield "".join(parts).encode()
+        finally:
+            subscriber.detach()
+            if not record.done:
+                orchestrator.subscriber_left(record.task_id)
+
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+async def _collect(record: TaskRecord) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """Wait for the terminal event: (text, started, end) or raise ApiError for an error."""
+    subscriber = record.events.subscribe_decoded()
+    texts: list[str] = []
+    started: dict[str, Any] = {}
+    try:
+        while (events := await subscriber.next_events()) is not None:
+            for name, data in events:
+                if name == "token":
+                    texts.append(json.loads(data)["t"])
+                elif name == "started":
+                    started = json.loads(data)
+                elif name == "end":
+                    return "".join(texts), started, json.loads(data)
+                elif name == "error":
+                    error = json.loads(data)
+                    raise ApiError(
+                        error["code"],
+                        error["message"],
+                        retriable=error["retriable"],
+                    )
+    finally:
+        subscriber.detach()
+    return "".join(texts), started, None
+
+
+def openai_routes(orchestrator: Orchestrator) -> list[Route]:
+    config = orchestrator.config
+
+    async def admit(request: Request, wire: dict[str, Any], correlation_id: str) -> TaskRecord:
+        spec = task_from_wire(
+            _task_request(wire),
+            correlation_id=correlation_id,
+            max_prompt_bytes=config.max_prompt_bytes,
+            allow_embedding=True,
+        )
+        return await orchestrator.submit(spec)
+
+    async def body_of(request: Request) -> bytes:
+        return await read_json_body(request, config.max_body_bytes)
+
+    def correlation(request: Request) -> str:
+        return str(request.scope.get("state", {}).get("correlation_id", ""))
+
+    def guarded(handler: Handler) -> Handler:
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return _error(exc)
+
+        return run
+
+    async def chat(request: Request) -> Response:
+        body: OpenAIChatRequest = _parse(OpenAIChatRequest, await body_of(request))
+        record = await admit(request, _chat_wire(body), correlation(request))
+        if body.stream:
+            options = body.stream_options
+            return _stream(orchestrator, record, True, bool(options and options.include_usage))
+        text, started, end = await _collect(record)
+        assert end is not None
+        return Response(
+            json.dumps(
+                {
+                    "id": "chatcmpl-" + record.task_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "logprobs": None,
+                            "finish_reason": end["finish_reason"],
+                        }
+                    ],
+                    "usage": _usage(started.get("tokens_in", 0), end["tokens_out"]),
+                }
+            ),
+            media_type="application/json",
+        )
+
+    async def completions(request: Request) -> Response:
+        body: OpenAICompletionRequest = _parse(OpenAICompletionRequest, await body_of(request))
+        record = await admit(request, _completion_wire(body), correlation(request))
+        if body.stream:
+            options = body.stream_options
+            return _stream(orchestrator, record, False, bool(options and options.include_usage))
+        text, started, end = await _collect(record)
+        assert end is not None
+        return Response(
+            json.dumps(
+                {
+                    "id": "cmpl-" + record.task_id,
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": body.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": text,
+                            "logprobs": None,
+                            "finish_reason": end["finish_reason"],
+                        }
+                    ],
+                    "usage": _usage(started.get("tokens_in", 0), end["tokens_out"]),
+                }
+            ),
+            media_type="application/json",
+        )
+
+    async def embeddings(request: Request) -> Response:
+        body: OpenAIEmbeddingRequest = _parse(OpenAIEmbeddingRequest, await body_of(request))
+        if body.encoding_format == "base64":
+            raise ApiError(
+                "INVALID_PARAMS",
+                "encoding_format base64 is not supported; use float",
+                details=[Detail("unsupported", field="encoding_format")],
+            )
+        inputs = [body.input] if isinstance(body.input, str) else list(body.input.root)
+        wire = {"model": body.model, "workload": "embedding", "inputs": inputs}
+        record = await admit(request, wire, correlation(request))
+        _, started, _ = await _collect(record)
+        vectors = record.embeddings
+        return Response(
+            json.dumps(
+                {
+                    "object": "list",
+                    "model": body.model,
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": list(v)}
+                        for i, v in enumerate(vectors)
+                    ],
+                    "usage": {
+                        "prompt_tokens": started.get("tokens_in", 0),
+                        "total_tokens": started.get("tokens_in", 0),
+                    },
+                }
+            ),
+            media_type="application/json",
+        )
+
+    async def models(request: Request) -> Response:
+        names: dict[str, None] = {}
+        for pool in orchestrator.registry.pools():
+            for name in (pool.model_id, *sorted(pool.model_aliases)):
+                names.setdefault(name)
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "llorch"} for name in names
+        ]
+        return Response(json.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    return [
+        Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
+        Route("/v1/completions", guarded(completions), methods=["POST"]),
+        Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+    ]
