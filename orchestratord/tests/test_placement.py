@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import find, given
 from hypothesis import strategies as st
 from orchestratord.placement import (
     CHECKS,
@@ -118,6 +118,37 @@ def test_placements_in_one_cycle_spread_over_pools_by_free_slots() -> None:
     assert isinstance(place(needs(), assume(pools, second)), Unplaceable)
 
 
+def test_the_sessions_warm_pool_wins_over_free_slots() -> None:
+    two_free = (ReplicaView(0, True, 2, 2),)
+    decision = place(needs(session_pool="a"), [pool("a"), pool("b", replicas=two_free)])
+    assert isinstance(decision, Placed) and decision.pool_id == "a"
+
+
+def test_a_pool_holding_the_prompt_prefix_is_predicted_to_finish_first() -> None:
+    job = needs(tokens=1100, max_tokens=100, prefix_keys=(11, 12, 13, 14))
+    warm = pool(
+        "b",
+        prefix_keys=frozenset({11, 12, 13}),
+        prefill_tokens_per_s=1000.0,
+        decode_tokens_per_s=50.0,
+    )
+    cold = pool("a", prefill_tokens_per_s=1000.0, decode_tokens_per_s=50.0)
+    decision = place(job, [cold, warm])
+    assert isinstance(decision, Placed) and decision.pool_id == "b"
+    scores = dict(decision.scores)
+    assert scores["predicted_ms"] == -(250.0 + 2000.0)  # a quarter of 1000 prompt tokens
+
+
+def test_the_measured_faster_pool_wins_and_an_unmeasured_one_is_not_starved() -> None:
+    fast = pool("b", decode_tokens_per_s=100.0, prefill_tokens_per_s=1000.0)
+    slow = pool("a", decode_tokens_per_s=25.0, prefill_tokens_per_s=1000.0)
+    assert place(needs(max_tokens=100), [slow, fast]).pool_id == "b"  # type: ignore[union-attr]
+    busy_fast = replace(fast, replicas=BUSY)
+    new = pool("c")  # predicted at the average rate of the measured pools (62.5 tokens/s)
+    decision = place(needs(max_tokens=100), [slow, busy_fast, new])
+    assert isinstance(decision, Placed) and decision.pool_id == "c"
+
+
 def test_the_replica_with_most_free_slots_is_chosen() -> None:
     replicas = (ReplicaView(0, True, 2, 1), ReplicaView(1, True, 2, 2), ReplicaView(2, False, 2, 2))
     decision = place(needs(), [pool(replicas=replicas)])
@@ -138,15 +169,21 @@ def test_the_pipeline_lists_every_check_once_with_capacity_last() -> None:
 
 # -- properties (PLC-05) -------------------------------------------------------------------
 
+
+def mostly(value: object, other: object) -> st.SearchStrategy[Any]:
+    """Three times `value` for every `other`: keeps most generated pools feasible."""
+    return st.sampled_from([value, value, value, other])
+
+
 replica_st = st.builds(
     lambda index, ready, total, used: ReplicaView(index, ready, total, max(0, total - used)),
     st.integers(0, 3),
-    st.booleans(),
+    mostly(True, False),
     st.integers(1, 4),
     st.integers(0, 4),
 )
 pool_st = st.builds(
-    lambda pid, ready, draining, lease, ctx, model, replicas: pool(
+    lambda pid, ready, draining, lease, ctx, model, replicas, decode, prefill, keys: pool(
         f"p{pid}",
         ready=ready,
         draining=draining,
@@ -154,27 +191,43 @@ pool_st = st.builds(
         ctx=ctx,
         model_id=model,
         replicas=tuple({r.index: r for r in replicas}.values()),
+        decode_tokens_per_s=decode,
+        prefill_tokens_per_s=prefill,
+        prefix_keys=frozenset(keys),
     ),
     st.integers(0, 9),
-    st.booleans(),
-    st.booleans(),
-    st.booleans(),
-    st.sampled_from([512, 2048, 8192]),
-    st.sampled_from(["tiny", "other"]),
+    mostly(True, False),
+    mostly(False, True),
+    mostly(True, False),
+    st.sampled_from([512, 2048, 8192, 16384]),
+    mostly("tiny", "other"),
     st.lists(replica_st, min_size=1, max_size=3),
+    st.sampled_from([0.0, 20.0, 80.0]),
+    st.sampled_from([0.0, 500.0, 2000.0]),
+    st.sets(st.integers(0, 5), max_size=4),
 )
 pools_st = st.lists(pool_st, max_size=8).map(lambda ps: list({p.pool_id: p for p in ps}.values()))
 needs_st = st.builds(
-    lambda tokens, model, pin, avoid: needs(
+    lambda tokens, model, pin, avoid, session, keys: needs(
         tokens=tokens,
         model=model,
+        max_tokens=min(tokens, 64),
+        session_pool=session,
+        prefix_keys=tuple(keys),
         overrides=Overrides(pin_pool_id=pin, avoid_pools=frozenset(avoid)),
     ),
-    st.integers(1, 9000),
-    st.sampled_from(["tiny", "other", "default"]),
-    st.one_of(st.none(), st.sampled_from([f"p{i}" for i in range(10)])),
-    st.lists(st.sampled_from([f"p{i}" for i in range(10)]), max_size=3),
+    st.one_of(st.integers(1, 1500), st.integers(1, 9000)),
+    st.sampled_from(["tiny", "tiny", "default", "other"]),
+    st.sampled_from([None, None, None, None, "p0", "p3"]),
+    st.lists(st.sampled_from([f"p{i}" for i in range(10)]), max_size=2),
+    st.sampled_from([None, "p1", "p2"]),
+    st.lists(st.integers(0, 5), max_size=4),
 )
+
+
+def test_the_generated_cases_place_jobs_often_enough_to_mean_something() -> None:
+    placed = find(st.tuples(needs_st, pools_st), lambda case: isinstance(place(*case), Placed))
+    assert isinstance(place(*placed), Placed)
 
 
 @given(needs_st, pools_st)
@@ -222,5 +275,6 @@ def test_scores_are_within_range(job: JobNeeds, pools: list[PoolView]) -> None:
     if isinstance(decision, Placed):
         scores = dict(decision.scores)
         assert scores["preferred"] in (0.0, 1.0)
-        assert 0.0 <= scores["free_ratio"] <= 1.0
+        assert scores["session"] in (0.0, 1.0)
+        assert scores["predicted_ms"] <= 0.0
         assert scores["free_slots"] >= 1

@@ -197,3 +197,12 @@ async def test_two_slots_generate_at_the_same_time(adapter: Adapter) -> None:
     await adapter.cancel("s1")
     await adapter.cancel("s2")
     assert [e async for e in first] and [e async for e in second]
+
+
+async def test_a_prompt_sharing_a_prefix_lands_on_the_slot_that_cached_it(adapter: Adapter) -> None:
+    shared = "You are a careful assistant. " * 20
+    first = await run(adapter, prompt=shared + "Question one?", sampling={"max_tokens": 4})
+    await run(adapter, prompt="Something unrelated entirely.", sampling={"max_tokens": 4})
+    again = await run(adapter, prompt=shared + "Question two?", sampling={"max_tokens": 4})
+    assert isinstance(first[0], Started) and isinstance(again[0], Started)
+    assert again[0].tokens_cached >= first[0].tokens_in - 8

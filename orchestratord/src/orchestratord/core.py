@@ -37,8 +37,18 @@ from orchestratord.admission import Admit, TaskQueue, decide
 from orchestratord.config import OrchestratorConfig
 from orchestratord.errors import ApiError, Detail
 from orchestratord.events import EventLog
-from orchestratord.placement import JobNeeds, Placed, Unplaceable, assume, feasible_ever, place
+from orchestratord.placement import (
+    JobNeeds,
+    Placed,
+    PoolView,
+    Unplaceable,
+    assume,
+    feasible_ever,
+    place,
+)
 from orchestratord.registry import PoolRegistry
+from orchestratord.sessions import SessionOptions, SessionStore
+from orchestratord.stats import StatsBook
 from orchestratord.tasks import TaskError, TaskRecord, TaskSpec, TaskTable
 
 __all__ = ["Orchestrator"]
@@ -71,6 +81,8 @@ class Orchestrator:
         self._timer: asyncio.TimerHandle | None = None
         self._job_ms: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.sessions = SessionStore(SessionOptions())
+        self.stats = StatsBook()
 
     # -- admission -----------------------------------------------------------------------
 
@@ -81,6 +93,9 @@ class Orchestrator:
         """Admit a task or raise ApiError (ADM-01..03). The task is queued on return."""
         if spec.task_id in self.tasks:
             raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
+        if spec.session_id is not None:
+            now = self._clock()
+            self.sessions.check(self.sessions.open(spec.session_id, now, spec.session_options), now)
         spec = await self._check_feasible(spec)
         decision = decide(self.queue_depth(), spec.priority, self._limits)  # type: ignore[arg-type]
         if not isinstance(decision, Admit):
@@ -242,12 +257,41 @@ class Orchestrator:
         period = self.config.heartbeat_interval_ms / 2000.0
         while True:
             await asyncio.sleep(period)
-            self.registry.expire(self._clock())
+            now = self._clock()
+            self.registry.expire(now)
+            self.sessions.sweep(now)
             self.wake()
+
+    def views(self, now: float) -> tuple[PoolView, ...]:
+        """The registry's pools with what the orchestrator measured of them."""
+        views = []
+        for view in self.registry.views(now):
+            stats = self.stats.known(view.pool_id)
+            if stats is not None:
+                view = replace(
+                    view,
+                    decode_tokens_per_s=stats.decode_tokens_per_s,
+                    prefill_tokens_per_s=stats.prefill_tokens_per_s,
+                    prefix_keys=frozenset(stats.prefixes),
+                )
+            views.append(view)
+        return tuple(views)
+
+    def _needs(self, record: TaskRecord, now: float) -> JobNeeds:
+        """The task's needs, with the pool its session is warm on (if it still is)."""
+        needs = record.spec.needs
+        session_id = record.spec.session_id
+        session = self.sessions.get(session_id, now) if session_id is not None else None
+        if session is None or session.pool_id is None or session.replica is None:
+            return needs
+        replica = self.registry.replica(session.pool_id, session.replica)
+        if replica is None or replica.incarnation != session.incarnation:
+            return needs
+        return replace(needs, session_pool=session.pool_id)
 
     def _dispatch_cycle(self) -> None:
         now = self._clock()
-        views = self.registry.views(now)
+        views = self.views(now)
         blocked: set[JobNeeds] = set()
         next_retry: float | None = None
         for task_id in list(self._queue):
@@ -260,7 +304,7 @@ class Orchestrator:
             if record.not_before > now:
                 next_retry = min(next_retry or record.not_before, record.not_before)
                 continue
-            needs = record.spec.needs
+            needs = self._needs(record, now)
             if needs in blocked:
                 continue
             decision = place(needs, views)
@@ -380,6 +424,8 @@ class Orchestrator:
         if record.first_token_mono is None:
             record.first_token_mono = self._clock()
             record.ttft_ms = (record.first_token_mono - record.created_mono) * 1000.0
+            if record.pool_id is not None:  # the prompt is in this pool's cache now
+                self.stats.pool(record.pool_id).remember(record.spec.needs.prefix_keys)
         record.events.append_token(event.text, record.token_events)
         record.token_events += 1
 
@@ -465,11 +511,36 @@ class Orchestrator:
             "finish_reason": record.finish_reason,
         }
         self._finish(record, "completed", end_json=json.dumps(body))
+        self._learn(record, attempt_started, now)
         elapsed_ms = (now - attempt_started) * 1000.0
         previous = self._job_ms.get(record.spec.model)
         self._job_ms[record.spec.model] = (
             elapsed_ms if previous is None else previous + _EWMA_WEIGHT * (elapsed_ms - previous)
         )
+
+    def _learn(self, record: TaskRecord, attempt_started: float, now: float) -> None:
+        """Feed the completed turn to the pool's measurements and the task's session."""
+        pool_id, replica = record.pool_id, record.replica
+        if pool_id is None or replica is None:
+            return
+        first = record.first_token_mono or now
+        self.stats.pool(pool_id).observe(
+            tokens_in=record.tokens_in,
+            tokens_out=record.tokens_out,
+            prefill_s=first - attempt_started,
+            decode_s=now - first,
+        )
+        if record.spec.session_id is not None:
+            info = self.registry.replica(pool_id, replica)
+            self.sessions.record_turn(
+                record.spec.session_id,
+                now,
+                pool_id=pool_id,
+                replica=replica,
+                incarnation=info.incarnation if info else 0,
+                tokens=record.tokens_out,
+                time_ms=record.decode_time_ms or 0.0,
+            )
 
     def _finish(
         self,

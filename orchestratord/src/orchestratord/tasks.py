@@ -19,6 +19,7 @@ from worker_adapters import GenerateRequest
 from orchestratord.admission import Priority
 from orchestratord.events import EventLog
 from orchestratord.placement import JobNeeds
+from orchestratord.sessions import SessionOptions
 
 __all__ = ["TaskError", "TaskRecord", "TaskSpec", "TaskState", "TaskTable"]
 
@@ -38,6 +39,7 @@ class TaskSpec:
     deadline_ms: int | None
     correlation_id: str
     inputs: tuple[str, ...] = ()
+    session_options: SessionOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,6 +174,37 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
             raise ApiError("NOT_FOUND", f"no pool {pool_id}")
         return _json(_pool_json(pool, time.monotonic()))
 
+    async def get_session(request: Request) -> Response:
+        session_id = str(request.path_params["session_id"])
+        now = time.monotonic()
+        session = orchestrator.sessions.get(session_id, now)
+        if session is None:
+            raise ApiError("NOT_FOUND", f"no session {session_id} (never opened, or expired)")
+        replica = (
+            orchestrator.registry.replica(session.pool_id, session.replica)
+            if session.pool_id is not None and session.replica is not None
+            else None
+        )
+        tokens_left, time_left = session.budgets_remaining()
+        return _json(
+            {
+                "session_id": session.session_id,
+                "ttl_ms_remaining": session.ttl_remaining_ms(now),
+                "turns": session.turns,
+                "max_turns": session.options.max_turns,
+                "pool_id": session.pool_id,
+                "kv_warm": replica is not None and replica.incarnation == session.incarnation,
+                "tokens_used": session.tokens_used,
+                "time_used_ms": round(session.time_used_ms, 3),
+                "tokens_budget_remaining": tokens_left,
+                "time_budget_remaining_ms": time_left,
+            }
+        )
+
+    async def delete_session(request: Request) -> Response:
+        orchestrator.sessions.delete(str(request.path_params["session_id"]))
+        return Response(status_code=204)
+
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -191,6 +222,8 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
         Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
         Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+        Route("/v2/sessions/{session_id}", get_session, methods=["GET"]),
+        Route("/v2/sessions/{session_id}", delete_session, methods=["DELETE"]),
         Route("/v2/pools", list_pools, methods=["GET"]),
         Route("/v2/pools/{pool_id}", get_pool, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

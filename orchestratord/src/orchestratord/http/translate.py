@@ -15,6 +15,8 @@ from worker_adapters import ChatTurn, GenerateRequest, Sampling
 
 from orchestratord.errors import ApiError, Detail
 from orchestratord.placement import JobNeeds, Overrides
+from orchestratord.sessions import SessionOptions
+from orchestratord.stats import prefix_keys
 from orchestratord.tasks import TaskSpec
 
 __all__ = ["prompt_token_bound", "task_from_wire"]
@@ -77,6 +79,10 @@ def task_from_wire(
         tokens=prompt_token_bound(prompt, messages) + max_tokens,
         features=_features(body, workload),
         overrides=_overrides(body),
+        max_tokens=max_tokens,
+        prefix_keys=prefix_keys(
+            prompt if prompt is not None else "\n".join(m.content for m in messages or ())
+        ),
     )
     return TaskSpec(
         task_id=task_id,
@@ -88,6 +94,19 @@ def task_from_wire(
         session_id=body.session_id,
         deadline_ms=body.deadline_ms,
         correlation_id=correlation_id,
+        session_options=_session_options(body),
+    )
+
+
+def _session_options(body: TaskRequest) -> SessionOptions | None:
+    options = body.session
+    if options is None:
+        return None
+    return SessionOptions(
+        ttl_ms=options.ttl_ms or 600_000,
+        max_turns=options.max_turns or 8,
+        tokens_budget=options.tokens_budget,
+        time_budget_ms=options.time_budget_ms,
     )
 
 

@@ -31,6 +31,11 @@ class PoolView:
     draining: bool
     lease_fresh: bool
     replicas: tuple[ReplicaView, ...]
+    # Measured (decayed averages); 0 when nothing was measured yet.
+    decode_tokens_per_s: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    # Hashes of prompt prefixes this pool served recently (its prompt cache, approximately).
+    prefix_keys: frozenset[int] = frozenset()
 
     @property
     def slots_total(self) -> int:
@@ -54,7 +59,12 @@ class Overrides:
 
 @dataclass(frozen=True, slots=True)
 class JobNeeds:
-    """What a job needs from a pool. `tokens` = prompt tokens (upper bound) + max_tokens."""
+    """What a job needs from a pool. `tokens` = prompt tokens (upper bound) + max_tokens.
+
+    `session_pool` is the pool whose KV cache is warm for the job's session;
+    `prefix_keys` are cumulative hashes of the prompt's leading chunks
+    (`PREFIX_CHUNK_BYTES` each), matched against the pools' `prefix_keys`.
+    """
 
     model: str
     tokens: int
@@ -62,6 +72,9 @@ class JobNeeds:
     digest: str | None = None
     engine: str | None = None
     overrides: Overrides = field(default_factory=Overrides)
+    max_tokens: int = 0
+    session_pool: str | None = None
+    prefix_keys: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,16 @@
 Checks run in the order of `CHECKS`; a pool is rejected by the first check it fails,
 so each rejection names the most basic reason. Scorers then rank the survivors; the
 final tie-break is the pool id, so the same inputs always give the same decision
-(PLC-03). Scoring in this version: preferred pools first, then the most free slots.
+(PLC-03). Scorers, most important first (each compared only when the previous tie):
+
+1. `preferred` — the job listed the pool in `prefer_pools`;
+2. `session` — the pool holds the job's session warm (its KV cache has the conversation);
+3. `predicted_ms` — predicted finish time: prefill of the prompt tokens the pool has not
+   cached (its prefix index) at its measured prefill rate, plus `max_tokens` at its
+   measured decode rate. Pools without measurements are predicted from the others'
+   average, so a new pool is neither favoured nor starved;
+4. `free_slots` — the most free slots (spreads load across pools);
+5. pool id.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from orchestratord.placement import checks
 from orchestratord.placement.checks import Check
 from orchestratord.placement.model import JobNeeds, Placed, PoolView, Rejection, Unplaceable
 
-__all__ = ["CHECKS", "STATIC_CHECKS", "assume", "feasible_ever", "place"]
+__all__ = ["CHECKS", "STATIC_CHECKS", "assume", "cached_chunks", "feasible_ever", "place"]
 
 STATIC_CHECKS: tuple[tuple[str, Check], ...] = (
     # Overrides first: they are set lookups and say the most about why a pool was skipped.
@@ -51,13 +60,47 @@ def _first_failure(
     return None
 
 
-def _score(needs: JobNeeds, pool: PoolView) -> tuple[tuple[str, float], ...]:
-    preferred = 1.0 if pool.pool_id in needs.overrides.prefer_pools else 0.0
-    free_ratio = pool.slots_free / pool.slots_total if pool.slots_total else 0.0
+def cached_chunks(needs: JobNeeds, pool: PoolView) -> int:
+    """Leading prompt chunks the pool has served recently (a prefix-cache hit estimate)."""
+    hits = 0
+    for key in needs.prefix_keys:
+        if key not in pool.prefix_keys:
+            break
+        hits += 1
+    return hits
+
+
+def _predicted_ms(
+    needs: JobNeeds, pool: PoolView, prefill_rate: float, decode_rate: float
+) -> float:
+    chunks = len(needs.prefix_keys)
+    prompt_tokens = max(0, needs.tokens - needs.max_tokens)
+    uncached = (
+        prompt_tokens * (1.0 - cached_chunks(needs, pool) / chunks) if chunks else prompt_tokens
+    )
+    prefill = pool.prefill_tokens_per_s or prefill_rate
+    decode = pool.decode_tokens_per_s or decode_rate
+    return 1000.0 * (uncached / prefill + needs.max_tokens / decode)
+
+
+def _fallback_rates(pools: Sequence[PoolView]) -> tuple[float, float]:
+    prefill = [p.prefill_tokens_per_s for p in pools if p.prefill_tokens_per_s > 0]
+    decode = [p.decode_tokens_per_s for p in pools if p.decode_tokens_per_s > 0]
     return (
-        ("preferred", preferred),
+        sum(prefill) / len(prefill) if prefill else 1000.0,
+        sum(decode) / len(decode) if decode else 50.0,
+    )
+
+
+def _score(
+    needs: JobNeeds, pool: PoolView, rates: tuple[float, float]
+) -> tuple[tuple[str, float], ...]:
+    """Named scores, higher is better (predicted time is negated)."""
+    return (
+        ("preferred", 1.0 if pool.pool_id in needs.overrides.prefer_pools else 0.0),
+        ("session", 1.0 if needs.session_pool == pool.pool_id else 0.0),
+        ("predicted_ms", -round(_predicted_ms(needs, pool, *rates), 3)),
         ("free_slots", float(pool.slots_free)),
-        ("free_ratio", free_ratio),
     )
 
 
@@ -65,12 +108,13 @@ def place(needs: JobNeeds, pools: Sequence[PoolView]) -> Placed | Unplaceable:
     """Choose a pool and replica for the job, or say why none can take it now."""
     rejections: list[Rejection] = []
     best: tuple[tuple[float, ...], str, PoolView, tuple[tuple[str, float], ...]] | None = None
+    rates = _fallback_rates(pools)
     for pool in pools:
         rejection = _first_failure(needs, pool, CHECKS)
         if rejection is not None:
             rejections.append(rejection)
             continue
-        scores = _score(needs, pool)
+        scores = _score(needs, pool, rates)
         key = tuple(-value for _, value in scores)
         if best is None or (key, pool.pool_id) < (best[0], best[1]):
             best = (key, pool.pool_id, pool, scores)

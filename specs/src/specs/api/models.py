@@ -45,43 +45,35 @@ class StopItem(RootModel[str]):
     root: str = Field(..., max_length=256, min_length=1)
 
 
-class TaskRequest(BaseModel):
+class SessionOptions(BaseModel):
     """
-    One inference job (API-02). `completion` needs `prompt`, `chat` needs `messages`,
-    `embedding` needs `inputs`.
+    Used when this task creates its session (the first task naming `session_id`, or
+    the first after the session expired); ignored otherwise.
 
     """
 
     model_config = ConfigDict(
         extra='forbid',
     )
-    task_id: str | None = Field(
-        default=None, max_length=128, min_length=1, pattern='^[A-Za-z0-9._:-]+$'
+    ttl_ms: int | None = Field(default=600000, ge=1000, le=86400000)
+    max_turns: int | None = Field(default=8, ge=1, le=10000)
+    tokens_budget: int | None = Field(default=None, ge=1)
+    time_budget_ms: int | None = Field(default=None, ge=1)
+
+
+class Session(BaseModel):
+    session_id: str
+    ttl_ms_remaining: int = Field(..., ge=0)
+    turns: int = Field(..., ge=0)
+    max_turns: int = Field(..., ge=1)
+    pool_id: str | None = Field(
+        default=None, description='The pool whose KV cache is warm for it.'
     )
-    session_id: str | None = Field(default=None, max_length=128, min_length=1)
-    workload: Literal['completion', 'chat', 'embedding'] | None = 'completion'
-    model: str = Field(..., max_length=256, min_length=1)
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = Field(
-        default=None, max_length=1024, min_length=1
-    )
-    inputs: list[str] | None = Field(default=None, max_length=256, min_length=1)
-    max_tokens: int | None = Field(default=128, ge=1, le=32768)
-    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
-    top_k: int | None = Field(default=None, ge=0, le=100000)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, ge=0.0, le=10.0)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    seed: int | None = Field(default=None, ge=0, le=4294967295)
-    stop: list[StopItem] | None = Field(default=None, max_length=16)
-    logprobs: int | None = Field(default=None, ge=0, le=20)
-    grammar: str | None = Field(default=None, max_length=65536, min_length=1)
-    json_schema: dict[str, Any] | None = None
-    priority: Literal['interactive', 'batch'] | None = 'interactive'
-    deadline_ms: int | None = Field(default=None, ge=1, le=86400000)
-    placement: PlacementOverrides | None = None
+    kv_warm: bool
+    tokens_used: int = Field(..., ge=0)
+    time_used_ms: float = Field(..., ge=0.0)
+    tokens_budget_remaining: int | None = Field(default=None, ge=0)
+    time_budget_remaining_ms: float | None = Field(default=None, ge=0.0)
 
 
 class AdmissionResponse(BaseModel):
@@ -337,6 +329,46 @@ class Health(BaseModel):
     status: Literal['ok', 'unready']
     pools_ready: int | None = Field(default=None, ge=0)
     reason: str | None = None
+
+
+class TaskRequest(BaseModel):
+    """
+    One inference job (API-02). `completion` needs `prompt`, `chat` needs `messages`,
+    `embedding` needs `inputs`.
+
+    """
+
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    task_id: str | None = Field(
+        default=None, max_length=128, min_length=1, pattern='^[A-Za-z0-9._:-]+$'
+    )
+    session_id: str | None = Field(default=None, max_length=128, min_length=1)
+    session: SessionOptions | None = None
+    workload: Literal['completion', 'chat', 'embedding'] | None = 'completion'
+    model: str = Field(..., max_length=256, min_length=1)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(
+        default=None, max_length=1024, min_length=1
+    )
+    inputs: list[str] | None = Field(default=None, max_length=256, min_length=1)
+    max_tokens: int | None = Field(default=128, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
+    top_k: int | None = Field(default=None, ge=0, le=100000)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, ge=0.0, le=10.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    seed: int | None = Field(default=None, ge=0, le=4294967295)
+    stop: list[StopItem] | None = Field(default=None, max_length=16)
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    grammar: str | None = Field(default=None, max_length=65536, min_length=1)
+    json_schema: dict[str, Any] | None = None
+    priority: Literal['interactive', 'batch'] | None = 'interactive'
+    deadline_ms: int | None = Field(default=None, ge=1, le=86400000)
+    placement: PlacementOverrides | None = None
 
 
 class TaskStatus(BaseModel):

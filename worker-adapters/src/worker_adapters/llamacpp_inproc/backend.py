@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import jinja2
 import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -77,6 +78,7 @@ class _Slot:
     index: int
     llama: Llama
     executor: ThreadPoolExecutor
+    last_used: int = 0
 
 
 @dataclass(slots=True)
@@ -92,7 +94,9 @@ class LlamaBackend:
         self._settings = settings
         self._incarnation = incarnation
         self._slots: list[_Slot] = []
-        self._free: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._free: list[_Slot] = []
+        self._uses = 0
+        self._slot_freed = asyncio.Event()
         self._jobs: dict[str, _Job] = {}
         self._state: EngineHealth = EngineHealth("loading", "loading model", settings.slots)
         self._template: Jinja2ChatFormatter | None = None
@@ -111,7 +115,7 @@ class LlamaBackend:
                 )
                 slot = _Slot(index, llama, executor)
                 self._slots.append(slot)
-                self._free.put_nowait(slot)
+                self._free.append(slot)
             if self._settings.embeddings:
                 self._embedder = await asyncio.get_running_loop().run_in_executor(
                     self._embed_executor, self._load, True
@@ -164,7 +168,7 @@ class LlamaBackend:
     def health(self) -> EngineHealth:
         if self._state.state != "ready":
             return self._state
-        busy = len(self._slots) - self._free.qsize()
+        busy = len(self._slots) - len(self._free)
         return EngineHealth("ready", "", len(self._slots), busy)
 
     def props(self) -> EngineProps:
@@ -189,7 +193,12 @@ class LlamaBackend:
             yield Failed("POOL_UNREADY", "engine is not ready", True, True)
             return
         job = _Job(threading.Event(), time.perf_counter())
-        slot = await self._free.get()
+        try:  # tokenizing reads only the vocabulary: safe beside generations on the slots
+            prompt = await asyncio.to_thread(self._prompt_tokens, self._slots[0].llama, request)
+        except ValueError as exc:
+            yield Failed("INVALID_PARAMS", str(exc), False, True)
+            return
+        slot = await self._acquire(prompt)
         self._jobs[request.job_id] = job
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
@@ -197,15 +206,36 @@ class LlamaBackend:
         def emit(event: StreamEvent | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        future = loop.run_in_executor(slot.executor, self._run, slot, request, job, emit)
+        future = loop.run_in_executor(slot.executor, self._run, slot, request, prompt, job, emit)
         # The slot goes back only when its thread is done with the Llama instance.
-        future.add_done_callback(lambda _: self._free.put_nowait(slot))
+        future.add_done_callback(lambda _: self._release(slot))
         try:
             async for event in coalesce_tokens(queue):
                 yield event
         finally:
             job.cancel.set()
             self._jobs.pop(request.job_id, None)
+
+    async def _acquire(self, prompt: list[int]) -> _Slot:
+        """A free slot: the one whose cache shares the longest prompt prefix when that is
+        at least half the prompt (a session's next turn lands where its conversation is
+        cached), else the least recently used one, so unrelated work does not evict a
+        warm cache."""
+        while not self._free:  # single-threaded: nothing frees a slot between check and wait
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        best = max(self._free, key=lambda s: (_common_prefix(s.llama, prompt), -s.index))
+        if 2 * _common_prefix(best.llama, prompt) < len(prompt):
+            best = min(self._free, key=lambda s: (s.last_used, s.index))
+        self._free.remove(best)
+        self._uses += 1
+        best.last_used = self._uses
+        return best
+
+    def _release(self, slot: _Slot) -> None:
+        """Called on the event loop when the slot's thread finished with it."""
+        self._free.append(slot)
+        self._slot_freed.set()
 
     def cancel(self, job_id: str) -> bool:
         job = self._jobs.get(job_id)
@@ -218,12 +248,13 @@ class LlamaBackend:
         self,
         slot: _Slot,
         request: GenerateRequest,
+        prompt: list[int],
         job: _Job,
         emit: Callable[[StreamEvent | None], None],
     ) -> None:
         """Runs on the slot's thread: the only place its Llama instance is used."""
         try:
-            emit(self._generate(slot.llama, request, job, emit))
+            emit(self._generate(slot.llama, request, prompt, job, emit))
         except Exception as exc:  # noqa: BLE001 - any native failure ends this job, typed
             emit(Failed("ENGINE_ERROR", f"llama.cpp failed: {exc}", True, False))
         finally:
@@ -233,12 +264,12 @@ class LlamaBackend:
         self,
         llama: Llama,
         request: GenerateRequest,
+        prompt: list[int],
         job: _Job,
         emit: Callable[[StreamEvent | None], None],
     ) -> StreamEvent:
         sampling = request.sampling
         try:
-            prompt = self._prompt_tokens(llama, request)
             grammar = _grammar(sampling, llama)
         except ValueError as exc:
             return Failed("INVALID_PARAMS", str(exc), False, True)
@@ -294,11 +325,11 @@ class LlamaBackend:
     def _prompt_tokens(self, llama: Llama, request: GenerateRequest) -> list[int]:
         if request.messages is not None:
             assert self._template is not None
-            rendered = self._template(
-                messages=cast(
-                    Any, [{"role": m.role, "content": m.content} for m in request.messages]
-                )
-            )
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            try:
+                rendered = self._template(messages=cast(Any, messages))
+            except jinja2.TemplateError as exc:
+                raise ValueError(f"the model's chat template refused the messages: {exc}") from exc
             return llama.tokenize(rendered.prompt.encode(), add_bos=False, special=True)
         return llama.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
 
