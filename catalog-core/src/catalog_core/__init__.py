@@ -1,29 +1,83 @@
-"""Model and engine catalog: GGUF inspection, fixture models, digests.
+"""Model and engine catalog: entries, refs, GGUF inspection, fixture models, the store.
 
-Public surface: `inspect_gguf` / `GgufInfo` (CAT-02 metadata without loading weights),
-`write_tiny_model` / `TinyModelSpec` (deterministic test models), `sha256_file` /
-`verify_sha256`, and the error tree in `catalog_core.errors`.
+Public surface: `ModelEntry` / `EngineEntry` (CAT-02, CAT-03) and `engine_build_key`;
+`parse_model_ref` / `ModelRef` (`FileRef`, `HfRef`, `HttpRef`); `CatalogStore` / `Page`
+(CAT-01, the SQLite store; `SCHEMA_VERSION` is the schema it writes); `inspect_gguf` /
+`GgufInfo` (metadata without loading weights); `estimate_memory` / `LoadConfig` /
+`MemoryEstimate` (CAT-04, the bytes a llama.cpp load takes); `write_tiny_model` /
+`TinyModelSpec` (deterministic test models); `sha256_file` / `verify_sha256`; and the
+error tree in `catalog_core.errors`.
 """
 
 from __future__ import annotations
 
 from catalog_core.digest import sha256_file, verify_sha256
-from catalog_core.entries import EngineEntry, EngineMode, Lifecycle, ModelEntry
-from catalog_core.errors import CatalogError, DigestMismatch, ModelFileError
+from catalog_core.entries import (
+    EngineEntry,
+    EngineMode,
+    Lifecycle,
+    ModelEntry,
+    engine_build_key,
+)
+from catalog_core.errors import (
+    CatalogError,
+    DigestMismatch,
+    DuplicateEntry,
+    EntryNotFound,
+    InvalidModelRef,
+    ModelFileError,
+    SchemaTooNew,
+    StoreBusy,
+    StoreCorrupt,
+    StoreError,
+)
+from catalog_core.estimate import (
+    ContextLayout,
+    KvCacheType,
+    LoadConfig,
+    MemoryEstimate,
+    ModelShape,
+    estimate_memory,
+)
 from catalog_core.fixtures import TinyModelSpec, write_tiny_model
 from catalog_core.gguf_meta import GgufInfo, inspect_gguf
+from catalog_core.migrations import SCHEMA_VERSION
+from catalog_core.refs import FileRef, HfRef, HttpRef, ModelRef, parse_model_ref
+from catalog_core.store import CatalogStore, Page
 
 __all__ = [
+    "SCHEMA_VERSION",
     "CatalogError",
+    "CatalogStore",
+    "ContextLayout",
     "DigestMismatch",
+    "DuplicateEntry",
     "EngineEntry",
     "EngineMode",
-    "Lifecycle",
-    "ModelEntry",
+    "EntryNotFound",
+    "FileRef",
     "GgufInfo",
+    "HfRef",
+    "HttpRef",
+    "InvalidModelRef",
+    "KvCacheType",
+    "Lifecycle",
+    "LoadConfig",
+    "MemoryEstimate",
+    "ModelEntry",
     "ModelFileError",
+    "ModelRef",
+    "ModelShape",
+    "Page",
+    "SchemaTooNew",
+    "StoreBusy",
+    "StoreCorrupt",
+    "StoreError",
     "TinyModelSpec",
+    "engine_build_key",
+    "estimate_memory",
     "inspect_gguf",
+    "parse_model_ref",
     "sha256_file",
     "verify_sha256",
     "write_tiny_model",

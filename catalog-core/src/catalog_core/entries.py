@@ -1,13 +1,18 @@
 """Catalog records (CAT-02, CAT-03): what was fetched (`ModelEntry`) and what was
-provisioned (`EngineEntry`). Frozen values; the store persists them.
+provisioned (`EngineEntry`). Frozen values; the store persists them. `engine_build_key`
+names a build by its inputs so an engine built once from the same source and flags is
+found again instead of rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["EngineEntry", "EngineMode", "Lifecycle", "ModelEntry"]
+__all__ = ["EngineEntry", "EngineMode", "Lifecycle", "ModelEntry", "engine_build_key"]
 
 Lifecycle = Literal["Active", "Retired"]
 EngineMode = Literal["source", "package", "binary", "container"]
@@ -50,3 +55,14 @@ class EngineEntry:
     flags: tuple[str, ...] = ()
     created_at_ms: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    build_key: str = ""
+
+
+def engine_build_key(engine: str, source_digest: str, flags: Sequence[str]) -> str:
+    """Hex sha256 naming a build by its inputs: engine, source digest and flags in order.
+
+    Flags keep their order (a build tool may care); the same flags in another order give
+    another key, which only costs a rebuild.
+    """
+    canonical = json.dumps([engine, source_digest, list(flags)], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

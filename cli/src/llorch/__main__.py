@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from llorch import submit, up
+from llorch import catalog, provision, submit, up
 
 __all__ = ["main"]
 
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up.add_parser(commands)
     submit.add_parser(commands)
+    provision.add_parser(commands)
+    catalog.add_parser(commands)
     _worker(commands)
     args = parser.parse_args(argv)
     result: int = args.handler(args)

@@ -1,0 +1,127 @@
+"""`llorch provision model REF`: fetch, verify and register a model (CLI-02, PRV-01).
+
+REF is `file:/abs/path` (only inside an allowed root: `--root`, repeatable, plus the
+state dir's `models/`), `hf:org/repo[@rev]/path/file.gguf` or `https://...`. Downloads
+go under `<state dir>/models`, resume where an earlier try stopped, and show a progress
+bar (bytes, percent, rate) on stderr; each step is narrated on stderr as it starts. The
+entry is registered Active only after its sha256 verifies (`--sha256` pins it).
+`--dry-run` prints the plan without running it. Prints the entry (a line, or `--json`)
+on stdout. Exit codes: 0 provisioned; 1 it failed (the error says why, and whether
+trying again can help); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from catalog_core import CatalogError, CatalogStore, ModelEntry
+from provisioners.plan import ModelPlan
+
+from llorch.catalog import EXIT_FAILED, EXIT_OK, add_location_options, open_store, state_dir
+from llorch.progress import ProgressBar, human_bytes
+from provisioners import ModelProvisioner, ModelProvisionerSettings, ProvisionError
+
+__all__ = ["add_parser", "run_model"]
+
+_narration = logging.getLogger("provisioners")
+
+
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text.strip()):
+        raise argparse.ArgumentTypeError("expected 64 hex digits")
+    return text.strip().lower()
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("provision", help="fetch and register models")
+    kinds = parser.add_subparsers(dest="provision_kind", required=True)
+    model = kinds.add_parser("model", help="fetch, verify and register a model")
+    model.add_argument("ref", help="file:/abs/path, hf:org/repo[@rev]/file or https://...")
+    model.add_argument("--sha256", type=_sha256, help="the file's expected sha256")
+    model.add_argument("--id", dest="model_id", help="catalog id (default: from the name)")
+    model.add_argument(
+        "--root", type=Path, action="append", default=[], help="allow file: refs under DIR"
+    )
+    add_location_options(model)
+    model.add_argument("--dry-run", action="store_true", help="print the plan, do nothing")
+    model.add_argument("--json", action="store_true", help="print the entry as JSON")
+    model.set_defaults(handler=lambda args: asyncio.run(run_model(args)))
+
+
+async def run_model(args: argparse.Namespace) -> int:
+    try:
+        with open_store(args) as store:
+            return await _provision(args, store)
+    except (ProvisionError, CatalogError, ValueError) as exc:
+        retry = " (retryable: run it again to resume)" if getattr(exc, "retryable", False) else ""
+        print(f"llorch: {exc}{retry}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _provision(args: argparse.Namespace, store: CatalogStore) -> int:
+    models_dir = state_dir(args) / "models"
+    settings = ModelProvisionerSettings(
+        models_dir=models_dir, allowed_roots=(*args.root, models_dir)
+    )
+    bar = ProgressBar(sys.stderr, label="download")
+    handler = _NarrationHandler(bar)
+    _narration.addHandler(handler)
+    _narration.setLevel(logging.INFO)
+    try:
+        async with ModelProvisioner(store, settings) as provisioner:
+            if args.dry_run:
+                plan = await provisioner.plan(args.ref, sha256=args.sha256, model_id=args.model_id)
+                _print_plan(plan, args.json)
+                return EXIT_OK
+            entry = await provisioner.provision(
+                args.ref, sha256=args.sha256, model_id=args.model_id, progress=bar
+            )
+    finally:
+        bar.close()
+        _narration.removeHandler(handler)
+    _print_entry(entry, args.json)
+    return EXIT_OK
+
+
+class _NarrationHandler(logging.Handler):
+    """Step lines on stderr, on their own line even while a progress bar is drawn."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        super().__init__(logging.INFO)
+        self._bar = bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._bar.close()
+        action = getattr(record, "action", None)
+        target = getattr(record, "target", None)
+        line = f"{action:<12} {target}" if action and target else record.getMessage()
+        print(f"llorch: {line}", file=sys.stderr, flush=True)
+
+
+def _print_plan(plan: ModelPlan, as_json: bool) -> None:
+    steps = [{"action": step.action, "target": step.target} for step in plan.steps]
+    if as_json:
+        document = {"ref": plan.ref, "id": plan.model_id, "local_path": plan.local_path}
+        print(json.dumps({**document, "steps": steps}, indent=2))
+        return
+    print(f"plan for {plan.ref} -> {plan.model_id} at {plan.local_path}")
+    for number, step in enumerate(steps, start=1):
+        print(f"  {number}. {step['action']:<12} {step['target']}")
+
+
+def _print_entry(entry: ModelEntry, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(dataclasses.asdict(entry), indent=2))
+        return
+    print(
+        f"{entry.id}: {entry.architecture} {entry.quantization}, {human_bytes(entry.size)}, "
+        f"sha256 {entry.sha256}, at {entry.local_path} ({entry.lifecycle})"
+    )

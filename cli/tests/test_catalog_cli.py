@@ -1,0 +1,160 @@
+"""`llorch provision model` and `llorch catalog ...` (CLI-02, CLI-05), run through `main`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from catalog_core import write_tiny_model
+from llorch.__main__ import main
+from llorch.progress import ProgressBar, format_progress, human_bytes
+from provisioners.testing import RangeFileServer
+
+
+@pytest.fixture(scope="module")
+def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return write_tiny_model(tmp_path_factory.mktemp("fixture") / "tiny.gguf").read_bytes()
+
+
+@pytest.fixture
+def server(model_bytes: bytes) -> Iterator[RangeFileServer]:
+    with RangeFileServer({"tiny.gguf": model_bytes}) as running:
+        yield running
+
+
+def _catalog_json(state: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main(["catalog", *argv, "--json", "--state-dir", str(state)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_provision_model_shows_progress_and_the_catalog_lists_the_entry(
+    tmp_path: Path, server: RangeFileServer, model_bytes: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    url = server.url("tiny.gguf")
+    argv = ["provision", "model", url, "--sha256", digest, "--state-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("tiny: llama F32") and digest in out
+    assert "100%" in err and f"/ {human_bytes(len(model_bytes))}" in err and "/s" in err
+    for action in ("download", "verify", "inspect", "publish", "register"):
+        assert f"llorch: {action}" in err
+    listed = _catalog_json(tmp_path, capsys, "ls")
+    assert isinstance(listed, list) and len(listed) == 1
+    assert (listed[0]["id"], listed[0]["ref"], listed[0]["sha256"]) == ("tiny", url, digest)
+    assert Path(listed[0]["local_path"]).is_relative_to(tmp_path / "models")
+    assert main(["catalog", "ls", "--state-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["ID", "STATE", "SIZE", "ARCH", "QUANT", "CTX", "REF"]
+    assert table[1].split()[:2] == ["tiny", "Active"] and table[1].endswith(url)
+
+
+def test_verify_retire_and_rm_manage_an_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "mine"
+    root.mkdir()
+    model = write_tiny_model(root / "tiny.gguf")
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert main(["provision", "model", f"file:{model}", "--root", str(root), *state]) == 0
+    capsys.readouterr()
+    assert _catalog_json(tmp_path / "state", capsys, "verify", "tiny") == {
+        "id": "tiny",
+        "ok": True,
+        "expected": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "actual": hashlib.sha256(model.read_bytes()).hexdigest(),
+    }
+    shown = _catalog_json(tmp_path / "state", capsys, "show", "tiny")
+    assert isinstance(shown, dict) and shown["kind"] == "model" and shown["layers"] == 2
+    model.write_bytes(model.read_bytes()[:-1] + b"\x01")
+    assert main(["catalog", "verify", "tiny", *state]) == 1
+    assert "MISMATCH tiny" in capsys.readouterr().out
+    retired = _catalog_json(tmp_path / "state", capsys, "retire", "tiny")
+    assert isinstance(retired, dict) and retired["lifecycle"] == "Retired"
+    assert main(["catalog", "rm", "tiny", "--purge", *state]) == 0
+    assert "removed model tiny" in capsys.readouterr().out
+    assert model.exists()  # outside the managed models folder: never purged
+    assert _catalog_json(tmp_path / "state", capsys, "ls") == []
+    assert main(["catalog", "show", "tiny", *state]) == 1
+    assert "no engine with id 'tiny'" in capsys.readouterr().err
+
+
+def test_a_file_ref_outside_the_roots_fails_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write_tiny_model(tmp_path / "tiny.gguf")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    argv = ["provision", "model", f"file:{allowed}/../tiny.gguf", "--root", str(allowed)]
+    assert main([*argv, "--state-dir", str(tmp_path / "state")]) == 1
+    assert "outside the allowed roots" in capsys.readouterr().err
+    assert model.exists()
+
+
+def test_a_dry_run_prints_the_plan_and_fetches_nothing(
+    tmp_path: Path, server: RangeFileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["provision", "model", server.url("tiny.gguf"), "--dry-run", "--json"]
+    assert main([*argv, "--state-dir", str(tmp_path)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [step["action"] for step in plan["steps"]] == [
+        "download",
+        "verify",
+        "inspect",
+        "publish",
+        "register",
+    ]
+    assert server.requests == []
+
+
+def test_catalog_ls_json_runs_as_a_program(tmp_path: Path) -> None:
+    env = {**os.environ, "LLORCH_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "llorch", "catalog", "ls", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, json.loads(done.stdout)) == (0, [])
+    assert (tmp_path / "catalog.sqlite").exists()
+
+
+def test_a_bad_sha256_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["provision", "model", "https://example.org/x.gguf", "--sha256", "abc"])
+    assert caught.value.code == 2 and "64 hex digits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "rate", "expected"),
+    [
+        (0, 2048, 0.0, "[------------------------]   0%  0 B / 2.0 KiB  0 B/s"),
+        (1024, 2048, 1536.0, "[############------------]  50%  1.0 KiB / 2.0 KiB  1.5 KiB/s"),
+        (3 << 20, None, 1 << 20, "3.0 MiB  1.0 MiB/s"),
+    ],
+)
+def test_progress_is_shown_as_bar_percent_bytes_and_rate(
+    done: int, total: int | None, rate: float, expected: str
+) -> None:
+    assert format_progress(done, total, rate) == expected
+
+
+def test_the_bar_redraws_at_most_every_interval_and_ends_its_line() -> None:
+    stream = io.StringIO()
+    now = [0.0]
+    bar = ProgressBar(stream, min_interval_s=1.0, clock=lambda: now[0])
+    for step in range(1, 11):
+        now[0] = step * 0.25
+        bar(step * 100, 1000)
+    drawn = stream.getvalue()
+    assert drawn.count("\r") == 4  # at 0.25 s, 1.25 s, 2.25 s, and the end
+    assert drawn.endswith("\n") and drawn.rstrip().endswith("1000 B / 1000 B  400 B/s")
