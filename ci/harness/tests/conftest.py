@@ -26,8 +26,12 @@ def cluster_factory(
     """Start clusters; on teardown stop them, check clean exits and no orphan workers."""
     started: list[Cluster] = []
 
-    def make(pools: dict[str, list[dict[str, Any]]], **orchestrator: Any) -> Cluster:
-        cluster = Cluster(tmp_path_factory.mktemp("cluster"), pools, orchestrator)
+    def make(
+        pools: dict[str, list[dict[str, Any]]],
+        hosts: dict[str, dict[str, Any]] | None = None,
+        **orchestrator: Any,
+    ) -> Cluster:
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"), pools, orchestrator, hosts or {})
         started.append(cluster)
         return cluster.start()
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from llorch import catalog, provision, submit, up
+from llorch import catalog, control, provision, submit, up
 
 __all__ = ["main"]
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_parser(commands)
     provision.add_parser(commands)
     catalog.add_parser(commands)
+    control.add_parsers(commands)
     _worker(commands)
     args = parser.parse_args(argv)
     result: int = args.handler(args)

@@ -23,8 +23,9 @@ from specs.control.v1 import control_pb2_grpc
 from worker_adapters import Endpoint
 
 from orchestratord.config import OrchestratorConfig
-from orchestratord.control_link import ControlLinkServicer
+from orchestratord.control_link import ControlCommands, ControlLinkServicer
 from orchestratord.core import Orchestrator
+from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.http.app import build_app
 from orchestratord.registry import PoolRegistry
 
@@ -41,6 +42,8 @@ class Services:
     host: AdapterHost
     orchestrator: Orchestrator
     control: ControlLinkServicer
+    deployments: DeploymentManager
+    commands: ControlCommands
 
 
 def _sync_bindings(registry: PoolRegistry, host: AdapterHost) -> None:
@@ -65,6 +68,8 @@ def build(config: OrchestratorConfig) -> Services:
         _sync_bindings(registry, host)
         if holder:
             holder[0].wake()
+            if holder[0].deployments is not None:
+                holder[0].deployments.wake()
 
     registry = PoolRegistry(
         lease_s=config.lease_ms / 1000.0,
@@ -80,7 +85,10 @@ def build(config: OrchestratorConfig) -> Services:
         lease_ms=config.lease_ms,
         version=VERSION,
     )
-    return Services(config, registry, host, orchestrator, control)
+    commands = ControlCommands(control)
+    deployments = DeploymentManager(registry, commands, orchestrator.queued_for, registry.in_flight)
+    orchestrator.deployments = deployments
+    return Services(config, registry, host, orchestrator, control, deployments, commands)
 
 
 async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -> int:
@@ -90,9 +98,12 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     control_port = grpc_server.add_insecure_port(f"{config.control_host}:{config.control_port}")
     await grpc_server.start()
     dispatcher = asyncio.create_task(services.orchestrator.run())
+    reconciler = asyncio.create_task(
+        services.deployments.run(period_s=config.heartbeat_interval_ms / 1000.0)
+    )
     http = uvicorn.Server(
         uvicorn.Config(
-            build_app(services.orchestrator),
+            build_app(services.orchestrator, services.deployments, services.commands),
             host=config.http_host,
             port=config.http_port,
             loop="none",
@@ -128,6 +139,8 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     await serving
     await services.orchestrator.close()
     dispatcher.cancel()
+    reconciler.cancel()
+    await services.deployments.close()
     await grpc_server.stop(2)
     await services.host.close()
     log.info("orchestratord stopped")

@@ -24,10 +24,11 @@ import grpc
 from specs.control.v1 import control_pb2 as pb
 from specs.control.v1 import control_pb2_grpc
 
-from orchestratord.control_translate import pool_from_wire
+from orchestratord.control_translate import inventory_from_wire, pool_from_wire
+from orchestratord.deployments.manager import PoolPlan
 from orchestratord.registry import PoolRegistry
 
-__all__ = ["CommandFailed", "ControlLinkServicer"]
+__all__ = ["CommandFailed", "ControlCommands", "ControlLinkServicer"]
 
 log = logging.getLogger("orchestratord.control")
 
@@ -108,12 +109,8 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
             log.warning("host %s reconnected; replacing its old control stream", host_id)
         session = _Session(host_id)
         self._sessions[host_id] = session
-        inventory = hello.inventory
         self._registry.host_connected(
-            host_id,
-            self._clock(),
-            cpu_cores=inventory.cpu_cores,
-            ram_total_bytes=inventory.ram_total_bytes,
+            host_id, self._clock(), inventory_from_wire(hello.inventory), hello.cordoned
         )
         log.info("host %s joined (manager %s)", host_id, hello.manager_version)
         await context.write(
@@ -145,7 +142,11 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
                 return  # end of stream
             kind = message.WhichOneof("msg")
             if kind == "snapshot":
-                pools = [pool_from_wire(session.host_id, p) for p in message.snapshot.pools]
+                snapshot = message.snapshot
+                self._registry.host_inventory(
+                    session.host_id, inventory_from_wire(snapshot.inventory), snapshot.cordoned
+                )
+                pools = [pool_from_wire(session.host_id, p) for p in snapshot.pools]
                 refused = self._registry.host_snapshot(session.host_id, pools, self._clock())
                 for pool_id in refused:
                     log.error(
@@ -161,3 +162,36 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
     async def _write(self, session: _Session, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
         while True:
             await context.write(await session.outbox.get())
+
+
+class ControlCommands:
+    """The deployments' `CommandPort` over the control link: Preload, Stop, Cordon."""
+
+    def __init__(self, servicer: ControlLinkServicer) -> None:
+        self._servicer = servicer
+
+    async def preload(self, host_id: str, plan: PoolPlan) -> None:
+        spec = pb.PoolSpec(
+            pool_id=plan.pool_id,
+            model=plan.model,
+            engine=plan.engine,
+            ctx=plan.ctx,
+            slots=plan.slots,
+            replicas=1,
+            device=plan.device,
+            model_aliases=list(plan.aliases),
+            deployment=plan.deployment,
+            memory_estimated_bytes=plan.memory_estimated_bytes,
+        )
+        await self._servicer.send(host_id, pb.Command(preload=pb.Preload(spec=spec)))
+
+    async def stop(self, host_id: str, pool_id: str) -> None:
+        await self._servicer.send(host_id, pb.Command(stop=pb.Stop(pool_id=pool_id)))
+
+    async def drain(self, host_id: str, pool_id: str, deadline_ms: int) -> None:
+        command = pb.Command(drain=pb.Drain(pool_id=pool_id, deadline_ms=deadline_ms))
+        await self._servicer.send(host_id, command)
+
+    async def cordon(self, host_id: str, cordoned: bool, device: str = "") -> None:
+        command = pb.Command(cordon=pb.Cordon(cordoned=cordoned, device=device))
+        await self._servicer.send(host_id, command)

@@ -35,6 +35,7 @@ from worker_adapters.errors import AdapterError, EngineUnavailable, RequestRejec
 
 from orchestratord.admission import Admit, TaskQueue, decide
 from orchestratord.config import OrchestratorConfig
+from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
 from orchestratord.events import EventLog
 from orchestratord.placement import (
@@ -83,6 +84,7 @@ class Orchestrator:
         self._background: set[asyncio.Task[None]] = set()
         self.sessions = SessionStore(SessionOptions())
         self.stats = StatsBook()
+        self.deployments: DeploymentManager | None = None
 
     # -- admission -----------------------------------------------------------------------
 
@@ -113,7 +115,12 @@ class Orchestrator:
         )
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         record.predicted_start_ms = self._predict_start_ms(spec, record.queue_position)
+        record.awaiting_load = not any(
+            v.ready and v.serves(spec.model) for v in self.registry.views(record.created_mono)
+        )
         self.tasks.add(record)
+        if self.deployments is not None:
+            self.deployments.wake()
         log.info(
             "admitted task %s for %s at position %d",
             spec.task_id,
@@ -128,13 +135,7 @@ class Orchestrator:
         views = self.registry.views(self._clock())
         needs = spec.needs
         if not any(v.serves(needs.model) for v in views):
-            known = sorted(
-                {v.model_id for v in views} | {a for v in views for a in v.model_aliases}
-            )
-            raise ApiError(
-                "MODEL_NOT_FOUND",
-                f"no pool serves model {needs.model!r}; known models: {', '.join(known) or 'none'}",
-            )
+            return self._check_deployment(spec, views)
         pin = needs.overrides.pin_pool_id
         if pin is not None:
             self._check_pin(pin)
@@ -154,6 +155,35 @@ class Orchestrator:
             else "INVALID_PARAMS"
         )
         raise ApiError(code, _diagnosis(blocked, needs), details=_details(blocked))
+
+    def _check_deployment(self, spec: TaskSpec, views: tuple[PoolView, ...]) -> TaskSpec:
+        """A model with no pool yet: admitted when a deployment will load it (PLC-06)."""
+        deployment = self.deployments.serving(spec.model) if self.deployments else None
+        if deployment is None:
+            known = sorted(
+                {v.model_id for v in views} | {a for v in views for a in v.model_aliases}
+            )
+            raise ApiError(
+                "MODEL_NOT_FOUND",
+                f"no pool serves model {spec.model!r}; known models: {', '.join(known) or 'none'}",
+            )
+        if spec.needs.max_tokens >= deployment.spec.ctx:
+            raise ApiError(
+                "CONTEXT_OVERFLOW",
+                f"max_tokens {spec.needs.max_tokens} does not fit "
+                f"the context of {deployment.spec.ctx} tokens of deployment "
+                f"{deployment.spec.name}",
+            )
+        return spec
+
+    def queued_for(self, models: frozenset[str]) -> int:
+        """Tasks waiting for any of these model names (demand, for the deployments)."""
+        count = 0
+        for task_id in self._queue:
+            record = self.tasks.get(task_id)
+            if record is not None and record.spec.model in models:
+                count += 1
+        return count
 
     def _check_pin(self, pool_id: str) -> None:
         pool = self.registry.pool(pool_id)
@@ -445,6 +475,8 @@ class Orchestrator:
             "model_digest": pool.model_digest if pool else "",
             "tokens_in": event.tokens_in,
         }
+        if record.awaiting_load:
+            started["load_ms"] = int((self._clock() - record.created_mono) * 1000.0)
         record.events.append("started", json.dumps(started))
 
     def _settle(

@@ -15,11 +15,19 @@ suspicion expires. Time is passed in (`now`, monotonic seconds). Lives on the ev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestratord.placement import PoolView, ReplicaView
 
-__all__ = ["HostInfo", "PoolInfo", "PoolRegistry", "ReplicaInfo"]
+__all__ = [
+    "DeviceInfo",
+    "HostInfo",
+    "HostInventory",
+    "ModelFileInfo",
+    "PoolInfo",
+    "PoolRegistry",
+    "ReplicaInfo",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +38,56 @@ class ReplicaInfo:
     slots_total: int
     incarnation: int
     api_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: str
+    kind: str
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    compute_capability: str = ""
+    simulated: bool = False
+    cordoned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFileInfo:
+    """A model file a host holds; satisfies catalog_core's `ModelShape` for estimates."""
+
+    id: str
+    ref: str
+    sha256: str
+    size_bytes: int
+    aliases: tuple[str, ...]
+    architecture: str
+    trained_context: int
+    weight_bytes: int
+    block_count: int
+    embedding_length: int
+    head_count: int
+    head_count_kv: int
+    key_length: int
+    value_length: int
+    feed_forward_length: int
+    vocab_size: int
+    sliding_window: int
+    swa_layers: tuple[bool, ...]
+    layer_kv_heads: tuple[int, ...]
+
+    def names(self) -> frozenset[str]:
+        return frozenset({self.id, self.ref, self.sha256, *self.aliases})
+
+
+@dataclass(frozen=True, slots=True)
+class HostInventory:
+    devices: tuple[DeviceInfo, ...] = ()
+    engines: frozenset[str] = frozenset()
+    models: tuple[ModelFileInfo, ...] = ()
+    cpu_cores: int = 0
+    ram_total_bytes: int = 0
+    ram_free_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +109,10 @@ class PoolInfo:
     replicas: tuple[ReplicaInfo, ...]
     last_error: str = ""
     restarts: int = 0
+    device: str = ""
+    deployment: str = ""
+    memory_estimated_bytes: int = 0
+    memory_actual_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -58,8 +120,8 @@ class HostInfo:
     host_id: str
     connected: bool
     last_seen: float
-    cpu_cores: int = 0
-    ram_total_bytes: int = 0
+    inventory: HostInventory = field(default_factory=HostInventory)
+    cordoned: bool = False
     pools: dict[str, PoolInfo] = field(default_factory=dict)
     lost_reason: str = ""
 
@@ -79,12 +141,45 @@ class PoolRegistry:
     # -- hosts -------------------------------------------------------------------------
 
     def host_connected(
-        self, host_id: str, now: float, *, cpu_cores: int = 0, ram_total_bytes: int = 0
+        self, host_id: str, now: float, inventory: HostInventory, cordoned: bool = False
     ) -> None:
         host = self._hosts.setdefault(host_id, HostInfo(host_id, True, now))
         host.connected, host.last_seen, host.lost_reason = True, now, ""
-        host.cpu_cores, host.ram_total_bytes = cpu_cores, ram_total_bytes
+        host.inventory, host.cordoned = inventory, cordoned
         self._on_change()
+
+    def host_inventory(self, host_id: str, inventory: HostInventory, cordoned: bool) -> None:
+        host = self._hosts.get(host_id)
+        if host is not None:
+            host.inventory, host.cordoned = inventory, cordoned
+
+    def mark_draining(self, pool_id: str) -> None:
+        """Stop offering a pool at once, before its manager's next snapshot says so."""
+        host_id = self._owner.get(pool_id)
+        if host_id is not None and pool_id in self._hosts[host_id].pools:
+            pools = self._hosts[host_id].pools
+            pools[pool_id] = replace(pools[pool_id], draining=True, ready=False)
+            self._on_change()
+
+    def set_cordon(self, host_id: str, cordoned: bool, device: str = "") -> None:
+        """Apply a cordon at once, before the host's next snapshot confirms it."""
+        host = self._hosts.get(host_id)
+        if host is None:
+            return
+        if not device:
+            host.cordoned = cordoned
+            return
+        devices = tuple(
+            replace(d, cordoned=cordoned) if d.id == device else d for d in host.inventory.devices
+        )
+        host.inventory = replace(host.inventory, devices=devices)
+
+    def host(self, host_id: str) -> HostInfo | None:
+        return self._hosts.get(host_id)
+
+    def host_live(self, host_id: str, now: float) -> bool:
+        host = self._hosts.get(host_id)
+        return host is not None and host.connected and now - host.last_seen <= self._lease_s
 
     def host_snapshot(self, host_id: str, pools: Iterable[PoolInfo], now: float) -> list[str]:
         """Replace the host's pools; returns pool ids refused because another host owns them."""

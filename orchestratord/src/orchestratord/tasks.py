@@ -85,6 +85,7 @@ class TaskRecord:
     finish_reason: str | None = None
     error: TaskError | None = None
     embeddings: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    awaiting_load: bool = False
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

@@ -17,6 +17,16 @@ pools:
     slots: 1                        # concurrent sequences per replica
     replicas: 1                     # worker processes
     threads: 1
+models:                             # model files this host holds, for deployments
+  - {id: tiny, path: /models/tiny.gguf, sha256: <hex>, aliases: [small]}
+engines: [llamacpp-inproc, mock]    # engines this host can run
+devices:                            # simulated devices, for placement tests
+  - {id: gpu0, kind: gpu, name: Simulated H100, memory_total_bytes: 80000000000,
+     compute_capability: "9.0", foreign_used_bytes: 0}
+
+Pools listed under `pools` are static: started at boot, owned by this file. Pools of
+deployments arrive as Preload commands from the orchestrator. Cordon state is kept in
+`state_dir/cordon.json` and survives restarts (POOL-08).
 """
 
 from __future__ import annotations
@@ -32,7 +42,14 @@ import yaml
 
 from pool_managerd.lifecycle import RestartPolicy
 
-__all__ = ["ConfigError", "ManagerConfig", "PoolConfig", "load_config"]
+__all__ = [
+    "ConfigError",
+    "ManagerConfig",
+    "ModelConfig",
+    "PoolConfig",
+    "SimulatedDevice",
+    "load_config",
+]
 
 ENGINES = frozenset({"llamacpp-inproc", "mock"})
 _POOL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -57,6 +74,32 @@ class PoolConfig:
     gpu_layers: int = 0
     embeddings: bool = False
     mock: str = ""
+    device: str = "cpu"
+    deployment: str = ""
+    memory_estimated_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A model file the host holds. `sha256` is checked when given, computed otherwise."""
+
+    id: str
+    path: str
+    sha256: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedDevice:
+    """A device declared in config (no hardware): placement tests over several GPU hosts.
+    Free memory = total - `foreign_used_bytes` - estimates of the pools placed on it."""
+
+    id: str
+    kind: str = "gpu"
+    name: str = "simulated"
+    memory_total_bytes: int = 0
+    compute_capability: str = ""
+    foreign_used_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +115,10 @@ class ManagerConfig:
     worker_command: tuple[str, ...] = ()
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     pools: tuple[PoolConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+    engines: tuple[str, ...] = ("llamacpp-inproc", "mock")
+    devices: tuple[SimulatedDevice, ...] = ()
+    worker_threads: int | None = None  # CPU threads per slot for deployment pools
 
     @property
     def join_token(self) -> str:
@@ -100,6 +147,22 @@ def _pool(raw: Any, index: int) -> PoolConfig:
     return pool
 
 
+def _entry(kind: type[Any], section: str, raw: Any, index: int) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}[{index}]: expected a mapping")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{section}[{index}]: unknown settings {', '.join(unknown)}")
+    values = dict(raw)
+    if "aliases" in values:
+        values["aliases"] = tuple(values["aliases"] or ())
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{section}[{index}]: {exc}") from exc
+
+
 def load_config(path: Path) -> ManagerConfig:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -112,6 +175,15 @@ def load_config(path: Path) -> ManagerConfig:
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     pools = tuple(_pool(p, i) for i, p in enumerate(raw.pop("pools", None) or ()))
+    models = tuple(
+        _entry(ModelConfig, "models", m, i) for i, m in enumerate(raw.pop("models", None) or ())
+    )
+    devices = tuple(
+        _entry(SimulatedDevice, "devices", d, i)
+        for i, d in enumerate(raw.pop("devices", None) or ())
+    )
+    if "engines" in raw:
+        raw["engines"] = tuple(raw["engines"])
     ids = [p.id for p in pools]
     if len(ids) != len(set(ids)):
         raise ConfigError("pool ids must be unique")
@@ -120,7 +192,7 @@ def load_config(path: Path) -> ManagerConfig:
         raw["state_dir"] = Path(raw["state_dir"]).expanduser()
     if "worker_command" in raw:
         raw["worker_command"] = tuple(raw["worker_command"])
-    config = ManagerConfig(pools=pools, restart=restart, **raw)
+    config = ManagerConfig(pools=pools, restart=restart, models=models, devices=devices, **raw)
     if not config.join_token:
         raise ConfigError(f"no join token: set the environment variable {config.join_token_env}")
     return config

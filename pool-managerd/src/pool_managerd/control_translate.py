@@ -1,16 +1,44 @@
-"""Pool and inventory values -> control-link wire messages (the edge translator)."""
+"""Pool, model and inventory values -> control-link wire messages (the edge translator)."""
 
 from __future__ import annotations
 
 from specs.control.v1 import control_pb2 as pb
 
 from pool_managerd.inventory import Inventory
+from pool_managerd.models import LocalModel
 from pool_managerd.pool import PoolStatus
 
 __all__ = ["inventory_to_wire", "pool_to_wire"]
 
 
-def inventory_to_wire(inventory: Inventory, engines: list[str]) -> pb.Inventory:
+def _model_to_wire(model: LocalModel) -> pb.ModelFile:
+    info = model.info
+    return pb.ModelFile(
+        id=model.id,
+        ref=model.ref,
+        sha256=model.sha256,
+        size_bytes=model.size_bytes,
+        aliases=list(model.aliases),
+        architecture=info.architecture,
+        trained_context=info.context_length,
+        weight_bytes=info.weight_bytes,
+        block_count=info.block_count,
+        embedding_length=info.embedding_length,
+        head_count=info.head_count,
+        head_count_kv=info.head_count_kv,
+        key_length=info.key_length,
+        value_length=info.value_length,
+        feed_forward_length=info.feed_forward_length,
+        vocab_size=info.vocab_size,
+        sliding_window=info.sliding_window,
+        swa_layers=list(info.swa_layers),
+        layer_kv_heads=list(info.layer_kv_heads),
+    )
+
+
+def inventory_to_wire(
+    inventory: Inventory, engines: list[str], models: list[LocalModel]
+) -> pb.Inventory:
     return pb.Inventory(
         devices=[
             pb.Device(
@@ -21,6 +49,7 @@ def inventory_to_wire(inventory: Inventory, engines: list[str]) -> pb.Inventory:
                 memory_free_bytes=d.memory_free_bytes,
                 compute_capability=d.compute_capability,
                 simulated=d.simulated,
+                cordoned=d.cordoned,
             )
             for d in inventory.devices
         ],
@@ -28,6 +57,8 @@ def inventory_to_wire(inventory: Inventory, engines: list[str]) -> pb.Inventory:
         ram_total_bytes=inventory.ram_total_bytes,
         ram_free_bytes=inventory.ram_free_bytes,
         engines=engines,
+        model_files=sorted({m.sha256 for m in models}),
+        models=[_model_to_wire(m) for m in models],
     )
 
 
@@ -49,6 +80,10 @@ def pool_to_wire(status: PoolStatus) -> pb.PoolStatus:
         last_error=status.last_error,
         restarts=status.restarts,
         features=list(status.features),
+        device=status.device,
+        deployment=status.deployment,
+        memory_estimated_bytes=status.memory_estimated_bytes,
+        memory_actual_bytes=status.memory_actual_bytes,
         replicas=[
             pb.Replica(
                 index=r.index,

@@ -23,6 +23,7 @@ class Device:
     memory_free_bytes: int
     compute_capability: str = ""
     simulated: bool = False
+    cordoned: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,14 @@
 """The pool manager: pools, inventory, the control link, commands and shutdown.
 
+Static pools come from the config; deployment pools arrive as `Preload` commands and
+leave with `Stop` (POOL-05, PLC-04/06). `Cordon` marks the host or one device (POOL-08;
+persisted). Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
+config (simulated), whose free memory is their total minus foreign use minus the
+estimates of the pools placed on them.
+
 SIGTERM or SIGINT (POOL-07, REL-06): report every pool draining, let in-flight work
-finish within `shutdown_grace_s`, stop every engine (SIGTERM to its process group,
-then SIGKILL), report the final state, and exit 0. No engine process survives.
+finish within `shutdown_grace_s`, stop every engine (SIGTERM to its process group, then
+SIGKILL), report the final state, and exit 0. No engine process survives.
 """
 
 from __future__ import annotations
@@ -10,19 +16,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 
 from specs.control.v1 import control_pb2 as pb
 
-from pool_managerd.config import ENGINES, ManagerConfig
+from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.control_link import ControlLink
 from pool_managerd.control_translate import inventory_to_wire, pool_to_wire
-from pool_managerd.inventory import Inventory, probe_inventory
+from pool_managerd.cordon import CordonState
+from pool_managerd.inventory import Device, Inventory, probe_inventory
+from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.pool import Pool
 
 __all__ = ["PoolManager", "serve"]
 
 VERSION = "0.1.0"
 log = logging.getLogger("pool_managerd")
+_LIVE_STATES = frozenset({"provisioning", "starting", "loading", "ready", "draining", "backoff"})
+
+
+def _ok() -> pb.CommandResult:
+    return pb.CommandResult(ok=True)
+
+
+def _refuse(code: str, message: str) -> pb.CommandResult:
+    return pb.CommandResult(ok=False, error_code=code, message=message)
 
 
 class PoolManager:
@@ -30,58 +48,141 @@ class PoolManager:
         self.config = config
         self.changed = asyncio.Event()
         self.pools = {p.id: Pool(p, config, self.changed) for p in config.pools}
-        self._inventory: Inventory | None = None
+        self.models = LocalModels([])
+        self.cordon = CordonState.load(config.state_dir)
+        self._hardware: Inventory | None = None
         self._seq = 0
         self._background: set[asyncio.Task[None]] = set()
 
+    # -- reports -------------------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        hardware = self._hardware or probe_inventory()
+        devices = [replace(d, cordoned=d.id in self.cordon.devices) for d in hardware.devices]
+        for sim in self.config.devices:
+            placed = sum(
+                p.config.memory_estimated_bytes
+                for p in self.pools.values()
+                if p.config.device == sim.id and p.status().state in _LIVE_STATES
+            )
+            free = max(0, sim.memory_total_bytes - sim.foreign_used_bytes - placed)
+            devices.append(
+                Device(
+                    sim.id,
+                    sim.kind,
+                    sim.name,
+                    sim.memory_total_bytes,
+                    free,
+                    sim.compute_capability,
+                    simulated=True,
+                    cordoned=sim.id in self.cordon.devices,
+                )
+            )
+        return replace(hardware, devices=tuple(devices))
+
+    def _inventory_wire(self) -> pb.Inventory:
+        return inventory_to_wire(self.inventory(), list(self.config.engines), self.models.all())
+
     def hello(self) -> pb.Hello:
         return pb.Hello(
-            host_id=self.config.host_id, manager_version=VERSION, inventory=self._inventory_wire()
+            host_id=self.config.host_id,
+            manager_version=VERSION,
+            inventory=self._inventory_wire(),
+            cordoned=self.cordon.host,
         )
 
     def snapshot(self) -> pb.Snapshot:
         self._seq += 1
+        pools = [pool_to_wire(p.status()) for p in self.pools.values()]
         return pb.Snapshot(
-            seq=self._seq,
-            pools=[pool_to_wire(p.status()) for p in self.pools.values()],
-            inventory=self._inventory_wire(),
+            seq=self._seq, pools=pools, inventory=self._inventory_wire(), cordoned=self.cordon.host
         )
 
-    def _inventory_wire(self) -> pb.Inventory:
-        inventory = self._inventory or probe_inventory()
-        return inventory_to_wire(inventory, sorted(ENGINES))
-
     async def refresh_inventory(self) -> None:
-        self._inventory = await asyncio.to_thread(probe_inventory)
+        self._hardware = await asyncio.to_thread(probe_inventory)
+
+    # -- commands ------------------------------------------------------------------------
 
     async def on_command(self, command: pb.Command) -> pb.CommandResult:
         kind = command.WhichOneof("kind")
+        log.info("command %s received", kind, extra={"action": f"command.{kind}"})
+        if kind == "preload":
+            return await self._preload(command.preload.spec)
         if kind == "drain":
-            pool = self.pools.get(command.drain.pool_id)
-            if pool is None:
-                return pb.CommandResult(
-                    ok=False, error_code="NOT_FOUND", message=f"no pool {command.drain.pool_id}"
-                )
-            task = asyncio.create_task(pool.drain(command.drain.deadline_ms / 1000.0))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            return pb.CommandResult(ok=True)
+            return self._drain(command.drain.pool_id, command.drain.deadline_ms / 1000.0)
         if kind == "stop":
-            pool = self.pools.get(command.stop.pool_id)
-            if pool is None:
-                return pb.CommandResult(
-                    ok=False, error_code="NOT_FOUND", message=f"no pool {command.stop.pool_id}"
-                )
-            await pool.stop(grace_s=5.0)
-            return pb.CommandResult(ok=True)
-        return pb.CommandResult(
-            ok=False,
-            error_code="INVALID_PARAMS",
-            message=f"command {kind} is not supported by this pool manager",
+            return await self._stop(command.stop.pool_id)
+        if kind == "cordon":
+            self.cordon.set(command.cordon.cordoned, command.cordon.device)
+            self.changed.set()
+            return _ok()
+        return _refuse("INVALID_PARAMS", f"command {kind} is not supported by this pool manager")
+
+    async def _preload(self, spec: pb.PoolSpec) -> pb.CommandResult:
+        if spec.pool_id in self.pools:
+            existing = self.pools[spec.pool_id].config
+            if existing.deployment == spec.deployment:
+                return _ok()  # idempotent: a retried command finds the pool it made
+            return _refuse("INVALID_PARAMS", f"pool {spec.pool_id} already exists")
+        if spec.engine not in self.config.engines:
+            return _refuse("INVALID_PARAMS", f"engine {spec.engine} is not available here")
+        try:
+            model = self.models.resolve(spec.model)
+        except ModelNotHere as exc:
+            return _refuse("MODEL_NOT_FOUND", str(exc))
+        config = PoolConfig(
+            id=spec.pool_id,
+            model=str(model.path),
+            engine=spec.engine,
+            model_id=model.id,
+            sha256=model.sha256,
+            aliases=tuple(spec.model_aliases),
+            ctx=spec.ctx or 2048,
+            slots=spec.slots or 1,
+            replicas=spec.replicas or 1,
+            device=spec.device or "cpu",
+            deployment=spec.deployment,
+            memory_estimated_bytes=spec.memory_estimated_bytes,
+            threads=self.config.worker_threads,
         )
+        pool = Pool(config, self.config, self.changed)
+        self.pools[config.id] = pool
+        await pool.start()
+        log.info(
+            "pool %s of deployment %s preloading on %s",
+            config.id,
+            config.deployment,
+            config.device,
+            extra={"pool_id": config.id, "action": "preload"},
+        )
+        return _ok()
+
+    def _drain(self, pool_id: str, deadline_s: float) -> pb.CommandResult:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return _refuse("NOT_FOUND", f"no pool {pool_id}")
+        task = asyncio.create_task(pool.drain(deadline_s))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return _ok()
+
+    async def _stop(self, pool_id: str) -> pb.CommandResult:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return _ok()  # idempotent
+        await pool.stop(grace_s=5.0)
+        if pool.config.deployment:
+            del self.pools[pool_id]  # deployment pools leave; static ones stay, stopped
+        self.changed.set()
+        return _ok()
+
+    # -- life ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.refresh_inventory()
+        self.models = await asyncio.to_thread(
+            LocalModels.load, self.config.models, self.config.state_dir
+        )
         for pool in self.pools.values():
             await pool.start()
 

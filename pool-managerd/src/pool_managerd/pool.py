@@ -63,6 +63,10 @@ class PoolStatus:
     restarts: int
     features: tuple[str, ...]
     replicas: tuple[ReplicaStatus, ...]
+    device: str = "cpu"
+    deployment: str = ""
+    memory_estimated_bytes: int = 0
+    memory_actual_bytes: int = 0
 
 
 class Pool:
@@ -224,4 +228,8 @@ class Pool:
             restarts=sum(r.state.restarts for r in self.replicas),
             features=features,
             replicas=replicas,
+            device=config.device,
+            deployment=config.deployment,
+            memory_estimated_bytes=config.memory_estimated_bytes,
+            memory_actual_bytes=sum(r.memory_bytes() for r in self.replicas),
         )

@@ -17,6 +17,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 __all__ = ["EngineProcess", "log_tail", "rotate_log"]
 
 LOG_ROTATE_BYTES = 10 << 20
@@ -74,6 +76,15 @@ class EngineProcess:
                 start_new_session=True,
             )
         return cls(process)
+
+    def memory_bytes(self) -> int:
+        """Resident set size of the process tree, in bytes (what it really took)."""
+        try:
+            root = psutil.Process(self._process.pid)
+            tree = [root, *root.children(recursive=True)]
+            return sum(p.memory_info().rss for p in tree)
+        except psutil.Error:
+            return 0
 
     async def wait(self) -> int:
         return await self._process.wait()

@@ -102,6 +102,11 @@ class ReplicaDriver:
                 await self._process.stop(0.5)
             await self._close_adapter()
 
+    def memory_bytes(self) -> int:
+        """Resident memory of the engine process and its children (0 when not running)."""
+        process = self._process
+        return 0 if process is None else process.memory_bytes()
+
     async def stop(self, grace_s: float) -> None:
         """Stop the replica and wait until its process is gone (or it never ran)."""
         self._kill_grace_s = grace_s

@@ -74,6 +74,7 @@ class Cluster:
     root: Path
     pools: dict[str, list[dict[str, Any]]]
     orchestrator: dict[str, Any] = field(default_factory=dict)
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra manager settings
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     url: str = ""
     control: str = ""
@@ -130,6 +131,8 @@ class Cluster:
             "shutdown_grace_s": 8,
             "pools": self.pools[host_id],
             "restart": {"initial_backoff_s": 0.3, "max_backoff_s": 2.0},
+            "worker_threads": 1,
+            **self.hosts.get(host_id, {}),
         }
         path = self.root / f"{host_id}.yaml"
         path.write_text(yaml.safe_dump(manager))

@@ -21,9 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestratord.control_link import ControlCommands
 from orchestratord.core import Orchestrator
+from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
 from orchestratord.http.body import read_json_body
+from orchestratord.http.control import control_routes
 from orchestratord.http.errors import error_response
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.openai import openai_routes
@@ -66,12 +69,16 @@ def _task_id(request: Request) -> str:
     return task_id
 
 
-def build_app(orchestrator: Orchestrator) -> CorrelationIdMiddleware:
+def build_app(
+    orchestrator: Orchestrator, deployments: DeploymentManager, commands: ControlCommands
+) -> CorrelationIdMiddleware:
     """The ASGI app. The correlation-id middleware wraps everything, error pages included."""
-    return CorrelationIdMiddleware(_starlette(orchestrator))
+    return CorrelationIdMiddleware(_starlette(orchestrator, deployments, commands))
 
 
-def _starlette(orchestrator: Orchestrator) -> Starlette:
+def _starlette(
+    orchestrator: Orchestrator, deployments: DeploymentManager, commands: ControlCommands
+) -> Starlette:
     config = orchestrator.config
 
     async def submit_task(request: Request) -> Response:
@@ -230,6 +237,7 @@ def _starlette(orchestrator: Orchestrator) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
         *openai_routes(orchestrator),
+        *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
     ]
     return Starlette(
         routes=routes,

@@ -118,6 +118,11 @@ class StartedEvent(BaseModel):
     engine_version: str
     model_digest: str
     tokens_in: int = Field(..., ge=0)
+    load_ms: int | None = Field(
+        default=None,
+        description='Present when the task waited for its model to be loaded (a deployment scaled\nfrom zero, PLC-06): how long it waited.\n',
+        ge=0,
+    )
 
 
 class TokenEvent(BaseModel):
@@ -174,6 +179,142 @@ class Pool(BaseModel):
     last_error: str
     restarts: int = Field(..., ge=0)
     replicas: list[PoolReplica]
+
+
+class DeploymentReplicas(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    min: int | None = Field(default=1, ge=0, le=64)
+    max: int | None = Field(default=1, ge=1, le=64)
+
+
+class Host(RootModel[str]):
+    root: str = Field(..., max_length=128, min_length=1)
+
+
+class DeploymentConstraints(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    hosts: list[Host] | None = Field(default=None, max_length=256)
+    device_kind: Literal['gpu', 'cpu'] | None = None
+    min_compute_capability: str | None = Field(
+        default=None, pattern='^[0-9]+\\.[0-9]+$'
+    )
+
+
+class Alias(RootModel[str]):
+    root: str = Field(..., max_length=128, min_length=1)
+
+
+class DeploymentRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    model: str = Field(
+        ...,
+        description='A model the hosts hold (catalog id',
+        max_length=512,
+        min_length=1,
+    )
+    engine: str | None = Field(default='llamacpp-inproc', max_length=64, min_length=1)
+    ctx: int | None = Field(default=4096, ge=16, le=1048576)
+    slots: int | None = Field(default=1, ge=1, le=256)
+    replicas: DeploymentReplicas | None = None
+    policy: Literal['binpack', 'spread'] | None = 'spread'
+    constraints: DeploymentConstraints | None = None
+    idle_unload_after_ms: int | None = Field(default=None, ge=1000, le=604800000)
+    aliases: list[Alias] | None = Field(default=None, max_length=16)
+
+
+class MemoryEstimate(BaseModel):
+    weights: int
+    kv_cache: int
+    compute_buffer: int
+    overhead: int
+    total: int
+
+
+class DeploymentPool(BaseModel):
+    pool_id: str
+    host_id: str
+    device: str
+    state: str
+    ready: bool
+    memory_estimated_bytes: int
+    memory_actual_bytes: int = Field(
+        ..., description='Measured (process resident memory'
+    )
+
+
+class PendingReason(BaseModel):
+    host_id: str
+    device_id: str
+    reason: str
+
+
+class Deployment(BaseModel):
+    name: str
+    spec: DeploymentRequest
+    phase: Literal['ready', 'loading', 'pending', 'idle']
+    pools: list[DeploymentPool]
+    pending_pools: int = Field(
+        ..., description='Preloads sent and not yet reported.', ge=0
+    )
+    pending_reasons: list[PendingReason]
+    estimate: MemoryEstimate | None = None
+    last_error: str | None = None
+
+
+class DeploymentList(BaseModel):
+    deployments: list[Deployment]
+
+
+class HostDevice(BaseModel):
+    id: str
+    kind: str
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    compute_capability: str
+    simulated: bool
+    cordoned: bool
+
+
+class Host1(BaseModel):
+    host_id: str
+    live: bool
+    cordoned: bool
+    lost_reason: str | None = None
+    devices: list[HostDevice]
+    engines: list[str]
+    models: list[str]
+    pools: list[str]
+
+
+class HostList(BaseModel):
+    hosts: list[Host1]
+
+
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    deadline_ms: int | None = Field(default=30000, ge=0, le=86400000)
+
+
+class CordonRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    cordoned: bool
+    device: str | None = Field(
+        default=None,
+        description='Cordon this device only.',
+        max_length=64,
+        min_length=1,
+    )
 
 
 class PoolList(BaseModel):

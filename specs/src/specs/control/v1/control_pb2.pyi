@@ -129,6 +129,88 @@ class Device(_message.Message):
 Global___Device: _TypeAlias = Device  # noqa: Y015
 
 @_typing.final
+class ModelFile(_message.Message):
+    """A model file the host holds, with the shape facts the orchestrator needs to estimate
+    the memory of a pool of it (CAT-04) before any pool exists.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    ARCHITECTURE_FIELD_NUMBER: _builtins.int
+    TRAINED_CONTEXT_FIELD_NUMBER: _builtins.int
+    WEIGHT_BYTES_FIELD_NUMBER: _builtins.int
+    BLOCK_COUNT_FIELD_NUMBER: _builtins.int
+    EMBEDDING_LENGTH_FIELD_NUMBER: _builtins.int
+    HEAD_COUNT_FIELD_NUMBER: _builtins.int
+    HEAD_COUNT_KV_FIELD_NUMBER: _builtins.int
+    KEY_LENGTH_FIELD_NUMBER: _builtins.int
+    VALUE_LENGTH_FIELD_NUMBER: _builtins.int
+    FEED_FORWARD_LENGTH_FIELD_NUMBER: _builtins.int
+    VOCAB_SIZE_FIELD_NUMBER: _builtins.int
+    SLIDING_WINDOW_FIELD_NUMBER: _builtins.int
+    SWA_LAYERS_FIELD_NUMBER: _builtins.int
+    LAYER_KV_HEADS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """catalog id"""
+    ref: _builtins.str
+    """how the host found it, e.g. file:/models/x.gguf"""
+    sha256: _builtins.str
+    size_bytes: _builtins.int
+    architecture: _builtins.str
+    trained_context: _builtins.int
+    weight_bytes: _builtins.int
+    block_count: _builtins.int
+    embedding_length: _builtins.int
+    head_count: _builtins.int
+    head_count_kv: _builtins.int
+    key_length: _builtins.int
+    value_length: _builtins.int
+    feed_forward_length: _builtins.int
+    vocab_size: _builtins.int
+    sliding_window: _builtins.int
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def swa_layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
+    @_builtins.property
+    def layer_kv_heads(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        ref: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+        architecture: _builtins.str = ...,
+        trained_context: _builtins.int = ...,
+        weight_bytes: _builtins.int = ...,
+        block_count: _builtins.int = ...,
+        embedding_length: _builtins.int = ...,
+        head_count: _builtins.int = ...,
+        head_count_kv: _builtins.int = ...,
+        key_length: _builtins.int = ...,
+        value_length: _builtins.int = ...,
+        feed_forward_length: _builtins.int = ...,
+        vocab_size: _builtins.int = ...,
+        sliding_window: _builtins.int = ...,
+        swa_layers: _abc.Iterable[_builtins.bool] | None = ...,
+        layer_kv_heads: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "architecture", b"architecture", "block_count", b"block_count", "embedding_length", b"embedding_length", "feed_forward_length", b"feed_forward_length", "head_count", b"head_count", "head_count_kv", b"head_count_kv", "id", b"id", "key_length", b"key_length", "layer_kv_heads", b"layer_kv_heads", "ref", b"ref", "sha256", b"sha256", "size_bytes", b"size_bytes", "sliding_window", b"sliding_window", "swa_layers", b"swa_layers", "trained_context", b"trained_context", "value_length", b"value_length", "vocab_size", b"vocab_size", "weight_bytes", b"weight_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelFile: _TypeAlias = ModelFile  # noqa: Y015
+
+@_typing.final
 class Inventory(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -138,6 +220,7 @@ class Inventory(_message.Message):
     RAM_FREE_BYTES_FIELD_NUMBER: _builtins.int
     ENGINES_FIELD_NUMBER: _builtins.int
     MODEL_FILES_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     cpu_cores: _builtins.int
     ram_total_bytes: _builtins.int
     ram_free_bytes: _builtins.int
@@ -151,6 +234,8 @@ class Inventory(_message.Message):
     def model_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """sha256 digests of model files present locally"""
 
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelFile]: ...
     def __init__(
         self,
         *,
@@ -160,10 +245,11 @@ class Inventory(_message.Message):
         ram_free_bytes: _builtins.int = ...,
         engines: _abc.Iterable[_builtins.str] | None = ...,
         model_files: _abc.Iterable[_builtins.str] | None = ...,
+        models: _abc.Iterable[Global___ModelFile] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_cores", b"cpu_cores", "devices", b"devices", "engines", b"engines", "model_files", b"model_files", "ram_free_bytes", b"ram_free_bytes", "ram_total_bytes", b"ram_total_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_cores", b"cpu_cores", "devices", b"devices", "engines", b"engines", "model_files", b"model_files", "models", b"models", "ram_free_bytes", b"ram_free_bytes", "ram_total_bytes", b"ram_total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -393,6 +479,7 @@ class PoolSpec(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     MODEL_ALIASES_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    MEMORY_ESTIMATED_BYTES_FIELD_NUMBER: _builtins.int
     pool_id: _builtins.str
     model: _builtins.str
     """model path or catalog reference"""
@@ -402,6 +489,7 @@ class PoolSpec(_message.Message):
     replicas: _builtins.int
     device: _builtins.str
     deployment: _builtins.str
+    memory_estimated_bytes: _builtins.int
     @_builtins.property
     def model_aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -416,10 +504,11 @@ class PoolSpec(_message.Message):
         device: _builtins.str = ...,
         model_aliases: _abc.Iterable[_builtins.str] | None = ...,
         deployment: _builtins.str = ...,
+        memory_estimated_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ctx", b"ctx", "deployment", b"deployment", "device", b"device", "engine", b"engine", "model", b"model", "model_aliases", b"model_aliases", "pool_id", b"pool_id", "replicas", b"replicas", "slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ctx", b"ctx", "deployment", b"deployment", "device", b"device", "engine", b"engine", "memory_estimated_bytes", b"memory_estimated_bytes", "model", b"model", "model_aliases", b"model_aliases", "pool_id", b"pool_id", "replicas", b"replicas", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,185 @@
+"""Deployments over three pool managers with simulated devices (API-11, PLC-04/06/07,
+POOL-08): placement by measured free memory, pending with per-host reasons, cordon,
+load on first request and idle unload. Pools really run (the tiny model, on the CPU);
+only the devices they are accounted to are simulated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ci_harness.cluster import Cluster, wait_for
+
+pytestmark = pytest.mark.integration
+MiB = 1 << 20
+Factory = Callable[..., Cluster]
+
+
+def host(model: Path, device_mib: int, capability: str = "8.6") -> dict[str, Any]:
+    return {
+        "models": [{"id": "tiny", "path": str(model), "aliases": ["tiny-model"]}],
+        "devices": [
+            {
+                "id": "gpu0",
+                "kind": "gpu",
+                "name": "Simulated GPU",
+                "memory_total_bytes": device_mib * MiB,
+                "compute_capability": capability,
+            }
+        ],
+    }
+
+
+def deployment(cluster: Cluster, name: str) -> dict[str, Any]:
+    with cluster.client() as client:
+        return dict(client.get(f"/v2/deployments/{name}").json())
+
+
+def apply(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    with cluster.client() as client:
+        response = client.put(f"/v2/deployments/{name}", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def where(cluster: Cluster, name: str) -> dict[str, str]:
+    return {p["pool_id"]: p["host_id"] for p in deployment(cluster, name)["pools"]}
+
+
+@pytest.fixture
+def three_hosts(cluster_factory: Factory, tiny_model: Path) -> Cluster:
+    """host-a: 1 GiB device, host-b: 600 MiB, host-c: 8 GiB but cordoned."""
+    cluster = cluster_factory(
+        {"host-a": [], "host-b": [], "host-c": []},
+        hosts={
+            "host-a": host(tiny_model, 1024),
+            "host-b": host(tiny_model, 600),
+            "host-c": host(tiny_model, 8192, "9.0"),
+        },
+    )
+    wait_for(lambda: len(_hosts(cluster)) == 3, "three hosts to join")
+    with cluster.client() as client:
+        assert client.post("/v2/hosts/host-c/cordon", json={"cordoned": True}).status_code == 204
+    return cluster
+
+
+def _hosts(cluster: Cluster) -> list[dict[str, Any]]:
+    with cluster.client() as client:
+        return list(client.get("/v2/hosts").json()["hosts"])
+
+
+def test_pools_go_where_they_fit_and_a_cordoned_host_receives_nothing(three_hosts: Cluster) -> None:
+    cluster = three_hosts
+    body = {
+        "model": "tiny",
+        "ctx": 2048,
+        "replicas": {"min": 2, "max": 2},
+        "policy": "spread",
+        "constraints": {"device_kind": "gpu"},
+    }
+    first = apply(cluster, "alpha", body)
+    estimate = first["estimate"]["total"]
+    assert 100 * MiB < estimate < 400 * MiB, estimate  # weights + KV + compute + runtime
+    wait_for(lambda: len(where(cluster, "alpha")) == 2, "two pools of alpha")
+    assert sorted(where(cluster, "alpha").values()) == ["host-a", "host-b"]  # spread, not c
+    cluster.wait_ready(list(where(cluster, "alpha")))
+    view = deployment(cluster, "alpha")
+    assert view["phase"] == "ready"
+    for pool in view["pools"]:
+        assert pool["device"] == "gpu0" and pool["memory_estimated_bytes"] == estimate
+        assert pool["memory_actual_bytes"] > 0  # measured: the worker's resident memory
+    devices = {h["host_id"]: h["devices"][-1] for h in _hosts(cluster)}
+    assert devices["host-b"]["memory_free_bytes"] == 600 * MiB - estimate  # accounted
+
+    huge = apply(
+        cluster, "huge", {"model": "tiny", "ctx": 1 << 20, "constraints": {"device_kind": "gpu"}}
+    )
+    assert huge["phase"] == "pending" and huge["pools"] == []
+    reasons = {(r["host_id"], r["device_id"]): r["reason"] for r in huge["pending_reasons"]}
+    assert reasons[("host-c", "*")] == "host is cordoned"
+    assert reasons[("host-a", "gpu0")].startswith(f"needs {huge['estimate']['total']} bytes")
+    assert "free of" in reasons[("host-b", "gpu0")]
+    assert reasons[("host-a", "cpu")].startswith("device is a cpu")
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "llorch", "deploy", "show", "huge", "--url", cluster.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "pending" in cli.stdout and "host is cordoned" in cli.stdout
+    assert next(h for h in _hosts(cluster) if h["host_id"] == "host-c")["pools"] == []
+
+
+def test_binpack_fills_the_fuller_device_before_opening_another(three_hosts: Cluster) -> None:
+    cluster = three_hosts
+    apply(
+        cluster,
+        "packed",
+        {"model": "tiny", "ctx": 2048, "policy": "binpack", "constraints": {"device_kind": "gpu"}},
+    )
+    wait_for(lambda: where(cluster, "packed"), "a pool of packed")
+    assert list(where(cluster, "packed").values()) == ["host-b"]  # least room left after
+
+
+def test_a_job_for_a_deployment_scaled_to_zero_loads_it_completes_and_it_unloads_when_idle(
+    three_hosts: Cluster,
+) -> None:
+    cluster = three_hosts
+    view = apply(
+        cluster,
+        "lazy",
+        {
+            "model": "tiny",
+            "ctx": 2048,
+            "replicas": {"min": 0, "max": 1},
+            "idle_unload_after_ms": 1500,
+            "constraints": {"hosts": ["host-a"]},
+        },
+    )
+    assert view["phase"] == "idle" and view["pools"] == []
+    response = cluster.submit({"model": "lazy", "prompt": "hello", "max_tokens": 8})
+    assert response.status_code == 202, response.text
+    events = cluster.events(response.json()["task_id"])
+    assert events[0].name == "started" and events[0].data["load_ms"] > 0
+    assert events[-1].name == "end" and events[-1].data["tokens_out"] == 8
+    assert events[0].data["pool_id"].startswith("lazy-")
+    wait_for(lambda: deployment(cluster, "lazy")["pools"] == [], "the idle pool to unload")
+    assert deployment(cluster, "lazy")["phase"] == "idle"
+
+
+def test_deleting_a_deployment_stops_its_pools(three_hosts: Cluster) -> None:
+    cluster = three_hosts
+    apply(cluster, "gone", {"model": "tiny", "ctx": 2048})
+    wait_for(lambda: where(cluster, "gone"), "a pool of gone")
+    pool_id = next(iter(where(cluster, "gone")))
+    with cluster.client() as client:
+        assert client.delete("/v2/deployments/gone").status_code == 204
+        assert client.get("/v2/deployments/gone").status_code == 404
+    wait_for(lambda: not cluster.pool(pool_id), "the pool to be stopped and removed")
+
+
+def test_a_deployment_for_a_model_no_host_holds_is_pending_with_that_reason(
+    three_hosts: Cluster,
+) -> None:
+    view = apply(three_hosts, "ghost", {"model": "no-such-model"})
+    assert view["phase"] == "pending"
+    assert view["pending_reasons"][0]["reason"] == "no host holds model 'no-such-model'"
+
+
+def test_bad_deployment_bodies_are_typed_400s(three_hosts: Cluster) -> None:
+    with three_hosts.client() as client:
+        bad_name = client.put("/v2/deployments/Bad_Name", json={"model": "tiny"})
+        inverted = client.put(
+            "/v2/deployments/x", json={"model": "tiny", "replicas": {"min": 3, "max": 1}}
+        )
+        unknown = client.put("/v2/deployments/x", json={"model": "tiny", "gpus": 8})
+    for response in (bad_name, inverted, unknown):
+        assert response.status_code == 400
+        assert json.loads(response.text)["code"] == "INVALID_PARAMS"

@@ -1,0 +1,206 @@
+"""`llorch deploy|pools|hosts`: the control plane from the terminal (CLI-03, CLI-05).
+
+    llorch deploy apply FILE      PUT each deployment in a YAML/JSON file (one mapping with
+                                  `name`, or a list of them); prints their status
+    llorch deploy ls | show NAME | rm NAME
+    llorch pools ls | show ID | drain ID [--deadline-ms N]
+    llorch hosts ls | cordon HOST [--device ID] | uncordon HOST [--device ID]
+
+Human tables by default, `--json` for scripts. The orchestrator is `--url` (default
+`$LLORCH_URL` or http://127.0.0.1:8080). Exit codes: 0 success; 1 the orchestrator
+refused (its error code and message are printed); 2 usage error; 3 unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from llorch.catalog import table
+
+__all__ = ["add_parsers"]
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class _Refused(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        try:
+            body = response.json()
+            message = f"{body.get('code')}: {body.get('message')}"
+        except ValueError:
+            message = f"HTTP {response.status_code}"
+        super().__init__(message)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    with httpx.Client(base_url=args.url, timeout=30.0) as client:
+        response = client.request(method, path, json=body)
+    if response.status_code >= 400:
+        raise _Refused(response)
+    return response.json() if response.content else None
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    return table(header, [[str(cell) for cell in row] for row in rows])
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / (1 << 20):.0f}Mi"
+
+
+def _show_deployments(items: list[dict[str, Any]]) -> str:
+    rows = []
+    for d in items:
+        spec = d["spec"]
+        where = ", ".join(
+            f"{p['pool_id']}@{p['host_id']}/{p['device']}"
+            f"{'' if p['ready'] else ' (' + p['state'] + ')'}"
+            for p in d["pools"]
+        )
+        rows.append(
+            [
+                d["name"],
+                d["phase"],
+                spec["model"],
+                f"{spec['replicas']['min']}..{spec['replicas']['max']}",
+                _mib((d.get("estimate") or {}).get("total")),
+                where or "-",
+            ]
+        )
+    text = _table(rows, ["NAME", "PHASE", "MODEL", "REPLICAS", "ESTIMATE", "POOLS"])
+    for d in items:
+        for reason in d["pending_reasons"]:
+            text += (
+                f"\n  {d['name']} pending: {reason['host_id']}/{reason['device_id']}: "
+                f"{reason['reason']}"
+            )
+    return text
+
+
+def _deploy(args: argparse.Namespace) -> Any:
+    if args.action == "apply":
+        raw = yaml.safe_load(Path(args.target).read_text())
+        items = raw if isinstance(raw, list) else [raw]
+        return [_call(args, "PUT", f"/v2/deployments/{item.pop('name')}", item) for item in items]
+    if args.action == "ls":
+        return _call(args, "GET", "/v2/deployments")["deployments"]
+    if args.action == "show":
+        return [_call(args, "GET", f"/v2/deployments/{args.target}")]
+    _call(args, "DELETE", f"/v2/deployments/{args.target}")
+    return []
+
+
+def _pools(args: argparse.Namespace) -> Any:
+    if args.action == "ls":
+        return _call(args, "GET", "/v2/pools")["pools"]
+    if args.action == "show":
+        return [_call(args, "GET", f"/v2/pools/{args.target}")]
+    _call(args, "POST", f"/v2/pools/{args.target}/drain", {"deadline_ms": args.deadline_ms})
+    return []
+
+
+def _hosts(args: argparse.Namespace) -> Any:
+    if args.action == "ls":
+        return _call(args, "GET", "/v2/hosts")["hosts"]
+    body: dict[str, Any] = {"cordoned": args.action == "cordon"}
+    if args.device:
+        body["device"] = args.device
+    _call(args, "POST", f"/v2/hosts/{args.target}/cordon", body)
+    return []
+
+
+def _render(kind: str, items: list[dict[str, Any]]) -> str:
+    if kind == "deploy":
+        return _show_deployments(items)
+    if kind == "pools":
+        return _table(
+            [
+                [
+                    p["pool_id"],
+                    p["host_id"],
+                    p["state"],
+                    "yes" if p["ready"] else "no",
+                    f"{p['slots_free']}/{p['slots_total']}",
+                    p["model_id"],
+                    p["engine"],
+                    p["last_error"][:60],
+                ]
+                for p in items
+            ],
+            ["POOL", "HOST", "STATE", "READY", "FREE", "MODEL", "ENGINE", "LAST ERROR"],
+        )
+    rows = []
+    for h in items:
+        devices = "; ".join(
+            f"{d['id']} {_mib(d['memory_free_bytes'])}/"
+            f"{_mib(d['memory_total_bytes'])}{' cordoned' if d['cordoned'] else ''}"
+            for d in h["devices"]
+        )
+        rows.append(
+            [
+                h["host_id"],
+                "yes" if h["live"] else "no",
+                "yes" if h["cordoned"] else "no",
+                devices,
+                ",".join(h["pools"]) or "-",
+            ]
+        )
+    return _table(rows, ["HOST", "LIVE", "CORDONED", "DEVICES (free/total)", "POOLS"])
+
+
+def _run(kind: str, args: argparse.Namespace) -> int:
+    handler = {"deploy": _deploy, "pools": _pools, "hosts": _hosts}[kind]
+    needs_target = args.action not in ("ls",)
+    if needs_target and not args.target:
+        print(f"llorch {kind} {args.action}: a target is required", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        items = handler(args)
+    except _Refused as exc:
+        print(f"llorch: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except httpx.TransportError as exc:
+        print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (OSError, yaml.YAMLError, KeyError, AttributeError) as exc:
+        print(f"llorch {kind}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(items, indent=2))
+    elif items:
+        print(_render(kind, items))
+    return EXIT_OK
+
+
+def add_parsers(commands: Any) -> None:
+    url = os.environ.get("LLORCH_URL", "http://127.0.0.1:8080")
+    actions = {
+        "deploy": ("apply", "ls", "show", "rm"),
+        "pools": ("ls", "show", "drain"),
+        "hosts": ("ls", "cordon", "uncordon"),
+    }
+    helps = {
+        "deploy": "apply and inspect deployments",
+        "pools": "list, show and drain pools",
+        "hosts": "list hosts; cordon and uncordon them",
+    }
+    for kind, choices in actions.items():
+        parser = commands.add_parser(kind, help=helps[kind])
+        parser.add_argument("action", choices=choices)
+        parser.add_argument("target", nargs="?", help="file, name or id")
+        parser.add_argument("--url", default=url)
+        parser.add_argument("--json", action="store_true")
+        if kind == "pools":
+            parser.add_argument("--deadline-ms", type=int, default=30_000)
+        if kind == "hosts":
+            parser.add_argument("--device", help="cordon only this device")
+        parser.set_defaults(handler=lambda a, k=kind: _run(k, a))
