@@ -29,9 +29,11 @@ def cluster_factory(
     def make(
         pools: dict[str, list[dict[str, Any]]],
         hosts: dict[str, dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
         **orchestrator: Any,
     ) -> Cluster:
-        cluster = Cluster(tmp_path_factory.mktemp("cluster"), pools, orchestrator, hosts or {})
+        root = tmp_path_factory.mktemp("cluster")
+        cluster = Cluster(root, pools, orchestrator, hosts or {}, headers or {})
         started.append(cluster)
         return cluster.start()
 

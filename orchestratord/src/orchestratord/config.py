@@ -7,6 +7,7 @@ can be shared and committed. Durations are in milliseconds unless the name says 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
+from orchestratord.quotas import ApiKey
 
 __all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
 
@@ -40,6 +42,8 @@ class OrchestratorConfig:
     max_attempts: int = 3
     requeue_backoff_ms: int = 200
     max_queue_wait_ms: int = 300_000
+    idle_timeout_ms: int = 60_000  # a running task with no token for this long: DECODE_TIMEOUT
+    api_keys: tuple[ApiKey, ...] = ()
     heartbeat_interval_ms: int = 2000
     lease_ms: int = 6000
     suspect_ttl_ms: int = 4000
@@ -77,9 +81,38 @@ class OrchestratorConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lease_ms <= self.heartbeat_interval_ms:
             raise ConfigError("lease_ms must be longer than heartbeat_interval_ms")
+        if not self.api_keys and not _loopback(self.http_host):
+            raise ConfigError(
+                f"refusing to serve {self.http_host} without api_keys: a "
+                "non-loopback address needs client authentication (SEC-01)"
+            )
         if not self.join_token:
             raise ConfigError(f"no join token: set the environment variable {self.join_token_env}")
         return self
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _api_keys(raw: Any) -> tuple[ApiKey, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("api_keys must be a list")
+    keys = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not {"name", "key_sha256"} <= set(item):
+            raise ConfigError(f"api_keys[{index}] needs name and key_sha256")
+        digest = str(item["key_sha256"]).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"api_keys[{index}].key_sha256 must be 64 hex characters")
+        try:
+            keys.append(ApiKey(**{**item, "key_sha256": digest}))
+        except TypeError as exc:
+            raise ConfigError(f"api_keys[{index}]: {exc}") from exc
+    return tuple(keys)
 
 
 def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
@@ -96,6 +129,8 @@ def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     try:
+        if "api_keys" in raw:
+            raw["api_keys"] = _api_keys(raw["api_keys"])
         return OrchestratorConfig(**raw).validate()
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc

@@ -47,6 +47,7 @@ from orchestratord.placement import (
     feasible_ever,
     place,
 )
+from orchestratord.quotas import Quotas
 from orchestratord.registry import PoolRegistry
 from orchestratord.sessions import SessionOptions, SessionStore
 from orchestratord.stats import StatsBook
@@ -85,6 +86,7 @@ class Orchestrator:
         self.sessions = SessionStore(SessionOptions())
         self.stats = StatsBook()
         self.deployments: DeploymentManager | None = None
+        self.quotas = Quotas(config.api_keys)
 
     # -- admission -----------------------------------------------------------------------
 
@@ -100,6 +102,9 @@ class Orchestrator:
             self.sessions.check(self.sessions.open(spec.session_id, now, spec.session_options), now)
         spec = await self._check_feasible(spec)
         decision = decide(self.queue_depth(), spec.priority, self._limits)  # type: ignore[arg-type]
+        key = self.quotas.key(spec.api_key) if spec.api_key is not None else None
+        if key is not None and isinstance(decision, Admit):
+            self.quotas.admit(key, self._clock())  # counts it; raises when over the limit
         if not isinstance(decision, Admit):
             raise ApiError(
                 decision.code,
@@ -290,7 +295,26 @@ class Orchestrator:
             now = self._clock()
             self.registry.expire(now)
             self.sessions.sweep(now)
+            self._watchdog(now)
             self.wake()
+
+    def _watchdog(self, now: float) -> None:
+        """ADM-06: end running tasks past their deadline or silent for `idle_timeout_ms`."""
+        idle_s = self.config.idle_timeout_ms / 1000.0
+        for record in self.tasks.live():
+            if record.state != "running":
+                continue
+            deadline = record.spec.deadline_ms
+            if deadline is not None and (now - record.created_mono) * 1000.0 > deadline:
+                reason = f"the task passed its deadline of {deadline} ms"
+            elif now - record.last_activity_mono > idle_s:
+                reason = f"no token for {self.config.idle_timeout_ms} ms"
+            else:
+                continue
+            self._finish(record, "failed", error=TaskError("DECODE_TIMEOUT", reason, True))
+            if record.runner is not None:
+                self._spawn(self._stop_engine(record.engine_job_id, record.runner))
+            log.warning("watchdog ended task %s: %s", record.task_id, reason, extra=_ids(record))
 
     def views(self, now: float) -> tuple[PoolView, ...]:
         """The registry's pools with what the orchestrator measured of them."""
@@ -372,6 +396,7 @@ class Orchestrator:
         self._queue.remove(record.task_id)
         self.registry.reserve(placed.pool_id, placed.replica)
         record.state = "running"
+        record.last_activity_mono = self._clock()
         record.attempts += 1
         record.pool_id, record.replica = placed.pool_id, placed.replica
         record.engine_job_id = f"{record.task_id}.{record.attempts}"
@@ -456,6 +481,7 @@ class Orchestrator:
             record.ttft_ms = (record.first_token_mono - record.created_mono) * 1000.0
             if record.pool_id is not None:  # the prompt is in this pool's cache now
                 self.stats.pool(record.pool_id).remember(record.spec.needs.prefix_keys)
+        record.last_activity_mono = self._clock()
         record.events.append_token(event.text, record.token_events)
         record.token_events += 1
 
@@ -585,6 +611,10 @@ class Orchestrator:
         if record.finish(state, _wall_ms(), error=error, end_json=end_json):  # type: ignore[arg-type]
             if record.runner is None:
                 self.tasks.retire(record)
+            if record.spec.api_key is not None:
+                self.quotas.finished(
+                    record.spec.api_key, self._clock(), record.tokens_in + record.tokens_out
+                )
             log.info(
                 "task %s %s%s",
                 record.task_id,

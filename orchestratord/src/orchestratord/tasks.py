@@ -40,6 +40,7 @@ class TaskSpec:
     correlation_id: str
     inputs: tuple[str, ...] = ()
     session_options: SessionOptions | None = None
+    api_key: str | None = None  # the name of the client's API key, never the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class TaskRecord:
     error: TaskError | None = None
     embeddings: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
     awaiting_load: bool = False
+    last_activity_mono: float = 0.0
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

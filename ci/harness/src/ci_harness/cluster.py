@@ -75,6 +75,7 @@ class Cluster:
     pools: dict[str, list[dict[str, Any]]]
     orchestrator: dict[str, Any] = field(default_factory=dict)
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra manager settings
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every API call
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     url: str = ""
     control: str = ""
@@ -146,7 +147,7 @@ class Cluster:
         self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0))
+        return httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0), headers=self.headers)
 
     def pool(self, pool_id: str) -> dict[str, Any]:
         with self.client() as client:

@@ -25,6 +25,7 @@ from orchestratord.control_link import ControlCommands
 from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
+from orchestratord.http.auth import AuthMiddleware
 from orchestratord.http.body import read_json_body
 from orchestratord.http.control import control_routes
 from orchestratord.http.errors import error_response
@@ -40,6 +41,11 @@ __all__ = ["build_app"]
 log = logging.getLogger("orchestratord.http")
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _api_key(request: Request) -> str | None:
+    name = request.scope.get("state", {}).get("api_key")
+    return str(name) if name is not None else None
 
 
 def _correlation_id(request: Request) -> str:
@@ -73,7 +79,8 @@ def build_app(
     orchestrator: Orchestrator, deployments: DeploymentManager, commands: ControlCommands
 ) -> CorrelationIdMiddleware:
     """The ASGI app. The correlation-id middleware wraps everything, error pages included."""
-    return CorrelationIdMiddleware(_starlette(orchestrator, deployments, commands))
+    app = AuthMiddleware(_starlette(orchestrator, deployments, commands), orchestrator.quotas)
+    return CorrelationIdMiddleware(app)
 
 
 def _starlette(
@@ -84,7 +91,10 @@ def _starlette(
     async def submit_task(request: Request) -> Response:
         wire = _parse_task(await read_json_body(request, config.max_body_bytes))
         spec = task_from_wire(
-            wire, correlation_id=_correlation_id(request), max_prompt_bytes=config.max_prompt_bytes
+            wire,
+            correlation_id=_correlation_id(request),
+            max_prompt_bytes=config.max_prompt_bytes,
+            api_key=_api_key(request),
         )
         record = await orchestrator.submit(spec)
         if "text/event-stream" in request.headers.get("accept", ""):

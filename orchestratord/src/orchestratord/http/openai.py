@@ -276,6 +276,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             correlation_id=correlation_id,
             max_prompt_bytes=config.max_prompt_bytes,
             allow_embedding=True,
+            api_key=request.scope.get("state", {}).get("api_key"),
         )
         return await orchestrator.submit(spec)
 

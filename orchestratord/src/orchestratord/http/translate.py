@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 from specs.api.models import TaskRequest
 from worker_adapters import ChatTurn, GenerateRequest, Sampling
@@ -40,13 +41,19 @@ def prompt_token_bound(prompt: str | None, messages: tuple[ChatTurn, ...] | None
 
 
 def task_from_wire(
-    body: TaskRequest, *, correlation_id: str, max_prompt_bytes: int, allow_embedding: bool = False
+    body: TaskRequest,
+    *,
+    correlation_id: str,
+    max_prompt_bytes: int,
+    allow_embedding: bool = False,
+    api_key: str | None = None,
 ) -> TaskSpec:
     """The domain task for a validated request. Embedding tasks are accepted only where
     the caller can deliver vectors (the OpenAI facade), not on `/v2/tasks`."""
     workload = body.workload or "completion"
     if workload == "embedding":
-        return _embedding_task(body, correlation_id, max_prompt_bytes, allow_embedding)
+        spec = _embedding_task(body, correlation_id, max_prompt_bytes, allow_embedding)
+        return replace(spec, api_key=api_key)
     prompt, messages = _inputs(body, workload)
     size = len((prompt or "").encode()) + sum(len(m.content.encode()) for m in messages or ())
     if size > max_prompt_bytes:
@@ -95,6 +102,7 @@ def task_from_wire(
         deadline_ms=body.deadline_ms,
         correlation_id=correlation_id,
         session_options=_session_options(body),
+        api_key=api_key,
     )
 
 
