@@ -261,3 +261,39 @@ def test_llorch_submit_reports_a_refusal_with_exit_code_1(cluster: Cluster) -> N
         check=False,
     )
     assert result.returncode == 1 and "MODEL_NOT_FOUND" in result.stderr
+
+
+def test_capabilities_list_ready_pools_and_honour_an_api_version_pin(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        caps = client.get("/v2/meta/capabilities").json()
+        assert caps["api_version"] == "2.0.0"
+        pools = {p["pool_id"]: p for p in caps["pools"]}
+        assert set(pools) == {"tiny-a", "tiny-b"}
+        pool = pools["tiny-a"]
+        assert pool["models"][0]["id"] == "tiny" and "default" in pool["models"][0]["aliases"]
+        assert pool["ctx_max"] == 16384 and pool["slots_total"] == 1
+        assert pool["workloads"] == ["completion", "chat"] and "grammar" in pool["features"]
+        (engine,) = caps["engines"]
+        assert engine["engine"] == "llamacpp-inproc" and sorted(engine["pools"]) == sorted(pools)
+        assert client.get("/v2/meta/capabilities", params={"api_version": "2"}).status_code == 200
+        ranged = client.get("/v2/meta/capabilities", params={"api_version": ">=2.0,<3"})
+        assert ranged.status_code == 200
+        refused = client.get("/v2/meta/capabilities", params={"api_version": ">=3"})
+        assert refused.status_code == 400 and "2.0.0" in refused.json()["message"]
+
+
+def test_tokenize_gives_ids_and_byte_offsets_and_detokenize_inverts_it(cluster: Cluster) -> None:
+    text = "héllo wörld"
+    with cluster.client() as client:
+        tokens = client.post(
+            "/v2/tokenize", json={"model": "default", "text": text, "with_offsets": True}
+        ).json()
+        assert tokens["pool_id"] in ("tiny-a", "tiny-b")
+        assert len(tokens["tokens"]) == len(tokens["offsets"]) >= 3
+        assert tokens["offsets"][0] == 0 and tokens["offsets"] == sorted(tokens["offsets"])
+        back = client.post(
+            "/v2/detokenize", json={"model": "default", "tokens": tokens["tokens"]}
+        ).json()
+        assert back["text"] == text
+        missing = client.post("/v2/tokenize", json={"model": "nope", "text": "x"})
+        assert missing.status_code == 404 and missing.json()["code"] == "MODEL_NOT_FOUND"

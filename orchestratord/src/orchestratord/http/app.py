@@ -29,6 +29,7 @@ from orchestratord.http.auth import AuthMiddleware
 from orchestratord.http.body import read_json_body
 from orchestratord.http.control import control_routes
 from orchestratord.http.errors import error_response
+from orchestratord.http.meta import meta_routes
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.openai import openai_routes
 from orchestratord.http.translate import task_from_wire
@@ -247,6 +248,7 @@ def _starlette(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
         *openai_routes(orchestrator),
+        *meta_routes(orchestrator),
         *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
     ]
     return Starlette(

@@ -297,6 +297,76 @@ class HostList(BaseModel):
     hosts: list[Host1]
 
 
+class CapabilityModel(BaseModel):
+    id: str
+    digest: str
+    aliases: list[str]
+
+
+class CapabilityPool(BaseModel):
+    pool_id: str
+    engine: str
+    engine_version: str
+    models: list[CapabilityModel]
+    ctx_max: int
+    max_tokens_out: int
+    slots_total: int
+    slots_free: int
+    workloads: list[Literal['completion', 'chat', 'embedding']]
+    features: list[str]
+
+
+class CapabilityEngine(BaseModel):
+    engine: str
+    engine_versions: list[str]
+    pools: list[str]
+    ctx_max: int
+    workloads: list[Literal['completion', 'chat', 'embedding']]
+    features: list[str]
+
+
+class Capabilities(BaseModel):
+    api_version: str
+    engines: list[CapabilityEngine]
+    pools: list[CapabilityPool]
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    model: str = Field(..., max_length=256, min_length=1)
+    text: str
+    with_offsets: bool | None = False
+
+
+class TokenizeResponse(BaseModel):
+    model: str
+    pool_id: str
+    tokens: list[int]
+    offsets: list[int] | None = Field(
+        default=None, description='Start byte of each token in the UTF-8 text.'
+    )
+
+
+class Token(RootModel[int]):
+    root: int = Field(..., ge=0, le=4294967295)
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    model: str = Field(..., max_length=256, min_length=1)
+    tokens: list[Token] = Field(..., max_length=1048576)
+
+
+class DetokenizeResponse(BaseModel):
+    model: str
+    pool_id: str
+    text: str
+
+
 class DrainRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
