@@ -297,3 +297,29 @@ def test_tokenize_gives_ids_and_byte_offsets_and_detokenize_inverts_it(cluster: 
         assert back["text"] == text
         missing = client.post("/v2/tokenize", json={"model": "nope", "text": "x"})
         assert missing.status_code == 404 and missing.json()["code"] == "MODEL_NOT_FOUND"
+
+
+def test_llorch_chat_keeps_history_across_turns_in_one_session(cluster: Cluster) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llorch", "chat", "--url", cluster.url, "--max-tokens", "6"],
+        input="first question\nsecond question\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.stdout.splitlines() if line]) >= 2
+
+
+def test_llorch_caps_prints_the_pools(cluster: Cluster) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llorch", "caps", "--url", cluster.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (
+        "tiny-a" in result.stdout and "tiny-b" in result.stdout and "api_version" in result.stdout
+    )

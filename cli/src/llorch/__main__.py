@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from llorch import catalog, control, provision, submit, up
+from llorch import catalog, chat, control, provision, submit, up
 
 __all__ = ["main"]
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     provision.add_parser(commands)
     catalog.add_parser(commands)
     control.add_parsers(commands)
+    chat.add_parsers(commands)
     _worker(commands)
     args = parser.parse_args(argv)
     result: int = args.handler(args)
