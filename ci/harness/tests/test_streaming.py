@@ -301,7 +301,18 @@ def test_tokenize_gives_ids_and_byte_offsets_and_detokenize_inverts_it(cluster: 
 
 def test_llorch_chat_keeps_history_across_turns_in_one_session(cluster: Cluster) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "llorch", "chat", "--url", cluster.url, "--max-tokens", "6"],
+        [
+            sys.executable,
+            "-m",
+            "llorch",
+            "chat",
+            "--url",
+            cluster.url,
+            "--max-tokens",
+            "6",
+            "--session",
+            "cli-chat",
+        ],
         input="first question\nsecond question\n/exit\n",
         capture_output=True,
         text=True,
@@ -310,6 +321,9 @@ def test_llorch_chat_keeps_history_across_turns_in_one_session(cluster: Cluster)
     )
     assert result.returncode == 0, result.stderr
     assert len([line for line in result.stdout.splitlines() if line]) >= 2
+    with cluster.client() as client:
+        session = client.get("/v2/sessions/cli-chat").json()
+    assert session["turns"] == 2 and session["kv_warm"]
 
 
 def test_llorch_caps_prints_the_pools(cluster: Cluster) -> None:
