@@ -38,6 +38,7 @@ from orchestratord.config import OrchestratorConfig
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
 from orchestratord.events import EventLog
+from orchestratord.metrics import Metrics
 from orchestratord.placement import (
     JobNeeds,
     Placed,
@@ -87,6 +88,7 @@ class Orchestrator:
         self.stats = StatsBook()
         self.deployments: DeploymentManager | None = None
         self.quotas = Quotas(config.api_keys)
+        self.metrics = Metrics(registry, self.queue_depth)
 
     # -- admission -----------------------------------------------------------------------
 
@@ -106,6 +108,7 @@ class Orchestrator:
         if key is not None and isinstance(decision, Admit):
             self.quotas.admit(key, self._clock())  # counts it; raises when over the limit
         if not isinstance(decision, Admit):
+            self.metrics.backpressure.labels(decision.policy_label).inc()
             raise ApiError(
                 decision.code,
                 decision.message,
@@ -114,11 +117,13 @@ class Orchestrator:
                 policy_label=decision.policy_label,
             )
         if decision.evict_from is not None:
+            self.metrics.backpressure.labels("drop-lru").inc()
             self._evict(decision.evict_from)
         record = TaskRecord(
             spec, EventLog(self.config.sse_replay_events), _wall_ms(), self._clock()
         )
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
+        self.metrics.enqueued.labels(spec.priority).inc()
         record.predicted_start_ms = self._predict_start_ms(spec, record.queue_position)
         record.awaiting_load = not any(
             v.ready and v.serves(spec.model) for v in self.registry.views(record.created_mono)
@@ -255,11 +260,15 @@ class Orchestrator:
 
     # -- cancel --------------------------------------------------------------------------
 
-    def cancel(self, task_id: str, reason: str = "cancelled by the client") -> None:
-        """Cancel (API-05): idempotent; after return no further token is delivered."""
+    def cancel(
+        self, task_id: str, reason: str = "cancelled by the client", kind: str = "client"
+    ) -> None:
+        """Cancel (API-05): idempotent; after return no further token is delivered.
+        `kind` (client, disconnect, shutdown) labels the metric."""
         record = self.tasks.get(task_id)
         if record is None or record.done:
             return
+        self.metrics.canceled.labels(kind).inc()
         self._queue.remove(task_id)
         self._finish(record, "cancelled", error=TaskError("CANCELLED", reason, False))
         runner = record.runner
@@ -363,8 +372,11 @@ class Orchestrator:
                 continue
             decision = place(needs, views)
             if isinstance(decision, Unplaceable):
+                outcome = "waiting" if decision.transient else "unplaceable"
+                self.metrics.placements.labels(outcome).inc()
                 blocked.add(needs)
                 continue
+            self.metrics.placements.labels("placed").inc()
             views = assume(views, decision)
             self._start(record, decision)
         if next_retry is not None:
@@ -504,6 +516,7 @@ class Orchestrator:
         if record.awaiting_load:
             started["load_ms"] = int((self._clock() - record.created_mono) * 1000.0)
         record.events.append("started", json.dumps(started))
+        self.metrics.started.inc()
 
     def _settle(
         self,
@@ -569,6 +582,10 @@ class Orchestrator:
             "finish_reason": record.finish_reason,
         }
         self._finish(record, "completed", end_json=json.dumps(body))
+        self.metrics.tokens_in.inc(record.tokens_in)
+        self.metrics.tokens_out.inc(record.tokens_out)
+        self.metrics.ttft.observe(record.ttft_ms)
+        self.metrics.decode.observe(record.decode_time_ms)
         self._learn(record, attempt_started, now)
         elapsed_ms = (now - attempt_started) * 1000.0
         previous = self._job_ms.get(record.spec.model)
@@ -609,6 +626,7 @@ class Orchestrator:
         end_json: str | None = None,
     ) -> None:
         if record.finish(state, _wall_ms(), error=error, end_json=end_json):  # type: ignore[arg-type]
+            self.metrics.finished.labels(state).inc()
             if record.runner is None:
                 self.tasks.retire(record)
             if record.spec.api_key is not None:
@@ -633,7 +651,7 @@ class Orchestrator:
         await asyncio.sleep(self.config.disconnect_grace_ms / 1000.0)
         record = self.tasks.get(task_id)
         if record is not None and not record.done and record.events.subscriber_count() == 0:
-            self.cancel(task_id, "the client disconnected")
+            self.cancel(task_id, "the client disconnected", "disconnect")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -642,7 +660,7 @@ class Orchestrator:
 
     async def close(self) -> None:
         for record in self.tasks.live():
-            self.cancel(record.task_id, "the orchestrator is shutting down")
+            self.cancel(record.task_id, "the orchestrator is shutting down", "shutdown")
         runners = [r.runner for r in self.tasks.live() if r.runner is not None]
         for task in [*runners, *self._background]:
             task.cancel()

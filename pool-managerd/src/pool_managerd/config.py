@@ -119,6 +119,8 @@ class ManagerConfig:
     engines: tuple[str, ...] = ("llamacpp-inproc", "mock")
     devices: tuple[SimulatedDevice, ...] = ()
     worker_threads: int | None = None  # CPU threads per slot for deployment pools
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
 
     @property
     def join_token(self) -> str:

@@ -25,6 +25,7 @@ from pool_managerd.control_link import ControlLink
 from pool_managerd.control_translate import inventory_to_wire, pool_to_wire
 from pool_managerd.cordon import CordonState
 from pool_managerd.inventory import Device, Inventory, probe_inventory
+from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.pool import Pool
 
@@ -213,6 +214,15 @@ async def serve(config: ManagerConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await manager.start()
+    if config.metrics_port is not None:
+        port = serve_metrics(
+            config.metrics_host,
+            config.metrics_port,
+            config.state_dir / "run",
+            lambda: [p.status() for p in manager.pools.values()],
+            manager.inventory,
+        )
+        log.info("metrics on %s:%d", config.metrics_host, port, extra={"action": "metrics"})
     link_task = asyncio.create_task(link.run())
     await stop.wait()
     await manager.shutdown()

@@ -11,12 +11,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["openapi_document"]
+__all__ = ["metrics_contract", "openapi_document"]
 
 # In a built wheel the document is packaged beside this file (see pyproject's
 # force-include); in the editable workspace install it is read from `specs/openapi/`.
 _PACKAGED = "llorch.yaml"
 _SOURCE = Path(__file__).resolve().parents[2] / "openapi" / "llorch.yaml"
+_METRICS_SOURCE = Path(__file__).resolve().parents[2] / "metrics" / "metrics.yaml"
 
 
 def openapi_document() -> bytes:
@@ -25,3 +26,11 @@ def openapi_document() -> bytes:
     if packaged.is_file():
         return packaged.read_bytes()
     return _SOURCE.read_bytes()
+
+
+def metrics_contract() -> bytes:
+    """The metrics contract (OBS-01): names, types, labels and cardinality budgets."""
+    packaged = resources.files("specs").joinpath("metrics.yaml")
+    if packaged.is_file():
+        return packaged.read_bytes()
+    return _METRICS_SOURCE.read_bytes()

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pydantic
+from prometheus_client import CONTENT_TYPE_LATEST
 from specs.api.models import TaskRequest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -232,6 +233,9 @@ def _starlette(
             return _json({"status": "ok", "pools_ready": ready})
         return _json({"status": "unready", "pools_ready": 0, "reason": "no pool is ready"}, 503)
 
+    async def metrics(request: Request) -> Response:
+        return Response(orchestrator.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
+
     async def openapi(request: Request) -> Response:
         return Response(openapi_document(), media_type="application/yaml")
 
@@ -247,11 +251,12 @@ def _starlette(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *openai_routes(orchestrator),
         *meta_routes(orchestrator),
         *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={
             ApiError: _api_error,
@@ -259,6 +264,8 @@ def _starlette(
             Exception: _internal_error,
         },
     )
+    app.state.metrics = orchestrator.metrics
+    return app
 
 
 def _status(record: TaskRecord) -> dict[str, object]:
@@ -293,8 +300,13 @@ def _status(record: TaskRecord) -> dict[str, object]:
     }
 
 
+_SUBMISSIONS = frozenset({"/v2/tasks"})
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    if request.method == "POST" and request.url.path in _SUBMISSIONS:
+        request.app.state.metrics.rejected.labels(exc.code).inc()
     return error_response(exc, _correlation_id(request))
 
 

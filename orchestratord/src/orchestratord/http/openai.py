@@ -291,6 +291,8 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             try:
                 return await handler(request)
             except ApiError as exc:
+                if request.method == "POST":
+                    orchestrator.metrics.rejected.labels(exc.code).inc()
                 return _error(exc)
 
         return run
