@@ -132,11 +132,11 @@ class Orchestrator:
         if self.deployments is not None:
             self.deployments.wake()
         log.info(
-            "admitted task %s for %s at position %d",
+            "admits task %s for %s at queue position %d",
             spec.task_id,
             spec.model,
             record.queue_position,
-            extra=_ids(record),
+            extra=_ids(record, "admit"),
         )
         self.wake()
         return record
@@ -247,7 +247,9 @@ class Orchestrator:
             self._limits.retry_after_ms,
         )
         self._finish(victim, "failed", error=error)
-        log.warning("evicted task %s (drop-lru)", victim_id, extra=_ids(victim))
+        log.warning(
+            "evicts task %s from the full queue (drop-lru)", victim_id, extra=_ids(victim, "evict")
+        )
 
     def _predict_start_ms(self, spec: TaskSpec, position: int) -> int:
         views = [v for v in self.registry.views(self._clock()) if v.serves(spec.model) and v.ready]
@@ -274,7 +276,7 @@ class Orchestrator:
         runner = record.runner
         if runner is not None:
             self._spawn(self._stop_engine(record.engine_job_id, runner))
-        log.info("cancelled task %s: %s", task_id, reason, extra=_ids(record))
+        log.info("cancels task %s: %s", task_id, reason, extra=_ids(record, "cancel"))
 
     async def _stop_engine(self, engine_job_id: str, runner: asyncio.Task[None]) -> None:
         with contextlib.suppress(AdapterError):
@@ -323,7 +325,7 @@ class Orchestrator:
             self._finish(record, "failed", error=TaskError("DECODE_TIMEOUT", reason, True))
             if record.runner is not None:
                 self._spawn(self._stop_engine(record.engine_job_id, record.runner))
-            log.warning("watchdog ended task %s: %s", record.task_id, reason, extra=_ids(record))
+            log.warning("ends task %s: %s", record.task_id, reason, extra=_ids(record, "watchdog"))
 
     def views(self, now: float) -> tuple[PoolView, ...]:
         """The registry's pools with what the orchestrator measured of them."""
@@ -415,12 +417,12 @@ class Orchestrator:
         if record.started_at_ms is None:
             record.started_at_ms = _wall_ms()
         log.info(
-            "placed task %s on %s/%d (attempt %d)",
+            "places task %s on pool %s replica %d (attempt %d)",
             record.task_id,
             placed.pool_id,
             placed.replica,
             record.attempts,
-            extra=_ids(record),
+            extra=_ids(record, "place"),
         )
         record.runner = asyncio.get_running_loop().create_task(self._run(record, placed))
 
@@ -517,6 +519,13 @@ class Orchestrator:
             started["load_ms"] = int((self._clock() - record.created_mono) * 1000.0)
         record.events.append("started", json.dumps(started))
         self.metrics.started.inc()
+        log.info(
+            "starts streaming task %s from pool %s (%d prompt tokens)",
+            record.task_id,
+            placed.pool_id,
+            event.tokens_in,
+            extra=_ids(record, "stream.start"),
+        )
 
     def _settle(
         self,
@@ -556,11 +565,11 @@ class Orchestrator:
         record.not_before = self._clock() + backoff_s
         self._queue.push(record.task_id, record.spec.priority, front=True)
         log.warning(
-            "re-queued task %s after %s before its first token: %s",
+            "re-queues task %s: %s before its first token (%s)",
             record.task_id,
             failure.code,
             failure.message,
-            extra=_ids(record),
+            extra=_ids(record, "requeue"),
         )
         self._schedule_wake(backoff_s)
 
@@ -634,11 +643,11 @@ class Orchestrator:
                     record.spec.api_key, self._clock(), record.tokens_in + record.tokens_out
                 )
             log.info(
-                "task %s %s%s",
+                "ends the stream of task %s: %s%s",
                 record.task_id,
                 state,
                 f" ({error.code}: {error.message})" if error else "",
-                extra=_ids(record),
+                extra=_ids(record, "stream.end"),
             )
 
     # -- client disconnects --------------------------------------------------------------
@@ -671,8 +680,11 @@ def new_task_id() -> str:
     return uuid.uuid4().hex
 
 
-def _ids(record: TaskRecord) -> dict[str, object]:
+def _ids(record: TaskRecord, action: str) -> dict[str, object]:
+    """Narration fields (OBS-02) for a line about this task."""
     return {
+        "action": action,
+        "target": record.task_id,
         "task_id": record.task_id,
         "correlation_id": record.spec.correlation_id,
         "pool_id": record.pool_id,

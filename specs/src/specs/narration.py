@@ -4,16 +4,20 @@ One object per line: `ts`, `level`, `actor` (the daemon), `logger`, `human` (the
 message, a short present-tense sentence) and, when given in `extra`, `action`,
 `target` and the ids `correlation_id`, `task_id`, `session_id`, `pool_id`, `host_id`.
 Secrets are never passed to log calls.
+
+`LLORCH_LOG_FORMAT=pretty` switches to a console format for humans:
+`12:03:04.512 orchestratord place        [task 3f2a…] places task … on pool …`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "PrettyFormatter", "configure_logging"]
 
 _IDS = ("correlation_id", "task_id", "session_id", "pool_id", "host_id", "action", "target")
 
@@ -41,9 +45,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+class PrettyFormatter(logging.Formatter):
+    """One readable line per event, for a terminal."""
+
+    def __init__(self, actor: str) -> None:
+        super().__init__()
+        self._actor = actor
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        action = str(getattr(record, "action", "") or record.levelname.lower())
+        ids = [
+            f"{key.removesuffix('_id')} {str(value)[:8]}"
+            for key in ("task_id", "pool_id", "host_id")
+            if (value := getattr(record, key, None))
+        ]
+        where = f"[{', '.join(ids)}] " if ids else ""
+        line = (
+            f"{clock}.{int(record.msecs):03d} {self._actor} {action:<14} {where}"
+            f"{record.getMessage()}"
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 def configure_logging(actor: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(actor))
+    pretty = os.environ.get("LLORCH_LOG_FORMAT", "json").lower() == "pretty"
+    handler.setFormatter(PrettyFormatter(actor) if pretty else JsonFormatter(actor))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
