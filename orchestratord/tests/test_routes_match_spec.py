@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import yaml
 from orchestratord.app import build
@@ -13,9 +14,9 @@ from starlette.routing import Route
 from specs import openapi_document
 
 
-def test_served_routes_equal_documented_routes() -> None:
+def test_served_routes_equal_documented_routes(tmp_path: Path) -> None:
     os.environ.setdefault("LLORCH_JOIN_TOKEN", "test")
-    config = OrchestratorConfig()
+    config = OrchestratorConfig(state_dir=str(tmp_path))
     services = build(config)
     app = _starlette(services.orchestrator, services.deployments, services.commands)
     served = {

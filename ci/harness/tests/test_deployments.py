@@ -183,3 +183,38 @@ def test_bad_deployment_bodies_are_typed_400s(three_hosts: Cluster) -> None:
     for response in (bad_name, inverted, unknown):
         assert response.status_code == 400
         assert json.loads(response.text)["code"] == "INVALID_PARAMS"
+
+
+def test_the_catalog_lists_host_models_and_a_retired_model_takes_no_new_jobs(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    cluster = cluster_factory(
+        {"host-a": [], "host-b": []},
+        hosts={"host-a": host(tiny_model, 1024), "host-b": host(tiny_model, 1024)},
+    )
+    wait_for(lambda: len(_hosts(cluster)) == 2, "two hosts to join")
+    with cluster.client() as client:
+        page = client.get("/v2/catalog/models")
+        assert page.status_code == 200
+        (model,) = page.json()["models"]
+        assert model["id"] == "tiny" and model["hosts"] == ["host-a", "host-b"]
+        assert model["lifecycle"] == "Active" and len(model["sha256"]) == 64
+        assert model["architecture"] == "llama" and model["trained_context"] == 32768
+        etag = page.headers["etag"]
+        assert client.get("/v2/catalog/models", headers={"If-None-Match": etag}).status_code == 304
+        verified = client.post("/v2/catalog/models/tiny/verify").json()
+        assert verified["ok"] and [h["host_id"] for h in verified["hosts"]] == ["host-a", "host-b"]
+        assert client.get("/v2/catalog/models/tiny").json()["verified_at_ms"] > 0
+    apply(cluster, "t", {"model": "tiny", "ctx": 2048})
+    wait_for(lambda: where(cluster, "t"), "a pool")
+    cluster.wait_ready(list(where(cluster, "t")))
+    assert cluster.submit({"model": "t", "prompt": "x", "max_tokens": 2}).status_code == 202
+    with cluster.client() as client:
+        retired = client.post("/v2/catalog/models/tiny/state", json={"state": "Retired"})
+        assert retired.status_code == 200 and retired.json()["lifecycle"] == "Retired"
+        refused = client.post("/v2/tasks", json={"model": "t", "prompt": "x", "max_tokens": 2})
+        assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+        assert (
+            client.post("/v2/catalog/models/tiny/state", json={"state": "Gone"}).status_code == 400
+        )
+        assert client.get("/v2/catalog/models/none").status_code == 404

@@ -138,6 +138,7 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
             scratch.replace(ready_file)
     await serving
     await services.orchestrator.close()
+    services.orchestrator.catalog.close()
     dispatcher.cancel()
     reconciler.cancel()
     await services.deployments.close()

@@ -42,6 +42,7 @@ class OrchestratorConfig:
     max_attempts: int = 3
     requeue_backoff_ms: int = 200
     max_queue_wait_ms: int = 300_000
+    state_dir: str = str(Path.home() / ".local" / "share" / "llorch" / "orchestratord")
     idle_timeout_ms: int = 60_000  # a running task with no token for this long: DECODE_TIMEOUT
     api_keys: tuple[ApiKey, ...] = ()
     heartbeat_interval_ms: int = 2000

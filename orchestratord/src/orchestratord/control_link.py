@@ -192,6 +192,12 @@ class ControlCommands:
         command = pb.Command(drain=pb.Drain(pool_id=pool_id, deadline_ms=deadline_ms))
         await self._servicer.send(host_id, command)
 
+    async def verify_model(self, host_id: str, model: str) -> str:
+        """Re-hash the model on the host; returns its sha256, CommandFailed on mismatch."""
+        command = pb.Command(verify_model=pb.VerifyModel(model=model))
+        result = await self._servicer.send(host_id, command, timeout_s=600.0)
+        return str(result.message)
+
     async def cordon(self, host_id: str, cordoned: bool, device: str = "") -> None:
         command = pb.Command(cordon=pb.Cordon(cordoned=cordoned, device=device))
         await self._servicer.send(host_id, command)

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from adapter_host import AdapterHost, ReplicaKey
@@ -34,6 +35,7 @@ from worker_adapters import End, Failed, Started, StreamEvent, Token
 from worker_adapters.errors import AdapterError, EngineUnavailable, RequestRejected
 
 from orchestratord.admission import Admit, TaskQueue, decide
+from orchestratord.catalog import FleetCatalog
 from orchestratord.config import OrchestratorConfig
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
@@ -89,6 +91,7 @@ class Orchestrator:
         self.deployments: DeploymentManager | None = None
         self.quotas = Quotas(config.api_keys)
         self.metrics = Metrics(registry, self.queue_depth)
+        self.catalog = FleetCatalog(registry, Path(config.state_dir) / "catalog.sqlite")
 
     # -- admission -----------------------------------------------------------------------
 
@@ -146,6 +149,9 @@ class Orchestrator:
         needs = spec.needs
         if not any(v.serves(needs.model) for v in views):
             return self._check_deployment(spec, views)
+        model_ids = {v.model_id for v in views if v.serves(needs.model)}
+        if all(self.catalog.retired(model_id) for model_id in model_ids):
+            raise ApiError("FORBIDDEN", f"model {needs.model!r} is retired and takes no new jobs")
         pin = needs.overrides.pin_pool_id
         if pin is not None:
             self._check_pin(pin)

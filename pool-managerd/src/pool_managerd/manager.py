@@ -18,6 +18,7 @@ import logging
 import signal
 from dataclasses import replace
 
+from catalog_core import sha256_file
 from specs.control.v1 import control_pb2 as pb
 
 from pool_managerd.config import ManagerConfig, PoolConfig
@@ -113,6 +114,8 @@ class PoolManager:
             return self._drain(command.drain.pool_id, command.drain.deadline_ms / 1000.0)
         if kind == "stop":
             return await self._stop(command.stop.pool_id)
+        if kind == "verify_model":
+            return await self._verify(command.verify_model.model)
         if kind == "cordon":
             self.cordon.set(command.cordon.cordoned, command.cordon.device)
             self.changed.set()
@@ -157,6 +160,18 @@ class PoolManager:
             extra={"pool_id": config.id, "action": "preload"},
         )
         return _ok()
+
+    async def _verify(self, ref: str) -> pb.CommandResult:
+        try:
+            model = self.models.resolve(ref)
+        except ModelNotHere as exc:
+            return _refuse("MODEL_NOT_FOUND", str(exc))
+        actual = await asyncio.to_thread(sha256_file, model.path)
+        if actual != model.sha256:
+            return _refuse(
+                "DIGEST_MISMATCH", f"{model.path} has sha256 {actual}, expected {model.sha256}"
+            )
+        return pb.CommandResult(ok=True, message=actual)
 
     def _drain(self, pool_id: str, deadline_s: float) -> pb.CommandResult:
         pool = self.pools.get(pool_id)

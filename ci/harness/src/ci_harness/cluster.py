@@ -95,6 +95,7 @@ class Cluster:
             "suspect_ttl_ms": 3000,
             "disconnect_grace_ms": 500,
             "requeue_backoff_ms": 100,
+            "state_dir": str(self.root / "orchestratord"),
             **self.orchestrator,
         }
         (self.root / "orchestratord.yaml").write_text(yaml.safe_dump(config))

@@ -28,6 +28,7 @@ from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
 from orchestratord.http.auth import AuthMiddleware
 from orchestratord.http.body import read_json_body
+from orchestratord.http.catalog import catalog_routes
 from orchestratord.http.control import control_routes
 from orchestratord.http.errors import error_response
 from orchestratord.http.meta import meta_routes
@@ -255,6 +256,7 @@ def _starlette(
         *openai_routes(orchestrator),
         *meta_routes(orchestrator),
         *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
+        *catalog_routes(orchestrator.catalog, commands, config.max_body_bytes),
     ]
     app = Starlette(
         routes=routes,

@@ -367,6 +367,46 @@ class DetokenizeResponse(BaseModel):
     text: str
 
 
+class CatalogModel(BaseModel):
+    id: str
+    ref: str
+    sha256: str
+    size: int
+    architecture: str
+    trained_context: int
+    layers: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    lifecycle: Literal['Active', 'Retired']
+    verified_at_ms: int | None = None
+    hosts: list[str]
+    aliases: list[str]
+
+
+class CatalogPage(BaseModel):
+    models: list[CatalogModel]
+    next_cursor: str | None
+
+
+class Host2(BaseModel):
+    host_id: str
+    ok: bool
+    message: str
+
+
+class VerifyResult(BaseModel):
+    model_id: str
+    ok: bool
+    hosts: list[Host2]
+
+
+class ModelStateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    state: Literal['Active', 'Retired']
+
+
 class DrainRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',

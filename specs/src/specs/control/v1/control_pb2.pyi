@@ -620,6 +620,27 @@ class Cordon(_message.Message):
 Global___Cordon: _TypeAlias = Cordon  # noqa: Y015
 
 @_typing.final
+class VerifyModel(_message.Message):
+    """Re-hash a model file the host holds; the result is ok, or fails naming both digests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyModel: _TypeAlias = VerifyModel  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -629,6 +650,7 @@ class Command(_message.Message):
     RELOAD_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
     CORDON_FIELD_NUMBER: _builtins.int
+    VERIFY_MODEL_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def preload(self) -> Global___Preload: ...
@@ -640,6 +662,8 @@ class Command(_message.Message):
     def stop(self) -> Global___Stop: ...
     @_builtins.property
     def cordon(self) -> Global___Cordon: ...
+    @_builtins.property
+    def verify_model(self) -> Global___VerifyModel: ...
     def __init__(
         self,
         *,
@@ -649,12 +673,13 @@ class Command(_message.Message):
         reload: Global___Reload | None = ...,
         stop: Global___Stop | None = ...,
         cordon: Global___Cordon | None = ...,
+        verify_model: Global___VerifyModel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "verify_model", b"verify_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "verify_model", b"verify_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["preload", "drain", "reload", "stop", "cordon"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["preload", "drain", "reload", "stop", "cordon", "verify_model"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
