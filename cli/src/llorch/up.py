@@ -76,6 +76,7 @@ def _write_configs(
                 "http_port": args.port,
                 "control_host": "127.0.0.1",
                 "control_port": control_port,
+                "state_dir": str(args.state_dir / "orchestratord"),
             }
         )
     )
