@@ -51,7 +51,9 @@ __all__ = [
     "load_config",
 ]
 
-ENGINES = frozenset({"llamacpp-inproc", "mock"})
+ENGINES = frozenset(
+    {"llamacpp-inproc", "mock", "llamacpp", "llamacpp-server-py", "triton", "openai-compatible"}
+)
 _POOL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -77,6 +79,7 @@ class PoolConfig:
     device: str = "cpu"
     deployment: str = ""
     memory_estimated_bytes: int = 0
+    engine_command: tuple[str, ...] = ()  # provisioned engine's command prefix (engines.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +139,17 @@ def _pool(raw: Any, index: int) -> PoolConfig:
         raise ConfigError(f"pools[{index}]: unknown settings {', '.join(unknown)}")
     raw = dict(raw)
     raw["aliases"] = tuple(raw.get("aliases") or ())
+    raw["engine_command"] = tuple(str(part) for part in raw.get("engine_command") or ())
     pool = PoolConfig(**raw)
     if not _POOL_ID.match(pool.id):
         raise ConfigError(f"pools[{index}].id must match {_POOL_ID.pattern}")
     if pool.engine not in ENGINES:
         raise ConfigError(f"pools[{index}].engine must be one of {sorted(ENGINES)}")
-    if pool.engine != "mock" and not pool.model:
+    if pool.engine not in ("mock", "openai-compatible") and not pool.model:
         raise ConfigError(f"pools[{index}].model is required")
+    needs_command = pool.engine not in ("llamacpp-inproc", "mock")
+    if needs_command and not pool.engine_command:
+        raise ConfigError(f"pools[{index}]: engine {pool.engine} needs engine_command")
     for name in ("ctx", "slots", "replicas"):
         if getattr(pool, name) < 1:
             raise ConfigError(f"pools[{index}].{name} must be at least 1")

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from catalog_core import CatalogError, inspect_gguf, sha256_file
 
 from pool_managerd import lifecycle as lc
 from pool_managerd.config import ManagerConfig, PoolConfig
+from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch
 from pool_managerd.replica import ReplicaDriver, ReplicaPaths
 
 __all__ = ["Pool", "PoolStatus", "ReplicaStatus", "model_id_for"]
@@ -97,8 +97,7 @@ class Pool:
         return ReplicaDriver(
             pool_id=self.config.id,
             index=index,
-            command=self._command(paths),
-            env={},
+            make_launch=lambda: launch(self.config, self._manager, paths.port_file, self._api_key),
             api_key=self._api_key,
             paths=paths,
             policy=self._manager.restart,
@@ -106,34 +105,6 @@ class Pool:
             probe_timeout_s=self._manager.probe_timeout_ms / 1000.0,
             on_change=self._changed.set,
         )
-
-    def _command(self, paths: ReplicaPaths) -> list[str]:
-        config = self.config
-        base = list(self._manager.worker_command) or [
-            sys.executable,
-            "-m",
-            "worker_adapters.worker",
-        ]
-        args = [
-            *base,
-            "--port-file",
-            str(paths.port_file),
-            "--ctx",
-            str(config.ctx),
-            "--slots",
-            str(config.slots),
-        ]
-        if config.engine == "mock":
-            args += ["--engine", "mock", "--mock", config.mock]
-        else:
-            args += ["--engine", "llamacpp", "--model", str(Path(config.model).resolve())]
-            if config.threads:
-                args += ["--threads", str(config.threads)]
-            if config.gpu_layers:
-                args += ["--gpu-layers", str(config.gpu_layers)]
-            if config.embeddings:
-                args.append("--embeddings")
-        return args
 
     async def start(self) -> None:
         (self._manager.state_dir / "run").mkdir(parents=True, exist_ok=True)
@@ -145,7 +116,7 @@ class Pool:
 
     def _provision(self) -> str:
         """Check the model (blocking file I/O); returns an error message or ''."""
-        if self.config.engine == "mock":
+        if self.config.engine in ("mock", "openai-compatible") and not self.config.model:
             return ""
         path = Path(self.config.model)
         try:
@@ -207,8 +178,8 @@ class Pool:
             for r in self.replicas
         )
         versions = [r.engine_version for r in self.replicas if r.engine_version]
-        features = ("completion", "chat", "grammar", "json_schema") + (
-            ("embedding",) if config.embeddings or config.engine == "mock" else ()
+        features = ENGINE_FEATURES[config.engine] + (
+            ("embedding",) if config.embeddings and config.engine != "mock" else ()
         )
         return PoolStatus(
             pool_id=config.id,
@@ -217,7 +188,7 @@ class Pool:
             draining=self.draining,
             engine=config.engine,
             engine_version=versions[0] if versions else "",
-            adapter="native",
+            adapter=ENGINE_ADAPTERS[config.engine],
             model_id=self.model_id,
             model_digest=self.digest,
             model_aliases=config.aliases,

@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from worker_adapters.errors import AdapterError
 from worker_adapters.protocol import Adapter
 
 from pool_managerd import lifecycle as lc
+from pool_managerd.engines import Launch
 from pool_managerd.process import EngineProcess, log_tail
 
 __all__ = ["ReplicaDriver", "ReplicaPaths"]
@@ -53,8 +54,7 @@ class ReplicaDriver:
         *,
         pool_id: str,
         index: int,
-        command: Sequence[str],
-        env: dict[str, str],
+        make_launch: Callable[[], Launch],
         api_key: str,
         paths: ReplicaPaths,
         policy: lc.RestartPolicy,
@@ -64,8 +64,7 @@ class ReplicaDriver:
     ) -> None:
         self.pool_id = pool_id
         self.index = index
-        self._command = tuple(command)
-        self._env = env
+        self._make_launch = make_launch
         self._api_key = api_key
         self._paths = paths
         self._policy = policy
@@ -172,23 +171,25 @@ class ReplicaDriver:
 
     async def _launch(self) -> None:
         self._paths.port_file.unlink(missing_ok=True)
-        env = {**os.environ, **self._env}
-        if self._api_key:
-            env["LLORCH_WORKER_API_KEY"] = self._api_key
         try:
+            spec = self._make_launch()
             process = await EngineProcess.spawn(
-                self._command, env=env, log_path=self._paths.log, cwd=self._paths.workdir
+                spec.command,
+                env={**os.environ, **spec.env},
+                log_path=self._paths.log,
+                cwd=self._paths.workdir,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.post(lc.Exited(None, f"cannot start engine: {exc}"))
             return
         self._process = process
+        self.incarnation = time.time_ns()  # one value per engine start, for the orchestrator
         self._spawn_task(self._watch_exit(process))
-        port = await self._wait_port(process)
+        port = spec.port if spec.port is not None else await self._wait_port(process)
         if port is None:
             return
         self.endpoint = f"127.0.0.1:{port}"
-        self._adapter = create_adapter("native", Endpoint(self.endpoint, self._api_key))
+        self._adapter = create_adapter(spec.adapter, Endpoint(self.endpoint, self._api_key))
         self._spawn_task(self._probe_loop(self._adapter, process))
 
     async def _wait_port(self, process: EngineProcess) -> int | None:
@@ -209,6 +210,7 @@ class ReplicaDriver:
             self._process = None
         self.endpoint = ""
         self.incarnation = 0
+        self.engine_version = ""
         await self._close_adapter()
         self.post(lc.Exited(code, log_tail(self._paths.log, lines=6)))
 
@@ -220,7 +222,7 @@ class ReplicaDriver:
                 self.post(lc.ProbeFailed(str(exc) or type(exc).__name__))
             else:
                 self.slots_busy = health.slots_busy
-                if health.state == "ready" and not self.incarnation:
+                if health.state == "ready" and not self.engine_version:
                     await self._read_props(adapter)
                 self.post(lc.Health(health.state, health.message))
             loading = self.state.phase in ("starting", "loading")
@@ -229,7 +231,6 @@ class ReplicaDriver:
     async def _read_props(self, adapter: Adapter) -> None:
         with contextlib.suppress(AdapterError, TimeoutError):
             props = await asyncio.wait_for(adapter.props(), self._probe_timeout_s)
-            self.incarnation = props.incarnation
             self.engine_version = props.engine_version
 
     async def _warm_up(self) -> None:
