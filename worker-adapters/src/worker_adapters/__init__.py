@@ -7,13 +7,20 @@ Public surface:
 - the error tree in `worker_adapters.errors`.
 
 Adapters register themselves by kind when this package is imported: `native` (gRPC to
-`llorch worker`) and `mock` (the fake engine, in-process).
+`llorch worker`), `mock` (the fake engine, in-process), and the HTTP engines `llamacpp`
+(llama-server), `openai` (any OpenAI-compatible server), `vllm` and `tgi`. Fake engine
+servers and the shared conformance suite live in `worker_adapters.testing`.
 """
 
 from __future__ import annotations
 
 from worker_adapters import inproc as _inproc  # registers "mock"
+from worker_adapters import llamacpp as _llamacpp  # registers "llamacpp"
 from worker_adapters import native as _native  # registers "native"
+from worker_adapters import openai_compat as _openai  # registers "openai"
+from worker_adapters import tgi as _tgi  # registers "tgi"
+from worker_adapters import triton as _triton  # registers "triton"
+from worker_adapters import vllm as _vllm  # registers "vllm"
 from worker_adapters.protocol import Adapter, Endpoint, create_adapter, known_kinds, register
 from worker_adapters.types import (
     ChatTurn,
@@ -29,7 +36,7 @@ from worker_adapters.types import (
     Tokenized,
 )
 
-del _inproc, _native
+del _inproc, _llamacpp, _native, _openai, _tgi, _triton, _vllm
 
 __all__ = [
     "Adapter",

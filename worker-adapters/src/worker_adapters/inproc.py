@@ -3,27 +3,35 @@
 Used for the `mock` adapter kind, so the orchestrator's component tests can run the
 whole dispatch path without engine processes. The endpoint address carries the mock's
 knobs (`mock://token_delay_ms=5,fail_after=3`); the backend is created and started on
-first use.
+first use. The backend's events pass through `_guard.guarded`, so a fault knob that
+breaks the stream contract (no terminal, a hang) still ends in one typed terminal.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from worker_adapters._guard import guarded
 from worker_adapters.engine import EngineBackend
 from worker_adapters.mock import MockBackend, MockKnobs
 from worker_adapters.protocol import Endpoint, register
 from worker_adapters.types import EngineHealth, EngineProps, GenerateRequest, StreamEvent, Tokenized
 
-__all__ = ["InProcessAdapter"]
+__all__ = ["DEFAULT_STALL_TIMEOUT_S", "InProcessAdapter"]
+
+# A backstop: the orchestrator's watchdog (ADM-06) normally ends a stalled job first.
+DEFAULT_STALL_TIMEOUT_S = 300.0
 
 
 class InProcessAdapter:
     kind = "mock"
 
-    def __init__(self, backend: EngineBackend) -> None:
+    def __init__(
+        self, backend: EngineBackend, *, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    ) -> None:
         self._backend = backend
         self._started = False
+        self._stall_timeout_s = stall_timeout_s
 
     async def _ready(self) -> EngineBackend:
         if not self._started:
@@ -33,7 +41,8 @@ class InProcessAdapter:
 
     async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
         backend = await self._ready()
-        async for event in backend.generate(request):
+        events = backend.generate(request)
+        async for event in guarded(events, stall_timeout_s=self._stall_timeout_s):
             yield event
 
     async def cancel(self, job_id: str) -> None:

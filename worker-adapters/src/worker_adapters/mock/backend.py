@@ -8,7 +8,8 @@ terminal event, two terminal events). Knobs come from `MockKnobs` (the worker's
 last chat message, e.g. `[[mock fail_after=3 token_delay_ms=20]]`.
 
 Text: word `k` of a job is `WORDS[(seed + k) % len(WORDS)]` followed by a space, so a
-given seed always gives the same stream. It is a fake: it runs no model.
+given seed always gives the same stream; the `utf8` knob uses `UTF8_WORDS` instead
+(multi-byte characters of 2, 3 and 4 bytes). It is a fake: it runs no model.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from worker_adapters.types import (
     Tokenized,
 )
 
-__all__ = ["WORDS", "MockBackend", "MockKnobs"]
+__all__ = ["UTF8_WORDS", "WORDS", "MockBackend", "MockKnobs"]
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+UTF8_WORDS = ("héllo", "€uro", "日本語", "🙂", "naïve", "Ωmega", "中文", "👍🏽")
 _DIRECTIVE = re.compile(r"\[\[mock([^\]]*)\]\]")
 
 
@@ -47,6 +49,7 @@ class MockKnobs:
     fail_after: int = -1
     hang_after: int = -1
     malformed: str = ""  # "" | token-before-started | no-terminal | double-end
+    utf8: bool = False
     ctx: int = 4096
     slots: int = 4
 
@@ -141,6 +144,7 @@ class MockBackend:
             yield Failed("ENGINE_ERROR", "mock: failure before the first token", True, True)
             return
         seed = request.sampling.seed or 0
+        words = UTF8_WORDS if knobs.utf8 else WORDS
         first_at = 0.0
         produced = 0
         finish = "length"
@@ -157,7 +161,7 @@ class MockBackend:
                 await asyncio.sleep(knobs.token_delay_ms / 1000.0)
             produced += 1
             first_at = first_at or time.perf_counter()
-            yield Token(WORDS[(seed + produced - 1) % len(WORDS)] + " ")
+            yield Token(words[(seed + produced - 1) % len(words)] + " ")
         if knobs.malformed == "no-terminal":
             return
         done = time.perf_counter()

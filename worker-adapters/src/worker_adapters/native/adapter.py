@@ -5,8 +5,9 @@ server-streaming `Generate` call; the stream is checked for protocol order (Star
 first, Token*, then one End or Error) and any violation ends the job with a typed
 `Failed` instead of being passed on (ADP-03). gRPC errors are mapped here, once:
 UNAVAILABLE (worker gone) is `WORKER_RESET` with `engine_lost`, DEADLINE_EXCEEDED is
-`DECODE_TIMEOUT`. Cancel sends the worker's `Cancel` RPC and closes the stream, so the
-worker stops between two tokens (ADP-04).
+`DECODE_TIMEOUT`, and so is a stream that yields nothing for `stall_timeout_s`. Cancel
+sends the worker's `Cancel` RPC and closes the stream, so the worker stops between two
+tokens (ADP-04).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ RequestT = TypeVar("RequestT")
 ReplyT = TypeVar("ReplyT")
 
 _CONTROL_TIMEOUT_S = 5.0
+# A backstop: the orchestrator's watchdog (ADM-06) normally ends a stalled job first.
+DEFAULT_STALL_TIMEOUT_S = 300.0
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -65,8 +68,11 @@ def rpc_error_code(details: str | None) -> tuple[str, str]:
 class NativeAdapter:
     kind = "native"
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    ) -> None:
         self._endpoint = endpoint
+        self._stall_timeout_s = stall_timeout_s
         self._channel = grpc.aio.insecure_channel(endpoint.address, options=_CHANNEL_OPTIONS)
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._metadata: Sequence[tuple[str, str]] = (
@@ -80,7 +86,11 @@ class NativeAdapter:
         self._calls[request.job_id] = call
         started = tokens_seen = finished = False
         try:
-            async for wire in call:
+            while True:
+                async with asyncio.timeout(self._stall_timeout_s):
+                    wire = await call.read()
+                if not isinstance(wire, pb.GenerateEvent):
+                    break  # grpc.aio.EOF
                 event = event_from_wire(wire, tokens_seen=tokens_seen)
                 problem = _order_problem(event, started, finished)
                 if problem:
@@ -107,6 +117,9 @@ class NativeAdapter:
         except grpc.aio.AioRpcError as exc:
             finished = True
             yield _failure(exc, tokens_seen)
+        except TimeoutError:
+            message = f"worker produced nothing for {self._stall_timeout_s} s"
+            yield Failed("DECODE_TIMEOUT", message, True, not tokens_seen)
         except asyncio.CancelledError:
             if request.job_id not in self._cancelled:
                 raise  # the consumer's task was cancelled, not this job

@@ -1,5 +1,7 @@
 """Model provisioning plans (PRV-01, PRV-03): what to do for a ref, decided without I/O.
 
+Imported as `provisioners.plan` (the package re-exports everything here).
+
 `plan_model(ref, facts, settings)` takes a parsed ref, the facts the executor gathered
 (the catalog's entry for the ref, the size of its file on disk, where a `file:` path
 really leads) and the settings (models folder, allowed roots), and returns a `ModelPlan`:

@@ -1,0 +1,142 @@
+"""The OpenAI streaming wire, shared by every engine that speaks it.
+
+Used by `openai` (any OpenAI-compatible server, llama_cpp.server included), `vllm`,
+`llamacpp` (its `/v1/chat/completions` route for chat) and `tgi` (its
+`/v1/chat/completions` route for chat). Request bodies carry only the standard OpenAI
+fields here; each adapter adds the extras its engine honours.
+
+`OpenAIDecoder` reads `/v1/completions` (`choices[0].text`) and `/v1/chat/completions`
+(`choices[0].delta.content`) chunks:
+- the first chunk gives `Started` (tokens_in from `usage.prompt_tokens` when the engine
+  sends usage on every chunk, as vLLM does with `continuous_usage_stats`, else 0);
+- non-empty text is a `Token` (role-only, usage-only `choices: []` and empty chunks are
+  not); a `finish_reason` is remembered (TGI sends `""` on non-final chunks: not one);
+- `data: [DONE]` is the terminal marker: `End` if a finish reason came first, else the
+  stream was cut short (llama_cpp.server's interrupt_requests ends streams that way)
+  and it is `WORKER_RESET`. `abort` (vLLM: aborted in the engine) is `WORKER_RESET`
+  with `engine_lost`; `error` is `ENGINE_ERROR`;
+- an error frame (`{"error": ...}` or the old flat `{"object": "error"}`) ends the job
+  with `ENGINE_ERROR` at once: vLLM sends `[DONE]` after it, which is no success.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from worker_adapters._http import error_from_body
+from worker_adapters.http_errors import frame_failure, truncated
+from worker_adapters.types import End, Failed, GenerateRequest, Started, StreamEvent, Token
+
+__all__ = ["OpenAIDecoder", "chat_body", "completion_body", "normalize_finish"]
+
+_DONE = b"[DONE]"
+_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "eos": "stop"}
+
+
+def _standard(request: GenerateRequest, model: str) -> dict[str, Any]:
+    sampling = request.sampling
+    body: dict[str, Any] = {"model": model, "stream": True, "max_tokens": sampling.max_tokens}
+    pairs = (
+        ("temperature", sampling.temperature),
+        ("top_p", sampling.top_p),
+        ("presence_penalty", sampling.presence_penalty),
+        ("frequency_penalty", sampling.frequency_penalty),
+        ("seed", sampling.seed),
+    )
+    body.update((name, value) for name, value in pairs if value is not None)
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    return body
+
+
+def completion_body(request: GenerateRequest, model: str) -> dict[str, Any]:
+    """`/v1/completions` body with the standard OpenAI fields."""
+    return {**_standard(request, model), "prompt": request.prompt or ""}
+
+
+def chat_body(request: GenerateRequest, model: str) -> dict[str, Any]:
+    """`/v1/chat/completions` body; the server renders the model's chat template."""
+    messages = [{"role": turn.role, "content": turn.content} for turn in request.messages or ()]
+    return {**_standard(request, model), "messages": messages}
+
+
+def normalize_finish(reason: str) -> str:
+    """One vocabulary of finish reasons: stop | length | tool_calls | ..."""
+    return _FINISH.get(reason, reason)
+
+
+class OpenAIDecoder:
+    """Per stream; see the module docstring. `check_json` fails an output that is not JSON
+    (the last guard for servers that may ignore `response_format`)."""
+
+    __slots__ = ("_check_json", "_finish", "_key", "_started", "_text", "_tokens", "_usage")
+
+    def __init__(self, *, chat: bool, check_json: bool = False) -> None:
+        self._key = "delta" if chat else ""
+        self._check_json = check_json
+        self._started = False
+        self._tokens = 0
+        self._finish = ""
+        self._usage: dict[str, Any] = {}
+        self._text: list[str] = []
+
+    def feed(self, data: bytes) -> Sequence[StreamEvent]:
+        if data == _DONE:
+            return (self._done(),)
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return (Failed("ENGINE_ERROR", "malformed stream frame", True, not self._tokens),)
+        if not isinstance(chunk, dict):
+            return (Failed("ENGINE_ERROR", "malformed stream frame", True, not self._tokens),)
+        if "error" in chunk or chunk.get("object") == "error":
+            message = error_from_body(200, chunk).message
+            return (frame_failure(message, tokens_seen=self._tokens > 0),)
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage
+        events: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            events.append(Started(int(self._usage.get("prompt_tokens") or 0)))
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            text = (choice.get("delta") or {}).get("content") if self._key else choice.get("text")
+            if text:
+                self._tokens += 1
+                if self._check_json:
+                    self._text.append(text)
+                events.append(Token(text))
+            if choice.get("finish_reason"):
+                self._finish = str(choice["finish_reason"])
+        return events
+
+    def _done(self) -> End | Failed:
+        seen = self._tokens > 0
+        if not self._finish:
+            return truncated(tokens_seen=seen, detail="[DONE] before any finish_reason")
+        if self._finish == "abort":
+            return Failed("WORKER_RESET", "engine aborted the request", True, not seen, True)
+        if self._finish == "error":
+            return frame_failure("engine finished the request with an error", tokens_seen=seen)
+        if self._check_json and not _is_json("".join(self._text)):
+            message = "output does not satisfy the json_schema constraint"
+            return Failed("ENGINE_ERROR", message, False, not seen)
+        return End(
+            tokens_in=int(self._usage.get("prompt_tokens") or 0),
+            tokens_out=int(self._usage.get("completion_tokens") or self._tokens),
+            finish_reason=normalize_finish(self._finish),
+            ttft_ms=0.0,
+            decode_time_ms=0.0,
+        )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,204 @@
+"""`StreamRunner`: one engine stream relayed as domain events, shared by the HTTP adapters.
+
+The runner owns what every HTTP engine stream has in common; a per-engine
+`FrameDecoder` owns what differs (the JSON of each SSE `data` payload):
+
+- open the stream through `_http` (retried only before the first byte);
+- read network chunks under the stall deadline (reset by `Started` and by each `Token`,
+  never by keep-alive pings), split them into SSE payloads (`_sse`), and hand each
+  payload to the decoder, which returns the events it means (`Started`, `Token`s, and a
+  terminal `End` or `Failed` once it has seen the engine's real terminal marker or an
+  error frame);
+- end every stream with exactly one terminal: EOF without the decoder's terminal is
+  `WORKER_RESET` (ADP-03), transport failures are mapped by `http_errors`;
+- stamp `End` with the times measured here (ttft from the request, decode from the
+  first token);
+- cancel (ADP-04): `cancel(job_id)` marks the job and closes its connection, also while
+  the request is still waiting for its status line (llama-server sends headers only
+  after the first result). The engine sees the disconnect and stops; the stream yields
+  no token after the cancel and ends with `Failed("CANCELLED")`. Idempotent; unknown
+  ids are ignored.
+
+After a clean terminal the connection is drained to EOF and returned to the pool;
+after anything else it is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from worker_adapters._http import HttpClient, HttpStream
+from worker_adapters._sse import SseParser, SseTooLarge
+from worker_adapters.errors import AdapterError
+from worker_adapters.http_errors import failure_from_transport, truncated
+from worker_adapters.types import End, Failed, StreamEvent, Token
+
+__all__ = ["JOB_HEADER", "FrameDecoder", "StreamRunner", "cancelled"]
+
+# Every stream request names its job in this header (engines ignore it; fakes and
+# packet captures use it). Not `X-Request-Id`: llama_cpp.server (starlette-context)
+# answers 400 when that header is not a UUID.
+JOB_HEADER = "X-Llorch-Job"
+
+
+class FrameDecoder(Protocol):
+    """Per-stream: the events meant by one SSE data payload, terminal last."""
+
+    def feed(self, data: bytes) -> Sequence[StreamEvent]: ...
+
+
+def cancelled(*, tokens_seen: bool) -> Failed:
+    return Failed("CANCELLED", "generation cancelled", False, not tokens_seen)
+
+
+class _Job:
+    __slots__ = ("cancelled", "opening", "stream")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.opening: asyncio.Future[HttpStream] | None = None
+        self.stream: HttpStream | None = None
+
+    def stopped(self) -> bool:
+        return self.cancelled
+
+    def abort(self) -> None:
+        if self.stream is not None:
+            self.stream.abort()
+        elif self.opening is not None:
+            self.opening.cancel()
+
+
+class StreamRunner:
+    """Streams of one engine endpoint, with their cancel handles."""
+
+    def __init__(self, client: HttpClient) -> None:
+        self._client = client
+        self._jobs: dict[str, _Job] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    async def cancel(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None or job.cancelled:
+            return
+        job.cancelled = True
+        job.abort()
+
+    def abort_all(self) -> None:
+        """Close every open stream (adapter shutdown); each ends with CANCELLED."""
+        for job in self._jobs.values():
+            job.cancelled = True
+            job.abort()
+
+    async def run(
+        self,
+        job_id: str,
+        path: str,
+        body: Mapping[str, Any],
+        decoder: FrameDecoder,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        job = _Job()
+        self._jobs[job_id] = job
+        sent_at = time.perf_counter()
+        try:
+            headers = {JOB_HEADER: job_id, **(headers or {})}
+            stream = await self._open(job, path, body, headers)
+            if isinstance(stream, Failed):
+                yield stream
+                return
+            async for event in self._relay(job, stream, decoder, sent_at):
+                yield event
+        finally:
+            if job.stream is not None:
+                job.stream.abort()  # no-op after a clean finish
+            if self._jobs.get(job_id) is job:
+                del self._jobs[job_id]
+
+    async def _open(
+        self, job: _Job, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> HttpStream | Failed:
+        job.opening = asyncio.ensure_future(
+            self._client.open_stream(path, body, headers=headers, should_stop=lambda: job.cancelled)
+        )
+        try:
+            job.stream = await job.opening
+        except asyncio.CancelledError:
+            if not job.cancelled:
+                raise  # the consumer was cancelled, not this job
+            return cancelled(tokens_seen=False)
+        except AdapterError as exc:
+            if job.cancelled:
+                return cancelled(tokens_seen=False)
+            return failure_from_transport(exc, tokens_seen=False)
+        if job.cancelled:
+            return cancelled(tokens_seen=False)
+        return job.stream
+
+    async def _relay(
+        self, job: _Job, stream: HttpStream, decoder: FrameDecoder, sent_at: float
+    ) -> AsyncIterator[StreamEvent]:
+        """Events of an open stream; `sent_at` (perf_counter) is when the request left."""
+        loop = asyncio.get_running_loop()
+        stall_s = self._client.settings.stall_timeout_s
+        first_token_at = 0.0
+        deadline = loop.time() + stall_s
+        parser = SseParser()
+        terminal: End | Failed | None = None
+        while terminal is None:
+            try:
+                chunk = await stream.read(deadline)
+                payloads = parser.feed(chunk) if chunk else None
+            except (AdapterError, SseTooLarge) as exc:
+                terminal = self._broken(job, exc, first_token_at > 0)
+                break
+            if job.cancelled:
+                terminal = cancelled(tokens_seen=first_token_at > 0)
+                break
+            if payloads is None:
+                terminal = truncated(
+                    tokens_seen=first_token_at > 0, detail="cut-off event" if parser.pending else ""
+                )
+                break
+            for data in payloads:
+                for event in decoder.feed(data):
+                    if isinstance(event, End | Failed):
+                        terminal = event
+                        break
+                    if job.stopped():  # cancel() may have run while we were suspended
+                        terminal = cancelled(tokens_seen=first_token_at > 0)
+                        break
+                    if not first_token_at and isinstance(event, Token):
+                        first_token_at = time.perf_counter()
+                    deadline = loop.time() + stall_s
+                    yield event
+                if terminal is not None:
+                    break
+        if isinstance(terminal, End):
+            await stream.finish()
+            terminal = _timed(terminal, sent_at, first_token_at)
+        else:
+            stream.abort()
+        yield terminal
+
+    def _broken(self, job: _Job, exc: Exception, tokens_seen: bool) -> Failed:
+        if job.cancelled:
+            return cancelled(tokens_seen=tokens_seen)
+        if isinstance(exc, SseTooLarge):
+            return Failed("ENGINE_ERROR", str(exc), True, not tokens_seen)
+        assert isinstance(exc, AdapterError)
+        return failure_from_transport(exc, tokens_seen=tokens_seen)
+
+
+def _timed(end: End, sent_at: float, first_token_at: float) -> End:
+    done = time.perf_counter()
+    ttft_ms = ((first_token_at or done) - sent_at) * 1000.0
+    decode_ms = (done - first_token_at) * 1000.0 if first_token_at else 0.0
+    return dataclasses.replace(end, ttft_ms=ttft_ms, decode_time_ms=decode_ms)

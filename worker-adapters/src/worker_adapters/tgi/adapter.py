@@ -1,0 +1,91 @@
+"""`TgiAdapter`: text-generation-inference (`tgi` kind, §A4).
+
+Completions stream from `POST /generate_stream` (`tgi.wire`); chat goes to TGI's
+`/v1/chat/completions`, which renders the model's template and ends with `[DONE]`
+(`_openai_wire`), with a JSON schema as TGI's `response_format {type: json, value}`.
+A GBNF grammar is refused (INVALID_PARAMS): TGI only takes JSON schema and regex.
+Health is `GET /health` (200 ready, 503 unhealthy: `failed`; connections are refused
+while the shards warm up). Props come from `/info`; `/tokenize` returns byte offsets.
+TGI has no detokenize and no embeddings route: both are refused.
+"""
+
+from __future__ import annotations
+
+import json
+
+from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan, unsupported
+from worker_adapters._openai_wire import OpenAIDecoder, chat_body
+from worker_adapters.errors import EngineUnavailable, RequestRejected
+from worker_adapters.protocol import Endpoint, register
+from worker_adapters.tgi.wire import TgiDecoder, generate_parameters
+from worker_adapters.types import EngineHealth, EngineProps, Failed, GenerateRequest, Tokenized
+
+__all__ = ["TgiAdapter"]
+
+
+class TgiAdapter(HttpAdapterBase):
+    kind = "tgi"
+
+    async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
+        sampling = request.sampling
+        if sampling.grammar is not None:
+            return unsupported("tgi", "a GBNF grammar (JSON schema and regex only)")
+        schema = None
+        if sampling.json_schema is not None:
+            try:
+                schema = json.loads(sampling.json_schema)
+            except ValueError:
+                return Failed("INVALID_PARAMS", "json_schema is not valid JSON", False, True)
+        if request.messages is None:
+            body = {
+                "inputs": request.prompt or "",
+                "parameters": generate_parameters(sampling, schema),
+            }
+            return StreamPlan("/generate_stream", body, TgiDecoder())
+        chat = chat_body(request, await self.served_model())
+        chat["stream_options"] = {"include_usage": True}
+        if sampling.top_k is not None:
+            chat["top_k"] = sampling.top_k
+        if schema is not None:
+            chat["response_format"] = {"type": "json", "value": schema}
+        return StreamPlan("/v1/chat/completions", chat, OpenAIDecoder(chat=True))
+
+    async def health(self) -> EngineHealth:
+        reply = await self._client.call("GET", "/health")
+        if reply.ok:
+            return EngineHealth("ready", "", 0, self._runner.in_flight)
+        if reply.status == 503:
+            return EngineHealth("failed", "TGI reports unhealthy (503)")
+        raise EngineUnavailable(f"TGI /health answered {reply.status}")
+
+    async def props(self) -> EngineProps:
+        info = await self.json("GET", "/info")
+        ctx = info.get("max_total_tokens") or info.get("max_input_length") or 0
+        return EngineProps(
+            engine="tgi",
+            engine_version=str(info.get("version", "")),
+            ctx=int(ctx),
+            slots_total=int(info.get("max_concurrent_requests") or 0),
+            chat_template=True,
+            features=frozenset({"completion", "chat", "json_schema", "tokenize"}),
+            model_path=str(info.get("model_id", "")),
+        )
+
+    async def tokenize(self, text: str, *, with_offsets: bool = False) -> Tokenized:
+        tokens = await self.json("POST", "/tokenize", {"inputs": text})
+        ids = tuple(int(t["id"]) for t in tokens)
+        offsets = tuple(int(t["start"]) for t in tokens) if with_offsets else ()
+        return Tokenized(ids, offsets)
+
+    async def detokenize(self, ids: tuple[int, ...]) -> str:
+        raise RequestRejected("INVALID_PARAMS", "TGI has no detokenize route")
+
+    async def embed(self, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
+        raise RequestRejected("INVALID_PARAMS", "TGI serves no embeddings")
+
+
+def _tgi_adapter(endpoint: Endpoint) -> TgiAdapter:
+    return TgiAdapter(endpoint)
+
+
+register("tgi", _tgi_adapter)
