@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvloop
 from specs.narration import configure_logging
+from specs.tracing import TracingConfigError, setup_tracing
 
 from orchestratord.app import serve
 from orchestratord.config import ConfigError, load_config
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             control_host=args.control_host,
             control_port=args.control_port,
         )
-    except (ConfigError, OSError) as exc:
+        setup_tracing("orchestratord")  # OBS-03: off unless the environment turns it on
+    except (ConfigError, OSError, TracingConfigError) as exc:
         print(f"orchestratord: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return uvloop.run(serve(config, ready_file=args.ready_file))

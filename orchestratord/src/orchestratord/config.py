@@ -21,6 +21,9 @@ from orchestratord.quotas import ApiKey
 __all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
 
 
+ROUTING = ("predicted", "least_loaded")
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the field."""
 
@@ -52,6 +55,11 @@ class OrchestratorConfig:
     sse_heartbeat_ms: int = 15_000
     sse_replay_events: int = 8192
     finished_tasks_kept: int = 10_000
+    # Request placement: `predicted` scores predicted finish time from measured rates
+    # and each pool's prompt-prefix index (prefix affinity, PLC-03); `least_loaded`
+    # ignores both (free slots, then pool id), the baseline bench/prefix_affinity.py
+    # compares against.
+    routing: str = "predicted"
 
     @property
     def join_token(self) -> str:
@@ -68,6 +76,8 @@ class OrchestratorConfig:
     def validate(self) -> OrchestratorConfig:
         if self.full_queue_policy not in POLICIES:
             raise ConfigError(f"full_queue_policy must be one of {POLICIES}")
+        if self.routing not in ROUTING:
+            raise ConfigError(f"routing must be one of {ROUTING}")
         for name in (
             "queue_capacity",
             "interactive_capacity",

@@ -165,7 +165,8 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
 
 
 class ControlCommands:
-    """The deployments' `CommandPort` over the control link: Preload, Stop, Cordon."""
+    """Commands over the control link: the deployments' `CommandPort` (Preload, Stop)
+    and the control plane's Drain, Reload, VerifyModel and Cordon."""
 
     def __init__(self, servicer: ControlLinkServicer) -> None:
         self._servicer = servicer
@@ -191,6 +192,13 @@ class ControlCommands:
     async def drain(self, host_id: str, pool_id: str, deadline_ms: int) -> None:
         command = pb.Command(drain=pb.Drain(pool_id=pool_id, deadline_ms=deadline_ms))
         await self._servicer.send(host_id, command)
+
+    async def reload(self, host_id: str, pool_id: str, model: str, timeout_s: float) -> str:
+        """Reload a pool to another model; returns the outcome in words, CommandFailed
+        (with the reason) when the host refused it or rolled it back."""
+        command = pb.Command(reload=pb.Reload(pool_id=pool_id, model=model))
+        result = await self._servicer.send(host_id, command, timeout_s=timeout_s)
+        return str(result.message)
 
     async def verify_model(self, host_id: str, model: str) -> str:
         """Re-hash the model on the host; returns its sha256, CommandFailed on mismatch."""

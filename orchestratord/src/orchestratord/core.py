@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from orchestratord.config import OrchestratorConfig
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
 from orchestratord.events import EventLog
+from orchestratord.job_trace import JobTrace
+from orchestratord.logprobs import entries_json
 from orchestratord.metrics import Metrics
 from orchestratord.placement import (
     JobNeeds,
@@ -55,6 +57,7 @@ from orchestratord.registry import PoolRegistry
 from orchestratord.sessions import SessionOptions, SessionStore
 from orchestratord.stats import StatsBook
 from orchestratord.tasks import TaskError, TaskRecord, TaskSpec, TaskTable
+from specs import tracing
 
 __all__ = ["Orchestrator"]
 
@@ -98,8 +101,21 @@ class Orchestrator:
     def queue_depth(self) -> dict[str, int]:
         return {p: self._queue.lane_length(p) for p in ("interactive", "batch")}
 
-    async def submit(self, spec: TaskSpec) -> TaskRecord:
-        """Admit a task or raise ApiError (ADM-01..03). The task is queued on return."""
+    async def submit(
+        self, spec: TaskSpec, *, trace_parent: Mapping[str, str] | None = None
+    ) -> TaskRecord:
+        """Admit a task or raise ApiError (ADM-01..03). The task is queued on return.
+        With tracing on, its trace starts here, under the client's `trace_parent`."""
+        if not tracing.enabled():
+            return await self._admit(spec, None)
+        trace = JobTrace(spec.task_id, spec.model, spec.priority, trace_parent)
+        try:
+            return await self._admit(spec, trace)
+        except ApiError as exc:
+            trace.rejected(exc.code)
+            raise
+
+    async def _admit(self, spec: TaskSpec, trace: JobTrace | None) -> TaskRecord:
         if spec.task_id in self.tasks:
             raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
         if spec.session_id is not None:
@@ -128,6 +144,9 @@ class Orchestrator:
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         self.metrics.enqueued.labels(spec.priority).inc()
         record.predicted_start_ms = self._predict_start_ms(spec, record.queue_position)
+        if trace is not None:
+            record.trace = trace
+            trace.admitted(record.queue_position)
         record.awaiting_load = not any(
             v.ready and v.serves(spec.model) for v in self.registry.views(record.created_mono)
         )
@@ -334,7 +353,11 @@ class Orchestrator:
             log.warning("ends task %s: %s", record.task_id, reason, extra=_ids(record, "watchdog"))
 
     def views(self, now: float) -> tuple[PoolView, ...]:
-        """The registry's pools with what the orchestrator measured of them."""
+        """The registry's pools with what the orchestrator measured of them (rates and
+        prompt-prefix index); with `routing: least_loaded`, without: every pool is then
+        predicted alike and free slots decide."""
+        if self.config.routing == "least_loaded":
+            return tuple(self.registry.views(now))
         views = []
         for view in self.registry.views(now):
             stats = self.stats.known(view.pool_id)
@@ -430,7 +453,11 @@ class Orchestrator:
             record.attempts,
             extra=_ids(record, "place"),
         )
-        record.runner = asyncio.get_running_loop().create_task(self._run(record, placed))
+        trace = record.trace
+        context = trace.placed(placed.pool_id, placed.replica, record.attempts) if trace else None
+        record.runner = asyncio.get_running_loop().create_task(
+            self._run(record, placed), context=context
+        )
 
     # -- one attempt ---------------------------------------------------------------------
 
@@ -457,6 +484,8 @@ class Orchestrator:
         finally:
             self.registry.release(placed.pool_id, placed.replica)
             record.runner = None
+        if record.trace is not None:
+            record.trace.attempt_ended(outcome)
         if not record.done:
             self._settle(record, placed, outcome, attempt_started)
         self.tasks.retire(record)
@@ -466,16 +495,24 @@ class Orchestrator:
     ) -> StreamEvent | None:
         """Relay one generation into the task's event log; returns its terminal event."""
         request = replace(record.spec.request, job_id=record.engine_job_id)
-        async with contextlib.aclosing(self.host.submit(key, request)) as events:
-            async for event in events:
+        async with contextlib.aclosing(self.host.submit_batches(key, request)) as batches:
+            async for batch in batches:  # the events of one engine read
                 if record.done:
                     return None
-                if type(event) is Token:
-                    self._on_token(record, event)
-                elif type(event) is Started:
-                    self._on_started(record, placed, event)
-                else:
-                    return event
+                tokens: list[Token] = []
+                for event in batch:
+                    if type(event) is Token:
+                        tokens.append(event)
+                        continue
+                    if tokens:
+                        self._on_tokens(record, tokens)
+                        tokens = []
+                    if type(event) is Started:
+                        self._on_started(record, placed, event)
+                    else:
+                        return event
+                if tokens:
+                    self._on_tokens(record, tokens)
         return None
 
     async def _embed(self, record: TaskRecord, key: ReplicaKey, placed: Placed) -> StreamEvent:
@@ -495,6 +532,16 @@ class Orchestrator:
             return Failed(code, str(exc), exc.retriable, True, engine_lost=lost)
         return End(tokens, 0, "stop", 0.0, 0.0)
 
+    def _on_tokens(self, record: TaskRecord, tokens: list[Token]) -> None:
+        """Tokens that arrived together: published together, subscribers woken once."""
+        if record.first_token_mono is None or any(t.logprobs for t in tokens):
+            for event in tokens:
+                self._on_token(record, event)
+            return
+        record.last_activity_mono = self._clock()
+        record.events.append_tokens([t.text for t in tokens], record.token_events)
+        record.token_events += len(tokens)
+
     def _on_token(self, record: TaskRecord, event: Token) -> None:
         if record.first_token_mono is None:
             record.first_token_mono = self._clock()
@@ -502,7 +549,11 @@ class Orchestrator:
             if record.pool_id is not None:  # the prompt is in this pool's cache now
                 self.stats.pool(record.pool_id).remember(record.spec.needs.prefix_keys)
         record.last_activity_mono = self._clock()
-        record.events.append_token(event.text, record.token_events)
+        if event.logprobs:  # only tasks that asked for logprobs carry them
+            logprobs = entries_json(event.logprobs)
+            record.events.append_token_logprobs(event.text, record.token_events, logprobs)
+        else:
+            record.events.append_token(event.text, record.token_events)
         record.token_events += 1
 
     def _on_started(self, record: TaskRecord, placed: Placed, event: Started) -> None:
@@ -648,6 +699,14 @@ class Orchestrator:
                 self.quotas.finished(
                     record.spec.api_key, self._clock(), record.tokens_in + record.tokens_out
                 )
+            if record.trace is not None:
+                first = record.first_token_mono
+                record.trace.end(
+                    state,
+                    error.code if error else None,
+                    (record.tokens_in, record.tokens_out),
+                    self._clock() - first if first is not None else None,
+                )
             log.info(
                 "ends the stream of task %s: %s%s",
                 record.task_id,
@@ -695,6 +754,7 @@ def _ids(record: TaskRecord, action: str) -> dict[str, object]:
         "correlation_id": record.spec.correlation_id,
         "pool_id": record.pool_id,
         "session_id": record.spec.session_id,
+        "trace_id": record.trace.trace_id if record.trace is not None else None,
     }
 
 

@@ -7,6 +7,10 @@ subscriber's pending list and the subscriber is woken, so a writer that falls be
 sends what piled up in one write while the first frame is never held back. After the
 terminal event (`end` or `error`) the log is closed: nothing can follow it.
 
+Tokens that arrived together (one engine read) are appended together (`append_tokens`):
+each still gets its own frame and id, but the subscribers are woken once. Nothing waits
+for more tokens: a lone token is published at once.
+
 A subscriber may instead ask for decoded events, `(name, data)` pairs: the OpenAI facade
 reads the same log that way and frames the events in its own wire format.
 """
@@ -16,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Iterable
 
-__all__ = ["TERMINAL_EVENTS", "EventLog", "Subscriber"]
+__all__ = ["TERMINAL_EVENTS", "EventLog", "Subscriber", "text_literal"]
 
 TERMINAL_EVENTS = frozenset({"end", "error"})
 HEARTBEAT = b": keep-alive\n\n"
@@ -35,26 +40,47 @@ def token_text_json(data: str) -> str:
     return data[_TOKEN_PREFIX : data.rindex(',"i":')]
 
 
+def text_literal(text: str) -> str:
+    """`json.dumps(text, ensure_ascii=False)`, without the encoder for plain text.
+
+    Printable text without `"` or `\\` needs no escape (every character json escapes
+    is a quote, a backslash or unprintable), so quoting it is the whole encoding."""
+    if '"' in text or "\\" in text or not text.isprintable():
+        return json.dumps(text, ensure_ascii=False)
+    return f'"{text}"'
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class Subscriber:
-    __slots__ = ("_log", "closed", "pending", "wake")
+    """SSE frames for one stream writer. Not a queue: what piled up is taken at once."""
+
+    __slots__ = ("_log", "_waiter", "closed", "pending")
 
     def __init__(self, log: EventLog, backlog: list[bytes]) -> None:
         self._log = log
         self.pending = backlog
-        self.wake = asyncio.Event()
         self.closed = log.closed
-        if backlog or self.closed:
-            self.wake.set()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        _wake(self._waiter)
 
     async def next_chunk(self, heartbeat_s: float) -> bytes | None:
         """Frames that arrived since the last call (a heart-beat after `heartbeat_s` of
         silence), or None once the log is closed and everything was sent."""
         if not self.pending and not self.closed:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(heartbeat_s, _wake, waiter)
             try:
-                await asyncio.wait_for(self.wake.wait(), heartbeat_s)
-            except TimeoutError:
-                return HEARTBEAT
-        self.wake.clear()
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         if self.pending:
             frames, self.pending = self.pending, []
             return frames[0] if len(frames) == 1 else b"".join(frames)
@@ -67,21 +93,25 @@ class Subscriber:
 class DecodedSubscriber:
     """Like `Subscriber`, but receives `(name, data)` pairs instead of SSE frames."""
 
-    __slots__ = ("_log", "closed", "pending", "wake")
+    __slots__ = ("_log", "_waiter", "closed", "pending")
 
     def __init__(self, log: EventLog, backlog: list[tuple[str, str]]) -> None:
         self._log = log
         self.pending = backlog
-        self.wake = asyncio.Event()
         self.closed = log.closed
-        if backlog or self.closed:
-            self.wake.set()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        _wake(self._waiter)
 
     async def next_events(self) -> list[tuple[str, str]] | None:
         """Events since the last call; None once the log is closed and all were taken."""
         if not self.pending and not self.closed:
-            await self.wake.wait()
-        self.wake.clear()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         if self.pending:
             events, self.pending = self.pending, []
             return events
@@ -121,16 +151,59 @@ class EventLog:
         for subscriber in self._subscribers:
             subscriber.pending.append(frame)
             subscriber.closed = self.closed
-            subscriber.wake.set()
+            subscriber.notify()
         for decoded in self._decoded:
             decoded.pending.append((name, data))
             decoded.closed = self.closed
-            decoded.wake.set()
+            decoded.notify()
         return True
 
     def append_token(self, text: str, index: int) -> bool:
-        """The hot path: one `token` event, JSON written by hand (one dumps of the text)."""
-        return self.append("token", f'{{"t":{json.dumps(text, ensure_ascii=False)},"i":{index}}}')
+        """One `token` event, JSON written by hand."""
+        return self.append("token", f'{{"t":{text_literal(text)},"i":{index}}}')
+
+    def append_tokens(self, texts: Iterable[str], first_index: int) -> int:
+        """The hot path: `token` events that arrived together, indexes counting from
+        `first_index`; the subscribers are woken once. Returns how many were added (0
+        when the log is already closed)."""
+        if self.closed:
+            return 0
+        event_id = self._next_id
+        index = first_index
+        frames = self._frames
+        added: list[tuple[int, str, str, bytes]] = []
+        for text in texts:
+            data = f'{{"t":{text_literal(text)},"i":{index}}}'
+            entry = (
+                event_id,
+                "token",
+                data,
+                f"id: {event_id}\nevent: token\ndata: {data}\n\n".encode(),
+            )
+            added.append(entry)
+            event_id += 1
+            index += 1
+        self._next_id = event_id
+        frames.extend(added)
+        if self._subscribers:
+            batch = [entry[3] for entry in added]
+            for subscriber in self._subscribers:
+                subscriber.pending += batch
+                subscriber.notify()
+        if self._decoded:
+            pairs = [("token", entry[2]) for entry in added]
+            for decoded in self._decoded:
+                decoded.pending += pairs
+                decoded.notify()
+        return len(added)
+
+    def append_token_logprobs(self, text: str, index: int, logprobs: str) -> bool:
+        """A `token` event with its `logprobs` (a JSON array, `logprobs.entries_json`).
+
+        Written as `{"t":..,"i":..,"logprobs":..}`: the text literal and the index keep
+        their places, so `token_text_json` reads these events too."""
+        text_json = json.dumps(text, ensure_ascii=False)
+        return self.append("token", f'{{"t":{text_json},"i":{index},"logprobs":{logprobs}}}')
 
     def subscribe(self, after_id: int | None) -> Subscriber:
         """Frames after `after_id` (all when None), then live ones.

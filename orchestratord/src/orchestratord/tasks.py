@@ -18,6 +18,7 @@ from worker_adapters import GenerateRequest
 
 from orchestratord.admission import Priority
 from orchestratord.events import EventLog
+from orchestratord.job_trace import JobTrace
 from orchestratord.placement import JobNeeds
 from orchestratord.sessions import SessionOptions
 
@@ -89,6 +90,7 @@ class TaskRecord:
     awaiting_load: bool = False
     last_activity_mono: float = 0.0
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
+    trace: JobTrace | None = field(default=None, repr=False)  # only when tracing is on
 
     @property
     def task_id(self) -> str:

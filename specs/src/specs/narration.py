@@ -2,7 +2,8 @@
 
 One object per line: `ts`, `level`, `actor` (the daemon), `logger`, `human` (the
 message, a short present-tense sentence) and, when given in `extra`, `action`,
-`target` and the ids `correlation_id`, `task_id`, `session_id`, `pool_id`, `host_id`.
+`target` and the ids `correlation_id`, `task_id`, `session_id`, `pool_id`, `host_id`,
+and `trace_id` when tracing is on (OBS-03).
 Secrets are never passed to log calls.
 
 `LLORCH_LOG_FORMAT=pretty` switches to a console format for humans:
@@ -19,7 +20,16 @@ import time
 
 __all__ = ["JsonFormatter", "PrettyFormatter", "configure_logging"]
 
-_IDS = ("correlation_id", "task_id", "session_id", "pool_id", "host_id", "action", "target")
+_IDS = (
+    "correlation_id",
+    "task_id",
+    "session_id",
+    "pool_id",
+    "host_id",
+    "trace_id",
+    "action",
+    "target",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -34,6 +34,8 @@ from worker_adapters.types import (
     StreamEvent,
     Token,
     Tokenized,
+    TokenLogprob,
+    TopLogprob,
 )
 
 del _inproc, _llamacpp, _native, _openai, _tgi, _triton, _vllm
@@ -51,7 +53,9 @@ __all__ = [
     "Started",
     "StreamEvent",
     "Token",
+    "TokenLogprob",
     "Tokenized",
+    "TopLogprob",
     "create_adapter",
     "known_kinds",
     "register",

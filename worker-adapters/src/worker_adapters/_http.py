@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -193,6 +194,13 @@ class HttpClient:
         self.settings = settings or HttpSettings()
         self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Built once: an aiohttp ClientTimeout costs ~10 µs to construct (attrs).
+        self._control_timeout = aiohttp.ClientTimeout(
+            total=self.settings.control_timeout_s, sock_connect=self.settings.connect_timeout_s
+        )
+        self._stream_timeout = aiohttp.ClientTimeout(
+            sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.stall_timeout_s
+        )
 
     def __repr__(self) -> str:
         return f"HttpClient({self.base_url!r}, api_key={'***' if self._api_key else ''!r})"
@@ -209,9 +217,7 @@ class HttpClient:
 
     async def call(self, method: str, path: str, body: Any = None) -> Reply:
         """A control call (health, props, tokenize, ...). Raises only for transport failures."""
-        timeout = aiohttp.ClientTimeout(
-            total=self.settings.control_timeout_s, sock_connect=self.settings.connect_timeout_s
-        )
+        timeout = self._control_timeout
 
         async def attempt() -> Reply:
             async with shared_session().request(
@@ -233,9 +239,7 @@ class HttpClient:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> HttpStream:
         """POST and wait for a 2xx status line; error statuses raise `EngineStatusError`."""
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.stall_timeout_s
-        )
+        timeout = self._stream_timeout
         all_headers = {**self._headers, **(headers or {})}
         payload = json.dumps(body).encode()
         all_headers["Content-Type"] = "application/json"
@@ -268,8 +272,18 @@ class HttpClient:
                 return retry_503 and exc.status == 503
             return isinstance(exc, EngineUnavailable)
 
+        # The first attempt runs bare (the common case pays nothing for retries); the
+        # back-off before the second is the one tenacity would have drawn.
+        attempts = max(1, self.settings.retry_attempts)
+        try:
+            return await self._mapped(attempt)
+        except AdapterError as exc:
+            if attempts == 1 or not retriable(exc):
+                raise
+        settings = self.settings
+        await asyncio.sleep(random.uniform(0, min(settings.retry_max_s, settings.retry_initial_s)))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max(1, self.settings.retry_attempts)),
+            stop=stop_after_attempt(attempts - 1),
             wait=wait_random_exponential(
                 multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s
             ),

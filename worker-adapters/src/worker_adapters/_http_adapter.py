@@ -6,17 +6,22 @@ A subclass says, per request, which route to call with which body and which
 runs unconstrained). The base turns that into the event stream through `StreamRunner`,
 cancels and closes, makes control calls with error statuses mapped once
 (`http_errors.control_error`), and discovers the served model name from `/v1/models`
-for OpenAI-style routes (vLLM rejects unknown names), caching it.
+for OpenAI-style routes (vLLM rejects unknown names), caching it. With tracing on
+(OBS-03), each generation is a client span whose W3C `traceparent` header goes to the
+engine; subclasses that stream differently override `_submit`, not `submit`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from specs import tracing
 from worker_adapters._http import HttpClient, HttpSettings
 from worker_adapters._relay import FrameDecoder, StreamRunner
+from worker_adapters._trace import engine_span, traced_stream
 from worker_adapters.errors import AdapterError, EngineStatusError, EngineUnavailable
 from worker_adapters.http_errors import control_error, failure_from_transport
 from worker_adapters.protocol import Endpoint
@@ -54,18 +59,51 @@ class HttpAdapterBase:
     async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
         raise NotImplementedError
 
-    async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        span = engine_span(self.kind, request.job_id, self._client.base_url)
+        if span is None:  # tracing off: no wrapper on the token path
+            return self._submit(request, None)
+        return traced_stream(self._submit(request, tracing.inject(span)), span)
+
+    def submit_batches(self, request: GenerateRequest) -> AsyncIterator[Sequence[StreamEvent]]:
+        """`submit`, with the events of one engine read handed on together (the
+        orchestrator's token path). Falls back to one event per list when tracing is on
+        or a subclass streams its own way."""
+        if type(self)._submit is not HttpAdapterBase._submit or tracing.enabled():
+            return _singletons(self.submit(request))
+        return self._submit_batches(request, None)
+
+    async def _submit(
+        self, request: GenerateRequest, trace_headers: Mapping[str, str] | None
+    ) -> AsyncIterator[StreamEvent]:
+        """The stream; `trace_headers` (W3C `traceparent`) go on the engine request."""
+        async with contextlib.aclosing(self._submit_batches(request, trace_headers)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+                    if self._runner.cancelled(request.job_id):  # the rest is dropped
+                        break
+
+    async def _submit_batches(
+        self, request: GenerateRequest, trace_headers: Mapping[str, str] | None
+    ) -> AsyncIterator[Sequence[StreamEvent]]:
         try:
             plan = await self.plan(request)
         except AdapterError as exc:  # a control call of the plan failed (model, version)
-            yield failure_from_transport(exc, tokens_seen=False)
+            yield (failure_from_transport(exc, tokens_seen=False),)
             return
         if isinstance(plan, Failed):
-            yield plan
+            yield (plan,)
             return
-        events = self._runner.run(request.job_id, plan.path, plan.body, plan.decoder, plan.headers)
-        async for event in events:
-            yield event
+        headers = plan.headers
+        if trace_headers:
+            headers = {**(headers or {}), **trace_headers}
+        batches = self._runner.run_batches(
+            request.job_id, plan.path, plan.body, plan.decoder, headers
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
 
     async def cancel(self, job_id: str) -> None:
         await self._runner.cancel(job_id)
@@ -100,3 +138,14 @@ class HttpAdapterBase:
                 raise EngineUnavailable("engine lists no model on /v1/models")
             self._model = str(models[0].get("id", ""))
         return self._model
+
+
+async def _singletons(events: AsyncIterator[StreamEvent]) -> AsyncIterator[Sequence[StreamEvent]]:
+    try:
+        async for event in events:
+            yield (event,)
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
+                await close()

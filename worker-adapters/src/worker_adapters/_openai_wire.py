@@ -22,6 +22,7 @@ fields here; each adapter adds the extras its engine honours.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ from worker_adapters.types import End, Failed, GenerateRequest, Started, StreamE
 __all__ = ["OpenAIDecoder", "chat_body", "completion_body", "normalize_finish"]
 
 _DONE = b"[DONE]"
+_MAX_LEARN = 2  # frames whose text moves (per-chunk usage, say) stay on the slow path
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _FINISH = {"eos_token": "stop", "stop_sequence": "stop", "eos": "stop"}
 
 
@@ -71,7 +74,17 @@ class OpenAIDecoder:
     """Per stream; see the module docstring. `check_json` fails an output that is not JSON
     (the last guard for servers that may ignore `response_format`)."""
 
-    __slots__ = ("_check_json", "_finish", "_key", "_started", "_text", "_tokens", "_usage")
+    __slots__ = (
+        "_check_json",
+        "_finish",
+        "_key",
+        "_learned",
+        "_started",
+        "_template",
+        "_text",
+        "_tokens",
+        "_usage",
+    )
 
     def __init__(self, *, chat: bool, check_json: bool = False) -> None:
         self._key = "delta" if chat else ""
@@ -81,8 +94,15 @@ class OpenAIDecoder:
         self._finish = ""
         self._usage: dict[str, Any] = {}
         self._text: list[str] = []
+        self._template: _Template | None = None
+        self._learned = 0
 
     def feed(self, data: bytes) -> Sequence[StreamEvent]:
+        template = self._template
+        if template is not None:
+            text = template.text_of(data)
+            if text is not None:
+                return self._token(text) if text else ()
         if data == _DONE:
             return (self._done(),)
         try:
@@ -98,6 +118,7 @@ class OpenAIDecoder:
         if usage:
             self._usage = usage
         events: list[StreamEvent] = []
+        text: Any = None
         if not self._started:
             self._started = True
             events.append(Started(int(self._usage.get("prompt_tokens") or 0)))
@@ -106,13 +127,19 @@ class OpenAIDecoder:
                 continue
             text = (choice.get("delta") or {}).get("content") if self._key else choice.get("text")
             if text:
-                self._tokens += 1
-                if self._check_json:
-                    self._text.append(text)
-                events.append(Token(text))
+                events.extend(self._token(text))
             if choice.get("finish_reason"):
                 self._finish = str(choice["finish_reason"])
+        if self._learned < _MAX_LEARN and isinstance(text, str) and _plain(chunk, self._key):
+            self._learned += 1
+            self._template = _Template.learn(data, text, self._key) or self._template
         return events
+
+    def _token(self, text: str) -> tuple[Token]:
+        self._tokens += 1
+        if self._check_json:
+            self._text.append(text)
+        return (Token(text),)
 
     def _done(self) -> End | Failed:
         seen = self._tokens > 0
@@ -140,3 +167,60 @@ def _is_json(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _plain(chunk: dict[str, Any], key: str) -> bool:
+    """A chunk that is one text delta and nothing else (no finish, usage or role)."""
+    choices = chunk.get("choices")
+    if chunk.get("usage") or not isinstance(choices, list) or len(choices) != 1:
+        return False
+    choice = choices[0]
+    if not isinstance(choice, dict) or choice.get("index", 0) != 0 or choice.get("finish_reason"):
+        return False
+    if key:
+        delta = choice.get("delta")
+        return isinstance(delta, dict) and set(delta) == {"content"}
+    return True
+
+
+class _Template:
+    """The bytes around the text of a plain token frame, learned from one decoded frame.
+
+    A later frame with the same bytes before and after, and exactly one JSON string
+    literal between them, is the same JSON object with other text: its text is read
+    from the literal alone, without decoding the frame (the common frame of every
+    OpenAI-style stream, ~3x cheaper). Anything else goes the slow way."""
+
+    __slots__ = ("_prefix", "_suffix", "_suffix_len")
+
+    def __init__(self, prefix: bytes, suffix: bytes) -> None:
+        self._prefix = prefix
+        self._suffix = suffix
+        self._suffix_len = len(suffix)
+
+    @staticmethod
+    def learn(data: bytes, text: str, key: str) -> _Template | None:
+        name = b'"content":' if key else b'"text":'
+        if data.count(name) != 1:
+            return None
+        start = data.index(name) + len(name)
+        literal = _STRING.match(data, start)
+        if literal is None or json.loads(literal.group()) != text:
+            return None
+        return _Template(data[:start], data[literal.end() :])
+
+    def text_of(self, data: bytes) -> str | None:
+        """The text of a frame of this shape; None for any other frame."""
+        if not (data.startswith(self._prefix) and data.endswith(self._suffix)):
+            return None
+        middle = data[len(self._prefix) : len(data) - self._suffix_len]
+        if len(middle) < 2 or middle[0] != 0x22 or middle[-1] != 0x22:
+            return None
+        inner = middle[1:-1]
+        try:
+            if b'"' not in inner and b"\\" not in inner:
+                return inner.decode()
+            value = json.loads(middle)
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+            return None
+        return value if isinstance(value, str) else None

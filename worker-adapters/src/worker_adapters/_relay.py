@@ -9,6 +9,9 @@ The runner owns what every HTTP engine stream has in common; a per-engine
   payload to the decoder, which returns the events it means (`Started`, `Token`s, and a
   terminal `End` or `Failed` once it has seen the engine's real terminal marker or an
   error frame);
+- hand the events of one read on together (`run_batches`), as soon as the read
+  returned: a consumer pays its per-event overheads (generator hops, wake-ups, writes)
+  once per read, not once per token, and nothing is held back to fill a batch;
 - end every stream with exactly one terminal: EOF without the decoder's terminal is
   `WORKER_RESET` (ADP-03), transport failures are mapped by `http_errors`;
 - stamp `End` with the times measured here (ttft from the request, decode from the
@@ -26,6 +29,7 @@ after anything else it is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -63,9 +67,6 @@ class _Job:
         self.opening: asyncio.Future[HttpStream] | None = None
         self.stream: HttpStream | None = None
 
-    def stopped(self) -> bool:
-        return self.cancelled
-
     def abort(self) -> None:
         if self.stream is not None:
             self.stream.abort()
@@ -83,6 +84,11 @@ class StreamRunner:
     @property
     def in_flight(self) -> int:
         return len(self._jobs)
+
+    def cancelled(self, job_id: str) -> bool:
+        """True once `cancel(job_id)` ran for a job still streaming."""
+        job = self._jobs.get(job_id)
+        return job is not None and job.cancelled
 
     async def cancel(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
@@ -105,6 +111,27 @@ class StreamRunner:
         decoder: FrameDecoder,
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[StreamEvent]:
+        """The stream's events one by one (`run_batches`, flattened)."""
+        async with contextlib.aclosing(
+            self.run_batches(job_id, path, body, decoder, headers)
+        ) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+                    if self.cancelled(job_id):  # the rest of the batch is dropped
+                        break
+
+    async def run_batches(
+        self,
+        job_id: str,
+        path: str,
+        body: Mapping[str, Any],
+        decoder: FrameDecoder,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Sequence[StreamEvent]]:
+        """The stream's events, a list per network read: the events one read completed,
+        yielded as soon as that read returned (never held for more). The terminal event
+        comes alone, in the last list."""
         job = _Job()
         self._jobs[job_id] = job
         sent_at = time.perf_counter()
@@ -112,10 +139,10 @@ class StreamRunner:
             headers = {JOB_HEADER: job_id, **(headers or {})}
             stream = await self._open(job, path, body, headers)
             if isinstance(stream, Failed):
-                yield stream
+                yield (stream,)
                 return
-            async for event in self._relay(job, stream, decoder, sent_at):
-                yield event
+            async for batch in self._relay(job, stream, decoder, sent_at):
+                yield batch
         finally:
             if job.stream is not None:
                 job.stream.abort()  # no-op after a clean finish
@@ -144,8 +171,9 @@ class StreamRunner:
 
     async def _relay(
         self, job: _Job, stream: HttpStream, decoder: FrameDecoder, sent_at: float
-    ) -> AsyncIterator[StreamEvent]:
-        """Events of an open stream; `sent_at` (perf_counter) is when the request left."""
+    ) -> AsyncIterator[Sequence[StreamEvent]]:
+        """Events of an open stream, a list per read; `sent_at` (perf_counter) is when
+        the request left."""
         loop = asyncio.get_running_loop()
         stall_s = self._client.settings.stall_timeout_s
         first_token_at = 0.0
@@ -167,26 +195,29 @@ class StreamRunner:
                     tokens_seen=first_token_at > 0, detail="cut-off event" if parser.pending else ""
                 )
                 break
+            batch: list[StreamEvent] = []
             for data in payloads:
                 for event in decoder.feed(data):
                     if isinstance(event, End | Failed):
                         terminal = event
                         break
-                    if job.stopped():  # cancel() may have run while we were suspended
-                        terminal = cancelled(tokens_seen=first_token_at > 0)
-                        break
-                    if not first_token_at and isinstance(event, Token):
-                        first_token_at = time.perf_counter()
-                    deadline = loop.time() + stall_s
-                    yield event
+                    batch.append(event)
                 if terminal is not None:
                     break
+            if not batch:
+                continue
+            if not first_token_at and any(type(event) is Token for event in batch):
+                first_token_at = time.perf_counter()
+            deadline = loop.time() + stall_s  # a Started or a Token: the engine is alive
+            yield batch
+            if job.cancelled:  # cancel() ran while the consumer had the batch
+                terminal = cancelled(tokens_seen=first_token_at > 0)
         if isinstance(terminal, End):
             await stream.finish()
             terminal = _timed(terminal, sent_at, first_token_at)
         else:
             stream.abort()
-        yield terminal
+        yield (terminal,)
 
     def _broken(self, job: _Job, exc: Exception, tokens_seen: bool) -> Failed:
         if job.cancelled:

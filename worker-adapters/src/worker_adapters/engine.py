@@ -67,21 +67,27 @@ async def coalesce_tokens(
         if not isinstance(event, Token):
             yield event
             continue
-        texts = [event.text]
-        count = event.tokens
+        merged = [event]
         follower: StreamEvent | None = None
         has_follower = False
         while not queue.empty():
             nxt = queue.get_nowait()
             if isinstance(nxt, Token):
-                texts.append(nxt.text)
-                count += nxt.tokens
+                merged.append(nxt)
                 continue
             follower, has_follower = nxt, True
             break
-        yield Token("".join(texts), count) if len(texts) > 1 else event
+        yield _merge(merged) if len(merged) > 1 else event
         if not has_follower:
             continue
         if follower is None:
             return
         yield follower
+
+
+def _merge(tokens: list[Token]) -> Token:
+    text = "".join(t.text for t in tokens)
+    count = sum(t.tokens for t in tokens)
+    if not any(t.logprobs for t in tokens):
+        return Token(text, count)
+    return Token(text, count, tuple(lp for t in tokens for lp in t.logprobs))

@@ -26,7 +26,9 @@ __all__ = [
     "Started",
     "StreamEvent",
     "Token",
+    "TokenLogprob",
     "Tokenized",
+    "TopLogprob",
 ]
 
 HealthState = Literal["loading", "ready", "failed"]
@@ -48,6 +50,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     grammar: str | None = None
     json_schema: str | None = None
+    # Present: report each token's logprob and this many alternatives (0..20).
     logprobs: int | None = None
 
 
@@ -74,11 +77,37 @@ class Started:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """An alternative at one position: natural-log probability under the model."""
+
+    token: str
+    logprob: float
+    token_bytes: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log-probability and the most likely alternatives (most
+    likely first) at its position. `token` is text (invalid UTF-8 replaced);
+    `token_bytes` the exact bytes when the engine reports them."""
+
+    token: str
+    logprob: float
+    token_bytes: bytes = b""
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
-    """A text delta of whole UTF-8 characters produced by `tokens` engine tokens."""
+    """A text delta of whole UTF-8 characters produced by `tokens` engine tokens.
+
+    `logprobs` is filled only when the request asked (`Sampling.logprobs`): one entry
+    per engine token of this delta, in order (an engine may report fewer, e.g. none for
+    tokens whose text it held back)."""
 
     text: str
     tokens: int = 1
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

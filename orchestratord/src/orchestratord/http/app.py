@@ -19,7 +19,7 @@ from specs.api.models import TaskRequest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestratord.control_link import ControlCommands
@@ -34,7 +34,9 @@ from orchestratord.http.errors import error_response
 from orchestratord.http.meta import meta_routes
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.openai import openai_routes
+from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import task_from_wire
+from orchestratord.job_trace import client_trace
 from orchestratord.registry import PoolInfo
 from orchestratord.tasks import TaskRecord
 from specs import openapi_document
@@ -99,7 +101,7 @@ def _starlette(
             max_prompt_bytes=config.max_prompt_bytes,
             api_key=_api_key(request),
         )
-        record = await orchestrator.submit(spec)
+        record = await orchestrator.submit(spec, trace_parent=client_trace(request.headers))
         if "text/event-stream" in request.headers.get("accept", ""):
             return _stream(record, None)
         return _json(
@@ -135,7 +137,7 @@ def _starlette(
                 if not record.done:
                     orchestrator.subscriber_left(record.task_id)
 
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        return SseResponse(frames(), headers=_SSE_HEADERS)
 
     def _existing(task_id: str) -> TaskRecord:
         record = orchestrator.tasks.get(task_id)

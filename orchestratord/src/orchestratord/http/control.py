@@ -1,4 +1,4 @@
-"""Control-plane routes: deployments, hosts and cordon (API-11, POOL-08).
+"""Control-plane routes: deployments, hosts, cordon, drain and reload (API-11, POOL-05/08).
 
 Wire bodies are the generated models; replies are assembled here from the deployment
 manager's and the registry's state. Engine credentials never appear (SEC-04).
@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pydantic
-from specs.api.models import CordonRequest, DeploymentRequest, DrainRequest
+from specs.api.models import CordonRequest, DeploymentRequest, DrainRequest, ReloadRequest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,13 +20,16 @@ from starlette.routing import Route
 from orchestratord.control_link import CommandFailed, ControlCommands
 from orchestratord.deployments import Constraints, DeploymentSpec
 from orchestratord.deployments.manager import DeploymentManager, DeploymentState
-from orchestratord.errors import ApiError, Detail
+from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.http.body import read_json_body
 from orchestratord.registry import PoolRegistry
 
 __all__ = ["control_routes"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
+# A reload waits for the new model to load and warm up (the pool manager's own limit,
+# `reload_timeout_s`, is shorter); the old model serves meanwhile.
+RELOAD_WAIT_S = 900.0
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -249,8 +252,38 @@ def control_routes(
         registry.mark_draining(pool_id)
         return Response(status_code=202)
 
+    async def reload_pool(request: Request) -> Response:
+        pool_id = str(request.path_params["pool_id"])
+        body: ReloadRequest = _parse(ReloadRequest, await read_json_body(request, max_body_bytes))
+        pool = registry.pool(pool_id)
+        if pool is None:
+            raise ApiError("NOT_FOUND", f"no pool {pool_id}")
+        previous = pool.model_id
+        try:
+            message = await commands.reload(pool.host_id, pool_id, body.model, RELOAD_WAIT_S)
+        except CommandFailed as exc:
+            code = exc.code if exc.code in STATUS_BY_CODE else "INTERNAL"
+            raise ApiError(
+                code,
+                f"pool {pool_id}: {exc}",
+                retriable=code == "POOL_UNREADY",
+                retry_after_ms=1000 if code == "POOL_UNREADY" else None,
+                pool_id=pool_id,
+            ) from exc
+        current = registry.pool(pool_id) or pool
+        return _json(
+            {
+                "pool_id": pool_id,
+                "previous_model_id": previous,
+                "model_id": current.model_id,
+                "model_digest": current.model_digest,
+                "message": message,
+            }
+        )
+
     return [
         Route("/v2/pools/{pool_id}/drain", drain_pool, methods=["POST"]),
+        Route("/v2/pools/{pool_id}/reload", reload_pool, methods=["POST"]),
         Route("/v2/deployments", list_deployments, methods=["GET"]),
         Route("/v2/deployments/{name}", put_deployment, methods=["PUT"]),
         Route("/v2/deployments/{name}", get_deployment, methods=["GET"]),

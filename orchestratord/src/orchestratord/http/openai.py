@@ -6,7 +6,9 @@ generated `TaskRequest`, so the same validation applies) and runs through the sa
 admission, placement and dispatch. Streams read the task's event log in decoded form
 and re-frame each token as an OpenAI chunk by splicing the token's JSON text literal
 into a prebuilt template (no decode/encode per token). Usage counts come from the
-engine (`tokens_in` of `started`, `tokens_out` of `end`). Errors use OpenAI's error
+engine (`tokens_in` of `started`, `tokens_out` of `end`). Logprobs, when asked, come in
+OpenAI's shapes (`logprobs.CompletionLogprobs` for the legacy completions one); those
+streams decode each token event, the others never do. Errors use OpenAI's error
 body; its `code` is llorch's error code (so clients can tell `ADMISSION_REJECT` from
 `QUOTA_EXCEEDED`).
 """
@@ -27,14 +29,17 @@ from specs.api.models import (
     TaskRequest,
 )
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestratord.core import Orchestrator
 from orchestratord.errors import ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import read_json_body
+from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import task_from_wire
+from orchestratord.job_trace import client_trace
+from orchestratord.logprobs import CompletionLogprobs
 from orchestratord.tasks import TaskRecord
 
 __all__ = ["openai_routes"]
@@ -126,7 +131,7 @@ def _chat_wire(body: OpenAIChatRequest) -> dict[str, Any]:
         **_sampling(body),
     }
     if body.logprobs:
-        wire["logprobs"] = body.top_logprobs or 1
+        wire["logprobs"] = body.top_logprobs or 0
     response_format = body.response_format
     if response_format is not None and response_format.type == "json_object":
         wire["json_schema"] = {"type": "object"}
@@ -145,7 +150,7 @@ def _completion_wire(body: OpenAICompletionRequest) -> dict[str, Any]:
         "max_tokens": body.max_tokens or DEFAULT_MAX_TOKENS,
         **_sampling(body),
     }
-    if body.logprobs:
+    if body.logprobs is not None:
         wire["logprobs"] = body.logprobs
     return wire
 
@@ -180,6 +185,14 @@ class _Framer:
     def content(self, literal: str) -> str:
         return self._content_head + literal + self._content_tail
 
+    def content_with_logprobs(self, literal: str, logprobs: dict[str, Any]) -> str:
+        """A content chunk with its choice's `logprobs` (chat: `{content: [...]}`;
+        completions: the legacy shape)."""
+        tail = f',"logprobs":{json.dumps(logprobs, ensure_ascii=False)},"finish_reason":null}}]}}'
+        if self.chat:
+            return self._content_head + literal + "}" + tail + "\n\n"
+        return self._content_head + literal + tail + "\n\n"
+
     def finish(self, reason: str) -> str:
         choice = '{"index":0,"delta":{},' if self.chat else '{"index":0,"text":"","logprobs":null,'
         return self._head + choice + f'"finish_reason":"{reason}"}}]}}\n\n'
@@ -201,6 +214,7 @@ def _stream(
 ) -> Response:
     framer = _Framer(record, chat)
     subscriber = record.events.subscribe_decoded()
+    shaper = _logprobs_shaper(record, chat)
 
     async def chunks() -> AsyncIterator[bytes]:
         tokens_in = 0
@@ -210,7 +224,12 @@ def _stream(
             while (events := await subscriber.next_events()) is not None:
                 parts = []
                 for name, data in events:
-                    if name == "token":
+                    if name == "token" and shaper is not None:
+                        entries = json.loads(data).get("logprobs") or []
+                        parts.append(
+                            framer.content_with_logprobs(token_text_json(data), shaper(entries))
+                        )
+                    elif name == "token":
                         parts.append(framer.content(token_text_json(data)))
                     elif name == "started":
                         tokens_in = int(json.loads(data)["tokens_in"])
@@ -238,11 +257,26 @@ def _stream(
             if not record.done:
                 orchestrator.subscriber_left(record.task_id)
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return SseResponse(chunks(), headers=_SSE_HEADERS)
 
 
-async def _collect(record: TaskRecord) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-    """Wait for the terminal event: (text, started, end) or raise ApiError for an error."""
+def _logprobs_shaper(
+    record: TaskRecord, chat: bool
+) -> Callable[[list[dict[str, Any]]], dict[str, Any]] | None:
+    """How a chunk's logprob entries become its choice's `logprobs`; None when the task
+    did not ask for logprobs (the stream then splices text only)."""
+    if record.spec.request.sampling.logprobs is None:
+        return None
+    if chat:
+        return lambda entries: {"content": entries}
+    return CompletionLogprobs().shape
+
+
+async def _collect(
+    record: TaskRecord, logprobs: list[dict[str, Any]] | None = None
+) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """Wait for the terminal event: (text, started, end) or raise ApiError for an error.
+    Token logprob entries are appended to `logprobs` when given."""
     subscriber = record.events.subscribe_decoded()
     texts: list[str] = []
     started: dict[str, Any] = {}
@@ -250,7 +284,10 @@ async def _collect(record: TaskRecord) -> tuple[str, dict[str, Any], dict[str, A
         while (events := await subscriber.next_events()) is not None:
             for name, data in events:
                 if name == "token":
-                    texts.append(json.loads(data)["t"])
+                    token = json.loads(data)
+                    texts.append(token["t"])
+                    if logprobs is not None:
+                        logprobs.extend(token.get("logprobs") or ())
                 elif name == "started":
                     started = json.loads(data)
                 elif name == "end":
@@ -278,7 +315,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             allow_embedding=True,
             api_key=request.scope.get("state", {}).get("api_key"),
         )
-        return await orchestrator.submit(spec)
+        return await orchestrator.submit(spec, trace_parent=client_trace(request.headers))
 
     async def body_of(request: Request) -> bytes:
         return await read_json_body(request, config.max_body_bytes)
@@ -303,7 +340,8 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         if body.stream:
             options = body.stream_options
             return _stream(orchestrator, record, True, bool(options and options.include_usage))
-        text, started, end = await _collect(record)
+        entries: list[dict[str, Any]] = []
+        text, started, end = await _collect(record, entries)
         assert end is not None
         return Response(
             json.dumps(
@@ -316,7 +354,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "logprobs": None,
+                            "logprobs": {"content": entries} if body.logprobs else None,
                             "finish_reason": end["finish_reason"],
                         }
                     ],
@@ -332,8 +370,10 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         if body.stream:
             options = body.stream_options
             return _stream(orchestrator, record, False, bool(options and options.include_usage))
-        text, started, end = await _collect(record)
+        entries: list[dict[str, Any]] = []
+        text, started, end = await _collect(record, entries)
         assert end is not None
+        logprobs = CompletionLogprobs().shape(entries) if body.logprobs is not None else None
         return Response(
             json.dumps(
                 {
@@ -345,7 +385,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                         {
                             "index": 0,
                             "text": text,
-                            "logprobs": None,
+                            "logprobs": logprobs,
                             "finish_reason": end["finish_reason"],
                         }
                     ],

@@ -170,7 +170,7 @@ def _features(body: TaskRequest, workload: str) -> frozenset[str]:
         wanted.add("grammar")
     if body.json_schema is not None:
         wanted.add("json_schema")
-    if body.logprobs:
+    if body.logprobs is not None:  # 0 asks for the chosen tokens' logprobs only
         wanted.add("logprobs")
     return frozenset(wanted)
 

@@ -97,7 +97,7 @@ class ErrorDetail(BaseModel):
 
 
 class TaskError(BaseModel):
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'INTERNAL', 'WORKER_RESET', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'RELOAD_FAILED', 'INTERNAL', 'WORKER_RESET', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -125,9 +125,14 @@ class StartedEvent(BaseModel):
     )
 
 
-class TokenEvent(BaseModel):
-    t: str = Field(..., description='The text delta.')
-    i: int = Field(..., description='0-based index of this token event.', ge=0)
+class Byte(RootModel[int]):
+    root: int = Field(..., ge=0, le=255)
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float = Field(..., le=0.0)
+    bytes: list[Byte]
 
 
 class MetricsEvent(BaseModel):
@@ -414,6 +419,26 @@ class DrainRequest(BaseModel):
     deadline_ms: int | None = Field(default=30000, ge=0, le=86400000)
 
 
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    model: str = Field(
+        ...,
+        description='A model id, alias or sha256 the host holds, or an absolute path.',
+        max_length=1024,
+        min_length=1,
+    )
+
+
+class ReloadResult(BaseModel):
+    pool_id: str
+    previous_model_id: str
+    model_id: str
+    model_digest: str
+    message: str = Field(..., description='What happened, e.g. "... (side-by-side)".')
+
+
 class CordonRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
@@ -614,7 +639,12 @@ class TaskRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     seed: int | None = Field(default=None, ge=0, le=4294967295)
     stop: list[StopItem] | None = Field(default=None, max_length=16)
-    logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: int | None = Field(
+        default=None,
+        description="Report each generated token's log-probability and this many most likely\nalternatives on the `token` events. Needs a pool whose engine has the\n`logprobs` feature; otherwise the task is refused with INVALID_PARAMS.\n",
+        ge=0,
+        le=20,
+    )
     grammar: str | None = Field(default=None, max_length=65536, min_length=1)
     json_schema: dict[str, Any] | None = None
     priority: Literal['interactive', 'batch'] | None = 'interactive'
@@ -647,7 +677,7 @@ class ErrorEnvelope(BaseModel):
     The one error body before a stream starts (API-07).
     """
 
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'INTERNAL', 'WORKER_RESET', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'RELOAD_FAILED', 'INTERNAL', 'WORKER_RESET', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -657,4 +687,27 @@ class ErrorEnvelope(BaseModel):
     details: list[ErrorDetail] | None = Field(
         default=None,
         description='Per-field problems (INVALID_PARAMS) or per-pool reasons (NO_CAPACITY).',
+    )
+
+
+class TokenLogprob(BaseModel):
+    """
+    A generated token with its natural-log probability under the model (log-softmax
+    of the logits over the whole vocabulary, before sampling transforms) and the
+    `logprobs` most likely alternatives at that position, most likely first.
+
+    """
+
+    token: str = Field(..., description="The token's text; invalid UTF-8 is replaced.")
+    logprob: float = Field(..., le=0.0)
+    bytes: list[Byte]
+    top_logprobs: list[TopLogprob] = Field(..., max_length=20)
+
+
+class TokenEvent(BaseModel):
+    t: str = Field(..., description='The text delta.')
+    i: int = Field(..., description='0-based index of this token event.', ge=0)
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None,
+        description='Present only when the task asked for `logprobs`: one entry per engine token of\nthis event, in order (an event may carry several tokens when a character was\nsplit across them).\n',
     )

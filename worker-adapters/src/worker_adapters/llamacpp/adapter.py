@@ -5,7 +5,8 @@ chunk with `stop: true`, no `[DONE]`). Chat needs the model's template, which on
 server can render, so chat goes to its OpenAI route `/v1/chat/completions` (ends with
 `[DONE]`; `_openai_wire`) with llama.cpp's extras (`top_k`, `min_p`, `repeat_penalty`,
 `grammar`, `json_schema`), which that route honours too. Both routes honour grammars and
-JSON schemas, so nothing is refused here.
+JSON schemas, so nothing is refused here. Logprobs are asked as `n_probs` (native) or
+`logprobs`/`top_logprobs` (chat) and read by `_logprobs.LogprobsDecoder`.
 
 Control routes: `/health` (200 ready, 503 while loading), `/slots` (busy slots, when the
 server has it enabled), `/props`, `/tokenize` (with pieces for byte offsets),
@@ -21,6 +22,7 @@ import json
 from typing import Any
 
 from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
+from worker_adapters._logprobs import LogprobsDecoder, llama_native_logprobs, openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body
 from worker_adapters.errors import EngineUnavailable, RequestRejected
 from worker_adapters.llamacpp.wire import LlamaNativeDecoder, native_sampling, pieces_to_offsets
@@ -58,14 +60,23 @@ class LlamaServerAdapter(HttpAdapterBase):
             except ValueError:
                 return Failed("INVALID_PARAMS", "json_schema is not valid JSON", False, True)
         native = native_sampling(sampling, schema)
+        top_n = sampling.logprobs
         if request.messages is None:
             body = {"prompt": request.prompt or "", "stream": True, "cache_prompt": True, **native}
-            return StreamPlan("/completion", body, LlamaNativeDecoder())
+            if top_n is None:
+                return StreamPlan("/completion", body, LlamaNativeDecoder())
+            body["n_probs"] = max(top_n, 1)  # 0 would return no probabilities at all
+            decoder = LogprobsDecoder(LlamaNativeDecoder(), llama_native_logprobs, top_n)
+            return StreamPlan("/completion", body, decoder)
         chat = chat_body(request, await self.served_model())
         native.pop("n_predict")
         chat.update(native)
         chat["stream_options"] = {"include_usage": True}
-        return StreamPlan("/v1/chat/completions", chat, OpenAIDecoder(chat=True))
+        if top_n is None:
+            return StreamPlan("/v1/chat/completions", chat, OpenAIDecoder(chat=True))
+        chat.update(logprobs=True, top_logprobs=max(top_n, 1))
+        decoder = LogprobsDecoder(OpenAIDecoder(chat=True), openai_logprobs, top_n)
+        return StreamPlan("/v1/chat/completions", chat, decoder)
 
     async def health(self) -> EngineHealth:
         reply = await self._client.call("GET", "/health")
@@ -89,7 +100,7 @@ class LlamaServerAdapter(HttpAdapterBase):
     async def props(self) -> EngineProps:
         props = await self.json("GET", "/props")
         settings = props.get("default_generation_settings") or {}
-        features = {"completion", "chat", "grammar", "json_schema", "tokenize"}
+        features = {"completion", "chat", "grammar", "json_schema", "tokenize", "logprobs"}
         return EngineProps(
             engine="llamacpp",
             engine_version=str(props.get("build_info", "")),

@@ -10,8 +10,8 @@ are plain HTTP errors (PR #16486), handled by `http_errors`.
 `content` is text: llama-server holds back an incomplete UTF-8 character until it is
 whole, so no byte reassembly is needed here (the network chunk split is `_sse`'s job).
 Sampling maps one to one (llama.cpp names: `n_predict`, `repeat_penalty`, `min_p`,
-`grammar` as GBNF, `json_schema` as an object); `logprobs` is not requested, since
-`Token` carries none.
+`grammar` as GBNF, `json_schema` as an object); logprobs (`n_probs`) are asked and read
+in the adapter (`_logprobs`), not here.
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ slot's previous job reuses it).
 One generation: render the chat template (the model's own, from its GGUF metadata) or
 take the raw prompt, tokenize, refuse prompts that do not fit the context with
 `CONTEXT_OVERFLOW`, then sample token by token. Each token's bytes go through a
-`TextAssembler` (UTF-8 reassembly, stop strings). Cancel sets an event checked between
-tokens. Text deltas cross to the event loop through `call_soon_threadsafe`, and tokens
-already waiting when the consumer looks are merged (`coalesce_tokens`).
+`TextAssembler` (UTF-8 reassembly, stop strings); when the request asks for logprobs,
+each token's are computed from the logits it was sampled from (`logprobs`) and travel
+with its text. Cancel sets an event checked between tokens. Text deltas cross to the
+event loop through `call_soon_threadsafe`, and tokens already waiting when the consumer
+looks are merged (`coalesce_tokens`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
+from worker_adapters.llamacpp_inproc.logprobs import sampled_logprobs
 from worker_adapters.textstream import TextAssembler
 from worker_adapters.types import (
     End,
@@ -48,6 +51,7 @@ from worker_adapters.types import (
     StreamEvent,
     Token,
     Tokenized,
+    TokenLogprob,
 )
 
 __all__ = ["LlamaBackend", "LlamaSettings"]
@@ -172,7 +176,7 @@ class LlamaBackend:
         return EngineHealth("ready", "", len(self._slots), busy)
 
     def props(self) -> EngineProps:
-        features = {"completion", "chat", "grammar", "json_schema"}
+        features = {"completion", "chat", "grammar", "json_schema", "logprobs"}
         if self._settings.embeddings:
             features.add("embedding")
         return EngineProps(
@@ -286,6 +290,8 @@ class LlamaBackend:
         assembler = TextAssembler(sampling.stop)
         produced, pending, first_at = 0, 0, 0.0
         finish = "length"
+        top_n = sampling.logprobs  # None: no logprobs, and none of their cost
+        scored: list[TokenLogprob] = []  # logprobs of the `pending` tokens
         generator = llama.generate(prompt, grammar=grammar, **_sampling_args(sampling))
         try:
             for token in generator:
@@ -299,10 +305,13 @@ class LlamaBackend:
                 pending += 1
                 if produced == 1:
                     first_at = time.perf_counter()
+                if top_n is not None:
+                    scored.append(sampled_logprobs(llama, token, top_n))
                 text = assembler.feed(llama._model.detokenize([token]))
                 if text:
-                    emit(Token(text, pending))
+                    emit(Token(text, pending, tuple(scored)) if scored else Token(text, pending))
                     pending = 0
+                    scored.clear()
                 if assembler.stopped:
                     finish = "stop"
                     break
@@ -312,7 +321,7 @@ class LlamaBackend:
             generator.close()
         tail = assembler.finish()
         if tail and finish != "cancelled":
-            emit(Token(tail, pending))
+            emit(Token(tail, pending, tuple(scored)))
         done = time.perf_counter()
         return End(
             tokens_in=len(prompt),

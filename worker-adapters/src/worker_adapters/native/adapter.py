@@ -7,7 +7,8 @@ first, Token*, then one End or Error) and any violation ends the job with a type
 UNAVAILABLE (worker gone) is `WORKER_RESET` with `engine_lost`, DEADLINE_EXCEEDED is
 `DECODE_TIMEOUT`, and so is a stream that yields nothing for `stall_timeout_s`. Cancel
 sends the worker's `Cancel` RPC and closes the stream, so the worker stops between two
-tokens (ADP-04).
+tokens (ADP-04). With tracing on (OBS-03) a generation is a client span whose W3C
+`traceparent` travels in the call's gRPC metadata.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import grpc
 from specs.worker.v1 import worker_pb2 as pb
 from specs.worker.v1 import worker_pb2_grpc
 
+from specs import tracing
+from worker_adapters._trace import engine_span, traced_stream
 from worker_adapters.errors import EngineTimeout, EngineUnavailable, RequestRejected
 from worker_adapters.native.translate import (
     event_from_wire,
@@ -81,8 +84,17 @@ class NativeAdapter:
         self._cancelled: set[str] = set()
         self._calls: dict[str, grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateEvent]] = {}
 
-    async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
-        call = self._stub.Generate(request_to_wire(request), metadata=self._metadata)
+    def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        span = engine_span(self.kind, request.job_id, self._endpoint.address)
+        if span is None:  # tracing off: no wrapper on the token path
+            return self._generate(request, self._metadata)
+        metadata = (*self._metadata, *tracing.inject(span).items())
+        return traced_stream(self._generate(request, metadata), span)
+
+    async def _generate(
+        self, request: GenerateRequest, metadata: Sequence[tuple[str, str]]
+    ) -> AsyncIterator[StreamEvent]:
+        call = self._stub.Generate(request_to_wire(request), metadata=metadata)
         self._calls[request.job_id] = call
         started = tokens_seen = finished = False
         try:

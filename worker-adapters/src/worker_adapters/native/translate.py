@@ -6,6 +6,8 @@ The only module that builds or reads worker protobuf messages; the server
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from specs.worker.v1 import worker_pb2 as pb
 
 from worker_adapters.types import (
@@ -19,6 +21,8 @@ from worker_adapters.types import (
     Started,
     StreamEvent,
     Token,
+    TokenLogprob,
+    TopLogprob,
 )
 
 __all__ = [
@@ -80,6 +84,8 @@ def request_from_wire(wire: pb.GenerateRequest) -> GenerateRequest:
 
 def event_to_wire(event: StreamEvent) -> pb.GenerateEvent:
     if isinstance(event, Token):
+        if event.logprobs:
+            return pb.GenerateEvent(token=_token_with_logprobs(event))
         return pb.GenerateEvent(token=pb.Token(text=event.text, tokens=event.tokens))
     if isinstance(event, Started):
         started = pb.Started(tokens_in=event.tokens_in, tokens_cached=event.tokens_cached)
@@ -102,7 +108,10 @@ def event_from_wire(wire: pb.GenerateEvent, *, tokens_seen: bool) -> StreamEvent
     """Domain event for one wire event; None for an event with no payload (malformed)."""
     kind = wire.WhichOneof("event")
     if kind == "token":
-        return Token(wire.token.text, wire.token.tokens or 1)
+        token = wire.token
+        if token.logprobs:
+            return Token(token.text, token.tokens or 1, _logprobs_from_wire(token.logprobs))
+        return Token(token.text, token.tokens or 1)
     if kind == "started":
         return Started(wire.started.tokens_in, wire.started.tokens_cached)
     if kind == "end":
@@ -114,6 +123,39 @@ def event_from_wire(wire: pb.GenerateEvent, *, tokens_seen: bool) -> StreamEvent
         err = wire.error
         return Failed(err.code, err.message, err.retriable, before_first_token=not tokens_seen)
     return None
+
+
+def _token_with_logprobs(event: Token) -> pb.Token:
+    return pb.Token(
+        text=event.text,
+        tokens=event.tokens,
+        logprobs=[
+            pb.TokenLogprob(
+                token=lp.token,
+                logprob=lp.logprob,
+                token_bytes=lp.token_bytes,
+                top=[
+                    pb.TopLogprob(token=t.token, logprob=t.logprob, token_bytes=t.token_bytes)
+                    for t in lp.top
+                ],
+            )
+            for lp in event.logprobs
+        ],
+    )
+
+
+def _logprobs_from_wire(
+    entries: Iterable[pb.TokenLogprob],
+) -> tuple[TokenLogprob, ...]:
+    return tuple(
+        TokenLogprob(
+            lp.token,
+            lp.logprob,
+            lp.token_bytes,
+            tuple(TopLogprob(t.token, t.logprob, t.token_bytes) for t in lp.top),
+        )
+        for lp in entries
+    )
 
 
 def health_to_wire(health: EngineHealth) -> pb.HealthReply:

@@ -14,7 +14,9 @@ ignored, so sending them would run unconstrained or unsampled):
   must parse as JSON or the job fails (a server that ignored the format is caught);
   on completions refused;
 - `top_k`, `min_p`, `repeat_penalty`: not sent (not OpenAI fields); the engine's
-  defaults apply. `logprobs` is not relayed (`Token` carries none).
+  defaults apply.
+- `logprobs`: asked in OpenAI's fields and read back (`_logprobs`); a server that
+  ignores them fails the job before its first token (ENGINE_ERROR), never silently.
 Tokenize and detokenize use llama_cpp.server's `/extras/*` routes (no byte offsets).
 
 Seen on a real llama_cpp.server (0.3.36): a prompt longer than its context gets HTTP
@@ -31,6 +33,7 @@ from typing import Any
 
 from worker_adapters._http import HttpSettings, error_from_body
 from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan, unsupported
+from worker_adapters._logprobs import LogprobsDecoder, openai_logprobs, request_openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body, completion_body
 from worker_adapters.http_errors import control_error
 from worker_adapters.protocol import Endpoint, register
@@ -75,7 +78,11 @@ class OpenAIAdapter(HttpAdapterBase):
             }
             check_json = True
         path = "/v1/chat/completions" if chat else "/v1/completions"
-        return StreamPlan(path, body, OpenAIDecoder(chat=chat, check_json=check_json))
+        decoder = OpenAIDecoder(chat=chat, check_json=check_json)
+        if sampling.logprobs is None:
+            return StreamPlan(path, body, decoder)
+        request_openai_logprobs(body, sampling, chat=chat)
+        return StreamPlan(path, body, LogprobsDecoder(decoder, openai_logprobs, sampling.logprobs))
 
     async def health(self) -> EngineHealth:
         reply = await self._client.call("GET", "/v1/models")
@@ -95,7 +102,7 @@ class OpenAIAdapter(HttpAdapterBase):
             ctx=int(first.get("max_model_len") or 0),
             slots_total=self._slots,
             chat_template=True,
-            features=frozenset({"completion", "chat", "json_schema"}),
+            features=frozenset({"completion", "chat", "json_schema", "logprobs"}),
             model_path=str(first.get("id", "")),
         )
 

@@ -4,6 +4,8 @@ Completions stream from `POST /generate_stream` (`tgi.wire`); chat goes to TGI's
 `/v1/chat/completions`, which renders the model's template and ends with `[DONE]`
 (`_openai_wire`), with a JSON schema as TGI's `response_format {type: json, value}`.
 A GBNF grammar is refused (INVALID_PARAMS): TGI only takes JSON schema and regex.
+Logprobs: each `/generate_stream` token carries its own, `top_n_tokens` adds the
+alternatives (`top_tokens`); chat takes OpenAI's fields (`_logprobs`).
 Health is `GET /health` (200 ready, 503 unhealthy: `failed`; connections are refused
 while the shards warm up). Props come from `/info`; `/tokenize` returns byte offsets.
 TGI has no detokenize and no embeddings route: both are refused.
@@ -14,6 +16,12 @@ from __future__ import annotations
 import json
 
 from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan, unsupported
+from worker_adapters._logprobs import (
+    LogprobsDecoder,
+    openai_logprobs,
+    request_openai_logprobs,
+    tgi_logprobs,
+)
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body
 from worker_adapters.errors import EngineUnavailable, RequestRejected
 from worker_adapters.protocol import Endpoint, register
@@ -36,19 +44,28 @@ class TgiAdapter(HttpAdapterBase):
                 schema = json.loads(sampling.json_schema)
             except ValueError:
                 return Failed("INVALID_PARAMS", "json_schema is not valid JSON", False, True)
+        top_n = sampling.logprobs
         if request.messages is None:
-            body = {
-                "inputs": request.prompt or "",
-                "parameters": generate_parameters(sampling, schema),
-            }
-            return StreamPlan("/generate_stream", body, TgiDecoder())
+            parameters = generate_parameters(sampling, schema)
+            body = {"inputs": request.prompt or "", "parameters": parameters}
+            if top_n is None:
+                return StreamPlan("/generate_stream", body, TgiDecoder())
+            if top_n > 0:  # each token's own logprob comes with `details` regardless
+                parameters["top_n_tokens"] = top_n
+            return StreamPlan(
+                "/generate_stream", body, LogprobsDecoder(TgiDecoder(), tgi_logprobs, top_n)
+            )
         chat = chat_body(request, await self.served_model())
         chat["stream_options"] = {"include_usage": True}
         if sampling.top_k is not None:
             chat["top_k"] = sampling.top_k
         if schema is not None:
             chat["response_format"] = {"type": "json", "value": schema}
-        return StreamPlan("/v1/chat/completions", chat, OpenAIDecoder(chat=True))
+        if top_n is None:
+            return StreamPlan("/v1/chat/completions", chat, OpenAIDecoder(chat=True))
+        request_openai_logprobs(chat, sampling, chat=True)
+        decoder = LogprobsDecoder(OpenAIDecoder(chat=True), openai_logprobs, top_n)
+        return StreamPlan("/v1/chat/completions", chat, decoder)
 
     async def health(self) -> EngineHealth:
         reply = await self._client.call("GET", "/health")
@@ -67,7 +84,7 @@ class TgiAdapter(HttpAdapterBase):
             ctx=int(ctx),
             slots_total=int(info.get("max_concurrent_requests") or 0),
             chat_template=True,
-            features=frozenset({"completion", "chat", "json_schema", "tokenize"}),
+            features=frozenset({"completion", "chat", "json_schema", "tokenize", "logprobs"}),
             model_path=str(info.get("model_id", "")),
         )
 

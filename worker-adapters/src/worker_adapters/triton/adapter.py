@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from worker_adapters._http import HttpSettings
@@ -75,7 +75,9 @@ class TritonAdapter(HttpAdapterBase):
         body = generate_body(request, engine_request_id)
         return StreamPlan(f"/v2/models/{self._model}/generate_stream", body, TritonDecoder())
 
-    async def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    async def _submit(
+        self, request: GenerateRequest, trace_headers: Mapping[str, str] | None
+    ) -> AsyncIterator[StreamEvent]:
         engine_request_id = f"{request.job_id}#{secrets.token_hex(4)}"
         plan = self._plan(request, engine_request_id)
         if isinstance(plan, Failed):
@@ -84,7 +86,9 @@ class TritonAdapter(HttpAdapterBase):
         self._live[request.job_id] = engine_request_id
         ended = False
         try:
-            events = self._runner.run(request.job_id, plan.path, plan.body, plan.decoder)
+            events = self._runner.run(
+                request.job_id, plan.path, plan.body, plan.decoder, trace_headers
+            )
             assert isinstance(events, AsyncGenerator)  # closed with us, not by the GC
             async with contextlib.aclosing(events):
                 async for event in events:

@@ -13,6 +13,8 @@
   reads GBNF).
 - Health: `GET /health`, 200 ready, 503 engine dead (`failed`); connections are refused
   while the model loads (raised as `EngineUnavailable`).
+- Logprobs: OpenAI's fields (`logprobs`, `top_logprobs`); completions answer in the
+  legacy shape (`tokens`, `token_logprobs`, `top_logprobs` maps), read by `_logprobs`.
 - `/tokenize` (`{prompt}` -> `{tokens}`; no byte offsets) and `/detokenize`.
 - The job id goes as `X-Request-Id`, which vLLM adopts as its request id.
 - vLLM does not report its sequence limit over HTTP: `slots` is configuration.
@@ -26,6 +28,7 @@ from typing import Any
 
 from worker_adapters._http import HttpSettings
 from worker_adapters._http_adapter import StreamPlan
+from worker_adapters._logprobs import LogprobsDecoder, openai_logprobs, request_openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body, completion_body
 from worker_adapters.errors import EngineUnavailable
 from worker_adapters.openai_compat.adapter import OpenAIAdapter
@@ -82,7 +85,11 @@ class VllmAdapter(OpenAIAdapter):
         path = "/v1/chat/completions" if chat else "/v1/completions"
         # vLLM takes X-Request-Id as its own request id: its logs then name our job.
         headers = {"X-Request-Id": request.job_id}
-        return StreamPlan(path, body, OpenAIDecoder(chat=chat), headers)
+        if sampling.logprobs is None:
+            return StreamPlan(path, body, OpenAIDecoder(chat=chat), headers)
+        request_openai_logprobs(body, sampling, chat=chat)
+        decoder = LogprobsDecoder(OpenAIDecoder(chat=chat), openai_logprobs, sampling.logprobs)
+        return StreamPlan(path, body, decoder, headers)
 
     async def _add_constraint(
         self, body: dict[str, Any], grammar: str | None, json_schema: str | None
@@ -123,7 +130,9 @@ class VllmAdapter(OpenAIAdapter):
             ctx=int(first.get("max_model_len") or 0),
             slots_total=self._slots,
             chat_template=True,
-            features=frozenset({"completion", "chat", "grammar", "json_schema", "tokenize"}),
+            features=frozenset(
+                {"completion", "chat", "grammar", "json_schema", "tokenize", "logprobs"}
+            ),
             model_path=str(first.get("root") or first.get("id", "")),
         )
 

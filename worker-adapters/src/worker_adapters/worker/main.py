@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from specs.tracing import TracingConfigError, setup_tracing
 from specs.worker.v1 import worker_pb2_grpc
 
 from worker_adapters.engine import EngineBackend
@@ -138,6 +139,11 @@ def main(argv: list[str] | None = None, prog: str = "llorch worker") -> int:
     args = build_parser(prog).parse_args(argv)
     if args.slots < 1 or args.ctx < 16:
         print(f"{prog}: --slots must be >= 1 and --ctx >= 16", file=sys.stderr)
+        return 2
+    try:
+        setup_tracing("llorch-worker")  # OBS-03: off unless the environment turns it on
+    except TracingConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     options = WorkerOptions(
         model=args.model,

@@ -5,6 +5,8 @@ constant time. `Generate` streams the backend's events; when the client goes awa
 (cancel or disconnect) the backend generator is closed, which stops generation between
 two tokens. Request-level failures of unary calls are `INVALID_ARGUMENT` or
 `FAILED_PRECONDITION` with details `CODE: message`, where CODE is an API-07 code.
+With tracing on (OBS-03), `Generate` is a server span whose parent is the caller's
+`traceparent` metadata, with `prefill` and `decode` children.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import grpc
 from specs.worker.v1 import worker_pb2 as pb
 from specs.worker.v1 import worker_pb2_grpc
 
+from specs import tracing
+from worker_adapters._trace import traced_generation
 from worker_adapters.engine import EngineBackend
 from worker_adapters.errors import RequestRejected
 from worker_adapters.native.translate import (
@@ -47,6 +51,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     ) -> AsyncIterator[pb.GenerateEvent]:
         await self._authorize(context)
         events = self._backend.generate(request_from_wire(request))
+        if tracing.enabled():  # once per job; the untraced stream has no wrapper
+            events = traced_generation(events, context.invocation_metadata(), request.job_id)
         try:
             async for event in events:
                 yield event_to_wire(event)

@@ -99,7 +99,9 @@ class Sampling(_message.Message):
     """At most one of grammar (GBNF) and json_schema (a JSON Schema document as text)."""
     json_schema: _builtins.str
     logprobs: _builtins.int
-    """Number of top alternatives to report per token; absent = no logprobs."""
+    """Present: report each generated token's log-probability and this many top
+    alternatives (0..20); absent: no logprobs (and no cost).
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -228,21 +230,29 @@ Global___Started: _TypeAlias = Started  # noqa: Y015
 
 @_typing.final
 class TopLogprob(_message.Message):
+    """Log-probabilities are natural logarithms of the model's distribution over the whole
+    vocabulary at that position (log-softmax of the logits, before sampling transforms).
+    `token` is the token's text (invalid UTF-8 replaced); `token_bytes` its exact bytes.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
     LOGPROB_FIELD_NUMBER: _builtins.int
+    TOKEN_BYTES_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     logprob: _builtins.float
+    token_bytes: _builtins.bytes
     def __init__(
         self,
         *,
         token: _builtins.str = ...,
         logprob: _builtins.float = ...,
+        token_bytes: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprob", b"logprob", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprob", b"logprob", "token", b"token", "token_bytes", b"token_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,13 +260,19 @@ Global___TopLogprob: _TypeAlias = TopLogprob  # noqa: Y015
 
 @_typing.final
 class TokenLogprob(_message.Message):
+    """One generated token: its own log-probability and the `Sampling.logprobs` most likely
+    alternatives at that position, most likely first.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
     LOGPROB_FIELD_NUMBER: _builtins.int
     TOP_FIELD_NUMBER: _builtins.int
+    TOKEN_BYTES_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     logprob: _builtins.float
+    token_bytes: _builtins.bytes
     @_builtins.property
     def top(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopLogprob]: ...
     def __init__(
@@ -265,10 +281,11 @@ class TokenLogprob(_message.Message):
         token: _builtins.str = ...,
         logprob: _builtins.float = ...,
         top: _abc.Iterable[Global___TopLogprob] | None = ...,
+        token_bytes: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprob", b"logprob", "token", b"token", "top", b"top"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprob", b"logprob", "token", b"token", "token_bytes", b"token_bytes", "top", b"top"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -278,7 +295,8 @@ Global___TokenLogprob: _TypeAlias = TokenLogprob  # noqa: Y015
 class Token(_message.Message):
     """One decoded piece of text. `text` holds whole UTF-8 characters only: bytes of a
     character split across tokens are held back until the character is complete, so
-    `tokens` may be > 1 for one event.
+    `tokens` may be > 1 for one event. `logprobs` (only when the request asked) holds one
+    entry per engine token of this event, in order.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
