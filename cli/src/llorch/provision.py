@@ -27,6 +27,7 @@ from provisioners.plan import ModelPlan
 
 from llorch.catalog import EXIT_FAILED, EXIT_OK, add_location_options, open_store, state_dir
 from llorch.progress import ProgressBar, human_bytes
+from llorch.provision_engine import add_engine_parser
 from provisioners import ModelProvisioner, ModelProvisionerSettings, ProvisionError
 
 __all__ = ["add_parser", "run_model"]
@@ -41,8 +42,9 @@ def _sha256(text: str) -> str:
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser("provision", help="fetch and register models")
+    parser = commands.add_parser("provision", help="fetch models, prepare engines")
     kinds = parser.add_subparsers(dest="provision_kind", required=True)
+    add_engine_parser(kinds)  # `llorch provision engine SPEC`: llorch.provision_engine
     model = kinds.add_parser("model", help="fetch, verify and register a model")
     model.add_argument("ref", help="file:/abs/path, hf:org/repo[@rev]/file or https://...")
     model.add_argument("--sha256", type=_sha256, help="the file's expected sha256")

@@ -6,6 +6,7 @@ execute.py      runs and narrates a plan's steps, maps failures to the error tre
 process.py      the only module here that starts processes (cmake, pip, uv, git, podman)
 sources.py      source digests, unpacking, installing artifacts, markers
 prepared.py     PreparedEngine, rebuilt from a catalog entry by `prepared_engine`
+wheels.py       the wheelhouse that lets a new venv reuse a wheel uv built before
 triton_venv.py  the Triton engine's own venv (see below)
 
 Public surface: `EngineProvisioner` with `EngineProvisionerSettings` (every mode:

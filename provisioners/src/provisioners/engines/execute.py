@@ -27,6 +27,7 @@ from catalog_core import CatalogStore, EngineEntry, StoreError, sha256_file
 
 from provisioners.engines.process import CommandResult, capture, stream
 from provisioners.engines.sources import install_file, unpack_member, write_marker
+from provisioners.engines.wheels import seed_wheelhouse
 from provisioners.errors import (
     EngineBuildFailed,
     EngineInstallFailed,
@@ -64,6 +65,21 @@ from provisioners.plan.probes import (
 __all__ = ["EngineStepContext", "run_engine_plan"]
 
 _log = logging.getLogger("provisioners.engines")
+# Narration (OBS-02): each step's line is a present-tense sentence: "compiles llama-server".
+_NARRATED = {
+    "reuse": "reuses the catalog's engine",
+    "fetch-sdist": "fetches the sdist of",
+    "unpack": "unpacks the source into",
+    "git-fetch": "fetches",
+    "configure": "configures the build of",
+    "compile": "compiles",
+    "install": "installs the binary at",
+    "create-venv": "creates the venv",
+    "install-pins": "installs",
+    "pull": "pulls the image",
+    "probe": "probes",
+    "register": "registers the engine",
+}
 _PROBE_TIMEOUT_S = 60.0
 _UV_LOCK_TIMEOUT_S = "3600"  # another uv may hold its cache lock through a long build
 _FREEZE = (
@@ -100,7 +116,7 @@ async def run_engine_plan(plan: EnginePlan, context: EngineStepContext) -> Engin
     for step in plan.steps:
         _log.info(
             "%s %s",
-            step.action,
+            _NARRATED.get(step.action, step.action),
             step.target,
             extra={"action": step.action, "target": step.target, "engine": plan.spec},
         )
@@ -146,7 +162,9 @@ async def _fetch_sdist(step: FetchSdist, context: EngineStepContext) -> None:
     archive = Path(step.archive_path)
     scratch = archive.with_name(archive.name + ".fetching")
     await asyncio.to_thread(shutil.rmtree, scratch, True)
-    argv = [context.tools["pip"], "download", "--no-deps", "--no-binary", ":all:"]
+    # `--no-binary PACKAGE`, not `:all:`: pip builds metadata in an isolated env, whose
+    # build requirements (scikit-build-core, ...) may come as wheels.
+    argv = [context.tools["pip"], "download", "--no-deps", "--no-binary", step.package]
     argv += [f"{step.package}=={step.version}", "-d", str(scratch)]
     fetched = await stream(argv, env=context.env, log_path=_log_path(context, "fetch-sdist"))
     _check(fetched, SourceUnreachable, f"pip download {step.package}=={step.version}")
@@ -219,17 +237,24 @@ async def _venv_step(step: CreateVenv | InstallPins, context: EngineStepContext)
         done = await stream([*argv, step.venv_dir], env=env, cwd=cwd, log_path=log)
         _check(done, EngineInstallFailed, f"uv venv {step.venv_dir}")
         return
-    install = [uv, "pip", "install", "--python", str(Path(step.venv_dir) / "bin" / "python")]
-    if step.prefer_offline:
-        offline = await stream([*install, "--offline", *step.pins], env=env, cwd=cwd, log_path=log)
-        if offline.ok:
-            return
+    wheelhouse = Path(step.wheelhouse)
+    uv_cache = await _uv_cache_dir(uv, env)
+    for wheel in await asyncio.to_thread(seed_wheelhouse, wheelhouse, uv_cache, step.pins):
         _log.info(
-            "not everything is in uv's cache; installing from the index",
-            extra={"action": "install-pins-online", "target": " ".join(step.pins)},
-        )
+            "reuses %s, built by uv before", wheel.name,
+            extra={"action": "reuse-wheel", "target": str(wheel), "engine": step.venv_dir},
+        )  # fmt: skip
+    python = str(Path(step.venv_dir) / "bin" / "python")
+    install = [uv, "pip", "install", "--python", python, "--find-links", str(wheelhouse)]
     done = await stream([*install, *step.pins], env=env, cwd=cwd, log_path=log)
     _check(done, EngineInstallFailed, f"uv pip install {' '.join(step.pins)}")
+
+
+async def _uv_cache_dir(uv: str, env: Mapping[str, str | None]) -> Path | None:
+    """Where uv keeps its cache (`uv cache dir`: honours UV_CACHE_DIR); None if unknown."""
+    said = await capture([uv, "cache", "dir"], timeout_s=_PROBE_TIMEOUT_S, env=env)
+    lines = said.output.strip().splitlines() if said.ok else []
+    return Path(lines[-1]) if lines else None
 
 
 async def _probe(

@@ -64,7 +64,10 @@ _SOURCE_TOOLS = {
 }
 _COMPILER_ENV = {"c++": "CXX", "cc": "CC"}
 _RUNTIME_VERSION = {"docker": "{{.ServerVersion}}", "podman": "{{.Version.Version}}"}
-_PYTHON_VERSION = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
+_PYTHON_VERSION = (
+    "import os, sys; print('%d.%d.%d' % sys.version_info[:3]); "
+    "print(os.path.realpath(sys.executable))"
+)
 _PROBE_TIMEOUT_S = 20.0
 
 
@@ -87,6 +90,8 @@ async def gather_facts(
             facts = replace(facts, tools=tools, source=source)
         case PackageSpec():
             tools = _find_tools({"uv": ("uv",)}, settings.search_path)
+            if "uv" not in tools and settings.search_path is None and os.environ.get("UV"):
+                tools["uv"] = os.environ["UV"]  # `uv run` names itself in $UV
             python = await _python_facts(spec.base_python or "python3.11", settings.search_path)
             facts = replace(facts, tools=tools, base_python=python)
         case BinarySpec():
@@ -148,9 +153,13 @@ async def _python_facts(python: str, search_path: str | None) -> PythonFacts | N
     if path is None:
         return None
     probe = await capture([path, "-c", _PYTHON_VERSION], timeout_s=_PROBE_TIMEOUT_S)
-    if not probe.ok:
+    said = probe.output.strip().splitlines()
+    if not probe.ok or len(said) != 2:
         return None
-    return PythonFacts(path, probe.output.strip())
+    version, executable = said
+    # The interpreter itself, not a launcher in front of it (a pyenv shim, a symlink):
+    # the venv is made from it, and the build key names it.
+    return PythonFacts(executable, version)
 
 
 def _binary_facts(given: str, search_path: str | None) -> BinaryFacts:

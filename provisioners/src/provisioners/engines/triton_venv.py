@@ -7,8 +7,9 @@ on PATH, because the Python-backend stub bundled with PyTriton links Debian's
 `libpython3.11`; PyTriton 0.7.0 needs numpy<2. Packages are installed by `uv pip`.
 llama-cpp-python ships only as an sdist; measured here, uv compiled it again for each
 new venv (5.5 minutes on two idle cores, up to 16 while others built it too) rather
-than reusing a wheel it had built before, which is why the finished venv itself is
-what is cached.
+than reusing a wheel it had built before (why: `provisioners.engines.wheels`), so the
+install goes through the engines' shared wheelhouse (`<cache root>/wheels`), seeded with
+the wheel uv built before, and the finished venv itself is what is cached.
 
 Idempotent and cached: the venv's folder is named by the digest of the interpreter and
 the pin list (`triton-<digest>` under the cache root), and a marker file written last
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from provisioners.engines.errors import EngineInstallFailed, EngineToolMissing
 from provisioners.engines.prepared import PreparedEngine
+from provisioners.engines.wheels import seed_wheelhouse
 
 __all__ = [
     "DEBIAN_PYTHON",
@@ -171,8 +173,14 @@ def _make(venv: Path, digest: str, uv: Path, settings: TritonVenvSettings) -> Pr
         " ".join(settings.pins),
         extra={"action": "engine-venv-install", "target": str(venv)},
     )
-    install = [str(uv), "pip", "install", "--python", str(python), *settings.pins]
-    _run(install, venv, settings.install_timeout_s)
+    wheelhouse = settings.cache_root / "wheels"
+    for wheel in seed_wheelhouse(wheelhouse, _uv_cache_dir(uv, venv), settings.pins):
+        _log.info(
+            "reuses %s, built by uv before", wheel.name,
+            extra={"action": "reuse-wheel", "target": str(wheel)},
+        )  # fmt: skip
+    install = [str(uv), "pip", "install", "--python", str(python), "--find-links", str(wheelhouse)]
+    _run([*install, *settings.pins], venv, settings.install_timeout_s)
     versions = _probe_versions(python, venv)
     version = " ".join(f"{name}=={versions[name]}" for name in _DISTRIBUTIONS)
     prepared = _prepared(venv, digest, version)
@@ -184,6 +192,15 @@ def _make(venv: Path, digest: str, uv: Path, settings: TritonVenvSettings) -> Pr
         extra={"action": "engine-venv-ready", "target": str(venv)},
     )
     return prepared
+
+
+def _uv_cache_dir(uv: Path, venv: Path) -> Path | None:
+    """uv's cache folder (`uv cache dir`); None when uv cannot say."""
+    try:
+        said = _run([str(uv), "cache", "dir"], venv, 60.0).strip().splitlines()
+    except EngineInstallFailed:
+        return None
+    return Path(said[-1]) if said else None
 
 
 def _run(argv: list[str], venv: Path, timeout_s: float) -> str:

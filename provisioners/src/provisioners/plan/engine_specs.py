@@ -12,11 +12,13 @@ The grammar, as `llorch provision engine --help` shows it:
     ENGINE:binary=PATH                an existing executable, used where it is
     ENGINE:container[=IMAGE]          a container image (default: the engine's pinned one)
 
-A git ref is what follows the last `@` when that `@` comes after the last `/`, so
-`git+ssh://git@host/repo.git@v1` has ref `v1` and `git+git@host:repo.git` has none (as
-pip reads VCS URLs). Options that are not part of what the engine *is* (cuda, native
-CPU code, extra cmake args, the base interpreter, the container runtime) come from
-`SpecOptions`, given beside the text (the CLI's flags).
+A git ref is what follows the last `@` when that `@` comes after the path starts (the
+last `/`, or the `:` of an scp-like `git@host:repo`), so `git+ssh://git@host/repo.git@v1`
+has ref `v1` and `git+git@host:repo.git` has none.
+
+Options that are not part of what the engine *is* (cuda, native CPU code, extra cmake
+args, the base interpreter, the container runtime) come from `SpecOptions`, given beside
+the text (the CLI's flags).
 
 `ENGINES` holds one `EngineProfile` per engine: its modes, default port, the env var
 its server reads an API key from (SEC-02: keys travel by env, never argv), its package
@@ -304,8 +306,9 @@ def _source(value: str, text: str) -> Source:
 
 
 def _git(location: str, text: str) -> GitSource:
-    at, slash = location.rfind("@"), location.rfind("/")
-    url, ref = (location[:at], location[at + 1 :]) if at > slash else (location, None)
+    # The ref's `@` comes after the path starts: the last `/`, or an scp-like `host:`.
+    at, path_start = location.rfind("@"), max(location.rfind("/"), location.find(":"))
+    url, ref = (location[:at], location[at + 1 :]) if at > path_start else (location, None)
     if not url or ref == "":
         raise InvalidEngineSpec(f"{text!r}: expected git+URL[@REF]")
     return GitSource(url, ref)

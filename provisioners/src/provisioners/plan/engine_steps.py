@@ -254,13 +254,14 @@ class CreateVenv:
 
 @dataclass(frozen=True, slots=True)
 class InstallPins:
-    """`uv pip install --python VENV/bin/python PINS`; with `prefer_offline`, from uv's
-    cache alone first (no rebuild of a package uv built before), then from the index."""
+    """`uv pip install --python VENV/bin/python --find-links WHEELHOUSE PINS`, after
+    copying into the wheelhouse the wheels uv already built for the pins (see
+    `provisioners.engines.wheels`: a pinned sdist is not compiled again)."""
 
     action: ClassVar[str] = "install-pins"
     venv_dir: str
     pins: tuple[str, ...]
-    prefer_offline: bool = True
+    wheelhouse: str
 
     @property
     def target(self) -> str:

@@ -23,8 +23,10 @@ step. What each mode's key covers, and why its digest is cheap to recompute:
 
 Build step order for source: fetch (then plan again, now knowing the digest), unpack,
 configure, compile only the `llama-server` target, install the binary beside its key,
-probe `--version`/`--help`, register. Jobs and ccache speed the build up but do not
-change the binary, so they stay out of the key.
+probe `--version`/`--help`, register. The build tools are checked before anything is
+fetched. Jobs and ccache speed the build up but do not change the binary, so they stay
+out of the key. Package mode: create the venv, install the pins (through the shared
+wheelhouse, `wheelhouse_dir`), probe the engine's distribution, register.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ __all__ = [
     "sdist_member",
     "sdist_tree_dir",
     "venv_digest",
+    "wheelhouse_dir",
 ]
 
 LLAMA_SERVER_TARGET = "llama-server"
@@ -133,6 +136,11 @@ def sdist_tree_dir(root: str, source: SdistSource) -> str:
 def sdist_member(source: SdistSource) -> str:
     """The archive folder holding the tree: `llama_cpp_python-0.3.36/vendor/llama.cpp`."""
     return f"{_dist_name(source)}/{source.subdir.strip('/')}"
+
+
+def wheelhouse_dir(root: str) -> str:
+    """Wheels shared by every package-mode venv (see `provisioners.engines.wheels`)."""
+    return posixpath.join(root, "wheels")
 
 
 def git_checkout_dir(root: str, source: GitSource) -> str:
@@ -191,15 +199,14 @@ class _SourcePlanner:
             raise SourceNotFound(f"{describe_spec(spec)}: the source was not looked at")
         fetch = _fetch_source(spec, facts, settings)
         if fetch is not None:
+            _require_build_tools(spec, facts)  # before a download, not after it
             return EnginePlan(describe_spec(spec), spec.engine, "source", None, None, fetch, True)
         key = self.key(spec, facts)
         assert key is not None and source.digest is not None
         entry_id = f"{spec.engine}-source-{key[:12]}"
         if _reusable(facts, key):
             return _reuse(spec, "source", facts, key)
-        _require(
-            facts, "cmake", "c++", "cc", "ninja or make", *(("nvcc",) if spec.build.cuda else ())
-        )
+        _require_build_tools(spec, facts)
         steps: list[EngineStep] = []
         if isinstance(spec.source, SdistSource) and not source.tree_ready:
             archive = source.archive_path or sdist_archive_path(settings.root, spec.source)
@@ -220,6 +227,11 @@ class _SourcePlanner:
             ),
         ]  # fmt: skip
         return EnginePlan(describe_spec(spec), spec.engine, "source", entry_id, key, tuple(steps))
+
+
+def _require_build_tools(spec: SourceSpec, facts: EngineFacts) -> None:
+    cuda = ("nvcc",) if spec.build.cuda else ()
+    _require(facts, "cmake", "c++", "cc", "ninja or make", *cuda)
 
 
 def _fetch_source(
@@ -281,7 +293,7 @@ class _PackagePlanner:
         if python is None:
             return None
         digest = venv_digest(spec, python.path, python.version)
-        return engine_build_key(spec.engine, digest, spec.pins)
+        return engine_build_key(spec.engine, digest, sorted(spec.pins))  # a set of pins
 
     def plan(
         self, spec: EngineSpec, facts: EngineFacts, settings: EnginePlanSettings
@@ -304,7 +316,7 @@ class _PackagePlanner:
         extra = {"base_python": python.path, "python_version": python.version}
         steps = (
             CreateVenv(python.path, venv),
-            InstallPins(venv, spec.pins),
+            InstallPins(venv, spec.pins, wheelhouse_dir(settings.root)),
             ProbePackage(venv, package.distribution),
             RegisterEngine(
                 entry_id, spec.engine, "package", venv, " ".join(spec.pins), spec.pins, key, extra

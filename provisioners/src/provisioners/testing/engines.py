@@ -10,7 +10,14 @@ catalog. The first call on a machine builds it (minutes on two cores); every lat
 the catalog entry and returns in about a second. One call per process does the work;
 concurrent callers in the process wait for it, other processes wait on its file lock.
 
-Blocking: call it from a sync fixture (or a thread). A test whose fixture may make the
+`llama_cpp_server_for_tests()` does the same for `llamacpp-server-py:package`: a
+managed venv with `llama-cpp-python[server]==0.3.36` (package mode), made from the
+`python3.11` on PATH, in the same cache and catalog; `llama_cpp_server_python_for_tests()`
+is that venv's python (`python -m llama_cpp.server ...` runs the server). The first call
+on a machine installs it: seconds when uv has built llama-cpp-python before (the
+wheelhouse reuses that wheel), minutes when it must compile it.
+
+Blocking: call them from a sync fixture (or a thread). A test whose fixture may make the
 first call needs a timeout of `BUILD_TIMEOUT_S` (pytest-timeout's default is too short).
 """
 
@@ -30,17 +37,22 @@ from provisioners.models.download import ProgressCallback
 
 __all__ = [
     "BUILD_TIMEOUT_S",
+    "LLAMA_CPP_SERVER_TEST_SPEC",
     "LLAMA_SERVER_TEST_SPEC",
     "engines_root_for_tests",
+    "llama_cpp_server_for_tests",
+    "llama_cpp_server_python_for_tests",
     "llama_server_for_tests",
 ]
 
 LLAMA_SERVER_TEST_SPEC = "llamacpp:source=sdist:0.3.36"
+LLAMA_CPP_SERVER_TEST_SPEC = "llamacpp-server-py:package"
 BUILD_TIMEOUT_S = 3600  # a cold build measured ~10-15 min on two shared cores
 _JOBS = 2
 
-_lock = threading.Lock()
-_built: PreparedEngine | None = None
+_lock = threading.Lock()  # guards `_spec_locks`
+_spec_locks: dict[str, threading.Lock] = {}  # one per spec: one build does not stall another
+_provisioned: dict[str, PreparedEngine] = {}
 
 
 def engines_root_for_tests() -> Path:
@@ -50,17 +62,34 @@ def engines_root_for_tests() -> Path:
 
 def llama_server_for_tests(progress: ProgressCallback | None = None) -> PreparedEngine:
     """The test llama-server (see module doc); `progress(done, total)` while compiling."""
-    global _built
+    return _once(LLAMA_SERVER_TEST_SPEC, progress)
+
+
+def llama_cpp_server_for_tests() -> PreparedEngine:
+    """The test `llama_cpp.server` venv (see module doc)."""
+    return _once(LLAMA_CPP_SERVER_TEST_SPEC, None)
+
+
+def llama_cpp_server_python_for_tests() -> Path:
+    """The python of the test `llama_cpp.server` venv: `PYTHON -m llama_cpp.server`."""
+    return Path(llama_cpp_server_for_tests().command[0])
+
+
+def _once(spec: str, progress: ProgressCallback | None) -> PreparedEngine:
+    """Provision `spec` once per process; callers in other threads wait for the first."""
     with _lock:
-        if _built is None:
-            with ThreadPoolExecutor(1, thread_name_prefix="llama-server-build") as pool:
-                _built = pool.submit(asyncio.run, _provision(progress)).result()
-        return _built
+        spec_lock = _spec_locks.setdefault(spec, threading.Lock())
+    with spec_lock:
+        if spec not in _provisioned:
+            # Its own thread and loop: the caller may be a sync fixture inside a running loop.
+            with ThreadPoolExecutor(1, thread_name_prefix="test-engine") as pool:
+                _provisioned[spec] = pool.submit(asyncio.run, _provision(spec, progress)).result()
+        return _provisioned[spec]
 
 
-async def _provision(progress: ProgressCallback | None) -> PreparedEngine:
+async def _provision(spec: str, progress: ProgressCallback | None) -> PreparedEngine:
     root = engines_root_for_tests()
     root.mkdir(parents=True, exist_ok=True)
     with CatalogStore(root / "catalog.sqlite") as store:
         provisioner = EngineProvisioner(store, EngineProvisionerSettings(root, jobs=_JOBS))
-        return await provisioner.provision(LLAMA_SERVER_TEST_SPEC, progress=progress)
+        return await provisioner.provision(spec, progress=progress)
