@@ -1,27 +1,34 @@
-"""The conformance suite (ADP-07) against real llama.cpp servers, when they are here.
+"""The conformance suite (ADP-07) against real llama.cpp servers; runs by default.
 
-- llama-server: set `LLORCH_TEST_LLAMA_SERVER` to the binary (built from source by the
-  engine provisioner). Cancel is checked against its own `llamacpp:requests_processing`
-  gauge (`--metrics`).
-- llama_cpp.server: set `LLORCH_TEST_LLAMA_CPP_PYTHON` to a Python that has
-  `llama-cpp-python[server]` installed. It has no gauge: a cancel is seen as released
-  when a new request is served at once (the server runs one request at a time, with
-  `--interrupt_requests False` so it never cuts a stream short itself).
+- llama-server, built from source by the engine provisioner
+  (`provisioners.testing.llama_server_for_tests()`). Cancel is checked against its own
+  `llamacpp:requests_processing` gauge (`--metrics`).
+- llama_cpp.server, from its package-mode venv
+  (`provisioners.testing.llama_cpp_server_python_for_tests()`). It has no gauge: a
+  cancel is seen as released when a new request is served at once (the server runs one
+  request at a time, with `--interrupt_requests False` so it never cuts a stream short
+  itself).
 
 Both serve the tiny llama model (`catalog_core.write_tiny_model`) on loopback with a
-per-pool API key. Without the variables these tests skip and say why.
+per-pool API key. One shared engine per class (module scope); scenarios that kill or
+pause an engine start a private one. The first run on a machine builds the engines
+(minutes); later runs find them in the shared engine cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from catalog_core import write_tiny_model
+from provisioners.testing import (
+    BUILD_TIMEOUT_S,
+    llama_cpp_server_python_for_tests,
+    llama_server_for_tests,
+)
 from worker_adapters import Adapter, Endpoint, GenerateRequest, Sampling
 from worker_adapters.llamacpp import LlamaServerAdapter
 from worker_adapters.openai_compat import OpenAIAdapter
@@ -30,24 +37,28 @@ from worker_adapters.testing.processes import EngineProcess, free_port
 from worker_adapters.testing.scenarios import ConformanceTarget
 from worker_adapters.testing.targets import TinyModelTarget, fast_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("http_session")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.usefixtures("http_session"),
+    pytest.mark.timeout(BUILD_TIMEOUT_S),  # the first run of a machine builds the engines
+]
 
-LLAMA_SERVER = os.environ.get("LLORCH_TEST_LLAMA_SERVER", "")
-LLAMA_CPP_PYTHON = os.environ.get("LLORCH_TEST_LLAMA_CPP_PYTHON", "")
 KEY = "real-engine-key"
 
 
-def start_llama_server(model: Path, root: Path, *, api_key: str = "") -> EngineProcess:
+def start_llama_server(binary: str, model: Path, root: Path, *, api_key: str = "") -> EngineProcess:
     port = free_port()
-    argv = [LLAMA_SERVER, "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    argv = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["-c", "8192", "-np", "2", "-t", "1", "--metrics"]
     argv += ["--api-key", api_key] if api_key else []
     return EngineProcess.start_http(argv, port, root)
 
 
-def start_llama_cpp_server(model: Path, root: Path, *, api_key: str = "") -> EngineProcess:
+def start_llama_cpp_server(
+    python: str, model: Path, root: Path, *, api_key: str = ""
+) -> EngineProcess:
     port = free_port()
-    argv = [LLAMA_CPP_PYTHON, "-m", "llama_cpp.server", "--model", str(model)]
+    argv = [python, "-m", "llama_cpp.server", "--model", str(model)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]
     argv += ["--n_threads", "1", "--interrupt_requests", "False"]
     argv += ["--api_key", api_key] if api_key else []
@@ -70,37 +81,70 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("real-engines") / "tiny.gguf")
 
 
-@pytest.mark.skipif(not LLAMA_SERVER, reason="LLORCH_TEST_LLAMA_SERVER is not set")
+@pytest.fixture(scope="module")
+def llama_server(model: Path) -> functools.partial[EngineProcess]:
+    """Starts a llama-server on the tiny model (the binary built from source)."""
+    return functools.partial(start_llama_server, str(llama_server_for_tests().command[0]), model)
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_server(model: Path) -> functools.partial[EngineProcess]:
+    """Starts a llama_cpp.server on the tiny model (the package venv's python)."""
+    python = str(llama_cpp_server_python_for_tests())
+    return functools.partial(start_llama_cpp_server, python, model)
+
+
+@pytest.fixture(scope="module")
+def shared_llama_server(
+    llama_server: functools.partial[EngineProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineProcess]:
+    process = llama_server(tmp_path_factory.mktemp("shared-llama-server"), api_key=KEY)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_llama_cpp_server(
+    llama_cpp_server: functools.partial[EngineProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineProcess]:
+    process = llama_cpp_server(tmp_path_factory.mktemp("shared-llama-cpp-server"), api_key=KEY)
+    yield process
+    process.stop()
+
+
 class TestLlamaServerAdapterOnRealLlamaServer(AdapterConformance):
     @pytest.fixture
-    async def target(self, model: Path, tmp_path: Path) -> AsyncIterator[ConformanceTarget]:
-        shared = await asyncio.to_thread(
-            start_llama_server, model, tmp_path / "shared", api_key=KEY
-        )
-        adapter = LlamaServerAdapter(Endpoint(shared.address, KEY), fast_settings())
+    async def target(
+        self,
+        shared_llama_server: EngineProcess,
+        llama_server: functools.partial[EngineProcess],
+        tmp_path: Path,
+    ) -> AsyncIterator[ConformanceTarget]:
+        adapter = LlamaServerAdapter(Endpoint(shared_llama_server.address, KEY), fast_settings())
         target = TinyModelTarget(
             adapter,
             lambda endpoint: LlamaServerAdapter(endpoint, fast_settings()),
-            functools.partial(start_llama_server, model),
+            llama_server,
             tmp_path,
             released=gauge_released,
         )
         yield target
         await target.close()
-        await asyncio.to_thread(shared.stop)
 
 
-@pytest.mark.skipif(not LLAMA_CPP_PYTHON, reason="LLORCH_TEST_LLAMA_CPP_PYTHON is not set")
 class TestOpenAIAdapterOnRealLlamaCppPythonServer(AdapterConformance):
     @pytest.fixture
-    async def target(self, model: Path, tmp_path: Path) -> AsyncIterator[ConformanceTarget]:
-        root = tmp_path / "shared"
-        shared = await asyncio.to_thread(start_llama_cpp_server, model, root, api_key=KEY)
-        adapter = OpenAIAdapter(Endpoint(shared.address, KEY), fast_settings())
+    async def target(
+        self,
+        shared_llama_cpp_server: EngineProcess,
+        llama_cpp_server: functools.partial[EngineProcess],
+        tmp_path: Path,
+    ) -> AsyncIterator[ConformanceTarget]:
+        adapter = OpenAIAdapter(Endpoint(shared_llama_cpp_server.address, KEY), fast_settings())
         target = TinyModelTarget(
             adapter,
             lambda endpoint: OpenAIAdapter(endpoint, fast_settings()),
-            functools.partial(start_llama_cpp_server, model),
+            llama_cpp_server,
             tmp_path,
             released=next_request_served,
             grammar=False,
@@ -108,4 +152,3 @@ class TestOpenAIAdapterOnRealLlamaCppPythonServer(AdapterConformance):
         )
         yield target
         await target.close()
-        await asyncio.to_thread(shared.stop)

@@ -113,9 +113,11 @@ async def test_llama_server_and_the_in_process_worker_agree(
     served = await entries(llama, greedy("agree-server", 2))
     local = await entries(native, greedy("agree-worker", 2))
     assert [e.token_bytes for e in served] == [e.token_bytes for e in local]
-    assert [e.logprob for e in served] == pytest.approx([e.logprob for e in local], abs=1e-3)
+    # Two builds of the same llama.cpp (CPU kernels, attention path) differ in the third
+    # decimal (measured: <= 0.0023); unrelated distributions differ by far more.
+    assert [e.logprob for e in served] == pytest.approx([e.logprob for e in local], abs=1e-2)
     served_top = [t.logprob for e in served for t in e.top]
-    assert served_top == pytest.approx([t.logprob for e in local for t in e.top], abs=1e-3)
+    assert served_top == pytest.approx([t.logprob for e in local for t in e.top], abs=1e-2)
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT_S)

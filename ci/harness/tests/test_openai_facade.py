@@ -131,20 +131,6 @@ def test_json_schema_response_format_gives_json_that_validates(client: openai.Op
     assert set(value) == {"city"} and isinstance(value["city"], str)
 
 
-def test_an_impossible_request_is_a_typed_error_not_unconstrained_text(
-    client: openai.OpenAI,
-) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(
-            model="default",
-            messages=[{"role": "user", "content": "x"}],
-            logprobs=True,
-            max_tokens=4,
-        )
-    assert caught.value.code == "INVALID_PARAMS"
-    assert "logprobs" in str(caught.value)
-
-
 def test_an_unknown_model_is_a_not_found_error(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.completions.create(model="nope", prompt="x")

@@ -534,10 +534,13 @@ class Orchestrator:
 
     def _on_tokens(self, record: TaskRecord, tokens: list[Token]) -> None:
         """Tokens that arrived together: published together, subscribers woken once."""
-        if record.first_token_mono is None or any(t.logprobs for t in tokens):
+        if any(t.logprobs for t in tokens):
             for event in tokens:
                 self._on_token(record, event)
             return
+        if record.first_token_mono is None:
+            self._on_token(record, tokens[0])  # TTFT and the pool's prompt cache
+            tokens = tokens[1:]
         record.last_activity_mono = self._clock()
         record.events.append_tokens([t.text for t in tokens], record.token_events)
         record.token_events += len(tokens)
@@ -547,7 +550,9 @@ class Orchestrator:
             record.first_token_mono = self._clock()
             record.ttft_ms = (record.first_token_mono - record.created_mono) * 1000.0
             if record.pool_id is not None:  # the prompt is in this pool's cache now
-                self.stats.pool(record.pool_id).remember(record.spec.needs.prefix_keys)
+                keys = record.spec.needs.prefix_keys
+                known = self.stats.pool(record.pool_id).remember(keys)
+                record.prefix_cached_share = known / len(keys) if keys else 0.0
         record.last_activity_mono = self._clock()
         if event.logprobs:  # only tasks that asked for logprobs carry them
             logprobs = entries_json(event.logprobs)
@@ -666,7 +671,7 @@ class Orchestrator:
             return
         first = record.first_token_mono or now
         self.stats.pool(pool_id).observe(
-            tokens_in=record.tokens_in,
+            prefill_tokens=record.tokens_in * (1.0 - record.prefix_cached_share),
             tokens_out=record.tokens_out,
             prefill_s=first - attempt_started,
             decode_s=now - first,

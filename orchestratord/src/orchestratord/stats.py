@@ -36,19 +36,31 @@ class PoolStats:
     prefixes: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
     def observe(
-        self, *, tokens_in: int, tokens_out: int, prefill_s: float, decode_s: float
+        self, *, prefill_tokens: float, tokens_out: int, prefill_s: float, decode_s: float
     ) -> None:
+        """One finished job. `prefill_tokens`: the prompt tokens the engine evaluated,
+        not those it served from its prompt cache (counting those would make a pool that
+        hits its cache look fast at prefill, and draw new prompts it does not hold)."""
         if tokens_out > 1 and decode_s > 0.005:
             self.decode_tokens_per_s = _blend(self.decode_tokens_per_s, tokens_out / decode_s)
-        if tokens_in > 0 and prefill_s > 0.0005:
-            self.prefill_tokens_per_s = _blend(self.prefill_tokens_per_s, tokens_in / prefill_s)
+        if prefill_tokens >= 1.0 and prefill_s > 0.0005:
+            rate = prefill_tokens / prefill_s
+            self.prefill_tokens_per_s = _blend(self.prefill_tokens_per_s, rate)
 
-    def remember(self, keys: tuple[int, ...]) -> None:
+    def remember(self, keys: tuple[int, ...]) -> int:
+        """Add a served prompt's keys; returns how many leading ones were known already
+        (the chunks the pool's prompt cache probably held for it)."""
+        known = 0
+        for key in keys:
+            if key not in self.prefixes:
+                break
+            known += 1
         for key in keys:
             self.prefixes[key] = None
             self.prefixes.move_to_end(key)
         while len(self.prefixes) > _PREFIX_LRU:
             self.prefixes.popitem(last=False)
+        return known
 
 
 def _blend(previous: float, sample: float) -> float:

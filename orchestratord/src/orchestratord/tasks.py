@@ -82,6 +82,7 @@ class TaskRecord:
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
     first_token_mono: float | None = None
+    prefix_cached_share: float = 0.0  # of the prompt, by the pool's prefix index (stats)
     ttft_ms: float | None = None
     decode_time_ms: float | None = None
     finish_reason: str | None = None

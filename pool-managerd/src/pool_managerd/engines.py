@@ -41,9 +41,9 @@ ENGINE_ADAPTERS = {
     "openai-compatible": "openai",
 }
 ENGINE_FEATURES = {
-    "llamacpp-inproc": ("completion", "chat", "grammar", "json_schema"),
+    "llamacpp-inproc": ("completion", "chat", "grammar", "json_schema", "logprobs"),
     "mock": ("completion", "chat", "embedding"),
-    "llamacpp": ("completion", "chat", "grammar", "json_schema"),
+    "llamacpp": ("completion", "chat", "grammar", "json_schema", "logprobs"),
     "llamacpp-server-py": ("completion", "chat"),
     "triton": ("completion",),
     "openai-compatible": ("completion", "chat"),

@@ -191,12 +191,13 @@ class _Template:
     from the literal alone, without decoding the frame (the common frame of every
     OpenAI-style stream, ~3x cheaper). Anything else goes the slow way."""
 
-    __slots__ = ("_prefix", "_suffix", "_suffix_len")
+    __slots__ = ("_prefix", "_start", "_suffix", "_tail")
 
     def __init__(self, prefix: bytes, suffix: bytes) -> None:
         self._prefix = prefix
         self._suffix = suffix
-        self._suffix_len = len(suffix)
+        self._start = len(prefix) + 1  # the text, inside the literal's quotes
+        self._tail = -len(suffix) - 1
 
     @staticmethod
     def learn(data: bytes, text: str, key: str) -> _Template | None:
@@ -213,14 +214,14 @@ class _Template:
         """The text of a frame of this shape; None for any other frame."""
         if not (data.startswith(self._prefix) and data.endswith(self._suffix)):
             return None
-        middle = data[len(self._prefix) : len(data) - self._suffix_len]
-        if len(middle) < 2 or middle[0] != 0x22 or middle[-1] != 0x22:
+        start, tail = self._start, self._tail
+        if len(data) < start - tail or data[start - 1] != 0x22 or data[tail] != 0x22:
             return None
-        inner = middle[1:-1]
+        inner = data[start:tail]
         try:
             if b'"' not in inner and b"\\" not in inner:
                 return inner.decode()
-            value = json.loads(middle)
+            value = json.loads(data[start - 1 : tail + 1 or None])
         except ValueError:  # UnicodeDecodeError and JSONDecodeError included
             return None
         return value if isinstance(value, str) else None

@@ -27,9 +27,10 @@ from orchestratord.registry import PoolRegistry
 __all__ = ["control_routes"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
-# A reload waits for the new model to load and warm up (the pool manager's own limit,
-# `reload_timeout_s`, is shorter); the old model serves meanwhile.
-RELOAD_WAIT_S = 900.0
+# A reload waits for the new model to load and warm up, after a drain when the two do
+# not fit together, and for a roll back when it fails: the pool manager's limits
+# (`reload_drain_deadline_s` + 2 × `reload_timeout_s`, 900 s by default) fit in this.
+RELOAD_WAIT_S = 1800.0
 
 
 def _json(body: object, status: int = 200) -> Response:
