@@ -139,6 +139,30 @@ def test_a_pool_holding_the_prompt_prefix_is_predicted_to_finish_first() -> None
     assert scores["predicted_ms"] == -(250.0 + 2000.0)  # a quarter of 1000 prompt tokens
 
 
+def test_a_long_uncached_prompt_avoids_the_pool_busy_with_other_sequences() -> None:
+    job = needs(tokens=1100, max_tokens=10, prefix_keys=(21, 22, 23, 24))
+    rates = {"prefill_tokens_per_s": 1000.0, "decode_tokens_per_s": 50.0}
+    busy = pool("a", replicas=(ReplicaView(0, True, 2, 1),), **rates)
+    idle = pool("b", replicas=(ReplicaView(0, True, 2, 2),), **rates)
+    decision = place(job, [busy, idle])
+    assert isinstance(decision, Placed) and decision.pool_id == "b"
+    # The busy pool's prefill is shared with its running sequence: predicted twice as long.
+    busy_alone = place(job, [busy])
+    assert isinstance(busy_alone, Placed)
+    assert dict(busy_alone.scores)["predicted_ms"] == -(2 * 1090.0 + 200.0)
+
+
+def test_a_busy_pool_holding_the_prefix_still_beats_an_idle_cold_one() -> None:
+    job = needs(tokens=1100, max_tokens=10, prefix_keys=(31, 32, 33, 34))
+    rates = {"prefill_tokens_per_s": 1000.0, "decode_tokens_per_s": 50.0}
+    warm_busy = pool(
+        "a", replicas=(ReplicaView(0, True, 2, 1),), prefix_keys=frozenset({31, 32, 33}), **rates
+    )
+    cold_idle = pool("b", replicas=(ReplicaView(0, True, 2, 2),), **rates)
+    decision = place(job, [warm_busy, cold_idle])
+    assert isinstance(decision, Placed) and decision.pool_id == "a"
+
+
 def test_the_measured_faster_pool_wins_and_an_unmeasured_one_is_not_starved() -> None:
     fast = pool("b", decode_tokens_per_s=100.0, prefill_tokens_per_s=1000.0)
     slow = pool("a", decode_tokens_per_s=25.0, prefill_tokens_per_s=1000.0)

@@ -8,9 +8,12 @@ final tie-break is the pool id, so the same inputs always give the same decision
 1. `preferred` — the job listed the pool in `prefer_pools`;
 2. `session` — the pool holds the job's session warm (its KV cache has the conversation);
 3. `predicted_ms` — predicted finish time: prefill of the prompt tokens the pool has not
-   cached (its prefix index) at its measured prefill rate, plus `max_tokens` at its
-   measured decode rate. Pools without measurements are predicted from the others'
-   average, so a new pool is neither favoured nor starved;
+   cached (its prefix index) at its measured prefill rate, shared with the sequences
+   already running there (a pool with `b` busy slots prefills at 1/(1+b) of its rate:
+   prompt evaluation is compute-bound and the running decodes take their turns), plus
+   `max_tokens` at its measured decode rate (measured under the pool's usual
+   concurrency, so it is not scaled again). Pools without measurements are predicted
+   from the others' average, so a new pool is neither favoured nor starved;
 4. `free_slots` — the most free slots (spreads load across pools);
 5. pool id.
 """
@@ -80,7 +83,8 @@ def _predicted_ms(
     )
     prefill = pool.prefill_tokens_per_s or prefill_rate
     decode = pool.decode_tokens_per_s or decode_rate
-    return 1000.0 * (uncached / prefill + needs.max_tokens / decode)
+    busy = sum(r.slots_total - r.slots_free for r in pool.replicas if r.ready)
+    return 1000.0 * (uncached * (1 + busy) / prefill + needs.max_tokens / decode)
 
 
 def _fallback_rates(pools: Sequence[PoolView]) -> tuple[float, float]:
