@@ -449,3 +449,19 @@ def test_container_mode_pulls_a_missing_image_probes_it_and_registers() -> None:
     default = parse_engine_spec("tgi:container")
     steps = plan_engine(default, EngineFacts(runtimes=(present,)), SETTINGS).steps
     assert [step.action for step in steps] == ["probe", "register"]
+
+
+def test_a_native_build_leaves_out_the_amx_kernels_unless_asked_and_that_is_part_of_its_key() -> (
+    None
+):
+    default = cmake_flags(BuildOptions())
+    assert "-DCMAKE_CXX_FLAGS=-mno-amx-int8" in default
+    assert "-DCMAKE_C_FLAGS=-mno-amx-int8" in default
+    assert not any("amx" in flag for flag in cmake_flags(BuildOptions(amx=True)))
+    assert not any("amx" in flag for flag in cmake_flags(BuildOptions(native=False)))
+    spec = parse_engine_spec("llamacpp:source=sdist:0.3.36")
+    with_amx = parse_engine_spec(
+        "llamacpp:source=sdist:0.3.36", SpecOptions(build=BuildOptions(amx=True))
+    )
+    plans = [plan_engine(s, _sdist_facts(unpacked=True), SETTINGS) for s in (spec, with_amx)]
+    assert plans[0].build_key != plans[1].build_key

@@ -60,6 +60,11 @@ def add_engine_parser(kinds: Any) -> None:
         "--no-native", action="store_true", help="portable CPU code, not for this CPU only"
     )
     build.add_argument(
+        "--amx",
+        action="store_true",
+        help="keep llama.cpp's AMX kernels in a native build (off: they crash on some VMs)",
+    )
+    build.add_argument(
         "--cmake-arg",
         action="append",
         default=[],
@@ -99,6 +104,7 @@ def _options(args: argparse.Namespace) -> SpecOptions:
         cuda=args.cuda,
         cuda_architectures=args.cuda_arch,
         native=not args.no_native,
+        amx=args.amx,
         cmake_args=tuple(args.cmake_arg),
     )
     return SpecOptions(build, args.python, tuple(args.pin), args.runtime)

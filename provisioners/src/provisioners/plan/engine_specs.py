@@ -207,6 +207,7 @@ class BuildOptions:
     cuda: bool = False
     cuda_architectures: str | None = None  # CMAKE_CUDA_ARCHITECTURES, e.g. "86;89"
     native: bool = True  # GGML_NATIVE: code for this CPU only
+    amx: bool = False  # llama.cpp's AMX kernels in a native build (see plan.engines.cmake_flags)
     cmake_args: tuple[str, ...] = ()  # extra -D flags, appended in order
 
 

@@ -162,6 +162,11 @@ def cmake_flags(build: BuildOptions) -> tuple[str, ...]:
         "-DLLAMA_USE_PREBUILT_UI=OFF",  # ...or a download from the hub: never
         f"-DGGML_NATIVE={'ON' if build.native else 'OFF'}",
     ]
+    if build.native and not build.amx:
+        # A native build on a CPU that advertises AMX compiles ggml's AMX kernels, which
+        # die with SIGILL (tilezero) on the virtualised Sapphire Rapids hosts we run on:
+        # off unless asked for. -mno-amx-int8 undefines __AMX_INT8__, which they need.
+        flags += ["-DCMAKE_C_FLAGS=-mno-amx-int8", "-DCMAKE_CXX_FLAGS=-mno-amx-int8"]
     if build.cuda:
         flags.append("-DGGML_CUDA=ON")
         if build.cuda_architectures:
