@@ -8,7 +8,8 @@ retires the old one, closing it once its in-flight jobs are done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from worker_adapters import (
@@ -95,6 +96,33 @@ class AdapterHost:
             if binding.retired and not binding.in_flight:
                 self._close_later(binding.adapter)
 
+    async def submit_batches(
+        self, key: ReplicaKey, request: GenerateRequest
+    ) -> AsyncGenerator[Sequence[StreamEvent], None]:
+        """`submit`, with the events that reached the adapter together handed on together
+        (adapters with `submit_batches`; others give one event per list)."""
+        binding = self._binding(key)
+        binding.in_flight.add(request.job_id)
+        self._jobs[request.job_id] = binding
+        batched = getattr(binding.adapter, "submit_batches", None)
+        batches: AsyncIterator[Sequence[StreamEvent]] = (
+            batched(request)
+            if batched is not None
+            else _singletons(binding.adapter.submit(request))
+        )
+        try:
+            async for batch in batches:
+                yield batch
+        finally:
+            close = getattr(batches, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
+                    await close()
+            binding.in_flight.discard(request.job_id)
+            self._jobs.pop(request.job_id, None)
+            if binding.retired and not binding.in_flight:
+                self._close_later(binding.adapter)
+
     async def cancel(self, job_id: str) -> bool:
         """Send the cancel to the engine running `job_id`; False if no engine runs it."""
         binding = self._jobs.get(job_id)
@@ -126,3 +154,14 @@ class AdapterHost:
         adapters = [b.adapter for b in self._bindings.values()]
         self._bindings.clear()
         await asyncio.gather(*(a.close() for a in adapters), *self._closing, return_exceptions=True)
+
+
+async def _singletons(events: AsyncIterator[StreamEvent]) -> AsyncIterator[Sequence[StreamEvent]]:
+    try:
+        async for event in events:
+            yield (event,)
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
+                await close()

@@ -14,7 +14,7 @@ engine; subclasses that stream differently override `_submit`, not `submit`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,7 @@ class HttpAdapterBase:
 
     async def _submit_batches(
         self, request: GenerateRequest, trace_headers: Mapping[str, str] | None
-    ) -> AsyncIterator[Sequence[StreamEvent]]:
+    ) -> AsyncGenerator[Sequence[StreamEvent], None]:
         try:
             plan = await self.plan(request)
         except AdapterError as exc:  # a control call of the plan failed (model, version)

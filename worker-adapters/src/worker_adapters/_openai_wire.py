@@ -100,9 +100,9 @@ class OpenAIDecoder:
     def feed(self, data: bytes) -> Sequence[StreamEvent]:
         template = self._template
         if template is not None:
-            text = template.text_of(data)
-            if text is not None:
-                return self._token(text) if text else ()
+            fast = template.text_of(data)
+            if fast is not None:
+                return self._token(fast) if fast else ()
         if data == _DONE:
             return (self._done(),)
         try:

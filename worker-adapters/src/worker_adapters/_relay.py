@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from worker_adapters._http import HttpClient, HttpStream
@@ -66,6 +66,10 @@ class _Job:
         self.cancelled = False
         self.opening: asyncio.Future[HttpStream] | None = None
         self.stream: HttpStream | None = None
+
+    def stopped(self) -> bool:
+        """`cancelled`, read through a call: it may change while the relay is suspended."""
+        return self.cancelled
 
     def abort(self) -> None:
         if self.stream is not None:
@@ -128,7 +132,7 @@ class StreamRunner:
         body: Mapping[str, Any],
         decoder: FrameDecoder,
         headers: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[Sequence[StreamEvent]]:
+    ) -> AsyncGenerator[Sequence[StreamEvent], None]:
         """The stream's events, a list per network read: the events one read completed,
         yielded as soon as that read returned (never held for more). The terminal event
         comes alone, in the last list."""
@@ -171,7 +175,7 @@ class StreamRunner:
 
     async def _relay(
         self, job: _Job, stream: HttpStream, decoder: FrameDecoder, sent_at: float
-    ) -> AsyncIterator[Sequence[StreamEvent]]:
+    ) -> AsyncGenerator[Sequence[StreamEvent], None]:
         """Events of an open stream, a list per read; `sent_at` (perf_counter) is when
         the request left."""
         loop = asyncio.get_running_loop()
@@ -210,7 +214,7 @@ class StreamRunner:
                 first_token_at = time.perf_counter()
             deadline = loop.time() + stall_s  # a Started or a Token: the engine is alive
             yield batch
-            if job.cancelled:  # cancel() ran while the consumer had the batch
+            if job.stopped():  # cancel() ran while the consumer had the batch
                 terminal = cancelled(tokens_seen=first_token_at > 0)
         if isinstance(terminal, End):
             await stream.finish()

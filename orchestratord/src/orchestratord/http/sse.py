@@ -2,10 +2,10 @@
 
 Starlette's `StreamingResponse` runs each stream in an anyio task group with a second
 task listening for the disconnect (uvicorn speaks ASGI 2.3, where `send` on a closed
-connection does not fail). That costs ~0.1 ms per stream. This response streams in the
-handler's own task and watches for the disconnect from one plain asyncio task: when the
-client goes away, the stream is cancelled where it waits (the body iterator's `finally`
-runs, as with Starlette) and the response ends quietly.
+connection does not fail): cancel scopes and two tasks per stream. This response
+streams in the handler's own task and watches for the disconnect from one plain asyncio
+task: when the client goes away, the stream is cancelled where it waits (the body
+iterator's `finally` runs, as with Starlette) and the response ends quietly.
 
 Chunks are sent as they come: the iterator decides what one chunk holds (the event log
 hands over everything that piled up, so one write carries many frames under load and a
