@@ -40,14 +40,22 @@ import random
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from orchestratord.admission import Admit, QueueLimits, TaskQueue, decide
 from orchestratord.events import EventLog
 from orchestratord.http.translate import task_from_wire
-from orchestratord.placement import JobNeeds, Placed, PoolView, ReplicaView, assume, place
+from orchestratord.placement import (
+    CycleViews,
+    JobNeeds,
+    Placed,
+    PoolView,
+    ReplicaView,
+    assume,
+    place,
+)
 from orchestratord.tasks import TaskRecord, TaskSpec, TaskTable
 from specs.api.models import TaskRequest
 
@@ -250,8 +258,10 @@ def _needs(table: TaskTable, task_id: str) -> JobNeeds:
 def dispatch_cycle(
     queue: TaskQueue, table: TaskTable, pools: tuple[PoolView, ...], limit_s: float
 ) -> dict[str, Any]:
-    """The loop of `Orchestrator._dispatch_cycle` over the queue, bounded in time."""
-    views = pools
+    """The loop of `Orchestrator._dispatch_cycle` over the queue, bounded in time: pools
+    indexed by model (`CycleViews`), needs blocked without their prefix keys, and no
+    placement tried once the cycle has no free slot left."""
+    views = CycleViews(pools)
     blocked: set[JobNeeds] = set()
     placed = unplaceable = skipped = examined = 0
     waiting = list(queue)
@@ -262,17 +272,21 @@ def dispatch_cycle(
         if clock() > deadline:
             break
         examined += 1
-        needs = _needs(table, task_id)
-        if needs in blocked:
+        if views.free_slots <= 0:
             skipped += 1
             continue
-        decision = place(needs, views)
+        needs = _needs(table, task_id)
+        feasibility = replace(needs, prefix_keys=())
+        if feasibility in blocked:
+            skipped += 1
+            continue
+        decision = place(needs, views.candidates(needs.model))
         if isinstance(decision, Placed):
-            views = assume(views, decision)
+            views.take(decision)
             queue.remove(task_id)
             placed += 1
         else:
-            blocked.add(needs)
+            blocked.add(feasibility)
             unplaceable += 1
     elapsed = clock() - started
     complete = examined == len(waiting)

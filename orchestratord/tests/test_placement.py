@@ -10,6 +10,7 @@ from hypothesis import find, given
 from hypothesis import strategies as st
 from orchestratord.placement import (
     CHECKS,
+    CycleViews,
     JobNeeds,
     Overrides,
     Placed,
@@ -302,3 +303,30 @@ def test_scores_are_within_range(job: JobNeeds, pools: list[PoolView]) -> None:
         assert scores["session"] in (0.0, 1.0)
         assert scores["predicted_ms"] <= 0.0
         assert scores["free_slots"] >= 1
+
+
+@given(
+    models=st.lists(st.sampled_from(["tiny", "big", "other"]), min_size=1, max_size=8),
+    free=st.lists(st.integers(min_value=0, max_value=2), min_size=8, max_size=8),
+    model=st.sampled_from(["tiny", "big", "default", "missing"]),
+)
+def test_cycle_candidates_decide_exactly_as_placing_over_every_pool(
+    models: list[str], free: list[int], model: str
+) -> None:
+    everywhere: tuple[PoolView, ...] = tuple(
+        pool(f"p{i}", model_id=m, replicas=(ReplicaView(0, True, 2, free[i]),))
+        for i, m in enumerate(models)
+    )
+    cycle = CycleViews(everywhere)
+    job = needs(model=model)
+    for _ in range(4):
+        full = place(job, everywhere)
+        narrowed = place(job, cycle.candidates(model))
+        assert isinstance(full, Placed) == isinstance(narrowed, Placed)
+        if not isinstance(full, Placed) or not isinstance(narrowed, Placed):
+            break
+        assert (full.pool_id, full.replica) == (narrowed.pool_id, narrowed.replica)
+        assert cycle.free_slots == sum(p.slots_free for p in everywhere)
+        everywhere = assume(everywhere, full)
+        cycle.take(narrowed)
+    assert cycle.free_slots == sum(p.slots_free for p in everywhere)

@@ -44,11 +44,11 @@ from orchestratord.job_trace import JobTrace
 from orchestratord.logprobs import entries_json
 from orchestratord.metrics import Metrics
 from orchestratord.placement import (
+    CycleViews,
     JobNeeds,
     Placed,
     PoolView,
     Unplaceable,
-    assume,
     feasible_ever,
     place,
 )
@@ -385,8 +385,8 @@ class Orchestrator:
 
     def _dispatch_cycle(self) -> None:
         now = self._clock()
-        views = self.views(now)
-        blocked: set[JobNeeds] = set()
+        pools = CycleViews(self.views(now))
+        blocked: set[JobNeeds] = set()  # needs without prefix keys: those only score
         next_retry: float | None = None
         for task_id in list(self._queue):
             record = self.tasks.get(task_id)
@@ -398,17 +398,20 @@ class Orchestrator:
             if record.not_before > now:
                 next_retry = min(next_retry or record.not_before, record.not_before)
                 continue
+            if pools.free_slots <= 0:
+                continue  # nothing can be placed this cycle; deadlines are still checked
             needs = self._needs(record, now)
-            if needs in blocked:
+            feasibility = replace(needs, prefix_keys=())
+            if feasibility in blocked:
                 continue
-            decision = place(needs, views)
+            decision = place(needs, pools.candidates(needs.model))
             if isinstance(decision, Unplaceable):
                 outcome = "waiting" if decision.transient else "unplaceable"
                 self.metrics.placements.labels(outcome).inc()
-                blocked.add(needs)
+                blocked.add(feasibility)
                 continue
             self.metrics.placements.labels("placed").inc()
-            views = assume(views, decision)
+            pools.take(decision)
             self._start(record, decision)
         if next_retry is not None:
             self._schedule_wake(next_retry - now)

@@ -4,7 +4,8 @@
 `pipeline.CHECKS`, scores the survivors, and returns `Placed` (pool, replica, scores)
 or `Unplaceable` with one `Rejection` per pool (check, wanted, available). `assume`
 returns the pool views with the chosen slot taken, so several placements in one
-dispatch cycle see each other. Nothing here does I/O or reads a clock.
+dispatch cycle see each other; `CycleViews` does the same for a whole cycle, handing
+`place` only the pools that serve the job's model. Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from orchestratord.placement.model import (
     ReplicaView,
     Unplaceable,
 )
-from orchestratord.placement.pipeline import CHECKS, STATIC_CHECKS, assume, feasible_ever, place
+from orchestratord.placement.pipeline import (
+    CHECKS,
+    STATIC_CHECKS,
+    CycleViews,
+    assume,
+    feasible_ever,
+    place,
+)
 
 __all__ = [
     "CHECKS",
     "STATIC_CHECKS",
+    "CycleViews",
     "JobNeeds",
     "Overrides",
     "Placed",

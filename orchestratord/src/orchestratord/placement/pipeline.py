@@ -27,7 +27,15 @@ from orchestratord.placement import checks
 from orchestratord.placement.checks import Check
 from orchestratord.placement.model import JobNeeds, Placed, PoolView, Rejection, Unplaceable
 
-__all__ = ["CHECKS", "STATIC_CHECKS", "assume", "cached_chunks", "feasible_ever", "place"]
+__all__ = [
+    "CHECKS",
+    "STATIC_CHECKS",
+    "CycleViews",
+    "assume",
+    "cached_chunks",
+    "feasible_ever",
+    "place",
+]
 
 STATIC_CHECKS: tuple[tuple[str, Check], ...] = (
     # Overrides first: they are set lookups and say the most about why a pool was skipped.
@@ -156,3 +164,30 @@ def assume(pools: Sequence[PoolView], placed: Placed) -> tuple[PoolView, ...]:
             pool = replace(pool, replicas=replicas)
         updated.append(pool)
     return tuple(updated)
+
+
+class CycleViews:
+    """The pools of one dispatch cycle, indexed by the model names they answer to.
+
+    A cycle places many queued jobs against the same pools; scanning every pool for every
+    job made one cycle over 10,000 jobs and 1,000 pools take ~20 s (bench/placement_scale).
+    Only pools serving the job's model can pass the `model` check, so `candidates` hands
+    `place` just those (the decision is the same: the others would be rejected by it).
+    `take` records a placement (the slot is reserved before the bind) and `free_slots`
+    says when nothing more can be placed this cycle.
+    """
+
+    def __init__(self, pools: Sequence[PoolView]) -> None:
+        self._pools = {pool.pool_id: pool for pool in pools}
+        self._serving: dict[str, list[str]] = {}
+        for pool in pools:
+            for name in {pool.model_id, *pool.model_aliases}:
+                self._serving.setdefault(name, []).append(pool.pool_id)
+        self.free_slots = sum(pool.slots_free for pool in pools)
+
+    def candidates(self, model: str) -> tuple[PoolView, ...]:
+        return tuple(self._pools[pool_id] for pool_id in self._serving.get(model, ()))
+
+    def take(self, placed: Placed) -> None:
+        (self._pools[placed.pool_id],) = assume((self._pools[placed.pool_id],), placed)
+        self.free_slots -= 1
