@@ -10,29 +10,31 @@
   itself).
 
 Both serve the tiny llama model (`catalog_core.write_tiny_model`) on loopback with a
-per-pool API key. One shared engine per class (module scope); scenarios that kill or
-pause an engine start a private one. The first run on a machine builds the engines
-(minutes); later runs find them in the shared engine cache.
+per-pool API key; llama_cpp.server serves its ASCII-only variant (`ascii_only`): that
+server looks for a client disconnect only when it emits a chunk, and llama-cpp-python
+holds back incomplete UTF-8, so a random-weight model's stray high bytes could keep it
+silent, and deaf to a cancel, for thousands of tokens. One shared engine per class
+(module scope); scenarios that kill or pause an engine start a private one. The first
+run on a machine builds the engines (minutes); later runs find them in the shared
+engine cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import gguf
 import pytest
 from catalog_core import write_tiny_model
-from provisioners.testing import (
-    BUILD_TIMEOUT_S,
-    llama_cpp_server_python_for_tests,
-    llama_server_for_tests,
-)
+from provisioners.testing import llama_cpp_server_python_for_tests, llama_server_for_tests
 from worker_adapters import Adapter, Endpoint, GenerateRequest, Sampling
 from worker_adapters.llamacpp import LlamaServerAdapter
 from worker_adapters.openai_compat import OpenAIAdapter
-from worker_adapters.testing.conformance import AdapterConformance
+from worker_adapters.testing.conformance import STREAM_BOUND_S, AdapterConformance
 from worker_adapters.testing.processes import EngineProcess, free_port
 from worker_adapters.testing.scenarios import ConformanceTarget
 from worker_adapters.testing.targets import TinyModelTarget, fast_settings
@@ -40,7 +42,9 @@ from worker_adapters.testing.targets import TinyModelTarget, fast_settings
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.usefixtures("http_session"),
-    pytest.mark.timeout(BUILD_TIMEOUT_S),  # the first run of a machine builds the engines
+    # The first run of a machine builds the engines in the (unbounded) fixtures; the
+    # tests themselves must not hang: a stream that outlives this has found a bug.
+    pytest.mark.timeout(STREAM_BOUND_S * 2, func_only=True),
 ]
 
 KEY = "real-engine-key"
@@ -81,6 +85,33 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("real-engines") / "tiny.gguf")
 
 
+def ascii_only(source: Path, target: Path) -> Path:
+    """A copy of a tiny model whose non-ASCII byte tokens are never sampled: their rows
+    of the output head are zeroed, as the fixture does for EOS (the other logits are
+    large, so a zero logit practically never wins)."""
+    shutil.copyfile(source, target)
+    reader = gguf.GGUFReader(str(target), "r+")
+    field = reader.fields["tokenizer.ggml.tokens"]
+    pieces = [bytes(field.parts[index]).decode() for index in field.data]
+    banned = [i for i, piece in enumerate(pieces) if any(b >= 0x7F for b in _raw(piece))]
+    head = next(t for t in reader.tensors if t.name == "output.weight")
+    head.data[banned, :] = 0  # the file is mapped read-write: this writes it
+    return target
+
+
+def _raw(piece: str) -> bytes:
+    """The bytes a byte-level BPE token stands for (GPT-2's printable map inverted);
+    b"" for a special token."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    mapping = {chr(b): b for b in printable}
+    others = [b for b in range(256) if b not in printable]
+    mapping.update({chr(256 + n): b for n, b in enumerate(others)})
+    try:
+        return bytes(mapping[char] for char in piece)
+    except KeyError:
+        return b""
+
+
 @pytest.fixture(scope="module")
 def llama_server(model: Path) -> functools.partial[EngineProcess]:
     """Starts a llama-server on the tiny model (the binary built from source)."""
@@ -89,9 +120,10 @@ def llama_server(model: Path) -> functools.partial[EngineProcess]:
 
 @pytest.fixture(scope="module")
 def llama_cpp_server(model: Path) -> functools.partial[EngineProcess]:
-    """Starts a llama_cpp.server on the tiny model (the package venv's python)."""
+    """Starts a llama_cpp.server on the ASCII-only tiny model (the package venv's python)."""
     python = str(llama_cpp_server_python_for_tests())
-    return functools.partial(start_llama_cpp_server, python, model)
+    ascii_model = ascii_only(model, model.with_name("tiny-ascii.gguf"))
+    return functools.partial(start_llama_cpp_server, python, ascii_model)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
     llorch deploy apply FILE      PUT each deployment in a YAML/JSON file (one mapping with
                                   `name`, or a list of them); prints their status
     llorch deploy ls | show NAME | rm NAME
-    llorch pools ls | show ID | drain ID [--deadline-ms N]
+    llorch pools ls | show ID | drain ID [--deadline-ms N] | reload ID MODEL
     llorch hosts ls | cordon HOST [--device ID] | uncordon HOST [--device ID]
 
 Human tables by default, `--json` for scripts. The orchestrator is `--url` (default
@@ -31,6 +31,10 @@ __all__ = ["add_parsers"]
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
+class _Usage(Exception):
+    """The command line is incomplete (exit 2)."""
+
+
 class _Refused(Exception):
     def __init__(self, response: httpx.Response) -> None:
         try:
@@ -41,8 +45,10 @@ class _Refused(Exception):
         super().__init__(message)
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    with httpx.Client(base_url=args.url, timeout=30.0) as client:
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = 30.0
+) -> Any:
+    with httpx.Client(base_url=args.url, timeout=timeout_s) as client:
         response = client.request(method, path, json=body)
     if response.status_code >= 400:
         raise _Refused(response)
@@ -103,6 +109,16 @@ def _pools(args: argparse.Namespace) -> Any:
     if args.action == "ls":
         return _call(args, "GET", "/v2/pools")["pools"]
     if args.action == "show":
+        return [_call(args, "GET", f"/v2/pools/{args.target}")]
+    if args.action == "reload":
+        if not args.model:
+            raise _Usage("llorch pools reload POOL MODEL: a model is required")
+        # The answer comes when the new model serves (loading may take minutes); the
+        # orchestrator bounds the wait, so this only covers its limit.
+        result = _call(
+            args, "POST", f"/v2/pools/{args.target}/reload", {"model": args.model}, 1900.0
+        )
+        print(result["message"], file=sys.stderr)
         return [_call(args, "GET", f"/v2/pools/{args.target}")]
     _call(args, "POST", f"/v2/pools/{args.target}/drain", {"deadline_ms": args.deadline_ms})
     return []
@@ -171,6 +187,9 @@ def _run(kind: str, args: argparse.Namespace) -> int:
     except httpx.TransportError as exc:
         print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except _Usage as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, yaml.YAMLError, KeyError, AttributeError) as exc:
         print(f"llorch {kind}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -185,12 +204,12 @@ def add_parsers(commands: Any) -> None:
     url = os.environ.get("LLORCH_URL", "http://127.0.0.1:8080")
     actions = {
         "deploy": ("apply", "ls", "show", "rm"),
-        "pools": ("ls", "show", "drain"),
+        "pools": ("ls", "show", "drain", "reload"),
         "hosts": ("ls", "cordon", "uncordon"),
     }
     helps = {
         "deploy": "apply and inspect deployments",
-        "pools": "list, show and drain pools",
+        "pools": "list, show, drain and reload pools",
         "hosts": "list hosts; cordon and uncordon them",
     }
     for kind, choices in actions.items():
@@ -200,6 +219,7 @@ def add_parsers(commands: Any) -> None:
         parser.add_argument("--url", default=url)
         parser.add_argument("--json", action="store_true")
         if kind == "pools":
+            parser.add_argument("model", nargs="?", help="reload: the model to load")
             parser.add_argument("--deadline-ms", type=int, default=30_000)
         if kind == "hosts":
             parser.add_argument("--device", help="cordon only this device")

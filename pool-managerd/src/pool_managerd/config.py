@@ -23,6 +23,10 @@ engines: [llamacpp-inproc, mock]    # engines this host can run
 devices:                            # simulated devices, for placement tests
   - {id: gpu0, kind: gpu, name: Simulated H100, memory_total_bytes: 80000000000,
      compute_capability: "9.0", foreign_used_bytes: 0}
+model_roots: [/models]              # where a reload may load a model by path; default:
+                                    # the folders of the models and pools above
+reload_timeout_s: 300               # a reloaded model must be ready within this
+reload_drain_deadline_s: 300        # running jobs of the replaced model may finish until
 
 Pools listed under `pools` are static: started at boot, owned by this file. Pools of
 deployments arrive as Preload commands from the orchestrator. Cordon state is kept in
@@ -124,10 +128,22 @@ class ManagerConfig:
     worker_threads: int | None = None  # CPU threads per slot for deployment pools
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    model_roots: tuple[str, ...] = ()
+    reload_timeout_s: float = 300.0
+    reload_drain_deadline_s: float = 300.0
 
     @property
     def join_token(self) -> str:
         return os.environ.get(self.join_token_env, "")
+
+    def allowed_model_roots(self) -> tuple[Path, ...]:
+        """Folders a reload may load a model from by path: `model_roots`, else the
+        folders of the configured models and pools."""
+        given = self.model_roots or tuple(
+            str(Path(path).parent)
+            for path in [m.path for m in self.models] + [p.model for p in self.pools if p.model]
+        )
+        return tuple(sorted({Path(root).expanduser().resolve() for root in given}))
 
 
 def _pool(raw: Any, index: int) -> PoolConfig:
@@ -201,6 +217,8 @@ def load_config(path: Path) -> ManagerConfig:
         raw["state_dir"] = Path(raw["state_dir"]).expanduser()
     if "worker_command" in raw:
         raw["worker_command"] = tuple(raw["worker_command"])
+    if "model_roots" in raw:
+        raw["model_roots"] = tuple(str(root) for root in raw["model_roots"] or ())
     config = ManagerConfig(pools=pools, restart=restart, models=models, devices=devices, **raw)
     if not config.join_token:
         raise ConfigError(f"no join token: set the environment variable {config.join_token_env}")

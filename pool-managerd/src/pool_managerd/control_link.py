@@ -2,7 +2,8 @@
 
 One bidirectional gRPC stream (POOL-01). The join token goes in the `authorization`
 metadata. A snapshot is sent every heartbeat and at once whenever a pool changes (a
-readiness flip reaches the orchestrator without waiting for the next heartbeat). A
+readiness flip reaches the orchestrator without waiting for the next heartbeat), and
+before every command's result. A
 broken stream is redialled with jittered exponential back-off (0.25 s doubling to 10 s).
 All writes go through one writer task: gRPC streams do not take concurrent writes.
 The only module of pool-managerd that imports grpc, with `control_translate`.
@@ -141,4 +142,7 @@ class ControlLink:
     async def _answer(self, command: pb.Command) -> None:
         result = await self._on_command(command)
         result.command_id = command.command_id
+        # The snapshot first: the orchestrator reads the stream in order, so it knows
+        # the command's effect (a reloaded model, a new pool) when the result arrives.
+        await self._outbox.put(pb.ManagerMessage(snapshot=self._snapshot()))
         await self._outbox.put(pb.ManagerMessage(result=result))

@@ -1,8 +1,11 @@
 """The pool manager: pools, inventory, the control link, commands and shutdown.
 
 Static pools come from the config; deployment pools arrive as `Preload` commands and
-leave with `Stop` (POOL-05, PLC-04/06). `Cordon` marks the host or one device (POOL-08;
-persisted). Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
+leave with `Stop` (POOL-05, PLC-04/06). `Reload` swaps a static pool's model
+(`pool_managerd.reload`; the result is the outcome in words, or the reason it failed).
+`Cordon` marks the host or one device (POOL-08; persisted). Every command's result is
+sent after a fresh snapshot, so the orchestrator sees a command's effect before its
+result. Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
 config (simulated), whose free memory is their total minus foreign use minus the
 estimates of the pools placed on them.
 
@@ -29,6 +32,7 @@ from pool_managerd.inventory import Device, Inventory, probe_inventory
 from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.pool import Pool
+from pool_managerd.reload import ReloadError, reload, target_config
 
 __all__ = ["PoolManager", "serve"]
 
@@ -114,6 +118,8 @@ class PoolManager:
             return self._drain(command.drain.pool_id, command.drain.deadline_ms / 1000.0)
         if kind == "stop":
             return await self._stop(command.stop.pool_id)
+        if kind == "reload":
+            return await self._reload(command.reload.pool_id, command.reload.model)
         if kind == "verify_model":
             return await self._verify(command.verify_model.model)
         if kind == "cordon":
@@ -172,6 +178,29 @@ class PoolManager:
                 "DIGEST_MISMATCH", f"{model.path} has sha256 {actual}, expected {model.sha256}"
             )
         return pb.CommandResult(ok=True, message=actual)
+
+    async def _reload(self, pool_id: str, ref: str) -> pb.CommandResult:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return _refuse("NOT_FOUND", f"no pool {pool_id}")
+        try:
+            config = target_config(pool.config, ref, self.models, self.config.allowed_model_roots())
+            message = await reload(
+                pool,
+                config,
+                self._free_bytes,
+                timeout_s=self.config.reload_timeout_s,
+                drain_deadline_s=self.config.reload_drain_deadline_s,
+            )
+        except ReloadError as exc:
+            return _refuse(exc.code, str(exc))
+        return pb.CommandResult(ok=True, message=message)
+
+    async def _free_bytes(self, device_id: str) -> int | None:
+        """Free memory of a device, measured now (None: no such device here)."""
+        await self.refresh_inventory()
+        found = [d for d in self.inventory().devices if d.id == device_id]
+        return found[0].memory_free_bytes if found else None
 
     def _drain(self, pool_id: str, deadline_s: float) -> pb.CommandResult:
         pool = self.pools.get(pool_id)

@@ -4,6 +4,12 @@ Provisioning (the first lifecycle phase): the model file must exist, read as GGU
 match its configured sha256 when one is given; the digest is always computed and
 reported. Then every replica is started. `status()` is the pool as the snapshot
 reports it: ready when some replica is ready and the pool is not draining.
+
+The replicas serving now are one *generation*; a reload (`pool_managerd.reload`) starts
+another generation from a new config beside them (or after them), waits for it with
+`wait_settled`, and then `swap`s it in and `retire`s the old one. Log and port files
+carry the generation (`<pool>-r<i>.log`, then `<pool>-r<i>.g<n>.log`), so two
+generations never share a file.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import asyncio
 import logging
 import re
 import secrets
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from catalog_core import CatalogError, inspect_gguf, sha256_file
 
@@ -22,16 +31,39 @@ from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch
 from pool_managerd.replica import ReplicaDriver, ReplicaPaths
 
-__all__ = ["Pool", "PoolStatus", "ReplicaStatus", "model_id_for"]
+__all__ = ["Pool", "PoolStatus", "PoolStopping", "ReplicaStatus", "check_model", "model_id_for"]
 
 log = logging.getLogger("pool_managerd.pool")
 _RANK = ("ready", "draining", "loading", "starting", "backoff", "provisioning", "stopped", "failed")
+_SETTLED_BAD = frozenset({"backoff", "failed", "stopped"})
+_RETIRE_SETTLE_S = 1.0  # jobs placed just before a swap reach the old engine's gauge by then
+
+
+class PoolStopping(RuntimeError):
+    """The pool is stopping: it starts no new generation."""
 
 
 def model_id_for(path: Path) -> str:
     """Catalog id of a model file: its file name without `.gguf`, lower-cased, slugged."""
     stem = path.name.removesuffix(".gguf")
     return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
+
+
+def check_model(config: PoolConfig) -> tuple[str, str]:
+    """(sha256, error) of a pool's model file: GGUF header readable and digest as
+    configured. Blocking file I/O and hashing: call from a thread."""
+    if config.engine in ("mock", "openai-compatible") and not config.model:
+        return "", ""
+    path = Path(config.model)
+    try:
+        inspect_gguf(path)
+        digest = sha256_file(path)
+    except (CatalogError, OSError) as exc:
+        return "", f"model check failed: {exc}"
+    expected = config.sha256.lower()
+    if expected and expected != digest:
+        return digest, f"model digest mismatch: {path} has sha256 {digest}, expected {expected}"
+    return digest, ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,69 +108,163 @@ class Pool:
         self.config = config
         self._manager = manager
         self._changed = on_change
+        self._replica_changed = asyncio.Event()
         self._api_key = secrets.token_urlsafe(24)
         self.model_id = config.model_id or (
             model_id_for(Path(config.model)) if config.model else config.id
         )
         self.digest = ""
         self.draining = False
+        self.swapping = False  # a drain-then-swap reload has taken the pool out of service
+        self.reloading = False
+        self.stopping = False  # stop() was called: no generation starts any more
         self.provision_error = ""
-        self.replicas = [self._driver(index) for index in range(config.replicas)]
-        self._runners: list[asyncio.Task[None]] = []
+        self.reload_error = ""
+        self._generation = 0
+        self._restarts_retired = 0  # restarts of replaced generations (the counter only rises)
+        self.replicas = [self._driver(config, index, 0) for index in range(config.replicas)]
+        self._runners: dict[ReplicaDriver, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
-    def _driver(self, index: int) -> ReplicaDriver:
+    def _driver(self, config: PoolConfig, index: int, generation: int) -> ReplicaDriver:
         state = self._manager.state_dir
-        name = f"{self.config.id}-r{index}"
+        name = f"{config.id}-r{index}" + (f".g{generation}" if generation else "")
         paths = ReplicaPaths(
             log=state / "logs" / f"{name}.log",
             port_file=state / "run" / f"{name}.port",
             workdir=state,
         )
         return ReplicaDriver(
-            pool_id=self.config.id,
+            pool_id=config.id,
             index=index,
-            make_launch=lambda: launch(self.config, self._manager, paths.port_file, self._api_key),
+            make_launch=lambda: launch(config, self._manager, paths.port_file, self._api_key),
             api_key=self._api_key,
             paths=paths,
             policy=self._manager.restart,
             probe_interval_s=self._manager.probe_interval_ms / 1000.0,
             probe_timeout_s=self._manager.probe_timeout_ms / 1000.0,
-            on_change=self._changed.set,
+            on_change=self._on_replica_change,
         )
+
+    def _on_replica_change(self) -> None:
+        self._changed.set()
+        self._replica_changed.set()
+
+    def changed(self) -> None:
+        """Something the snapshot reports changed: send one now."""
+        self._changed.set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, owned by the pool (cancelled by `stop`)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _run(self, drivers: list[ReplicaDriver]) -> None:
+        for driver in drivers:
+            self._runners[driver] = asyncio.create_task(driver.run())
 
     async def start(self) -> None:
         (self._manager.state_dir / "run").mkdir(parents=True, exist_ok=True)
-        self._runners = [asyncio.create_task(r.run()) for r in self.replicas]
-        error = await asyncio.to_thread(self._provision)
+        self._run(self.replicas)
+        self.digest, error = await asyncio.to_thread(check_model, self.config)
+        self.provision_error = error
         for replica in self.replicas:
             replica.post(lc.ProvisionFailed(error) if error else lc.Start())
+        if not error:
+            log.info(
+                "pool %s: model %s verified (sha256 %s)",
+                self.config.id,
+                self.config.model,
+                self.digest[:12],
+                extra={"pool_id": self.config.id, "action": "provision"},
+            )
         self._changed.set()
 
-    def _provision(self) -> str:
-        """Check the model (blocking file I/O); returns an error message or ''."""
-        if self.config.engine in ("mock", "openai-compatible") and not self.config.model:
-            return ""
-        path = Path(self.config.model)
-        try:
-            inspect_gguf(path)
-            self.digest = sha256_file(path)
-        except (CatalogError, OSError) as exc:
-            self.provision_error = f"model check failed: {exc}"
-            return self.provision_error
-        expected = self.config.sha256.lower()
-        if expected and expected != self.digest:
-            self.provision_error = (
-                f"model digest mismatch: {path} has sha256 {self.digest}, expected {expected}"
-            )
-            return self.provision_error
-        log.info(
-            "pool %s: model %s verified (sha256 %s)",
-            self.config.id,
-            path,
-            self.digest[:12],
-            extra={"pool_id": self.config.id, "action": "provision"},
-        )
-        return ""
+    # -- generations (used by reload) -----------------------------------------------------
+
+    def start_generation(self, config: PoolConfig) -> list[ReplicaDriver]:
+        """Start the replicas of `config` (its model already checked) beside the current
+        ones; they serve nothing until `swap`. PoolStopping once the pool is stopping."""
+        if self.stopping:
+            raise PoolStopping(f"pool {self.config.id} is stopping")
+        self._generation += 1
+        drivers = [
+            self._driver(config, index, self._generation) for index in range(config.replicas)
+        ]
+        self._run(drivers)
+        for driver in drivers:
+            driver.post(lc.Start())
+        return drivers
+
+    async def wait_settled(self, drivers: list[ReplicaDriver], timeout_s: float) -> str:
+        """Wait until every driver is ready ('') or one has crashed, failed or stopped
+        (its error), or `timeout_s` passed. A first crash counts: a reload does not wait
+        through back-off for a model that does not load."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        while True:
+            self._replica_changed.clear()
+            bad = [d for d in drivers if d.state.phase in _SETTLED_BAD]
+            if bad:
+                return bad[0].state.last_error or f"the engine is {bad[0].state.phase}"
+            if all(d.ready for d in drivers):
+                return ""
+            left = until - loop.time()
+            if left <= 0:
+                return f"the engine was not ready within {timeout_s:.0f} s"
+            try:
+                await asyncio.wait_for(self._replica_changed.wait(), left)
+            except TimeoutError:
+                continue
+
+    def swap(self, drivers: list[ReplicaDriver], config: PoolConfig, digest: str) -> None:
+        """Make `drivers` (of `config`) the replicas that serve; the caller retires the
+        old ones."""
+        self.report(drivers)
+        self.config = config
+        self.model_id = config.model_id or model_id_for(Path(config.model))
+        self.digest = digest
+        self.provision_error = ""
+        self._changed.set()
+
+    def report(self, drivers: list[ReplicaDriver]) -> None:
+        """Report `drivers` as the pool's replicas from now on (the restarts of the ones
+        they replace stay counted)."""
+        if drivers is not self.replicas:
+            self._restarts_retired += sum(r.state.restarts for r in self.replicas)
+            self.replicas = drivers
+            self._changed.set()
+
+    async def retire(self, drivers: list[ReplicaDriver], deadline_s: float) -> None:
+        """Drain `drivers`: no new work, in-flight jobs finish until the deadline, then
+        stop them. Idle means: a health answer given after the settle time (jobs placed
+        just before the swap have reached the engine by then) reports no busy slot; a
+        replica that stops answering (paused, hung) is waited for until the deadline."""
+        for driver in drivers:
+            driver.post(lc.Drain())
+        loop = asyncio.get_running_loop()
+        settled_at = time.monotonic() + min(_RETIRE_SETTLE_S, deadline_s)
+        until = loop.time() + deadline_s
+
+        def idle(driver: ReplicaDriver) -> bool:
+            running = driver.state.phase in ("ready", "draining")
+            return not running or (driver.probed_at >= settled_at and not driver.slots_busy)
+
+        # Busy slots are a fact of the engines, refreshed by the health probes: poll it.
+        while loop.time() < until and not all(idle(d) for d in drivers):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await self.stop_drivers(drivers, grace_s=5.0)
+
+    async def stop_drivers(self, drivers: list[ReplicaDriver], grace_s: float) -> None:
+        await asyncio.gather(*(d.stop(grace_s) for d in drivers))
+        runners = [self._runners.pop(d) for d in drivers if d in self._runners]
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        self._changed.set()
+
+    # -- drain and stop ---------------------------------------------------------------------
 
     async def drain(self, deadline_s: float) -> None:
         """Stop taking work, let running jobs finish until the deadline, then stop."""
@@ -154,23 +280,27 @@ class Pool:
         await self.stop(grace_s=5.0)
 
     async def stop(self, grace_s: float) -> None:
-        await asyncio.gather(*(r.stop(grace_s) for r in self.replicas))
-        for runner in self._runners:
-            runner.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
-        self._changed.set()
+        """Stop every replica of every generation (serving, starting or retiring)."""
+        self.stopping = True
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.stop_drivers(list(self._runners), grace_s)
+
+    # -- report ---------------------------------------------------------------------------
 
     def status(self) -> PoolStatus:
         config = self.config
         phases = [r.state.phase for r in self.replicas]
         state = min(phases, key=_RANK.index) if phases else "stopped"
-        ready = any(r.ready for r in self.replicas) and not self.draining
+        out_of_service = self.draining or self.swapping
+        ready = any(r.ready for r in self.replicas) and not out_of_service
         errors = [r.state.last_error for r in self.replicas if r.state.last_error]
         replicas = tuple(
             ReplicaStatus(
                 r.index,
                 r.endpoint,
-                r.ready and not self.draining,
+                r.ready and not out_of_service,
                 config.slots,
                 r.incarnation,
                 self._api_key,
@@ -195,8 +325,8 @@ class Pool:
             ctx=config.ctx,
             slots_total=config.slots * config.replicas,
             slots_busy=sum(r.slots_busy for r in self.replicas),
-            last_error=self.provision_error or (errors[0] if errors else ""),
-            restarts=sum(r.state.restarts for r in self.replicas),
+            last_error=self.provision_error or self.reload_error or (errors[0] if errors else ""),
+            restarts=self._restarts_retired + sum(r.state.restarts for r in self.replicas),
             features=features,
             replicas=replicas,
             device=config.device,

@@ -2,10 +2,13 @@
 
 The only module of pool-managerd that starts or signals processes (STYLE rule 6).
 Each process is the leader of a new session, so a signal to its process group reaches
-everything it started and no engine outlives the pool manager (POOL-07). Output goes
-to a per-replica log file, rotated at start when larger than `LOG_ROTATE_BYTES`
-(keeping `LOG_KEEP` old files); `log_tail` returns the last lines for `last_error`
-(POOL-06).
+everything it started and no engine outlives the pool manager (POOL-07); when the
+leader exits, `reap_group` kills what it left behind (Triton's server under its
+PyTriton script). Output goes to a per-replica log file (POOL-06), rotated when larger
+than `LOG_ROTATE_BYTES`, keeping `LOG_KEEP` old files: at start by renaming
+(`rotate_log`), and while the engine runs by copy-then-truncate (`trim_log`; the engine
+writes with O_APPEND, so after the truncation its next line lands at the new start).
+`log_tail` returns the last lines for `last_error`.
 """
 
 from __future__ import annotations
@@ -13,26 +16,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
-__all__ = ["EngineProcess", "log_tail", "rotate_log"]
+__all__ = ["EngineProcess", "log_needs_trim", "log_tail", "rotate_log", "trim_log"]
 
 LOG_ROTATE_BYTES = 10 << 20
 LOG_KEEP = 3
 
 
-def rotate_log(path: Path) -> None:
-    if not path.exists() or path.stat().st_size < LOG_ROTATE_BYTES:
-        return
+def _too_small(path: Path, limit_bytes: int) -> bool:
+    try:
+        return path.stat().st_size < limit_bytes
+    except OSError:
+        return True
+
+
+def _shift_old_logs(path: Path) -> Path:
+    """Move `.1`..`.N-1` one up (the oldest falls off); returns the free `.1` path."""
     for index in range(LOG_KEEP - 1, 0, -1):
         older = path.with_name(f"{path.name}.{index}")
         if older.exists():
             older.replace(path.with_name(f"{path.name}.{index + 1}"))
-    path.replace(path.with_name(f"{path.name}.1"))
+    return path.with_name(f"{path.name}.1")
+
+
+def log_needs_trim(path: Path, limit_bytes: int = LOG_ROTATE_BYTES) -> bool:
+    """Whether a log is past its size limit (one stat: cheap enough for the event loop)."""
+    return not _too_small(path, limit_bytes)
+
+
+def rotate_log(path: Path, limit_bytes: int = LOG_ROTATE_BYTES) -> None:
+    """Before a start: rename a log past `limit_bytes` to `.1` (nobody writes it now)."""
+    if not _too_small(path, limit_bytes):
+        path.replace(_shift_old_logs(path))
+
+
+def trim_log(path: Path, limit_bytes: int = LOG_ROTATE_BYTES) -> bool:
+    """While an engine writes the log: copy it to `.1` and truncate it, when it is past
+    `limit_bytes`. Blocking file I/O of up to `limit_bytes`; returns whether it rotated.
+    Lines the engine writes between the copy and the truncation are lost (logrotate's
+    copytruncate trade-off; the engine's file descriptor cannot be swapped from here)."""
+    if _too_small(path, limit_bytes):
+        return False
+    shutil.copyfile(path, _shift_old_logs(path))
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+    return True
 
 
 def log_tail(path: Path, lines: int = 12, max_bytes: int = 8192) -> str:
@@ -92,6 +126,10 @@ class EngineProcess:
     @property
     def returncode(self) -> int | None:
         return self._process.returncode
+
+    def reap_group(self) -> None:
+        """SIGKILL whatever is left of the process group once its leader has exited."""
+        self.signal_group(signal.SIGKILL)
 
     def signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

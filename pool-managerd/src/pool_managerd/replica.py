@@ -8,7 +8,12 @@ their own connection, so they never queue behind user work (POOL-09).
 
 Readiness (POOL-02): the process is started, it reports its port, its health probe
 says `ready` (the worker answers `loading` while the weights load), and a one-token
-warm-up generation succeeds. Only then is the replica `ready`.
+warm-up generation succeeds. Only then is the replica `ready`. The warm-up is narrated
+(`action: warmup`, before and after) ahead of the `loading -> ready` line.
+
+When an engine's leader process exits, what is left of its process group is killed
+(an engine server's helpers die with it). The engine's log is trimmed while it runs
+(`process.trim_log`, checked with every probe), so a chatty engine cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from worker_adapters.protocol import Adapter
 
 from pool_managerd import lifecycle as lc
 from pool_managerd.engines import Launch
-from pool_managerd.process import EngineProcess, log_tail
+from pool_managerd.process import EngineProcess, log_needs_trim, log_tail, trim_log
 
 __all__ = ["ReplicaDriver", "ReplicaPaths"]
 
@@ -76,6 +81,7 @@ class ReplicaDriver:
         self.incarnation = 0
         self.engine_version = ""
         self.slots_busy = 0
+        self.probed_at = 0.0  # time.monotonic() of the last health answer (slots_busy's age)
         self._events: asyncio.Queue[lc.Event] = asyncio.Queue()
         self._process: EngineProcess | None = None
         self._adapter: Adapter | None = None
@@ -206,6 +212,7 @@ class ReplicaDriver:
 
     async def _watch_exit(self, process: EngineProcess) -> None:
         code = await process.wait()
+        process.reap_group()
         if self._process is process:
             self._process = None
         self.endpoint = ""
@@ -222,10 +229,13 @@ class ReplicaDriver:
                 self.post(lc.ProbeFailed(str(exc) or type(exc).__name__))
             else:
                 self.slots_busy = health.slots_busy
+                self.probed_at = time.monotonic()
                 if health.state == "ready" and not self.engine_version:
                     await self._read_props(adapter)
                 self.post(lc.Health(health.state, health.message))
             loading = self.state.phase in ("starting", "loading")
+            if not loading and log_needs_trim(self._paths.log):
+                await asyncio.to_thread(trim_log, self._paths.log)
             await asyncio.sleep(_LOADING_PROBE_S if loading else self._probe_interval_s)
 
     async def _read_props(self, adapter: Adapter) -> None:
@@ -243,20 +253,40 @@ class ReplicaDriver:
             Sampling(max_tokens=1, temperature=0.0),
             prompt="Hello",
         )
+        self._narrate("warms up with a one-token generation")
+        started = time.monotonic()
         outcome = "no terminal event"
         try:
             async with asyncio.timeout(_WARMUP_TIMEOUT_S):
                 async for event in adapter.submit(request):
                     if isinstance(event, End):
-                        self.post(
-                            lc.WarmedUp(event.tokens_out >= 1 or event.finish_reason == "stop")
+                        ok = event.tokens_out >= 1 or event.finish_reason == "stop"
+                        elapsed_ms = (time.monotonic() - started) * 1000.0
+                        self._narrate(
+                            f"finishes its warm-up: {event.tokens_out} token in {elapsed_ms:.0f} ms"
+                            if ok
+                            else "warm-up produced no token"
                         )
+                        self.post(lc.WarmedUp(ok, "" if ok else "the engine produced no token"))
                         return
                     if isinstance(event, Failed):
                         outcome = f"{event.code}: {event.message}"
         except TimeoutError:
             outcome = f"no answer within {_WARMUP_TIMEOUT_S:.0f} s"
+        except AdapterError as exc:
+            outcome = str(exc) or type(exc).__name__
+        self._narrate(f"warm-up fails: {outcome}", level=logging.WARNING)
         self.post(lc.WarmedUp(False, outcome))
+
+    def _narrate(self, what: str, level: int = logging.INFO) -> None:
+        log.log(
+            level,
+            "pool %s replica %d %s",
+            self.pool_id,
+            self.index,
+            what,
+            extra={"pool_id": self.pool_id, "action": "warmup", "target": self.pool_id},
+        )
 
     async def _kill(self) -> None:
         process = self._process
