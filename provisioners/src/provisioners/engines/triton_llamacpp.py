@@ -266,10 +266,13 @@ class Engine:
                     finish = "stop"
                     break
         finally:
+            # Counted before `active` drops: a client seeing no active generation must
+            # also see this one's cancellation (the stats are read between the two).
+            if finish == "cancelled":
+                counters.generations_cancelled_total += 1
             counters.generations_active -= 1
             await self._run(stream.close)
         if finish == "cancelled":
-            counters.generations_cancelled_total += 1
             _LOG.info("generation %s cancelled after %d tokens", params.request_id, produced)
         tail = pieces.finish() if finish != "cancelled" else ""
         if tail:
