@@ -544,6 +544,8 @@ class Orchestrator:
         if record.first_token_mono is None:
             self._on_token(record, tokens[0])  # TTFT and the pool's prompt cache
             tokens = tokens[1:]
+            if not tokens:
+                return
         record.last_activity_mono = self._clock()
         record.events.append_tokens([t.text for t in tokens], record.token_events)
         record.token_events += len(tokens)
