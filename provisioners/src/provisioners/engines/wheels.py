@@ -16,8 +16,10 @@ of the same version, so it installs that one and builds nothing. Where neither h
 wheel, uv builds it during the install, and the next venv finds it in uv's cache.
 
 uv's cache layout is not a stable interface: if it changes, seeding finds nothing and the
-install compiles, as it would have without the wheelhouse. A wheel found is reused as uv
-itself would reuse it (uv's cache does not key builds on `CMAKE_ARGS` either).
+install compiles, as it would have without the wheelhouse. The newest wheel
+found is used: builds made with build settings (uv files those under a hash of the
+settings, e.g. the workspace's AMX-free llama-cpp-python) are found too, so an engine venv
+gets the same build as the workspace.
 
 Blocking (file copies): call through `asyncio.to_thread` from async code.
 """
@@ -74,8 +76,11 @@ def _built_by_uv(cache: Path, distribution: str, version: str, pattern: str) -> 
     names = {distribution, distribution.lower(), re.sub(r"[-_.]+", "-", distribution).lower()}
     found: list[Path] = []
     for name in names:
-        found += cache.glob(f"sdists-v*/pypi/{name}/{version}/*/{pattern}")
-        found += cache.glob(f"sdists-v*/index/*/{name}/{version}/*/{pattern}")
+        for base in (f"sdists-v*/pypi/{name}/{version}", f"sdists-v*/index/*/{name}/{version}"):
+            found += cache.glob(f"{base}/*/{pattern}")
+            # A build with build settings (the workspace's `extra-build-variables` for
+            # llama-cpp-python) is filed one level deeper, under a hash of the settings.
+            found += cache.glob(f"{base}/*/*/{pattern}")
     return found
 
 
