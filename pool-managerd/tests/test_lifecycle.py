@@ -185,3 +185,11 @@ def test_ready_is_reached_only_through_a_warm_up(events: list[lc.Event]) -> None
         state, _ = lc.transition(state, event, now=float(index), policy=POLICY, jitter=0.3)
         if state.phase == "ready" and before.phase != "ready":
             assert event == lc.WarmedUp(True) and before.warming
+
+
+def test_a_warm_up_result_nobody_asked_for_does_not_make_a_loading_replica_ready() -> None:
+    # Found by the property above on a clean CI run: a stale WarmedUp (say, of the
+    # previous incarnation) arrived while the new engine still loaded.
+    state, actions = run([lc.Start(), lc.Health("loading"), lc.WarmedUp(True)])
+    assert state.phase == "loading" and not state.warming
+    assert actions[-1] == []

@@ -172,7 +172,9 @@ def transition(
             return replace(state, last_error=message), [Kill(f"engine reports failed: {message}")]
         case ProbeFailed(error) if state.phase in _LIVE:
             return _probe_failed(state, error, policy)
-        case WarmedUp(ok, error) if state.phase == "loading" and not state.stopping:
+        case WarmedUp(ok, error) if (
+            state.phase == "loading" and state.warming and not state.stopping
+        ):
             if ok:
                 return replace(
                     state, phase="ready", warming=False, ready_since=now, last_error=""
