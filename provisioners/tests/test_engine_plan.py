@@ -459,6 +459,7 @@ def test_a_native_build_leaves_out_the_amx_kernels_unless_asked_and_that_is_part
     assert "-DCMAKE_C_FLAGS=-mno-amx-int8" in default
     assert not any("amx" in flag for flag in cmake_flags(BuildOptions(amx=True)))
     assert not any("amx" in flag for flag in cmake_flags(BuildOptions(native=False)))
+    assert not any("amx" in flag for flag in cmake_flags(BuildOptions(), "aarch64"))
     spec = parse_engine_spec("llamacpp:source=sdist:0.3.36")
     with_amx = parse_engine_spec(
         "llamacpp:source=sdist:0.3.36", SpecOptions(build=BuildOptions(amx=True))

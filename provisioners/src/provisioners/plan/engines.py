@@ -147,8 +147,9 @@ def git_checkout_dir(root: str, source: GitSource) -> str:
     return posixpath.join(root, "sources", "git", _short_hash(f"{source.url}@{source.ref}"))
 
 
-def cmake_flags(build: BuildOptions) -> tuple[str, ...]:
-    """The cmake -D flags that decide what is built (all part of the build key)."""
+def cmake_flags(build: BuildOptions, machine: str = "x86_64") -> tuple[str, ...]:
+    """The cmake -D flags that decide what is built (all part of the build key);
+    `machine` is platform.machine() of the building host."""
     flags = [
         "-DCMAKE_BUILD_TYPE=Release",
         "-DBUILD_SHARED_LIBS=OFF",  # one self-contained file: the artifact can move
@@ -162,7 +163,7 @@ def cmake_flags(build: BuildOptions) -> tuple[str, ...]:
         "-DLLAMA_USE_PREBUILT_UI=OFF",  # ...or a download from the hub: never
         f"-DGGML_NATIVE={'ON' if build.native else 'OFF'}",
     ]
-    if build.native and not build.amx:
+    if build.native and not build.amx and machine.lower() in ("x86_64", "amd64"):
         # A native build on a CPU that advertises AMX compiles ggml's AMX kernels, which
         # die with SIGILL (tilezero) on the virtualised Sapphire Rapids hosts we run on:
         # off unless asked for. -mno-amx-int8 undefines __AMX_INT8__, which they need.
@@ -193,7 +194,8 @@ class _SourcePlanner:
         digest = facts.source.digest if facts.source is not None else None
         if digest is None:
             return None
-        return engine_build_key(spec.engine, digest, cmake_flags(spec.build))
+        flags = cmake_flags(spec.build, facts.platform.machine)
+        return engine_build_key(spec.engine, digest, flags)
 
     def plan(
         self, spec: EngineSpec, facts: EngineFacts, settings: EnginePlanSettings
@@ -218,7 +220,7 @@ class _SourcePlanner:
             steps.append(
                 UnpackSource(archive, sdist_member(spec.source), source.tree_dir, source.digest)
             )
-        flags = cmake_flags(spec.build)
+        flags = cmake_flags(spec.build, facts.platform.machine)
         build_dir, configure = _configure(spec, facts, settings, source.tree_dir, flags)
         artifact = posixpath.join(settings.root, "builds", entry_id, LLAMA_SERVER_TARGET)
         steps += [
