@@ -8,6 +8,7 @@ from catalog_core import EngineEntry
 from provisioners.engines import PreparedEngine, prepared_engine
 from provisioners.engines.wheels import exact_pins, wheel_prefix
 from provisioners.plan.containers import ContainerLaunch, container_run
+from provisioners.plan.engine_specs import ENGINES
 from provisioners.plan.probes import (
     BuildInfo,
     ServerFlags,
@@ -31,7 +32,10 @@ def test_a_docker_container_gets_gpus_loopback_ports_mounts_and_the_key_by_name_
     assert argv[-1] == "vllm/vllm-openai:v0.11.0"
     assert argv[argv.index("--gpus") : argv.index("--gpus") + 2] == ("--gpus", '"device=0,1"')
     assert "127.0.0.1:18000:8000" in argv and "--ipc=host" in argv
-    assert "/c:/root/.cache/huggingface" in argv and "/m:/models:ro" in argv
+    profile = ENGINES["vllm"].container
+    assert profile is not None and profile.cache_path is not None
+    image_cache = profile.cache_path  # where the vLLM image keeps its cache (not a host path)
+    assert f"/c:{image_cache}" in argv and "/m:/models:ro" in argv
     assert argv[argv.index("-e") : argv.index("-e") + 2] == ("-e", "VLLM_API_KEY")
     assert all(KEY not in part for part in argv)
     assert command.env == {"VLLM_API_KEY": KEY}

@@ -9,11 +9,13 @@ speed. `format_progress` is the pure formatting, tested on its own.
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Protocol, TextIO
 
-__all__ = ["ProgressBar", "format_progress", "human_bytes"]
+__all__ = ["NarrationLines", "ProgressBar", "format_progress", "human_bytes"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _BAR_CELLS = 24
@@ -85,3 +87,23 @@ class ProgressBar:
             self._stream.flush()
             self._drawn = False
             self._width = 0
+
+
+class _Line(Protocol):
+    def close(self) -> None: ...
+
+
+class NarrationLines(logging.Handler):
+    """Narrated steps as lines on stderr (`llorch: ACTION TARGET`), each on its own line
+    even while a progress line is drawn: `line.close()` ends that line first."""
+
+    def __init__(self, line: _Line) -> None:
+        super().__init__(logging.INFO)
+        self._line = line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._line.close()
+        action = getattr(record, "action", None)
+        target = getattr(record, "target", None)
+        text = f"{action:<12} {target}" if action and target else record.getMessage()
+        print(f"llorch: {text}", file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ from catalog_core import CatalogError, CatalogStore, ModelEntry
 from provisioners.plan import ModelPlan
 
 from llorch.catalog import EXIT_FAILED, EXIT_OK, add_location_options, open_store, state_dir
-from llorch.progress import ProgressBar, human_bytes
+from llorch.progress import NarrationLines, ProgressBar, human_bytes
 from llorch.provision_engine import add_engine_parser
 from provisioners import ModelProvisioner, ModelProvisionerSettings, ProvisionError
 
@@ -74,7 +74,7 @@ async def _provision(args: argparse.Namespace, store: CatalogStore) -> int:
         models_dir=models_dir, allowed_roots=(*args.root, models_dir)
     )
     bar = ProgressBar(sys.stderr, label="download")
-    handler = _NarrationHandler(bar)
+    handler = NarrationLines(bar)
     _narration.addHandler(handler)
     _narration.setLevel(logging.INFO)
     try:
@@ -91,21 +91,6 @@ async def _provision(args: argparse.Namespace, store: CatalogStore) -> int:
         _narration.removeHandler(handler)
     _print_entry(entry, args.json)
     return EXIT_OK
-
-
-class _NarrationHandler(logging.Handler):
-    """Step lines on stderr, on their own line even while a progress bar is drawn."""
-
-    def __init__(self, bar: ProgressBar) -> None:
-        super().__init__(logging.INFO)
-        self._bar = bar
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._bar.close()
-        action = getattr(record, "action", None)
-        target = getattr(record, "target", None)
-        line = f"{action:<12} {target}" if action and target else record.getMessage()
-        print(f"llorch: {line}", file=sys.stderr, flush=True)
 
 
 def _print_plan(plan: ModelPlan, as_json: bool) -> None:

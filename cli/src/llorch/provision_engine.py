@@ -36,6 +36,7 @@ from provisioners.plan.engine_specs import BuildOptions
 
 from llorch.catalog import EXIT_FAILED, EXIT_OK, add_location_options, open_store, state_dir
 from llorch.catalog import table as format_table
+from llorch.progress import NarrationLines
 
 __all__ = ["BuildProgress", "add_engine_parser", "format_build_progress", "run_engine"]
 
@@ -118,7 +119,7 @@ async def _provision(args: argparse.Namespace, store: CatalogStore, options: Spe
         _print_plan(await provisioner.plan(args.spec, options), args.json)
         return EXIT_OK
     bar = BuildProgress(sys.stderr)
-    handler = _NarrationHandler(bar)
+    handler = NarrationLines(bar)
     _narration.addHandler(handler)
     _narration.setLevel(logging.INFO)
     try:
@@ -176,21 +177,6 @@ class BuildProgress:
             self._stream.write("\n")
             self._stream.flush()
             self._width = 0
-
-
-class _NarrationHandler(logging.Handler):
-    """Step lines on stderr, each on its own line even while the progress line is drawn."""
-
-    def __init__(self, bar: BuildProgress) -> None:
-        super().__init__(logging.INFO)
-        self._bar = bar
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._bar.close()
-        action = getattr(record, "action", None)
-        target = getattr(record, "target", None)
-        line = f"{action:<12} {target}" if action and target else record.getMessage()
-        print(f"llorch: {line}", file=sys.stderr, flush=True)
 
 
 def _print_plan(plan: EnginePlan, as_json: bool) -> None:

@@ -140,7 +140,7 @@ ENGINES: Mapping[str, EngineProfile] = _profiles(
         container=ContainerProfile(
             "docker.io/vllm/vllm-openai:v0.11.0",
             MappingProxyType({"http": 8000}),
-            "/root/.cache/huggingface",
+            "/root/.cache/huggingface",  # inside the image (root's HF cache), not a host path
         ),
     ),
     EngineProfile(
