@@ -64,17 +64,21 @@ def build(config: OrchestratorConfig) -> Services:
     host = AdapterHost()
     holder: list[Orchestrator] = []
 
-    def on_change() -> None:
-        _sync_bindings(registry, host)
+    def on_slot_freed() -> None:
         if holder:
             holder[0].wake()
             if holder[0].deployments is not None:
                 holder[0].deployments.wake()
 
+    def on_change() -> None:
+        _sync_bindings(registry, host)
+        on_slot_freed()
+
     registry = PoolRegistry(
         lease_s=config.lease_ms / 1000.0,
         suspect_ttl_s=config.suspect_ttl_ms / 1000.0,
         on_change=on_change,
+        on_slot_freed=on_slot_freed,
     )
     orchestrator = Orchestrator(config, registry, host)
     holder.append(orchestrator)

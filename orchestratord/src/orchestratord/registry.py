@@ -128,11 +128,19 @@ class HostInfo:
 
 class PoolRegistry:
     def __init__(
-        self, *, lease_s: float, suspect_ttl_s: float, on_change: Callable[[], None] = lambda: None
+        self,
+        *,
+        lease_s: float,
+        suspect_ttl_s: float,
+        on_change: Callable[[], None] = lambda: None,
+        on_slot_freed: Callable[[], None] | None = None,
     ) -> None:
+        """`on_change` runs when hosts, pools or replicas change; `on_slot_freed` (default:
+        `on_change`) when a reserved slot is released, which changes nothing else."""
         self._lease_s = lease_s
         self._suspect_ttl_s = suspect_ttl_s
         self._on_change = on_change
+        self._on_slot_freed = on_slot_freed or on_change
         self._hosts: dict[str, HostInfo] = {}
         self._owner: dict[str, str] = {}  # pool_id -> host_id
         self._reserved: dict[tuple[str, int], int] = {}
@@ -286,7 +294,7 @@ class PoolRegistry:
             self._reserved[key] = left
         else:
             self._reserved.pop(key, None)
-        self._on_change()
+        self._on_slot_freed()
 
     def in_flight(self, pool_id: str) -> int:
         return sum(n for (p, _), n in self._reserved.items() if p == pool_id)

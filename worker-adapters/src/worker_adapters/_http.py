@@ -1,21 +1,24 @@
-"""The HTTP edge of the engine adapters: the only module that imports an HTTP client.
+"""The HTTP edge of the engine adapters: with `_wire`, the only modules that speak HTTP.
 
 It owns:
 - one shared `aiohttp.ClientSession` per event loop (so one per process in a daemon),
-  with a keep-alive connection pool (`shared_session`, `close_shared_session`);
+  with a keep-alive connection pool, for control calls (`shared_session`,
+  `close_shared_session`, which also closes `_wire`'s stream connections);
 - `HttpClient`, one per engine endpoint: base URL, the per-pool API key sent as
   `Authorization: Bearer`, JSON control calls (`call`) and streams (`open_stream`);
 - bounded, jittered retries (tenacity) of what failed before the first byte of an
   answer: refused or reset connections (a stale keep-alive connection, an engine
   restarting) and HTTP 503 (an engine still loading). Nothing is retried once a body
   byte has arrived, and timeouts are not retried;
-- `HttpStream`: chunk reads under a caller-given deadline, `abort` (closes the TCP
-  connection: that is how llama-server, llama_cpp.server, vLLM and TGI cancel) and
-  `finish` (drains to EOF so the connection returns to the pool);
+- `HttpStream` (on `_wire`, our own HTTP/1.1 stream client): chunk reads under a
+  caller-given deadline, `abort` (closes the TCP connection: that is how llama-server,
+  llama_cpp.server, vLLM and TGI cancel; valid while the request still waits for its
+  answer) and `finish` (drains to EOF so the connection returns to the pool);
 - `redact`, so API keys never reach exception messages or logs.
 
-aiohttp was chosen for the token path: measured here, relaying one event through an
-httpx stream costs 72-200 µs of CPU, through aiohttp 23-46 µs.
+The token path's client was chosen by benchmark: relaying one event through an httpx
+stream cost 72-200 µs of CPU here, through aiohttp 23-46 µs; `_wire` costs less again
+per request and per read (`bench/engine_client.py` compares the last two).
 
 Foreign exceptions are mapped here, once, into `worker_adapters.errors` and chained:
 connect failures -> `EngineUnavailable`; a connection that breaks after the request was
@@ -26,6 +29,7 @@ sent -> `StreamBroken`; deadlines -> `EngineTimeout`; error statuses ->
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -38,6 +42,7 @@ import aiohttp
 import yarl
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from worker_adapters._wire import Endpoint, WireStream, close_pool, request_head
 from worker_adapters.errors import (
     AdapterError,
     EngineStatusError,
@@ -64,6 +69,7 @@ _POOL_LIMIT = 512
 _KEEPALIVE_S = 4.0
 _DRAIN_LIMIT_BYTES = 1 << 20
 _ERROR_BODY_LIMIT = 64 << 10
+_STREAM_HEADERS = {"Accept": "*/*", "User-Agent": "llorch", "Content-Type": "application/json"}
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
 
 T = TypeVar("T")
@@ -104,6 +110,7 @@ def shared_session() -> aiohttp.ClientSession:
 
 async def close_shared_session() -> None:
     """Close this loop's session (at process shutdown, after the adapters are closed)."""
+    close_pool()
     session = _SESSIONS.pop(asyncio.get_running_loop(), None)
     if session is not None:
         await session.close()
@@ -151,44 +158,20 @@ def error_from_body(status: int, body: Any) -> EngineStatusError:
     return EngineStatusError(status, "", str(body)[:500] if body else "")
 
 
-class HttpStream:
-    """An open streaming response; read with `read`, end with `finish` or `abort`."""
+class HttpStream(WireStream):
+    """An open streaming response (`_wire`); read with `read`, end with `finish` or
+    `abort`. Made before the request is sent (`HttpClient.stream`), so `abort` also
+    stops a request still waiting for its answer."""
 
-    __slots__ = ("_client", "_response")
+    __slots__ = ("_client",)
 
-    def __init__(self, client: HttpClient, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, client: HttpClient) -> None:
+        super().__init__(client.endpoint)
         self._client = client
-        self._response = response
-
-    async def read(self, deadline: float) -> bytes:
-        """The next bytes that arrived (b"" at EOF). Deadline on the loop's clock."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._response.content.readany()
-        except TimeoutError as exc:
-            raise EngineTimeout("engine produced no token in time") from exc
-        except aiohttp.ClientError as exc:
-            raise StreamBroken(self._client.describe(exc)) from exc
-
-    def abort(self) -> None:
-        """Close the connection now (the engine sees the disconnect). Idempotent."""
-        self._response.close()
 
     async def finish(self) -> None:
         """Read to EOF (bounded) so the connection can be reused, then release it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._client.settings.drain_timeout_s
-        drained = 0
-        try:
-            while drained < _DRAIN_LIMIT_BYTES:
-                chunk = await self.read(deadline)
-                if not chunk:
-                    self._response.release()
-                    return
-                drained += len(chunk)
-        except AdapterError:
-            pass
-        self.abort()
+        await self.drain_and_release(self._client.settings.drain_timeout_s, _DRAIN_LIMIT_BYTES)
 
 
 class HttpClient:
@@ -200,12 +183,16 @@ class HttpClient:
         self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._urls: dict[str, yarl.URL] = {}
+        base = yarl.URL(self.base_url)
+        host = base.raw_host or "127.0.0.1"
+        tls = base.scheme == "https"
+        port = base.port or (443 if tls else 80)
+        self.endpoint: Endpoint = (host, port, tls)
+        self._host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._targets: dict[str, str] = {}
         # Built once: an aiohttp ClientTimeout costs ~10 µs to construct (attrs).
         self._control_timeout = aiohttp.ClientTimeout(
             total=self.settings.control_timeout_s, sock_connect=self.settings.connect_timeout_s
-        )
-        self._stream_timeout = aiohttp.ClientTimeout(
-            sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.stall_timeout_s
         )
 
     def __repr__(self) -> str:
@@ -243,6 +230,17 @@ class HttpClient:
 
         return await self._with_retries(attempt, lambda: False, retry_503=False)
 
+    def stream(self) -> HttpStream:
+        """A stream not opened yet (`open_stream(..., stream=)`); abortable at once."""
+        return HttpStream(self)
+
+    def _target(self, path: str) -> str:
+        """The request target of `path` (the base URL's path prefix, percent-encoded)."""
+        target = self._targets.get(path)
+        if target is None:
+            target = self._targets[path] = self._url(path).raw_path_qs
+        return target
+
     async def open_stream(
         self,
         path: str,
@@ -250,25 +248,29 @@ class HttpClient:
         *,
         headers: Mapping[str, str] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        stream: HttpStream | None = None,
     ) -> HttpStream:
         """POST and wait for a 2xx status line; error statuses raise `EngineStatusError`."""
-        timeout = self._stream_timeout
-        all_headers = {**self._headers, **(headers or {})}
+        opened = stream if stream is not None else HttpStream(self)
         payload = json.dumps(body).encode()
-        all_headers["Content-Type"] = "application/json"
-        url = self._url(path)
+        fields = {**_STREAM_HEADERS, **self._headers, **(headers or {})}
+        request = request_head("POST", self._target(path), self._host_header, fields, len(payload))
+        request += payload
+        settings = self.settings
 
         async def attempt() -> HttpStream:
-            response = await shared_session().post(
-                url, data=payload, headers=all_headers, timeout=timeout
+            now = asyncio.get_running_loop().time()
+            status = await opened.open(
+                request, settings.connect_timeout_s, now + settings.stall_timeout_s
             )
-            if 200 <= response.status < 300:
-                return HttpStream(self, response)
-            try:
-                raw = await response.content.read(_ERROR_BODY_LIMIT)
-            finally:
-                response.close()
-            raise error_from_body(response.status, _parse(self._scrub(raw)))
+            if 200 <= status < 300:
+                return opened
+            raw = b""
+            with contextlib.suppress(AdapterError):
+                deadline = asyncio.get_running_loop().time() + settings.control_timeout_s
+                raw = await opened.read_all(_ERROR_BODY_LIMIT, deadline)
+            opened.discard()
+            raise error_from_body(status, _parse(self._scrub(raw)))
 
         return await self._with_retries(attempt, should_stop, retry_503=True)
 

@@ -60,22 +60,18 @@ def cancelled(*, tokens_seen: bool) -> Failed:
 
 
 class _Job:
-    __slots__ = ("cancelled", "opening", "stream")
+    __slots__ = ("cancelled", "stream")
 
-    def __init__(self) -> None:
+    def __init__(self, stream: HttpStream) -> None:
         self.cancelled = False
-        self.opening: asyncio.Future[HttpStream] | None = None
-        self.stream: HttpStream | None = None
+        self.stream = stream  # not open yet: `abort` also stops a request being answered
 
     def stopped(self) -> bool:
         """`cancelled`, read through a call: it may change while the relay is suspended."""
         return self.cancelled
 
     def abort(self) -> None:
-        if self.stream is not None:
-            self.stream.abort()
-        elif self.opening is not None:
-            self.opening.cancel()
+        self.stream.abort()
 
 
 class StreamRunner:
@@ -136,7 +132,7 @@ class StreamRunner:
         """The stream's events, a list per network read: the events one read completed,
         yielded as soon as that read returned (never held for more). The terminal event
         comes alone, in the last list."""
-        job = _Job()
+        job = _Job(self._client.stream())
         self._jobs[job_id] = job
         sent_at = time.perf_counter()
         try:
@@ -148,30 +144,24 @@ class StreamRunner:
             async for batch in self._relay(job, stream, decoder, sent_at):
                 yield batch
         finally:
-            if job.stream is not None:
-                job.stream.abort()  # no-op after a clean finish
+            job.stream.abort()  # no-op after a clean finish
             if self._jobs.get(job_id) is job:
                 del self._jobs[job_id]
 
     async def _open(
         self, job: _Job, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> HttpStream | Failed:
-        job.opening = asyncio.ensure_future(
-            self._client.open_stream(path, body, headers=headers, should_stop=lambda: job.cancelled)
-        )
         try:
-            job.stream = await job.opening
-        except asyncio.CancelledError:
-            if not job.cancelled:
-                raise  # the consumer was cancelled, not this job
-            return cancelled(tokens_seen=False)
+            stream = await self._client.open_stream(
+                path, body, headers=headers, should_stop=job.stopped, stream=job.stream
+            )
         except AdapterError as exc:
             if job.cancelled:
                 return cancelled(tokens_seen=False)
             return failure_from_transport(exc, tokens_seen=False)
         if job.cancelled:
             return cancelled(tokens_seen=False)
-        return job.stream
+        return stream
 
     async def _relay(
         self, job: _Job, stream: HttpStream, decoder: FrameDecoder, sent_at: float

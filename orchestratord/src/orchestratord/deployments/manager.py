@@ -142,14 +142,17 @@ class DeploymentManager:
         return [p for p in self._registry.pools() if p.deployment == name]
 
     def wake(self) -> None:
-        self._wake.set()
+        """Reconcile soon. Nothing to reconcile without deployments (`put` wakes again)."""
+        if self._states:
+            self._wake.set()
 
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, period_s: float) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period_s)
+                async with asyncio.timeout(period_s):  # no task per wait, unlike wait_for
+                    await self._wake.wait()
             self._wake.clear()
             self.reconcile()
 
