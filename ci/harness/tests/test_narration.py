@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ci_harness.cluster import Cluster, tiny_pool
+from ci_harness.cluster import Cluster, tiny_pool, wait_for
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., Cluster]
@@ -35,11 +35,17 @@ def test_a_jobs_story_is_narrated_in_order_and_no_secret_reaches_a_log(
     )
     task = cluster.submit({"model": "default", "prompt": "tell", "max_tokens": 5}).json()
     assert cluster.events(task["task_id"])[-1].name == "end"
-    story = [
-        line
-        for line in lines(cluster.root / "orchestratord.log")
-        if line.get("task_id") == task["task_id"]
-    ]
+
+    def story_told() -> list[dict[str, object]] | None:
+        # Info lines are written in batches a moment after they are logged (DeferredLines).
+        told = [
+            line
+            for line in lines(cluster.root / "orchestratord.log")
+            if line.get("task_id") == task["task_id"]
+        ]
+        return told if any(line["action"] == "stream.end" for line in told) else None
+
+    story: list[dict[str, object]] = wait_for(story_told, "the stream.end line", timeout_s=10)
     assert [line["action"] for line in story] == ["admit", "place", "stream.start", "stream.end"]
     for line in story:
         assert line["actor"] == "orchestratord" and line["target"] == task["task_id"]

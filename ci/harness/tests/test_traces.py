@@ -82,11 +82,15 @@ def test_one_jobs_trace_covers_orchestrator_adapter_and_worker_with_correct_pare
     assert task["start_ns"] <= events["first_token"] <= events["end"] <= task["end_ns"]
     assert worker["start_ns"] <= events["first_token"]  # the token came from the worker
 
-    started = [
-        line
-        for line in map(json.loads, (cluster.root / "orchestratord.log").read_text().splitlines())
-        if line.get("task_id") == task_id and line.get("action") == "stream.start"
-    ]
+    def started_lines() -> list[dict[str, Any]]:  # written a moment after they are logged
+        log = (cluster.root / "orchestratord.log").read_text().splitlines()
+        return [
+            line
+            for line in map(json.loads, log)
+            if line.get("task_id") == task_id and line.get("action") == "stream.start"
+        ]
+
+    started = wait_for(started_lines, "the stream.start line", timeout_s=10)
     assert [line.get("trace_id") for line in started] == [CLIENT_TRACE_ID]
 
 

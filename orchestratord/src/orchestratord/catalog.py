@@ -5,11 +5,13 @@ Entries come from the hosts' inventories (id, ref, digest, size, shape) and are 
 in the orchestrator's own catalog store (`state_dir/catalog.sqlite`, CAT-01), which
 keeps what the hosts cannot: `Active`/`Retired` and when the model was last verified.
 A Retired model gets no new jobs. Blocking SQLite calls are short and run on the event
-loop only at control-plane rates (never per token).
+loop only at control-plane rates (never per request or token: admission reads the
+Retired ids from memory).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from catalog_core import CatalogError, CatalogStore, Lifecycle, ModelEntry
 from orchestratord.registry import PoolRegistry
 
 __all__ = ["FleetCatalog", "FleetModel"]
+
+_REREAD_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,24 @@ class FleetCatalog:
         self._registry = registry
         path.parent.mkdir(parents=True, exist_ok=True)
         self._store = CatalogStore(path)
+        # Ids of Retired models, kept in memory: admission asks `retired` for every task,
+        # so the store is read at most once a second (another process may write the
+        # file: `llorch catalog retire --catalog`), not per request.
+        self._retired: set[str] = set()
+        self._retired_read_at = -_REREAD_S
+        self._read_retired()
+
+    def _read_retired(self) -> None:
+        retired: set[str] = set()
+        after: str | None = None
+        while True:
+            page = self._store.list_models(after=after, limit=500, lifecycle="Retired")
+            retired.update(entry.id for entry in page.items)
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        self._retired = retired
+        self._retired_read_at = time.monotonic()
 
     def close(self) -> None:
         self._store.close()
@@ -86,6 +108,10 @@ class FleetCatalog:
         if model is None:
             return None
         self._store.set_lifecycle(model_id, lifecycle)
+        if lifecycle == "Retired":
+            self._retired.add(model_id)
+        else:
+            self._retired.discard(model_id)
         return self.get(model_id)
 
     def mark_verified(self, model_id: str, at_ms: int) -> None:
@@ -94,8 +120,11 @@ class FleetCatalog:
 
     def retired(self, name: str) -> bool:
         """Whether `name` (a model id or alias) names a Retired model."""
+        if time.monotonic() - self._retired_read_at > _REREAD_S:
+            self._read_retired()
+        if not self._retired:
+            return False
         for model in self._reported().values():
             if name == model.entry.id or name in model.aliases:
-                stored = self._store.find_model(model.entry.id)
-                return stored is not None and stored.lifecycle == "Retired"
+                return model.entry.id in self._retired
         return False

@@ -107,13 +107,19 @@ class Orchestrator:
         """Admit a task or raise ApiError (ADM-01..03). The task is queued on return.
         With tracing on, its trace starts here, under the client's `trace_parent`."""
         if not tracing.enabled():
-            return await self._admit(spec, None)
-        trace = JobTrace(spec.task_id, spec.model, spec.priority, trace_parent)
-        try:
-            return await self._admit(spec, trace)
-        except ApiError as exc:
-            trace.rejected(exc.code)
-            raise
+            record = await self._admit(spec, None)
+        else:
+            trace = JobTrace(spec.task_id, spec.model, spec.priority, trace_parent)
+            try:
+                record = await self._admit(spec, trace)
+            except ApiError as exc:
+                trace.rejected(exc.code)
+                raise
+        if record.runner is not None:
+            # Placed at once: let the attempt's task send the engine request before the
+            # caller answers its client (the engine works while we write the answer).
+            await asyncio.sleep(0)
+        return record
 
     async def _admit(self, spec: TaskSpec, trace: JobTrace | None) -> TaskRecord:
         if spec.task_id in self.tasks:
@@ -372,7 +378,7 @@ class Orchestrator:
                     view,
                     decode_tokens_per_s=stats.decode_tokens_per_s,
                     prefill_tokens_per_s=stats.prefill_tokens_per_s,
-                    prefix_keys=frozenset(stats.prefixes),
+                    prefix_keys=stats.prefixes.keys(),  # no copy per cycle
                 )
             views.append(view)
         return tuple(views)

@@ -12,13 +12,16 @@ Secrets are never passed to log calls.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from typing import TextIO
 
-__all__ = ["JsonFormatter", "PrettyFormatter", "configure_logging"]
+__all__ = ["DeferredLines", "JsonFormatter", "PrettyFormatter", "configure_logging"]
 
 _IDS = (
     "correlation_id",
@@ -85,7 +88,53 @@ class PrettyFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(actor: str, level: str = "INFO") -> None:
+class DeferredLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that keeps info and debug lines logged on a running event loop
+    for `defer_s`, then formats and writes them in one write.
+
+    A request's narration (admission, placement, stream start) is logged on the way to
+    the engine request and the first token: deferred, those lines cost the request's
+    latency nothing, and the lines of many requests share one system call. Each record
+    keeps the time it was logged. Warnings and errors, and every line logged outside an
+    event loop, are written at once (after what was pending, so order is kept);
+    `flush` (called by `logging.shutdown` at exit) writes what is pending."""
+
+    def __init__(self, stream: TextIO, defer_s: float = 0.002) -> None:
+        super().__init__(stream)
+        self._defer_s = defer_s
+        self._pending: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is None or record.levelno >= logging.WARNING:
+            self.flush()
+            super().emit(record)
+            return
+        if not self._pending:
+            loop.call_later(self._defer_s, self.flush)
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            records, self._pending = self._pending, []
+            if records:
+                lines = []
+                for record in records:
+                    try:
+                        lines.append(self.format(record) + self.terminator)
+                    except Exception:  # noqa: BLE001 - logging's contract: report, go on
+                        self.handleError(record)
+                try:
+                    self.stream.write("".join(lines))
+                except Exception:  # noqa: BLE001 - logging's contract: report, go on
+                    self.handleError(records[0])
+            super().flush()
+
+
+def configure_logging(actor: str, level: str = "INFO", *, defer_s: float = 0.0) -> None:
+    """JSON lines (or the pretty format) on stderr; `defer_s` > 0 defers info lines
+    logged on an event loop by that long (`DeferredLines`: the orchestrator's token
+    path)."""
     # Neither format reads the caller, thread or process of a record: skip collecting
     # them (the logging HOWTO's "Optimization"; ~30 % of a narration line's cost, and
     # every task writes several).
@@ -93,7 +142,9 @@ def configure_logging(actor: str, level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = (
+        DeferredLines(sys.stderr, defer_s) if defer_s > 0 else logging.StreamHandler(sys.stderr)
+    )
     pretty = os.environ.get("LLORCH_LOG_FORMAT", "json").lower() == "pretty"
     handler.setFormatter(PrettyFormatter(actor) if pretty else JsonFormatter(actor))
     root = logging.getLogger()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 __all__ = ["JobNeeds", "Overrides", "Placed", "PoolView", "Rejection", "ReplicaView", "Unplaceable"]
@@ -34,8 +35,9 @@ class PoolView:
     # Measured (decayed averages); 0 when nothing was measured yet.
     decode_tokens_per_s: float = 0.0
     prefill_tokens_per_s: float = 0.0
-    # Hashes of prompt prefixes this pool served recently (its prompt cache, approximately).
-    prefix_keys: frozenset[int] = frozenset()
+    # Hashes of prompt prefixes this pool served recently (its prompt cache, approximately):
+    # a set, or the live key view of the orchestrator's index (read within one cycle).
+    prefix_keys: AbstractSet[int] = field(default=frozenset(), hash=False, compare=False)
 
     @property
     def slots_total(self) -> int:
