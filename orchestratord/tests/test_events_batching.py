@@ -27,10 +27,12 @@ def test_a_batch_reaches_a_live_reader_in_one_chunk_and_decoded_readers_as_pairs
     log = EventLog(16)
     reader, decoded = log.subscribe(None), log.subscribe_decoded()
     log.append_tokens(["x", "y"], 7)
-    assert reader.pending == [
-        b'id: 0\nevent: token\ndata: {"t":"x","i":7}\n\n',
-        b'id: 1\nevent: token\ndata: {"t":"y","i":8}\n\n',
+    assert reader.pending == [  # one chunk, encoded once, a frame (own id) per token
+        b'id: 0\nevent: token\ndata: {"t":"x","i":7}\n\n'
+        b'id: 1\nevent: token\ndata: {"t":"y","i":8}\n\n'
     ]
+    replay = log.subscribe(0)  # a reader resuming after event 0 gets event 1's frame alone
+    assert replay.pending == [b'id: 1\nevent: token\ndata: {"t":"y","i":8}\n\n']
     assert [json.loads(data)["t"] for _, data in decoded.pending] == ["x", "y"]
     assert [token_text_json(data) for _, data in decoded.pending] == ['"x"', '"y"']
 

@@ -115,6 +115,10 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
             lifespan="off",
             access_log=False,
             log_config=None,
+            # No X-Forwarded-* rewriting (nothing here reads the client address; one
+            # ASGI layer less per request) and no `server: uvicorn` header.
+            proxy_headers=False,
+            server_header=False,
             timeout_graceful_shutdown=5,
         )
     )

@@ -121,11 +121,16 @@ class DecodedSubscriber:
         self._log.unsubscribe(self)
 
 
+def _frame(event_id: int, name: str, data: str) -> bytes:
+    return f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
+
+
 class EventLog:
     __slots__ = ("_decoded", "_frames", "_next_id", "_subscribers", "closed")
 
     def __init__(self, replay_capacity: int) -> None:
-        self._frames: deque[tuple[int, str, str, bytes]] = deque(maxlen=replay_capacity)
+        # (id, name, data); a replaying subscriber gets the frames built again.
+        self._frames: deque[tuple[int, str, str]] = deque(maxlen=replay_capacity)
         self._next_id = 0
         self._subscribers: list[Subscriber] = []
         self._decoded: list[DecodedSubscriber] = []
@@ -144,8 +149,8 @@ class EventLog:
             return False
         event_id = self._next_id
         self._next_id += 1
-        frame = f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
-        self._frames.append((event_id, name, data, frame))
+        frame = _frame(event_id, name, data)
+        self._frames.append((event_id, name, data))
         if name in TERMINAL_EVENTS:
             self.closed = True
         for subscriber in self._subscribers:
@@ -168,34 +173,28 @@ class EventLog:
         when the log is already closed)."""
         if self.closed:
             return 0
-        event_id = self._next_id
+        first_id = event_id = self._next_id
         index = first_index
-        frames = self._frames
-        added: list[tuple[int, str, str, bytes]] = []
+        added: list[tuple[int, str, str]] = []
         for text in texts:
-            data = f'{{"t":{text_literal(text)},"i":{index}}}'
-            entry = (
-                event_id,
-                "token",
-                data,
-                f"id: {event_id}\nevent: token\ndata: {data}\n\n".encode(),
-            )
-            added.append(entry)
+            added.append((event_id, "token", f'{{"t":{text_literal(text)},"i":{index}}}'))
             event_id += 1
             index += 1
         self._next_id = event_id
-        frames.extend(added)
-        if self._subscribers:
-            batch = [entry[3] for entry in added]
+        self._frames.extend(added)
+        if self._subscribers:  # the batch's frames as one chunk, encoded once
+            chunk = "".join(
+                [f"id: {i}\nevent: token\ndata: {data}\n\n" for i, _, data in added]
+            ).encode()
             for subscriber in self._subscribers:
-                subscriber.pending += batch
+                subscriber.pending.append(chunk)
                 subscriber.notify()
         if self._decoded:
-            pairs = [("token", entry[2]) for entry in added]
+            pairs = [("token", data) for _, _, data in added]
             for decoded in self._decoded:
                 decoded.pending += pairs
                 decoded.notify()
-        return len(added)
+        return event_id - first_id
 
     def append_token_logprobs(self, text: str, index: int, logprobs: str) -> bool:
         """A `token` event with its `logprobs` (a JSON array, `logprobs.entries_json`).
@@ -211,19 +210,19 @@ class EventLog:
         ValueError when `after_id` is older than the replay buffer (a gap would follow).
         """
         if after_id is None:
-            backlog = [frame for *_, frame in self._frames]
+            backlog = [_frame(*entry) for entry in self._frames]
         else:
             oldest = self._frames[0][0] if self._frames else self._next_id
             if after_id + 1 < oldest:
                 raise ValueError(f"event {after_id + 1} is no longer in the replay buffer")
-            backlog = [frame for event_id, *_, frame in self._frames if event_id > after_id]
+            backlog = [_frame(*entry) for entry in self._frames if entry[0] > after_id]
         subscriber = Subscriber(self, backlog)
         self._subscribers.append(subscriber)
         return subscriber
 
     def subscribe_decoded(self) -> DecodedSubscriber:
         """All events so far as `(name, data)` pairs, then live ones."""
-        subscriber = DecodedSubscriber(self, [(name, data) for _, name, data, _ in self._frames])
+        subscriber = DecodedSubscriber(self, [(name, data) for _, name, data in self._frames])
         self._decoded.append(subscriber)
         return subscriber
 

@@ -135,6 +135,28 @@ class OpenAIDecoder:
             self._template = _Template.learn(data, text, self._key) or self._template
         return events
 
+    def feed_all(self, payloads: Sequence[bytes], out: list[StreamEvent]) -> End | Failed | None:
+        """`feed` over one read's payloads (see `_relay.feed_all_of`): plain token frames
+        are read inline, without a call and a tuple per token."""
+        template = self._template
+        check_json = self._check_json
+        for data in payloads:
+            if template is not None:
+                text = template.text_of(data)
+                if text is not None:
+                    if text:
+                        self._tokens += 1
+                        if check_json:
+                            self._text.append(text)
+                        out.append(Token(text))
+                    continue
+            for event in self.feed(data):
+                if isinstance(event, End | Failed):
+                    return event
+                out.append(event)
+            template = self._template  # a frame may have taught it
+        return None
+
     def _token(self, text: str) -> tuple[Token]:
         self._tokens += 1
         if self._check_json:

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from worker_adapters._http import HttpClient, HttpStream
@@ -53,6 +53,29 @@ class FrameDecoder(Protocol):
     """Per-stream: the events meant by one SSE data payload, terminal last."""
 
     def feed(self, data: bytes) -> Sequence[StreamEvent]: ...
+
+
+FeedAll = Callable[[Sequence[bytes], list[StreamEvent]], End | Failed | None]
+
+
+def feed_all_of(decoder: FrameDecoder) -> FeedAll:
+    """`feed_all(payloads, out)`: the events of a read's payloads appended to `out`, up to
+    a terminal, which is returned (None without one). A decoder may bring its own (the
+    OpenAI decoder reads plain token frames inline); else each payload is fed in turn."""
+    own: FeedAll | None = getattr(decoder, "feed_all", None)
+    if own is not None:
+        return own
+    feed = decoder.feed
+
+    def feed_all(payloads: Sequence[bytes], out: list[StreamEvent]) -> End | Failed | None:
+        for data in payloads:
+            for event in feed(data):
+                if isinstance(event, End | Failed):
+                    return event
+                out.append(event)
+        return None
+
+    return feed_all
 
 
 def cancelled(*, tokens_seen: bool) -> Failed:
@@ -173,6 +196,7 @@ class StreamRunner:
         first_token_at = 0.0
         deadline = loop.time() + stall_s
         parser = SseParser()
+        feed_all = feed_all_of(decoder)
         terminal: End | Failed | None = None
         while terminal is None:
             try:
@@ -190,14 +214,7 @@ class StreamRunner:
                 )
                 break
             batch: list[StreamEvent] = []
-            for data in payloads:
-                for event in decoder.feed(data):
-                    if isinstance(event, End | Failed):
-                        terminal = event
-                        break
-                    batch.append(event)
-                if terminal is not None:
-                    break
+            terminal = feed_all(payloads, batch)  # the events before a terminal go out first
             if not batch:
                 continue
             if not first_token_at and any(type(event) is Token for event in batch):

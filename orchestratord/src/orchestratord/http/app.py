@@ -242,10 +242,11 @@ def _starlette(
     async def openapi(request: Request) -> Response:
         return Response(openapi_document(), media_type="application/yaml")
 
-    routes = [
+    routes = [  # the data plane first: Starlette tries routes in order
         Route("/v2/tasks", submit_task, methods=["POST"]),
-        Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
+        *openai_routes(orchestrator),
+        Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
         Route("/v2/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/v2/sessions/{session_id}", delete_session, methods=["DELETE"]),
@@ -255,7 +256,6 @@ def _starlette(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        *openai_routes(orchestrator),
         *meta_routes(orchestrator),
         *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
         *catalog_routes(orchestrator.catalog, commands, config.max_body_bytes),
