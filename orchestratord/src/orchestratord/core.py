@@ -127,7 +127,12 @@ class Orchestrator:
         if spec.session_id is not None:
             now = self._clock()
             self.sessions.check(self.sessions.open(spec.session_id, now, spec.session_options), now)
-        spec = await self._check_feasible(spec)
+        # One snapshot of the pools for feasibility, the start prediction and placement.
+        views = self.views(self._clock())
+        checked = await self._check_feasible(spec, views)
+        if checked is not spec:  # an engine counted the prompt (awaited): take a new one
+            views = self.views(self._clock())
+        spec = checked
         decision = decide(self.queue_depth(), spec.priority, self._limits)  # type: ignore[arg-type]
         key = self.quotas.key(spec.api_key) if spec.api_key is not None else None
         if key is not None and isinstance(decision, Admit):
@@ -149,7 +154,7 @@ class Orchestrator:
         )
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         self.metrics.enqueued.labels(spec.priority).inc()
-        serving = [v for v in self.registry.views(record.created_mono) if v.serves(spec.model)]
+        serving = [v for v in views if v.serves(spec.model)]
         record.predicted_start_ms = self._predict_start_ms(spec, record.queue_position, serving)
         if trace is not None:
             record.trace = trace
@@ -169,13 +174,12 @@ class Orchestrator:
             # Alone in the queue: place it now, in the submitter's task (one task switch
             # less before the engine request; the cycle is O(1) here). With others
             # waiting, the dispatcher's next cycle places them all, in order.
-            self._dispatch_cycle()
+            self._dispatch_cycle(views)
         else:
             self.wake()
         return record
 
-    async def _check_feasible(self, spec: TaskSpec) -> TaskSpec:
-        views = self.registry.views(self._clock())
+    async def _check_feasible(self, spec: TaskSpec, views: tuple[PoolView, ...]) -> TaskSpec:
         needs = spec.needs
         if not any(v.serves(needs.model) for v in views):
             return self._check_deployment(spec, views)
@@ -395,9 +399,10 @@ class Orchestrator:
             return needs
         return replace(needs, session_pool=session.pool_id)
 
-    def _dispatch_cycle(self) -> None:
+    def _dispatch_cycle(self, views: tuple[PoolView, ...] | None = None) -> None:
+        """Place every waiting task it can; `views`: this instant's pools, if taken."""
         now = self._clock()
-        pools = CycleViews(self.views(now))
+        pools = CycleViews(views if views is not None else self.views(now))
         blocked: set[JobNeeds] = set()  # needs without prefix keys: those only score
         next_retry: float | None = None
         for task_id in list(self._queue):
