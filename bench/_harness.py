@@ -764,6 +764,23 @@ def _version(name: str) -> str:
         return ""
 
 
+def report_head(
+    benchmark: str,
+    started: float,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> dict[str, Any]:
+    """The fields every benchmark's JSON report starts with (`started`: time.time())."""
+    return {
+        "benchmark": benchmark,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "machine": machine_info(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    }
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "cpu_model": _cpu_model(),

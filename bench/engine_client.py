@@ -72,10 +72,10 @@ from bench._harness import (
     LOAD_CORE,
     engine_stats,
     loadavg,
-    machine_info,
     median,
     own_cpu,
     pin_self,
+    report_head,
     set_engine,
     settle,
     start_engine,
@@ -529,12 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         wire = _row(rows, row["tokens"], row["concurrency"], "wire")
         row["cpu_vs_wire"] = _ratio(row["cpu_us_per_request"], wire and wire["cpu_us_per_request"])
     report = {
-        "benchmark": "engine_client",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "elapsed_s": round(time.time() - started, 1),
-        "machine": machine_info(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
+        **report_head("engine_client", started, load_before, load_after),
         "method": {
             "client_core": GATEWAY_CORE,
             "engine_core": LOAD_CORE,

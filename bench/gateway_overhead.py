@@ -59,11 +59,11 @@ from bench._harness import (
     client_session,
     engine_stats,
     loadavg,
-    machine_info,
     median,
     own_cpu,
     percentile,
     pin_self,
+    report_head,
     set_engine,
     settle,
     start_engine,
@@ -449,12 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = loadavg()
     rows = summarize(result["runs"])
     report = {
-        "benchmark": "gateway_overhead",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "elapsed_s": round(time.time() - started, 1),
-        "machine": machine_info(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
+        **report_head("gateway_overhead", started, load_before, load_after),
         "method": {
             "gateway_core": 0,
             "load_core": LOAD_CORE,

@@ -44,10 +44,10 @@ from bench._harness import (
     System,
     client_session,
     loadavg,
-    machine_info,
     own_cpu,
     percentile,
     pin_self,
+    report_head,
     set_engine,
     settle,
     start_engine,
@@ -257,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = [r for r in rows if r["system"] == system.name and not r["slipped"]]
     ceiling = max((r["delivered_events_per_s"] for r in ok), default=None)
     report = {
-        "benchmark": "sse_fanout",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "elapsed_s": round(time.time() - started, 1),
-        "machine": machine_info(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
+        **report_head("sse_fanout", started, load_before, load_after),
         "method": {
             "endpoint": system.name,
             "interval_ms": args.interval_ms,

@@ -223,12 +223,12 @@ def _stream(
     async def chunks() -> AsyncIterator[bytes]:
         tokens_in = 0
         try:
-            # The role chunk goes out with the first events, not alone before them: one
-            # write less while the engine works on the first token.
+            # The role chunk goes out with the first chunk that has something in it (a
+            # token, the end or an error), not alone before it: one write less while
+            # the engine works on the first token.
             role = framer.role().decode() if chat else ""
             while (events := await subscriber.next_events()) is not None:
-                parts = [role] if role else []
-                role = ""
+                parts = []
                 for name, data in events:
                     if name == "token" and shaper is not None:
                         entries = json.loads(data).get("logprobs") or []
@@ -257,6 +257,9 @@ def _stream(
                         }
                         parts.append(f"data: {json.dumps(body)}\n\n")
                 if parts:
+                    if role:
+                        parts.insert(0, role)
+                        role = ""
                     yield "".join(parts).encode()
         finally:
             subscriber.detach()
