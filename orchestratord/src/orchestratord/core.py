@@ -8,10 +8,12 @@
                                               ▼
                       End ─► completed | Failed before 1st token ─► re-queue | failed
 
-The dispatcher is the only loop that places work. It wakes when a task is queued, a
-slot is released, the registry changes or a retry's back-off ends, and places every
-waiting task it can on a frozen snapshot of the pools (placements within one cycle see
-each other through `assume`). A task whose engine fails before its first token is put
+The dispatcher is the only loop that places waiting work. It wakes when a task is
+queued behind others, a slot is released, the registry changes or a retry's back-off
+ends, and places every waiting task it can on a frozen snapshot of the pools
+(placements within one cycle see each other through `assume`). A task that arrives to an
+empty queue runs the same cycle at once, in the submitter's task (no wait for the
+dispatcher's turn). A task whose engine fails before its first token is put
 back at the head of its lane (bounded by `max_attempts`); the replica is marked suspect
 when the engine itself was lost, so the retry goes elsewhere or waits for the restart.
 A task that already streamed tokens ends with the engine's typed error instead.
