@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -739,6 +740,29 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank]
 
 
+def median_rounds(
+    runs: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    medians: Sequence[str],
+    sums: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One row per distinct value of `keys` among the rounds' runs (first seen first):
+    the keys, `rounds`, the total of each of `sums` and the median of each of `medians`."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run[k] for k in keys), []).append(run)
+    rows: list[dict[str, Any]] = []
+    for group, members in groups.items():
+        row: dict[str, Any] = dict(zip(keys, group, strict=True))
+        row["rounds"] = len(members)
+        for name in sums:
+            row[name] = sum(m[name] for m in members)
+        for name in medians:
+            row[name] = median([m[name] for m in members])
+        rows.append(row)
+    return rows
+
+
 def median(values: Sequence[float | None]) -> float | None:
     present = sorted(v for v in values if v is not None)
     if not present:
@@ -799,3 +823,25 @@ def machine_info() -> dict[str, Any]:
 
 def loadavg() -> tuple[float, float, float]:
     return os.getloadavg()
+
+
+def announce_load() -> tuple[float, float, float]:
+    """Print the load average before a run (a warning when the machine is busy)."""
+    load = loadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if load[0] > 0.5:
+        print("warning: the machine is busy (1-minute load > 0.5); numbers will be noisy")
+    return load
+
+
+def run_dir(stack: contextlib.ExitStack, given: Path | None, prefix: str) -> tuple[Path, Path]:
+    """The run's folder and its `logs/`: `given` (kept), else a temporary one removed
+    when `stack` closes."""
+    if given is not None:
+        root = given
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    return root, logs

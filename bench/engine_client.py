@@ -70,9 +70,10 @@ from bench._harness import (
     BENCH_DIR,
     GATEWAY_CORE,
     LOAD_CORE,
+    announce_load,
     engine_stats,
     loadavg,
-    median,
+    median_rounds,
     own_cpu,
     pin_self,
     report_head,
@@ -370,23 +371,9 @@ _METRICS = (
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Median of the rounds per (tokens, concurrency, client)."""
-    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault((run["tokens"], run["concurrency"], run["client"]), []).append(run)
-    rows: list[dict[str, Any]] = []
-    for (tokens, concurrency, client), members in sorted(groups.items()):
-        row: dict[str, Any] = {
-            "tokens": tokens,
-            "concurrency": concurrency,
-            "client": client,
-            "rounds": len(members),
-            "requests": sum(m["requests"] for m in members),
-            "errors": sum(m["errors"] for m in members),
-        }
-        for metric in _METRICS:
-            row[metric] = median([m[metric] for m in members])
-        rows.append(row)
-    return rows
+    keys = ("tokens", "concurrency", "client")
+    rows = median_rounds(runs, keys, _METRICS, ("requests", "errors"))
+    return sorted(rows, key=lambda row: tuple(row[k] for k in keys))
 
 
 def _row(rows: list[dict[str, Any]], tokens: int, concurrency: int, client: str) -> Any:
@@ -508,10 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pin_self(GATEWAY_CORE)  # the engine is pinned to LOAD_CORE by `start_engine`
-    load_before = loadavg()
-    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    if load_before[0] > 0.5:
-        print("warning: the machine is busy (1-minute load > 0.5); numbers will be noisy")
+    load_before = announce_load()
     started = time.time()
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llorch-client-")))

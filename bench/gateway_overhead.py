@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -55,15 +54,17 @@ from bench._harness import (
     Proc,
     Recorder,
     System,
+    announce_load,
     baseline_tree,
     client_session,
     engine_stats,
     loadavg,
-    median,
+    median_rounds,
     own_cpu,
     percentile,
     pin_self,
     report_head,
+    run_dir,
     set_engine,
     settle,
     start_engine,
@@ -246,23 +247,12 @@ _METRICS = (
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Median of the rounds' values per (scenario, concurrency, system), with ratios."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault((run["scenario"], run["concurrency"], run["system"]), []).append(run)
-    rows: list[dict[str, Any]] = []
-    for (scenario, concurrency, system), members in groups.items():
-        row: dict[str, Any] = {
-            "scenario": scenario,
-            "concurrency": concurrency,
-            "system": system,
-            "rounds": len(members),
-            "errors": sum(m["errors"] for m in members),
-            "requests_cut": sum(m["requests_cut"] for m in members),
-            "requests_ok": sum(m["requests_ok"] for m in members),
-        }
-        for metric in _METRICS:
-            row[metric] = median([m[metric] for m in members])
-        rows.append(row)
+    rows = median_rounds(
+        runs,
+        ("scenario", "concurrency", "system"),
+        _METRICS,
+        ("errors", "requests_cut", "requests_ok"),
+    )
     index = {(r["scenario"], r["concurrency"], r["system"]): r for r in rows}
     for row in rows:
         direct = index.get((row["scenario"], row["concurrency"], "direct"))
@@ -398,19 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
 
     pin_self(LOAD_CORE)
-    load_before = loadavg()
-    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    if load_before[0] > 0.5:
-        print("warning: the machine is busy (1-minute load > 0.5); numbers will be noisy")
+    load_before = announce_load()
     started = time.time()
     with contextlib.ExitStack() as stack:
-        if args.workdir is not None:
-            root = args.workdir
-            root.mkdir(parents=True, exist_ok=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llorch-bench-")))
-        logs = root / "logs"
-        logs.mkdir(exist_ok=True)
+        root, logs = run_dir(stack, args.workdir, "llorch-bench-")
         procs: list[Any] = []
         stack.callback(lambda: [p.stop() for p in reversed(procs)])
         engine, engine_url = start_engine(logs)

@@ -27,7 +27,6 @@ import pstats
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,6 +42,7 @@ from bench._harness import (
     client_session,
     loadavg,
     pin_self,
+    run_dir,
     set_engine,
     start_llorch,
     stream_once,
@@ -204,13 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_self(LOAD_CORE)
     print(f"load average: {' '.join(f'{x:.2f}' for x in loadavg())}")
     with contextlib.ExitStack() as stack:
-        if args.workdir is not None:
-            root = args.workdir
-            root.mkdir(parents=True, exist_ok=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llorch-prof-")))
-        logs = root / "logs"
-        logs.mkdir(exist_ok=True)
+        root, logs = run_dir(stack, args.workdir, "llorch-prof-")
         profile = root / "orchestratord.prof"
         launcher: tuple[str, ...] = ()
         if args.profiler == "cprofile":

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,14 @@ from bench._harness import (
     Proc,
     Recorder,
     System,
+    announce_load,
     client_session,
     loadavg,
     own_cpu,
     percentile,
     pin_self,
     report_head,
+    run_dir,
     set_engine,
     settle,
     start_engine,
@@ -209,19 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     args.streams = [int(s) for s in args.streams.split(",") if s]
 
     pin_self(LOAD_CORE)
-    load_before = loadavg()
-    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    if load_before[0] > 0.5:
-        print("warning: the machine is busy (1-minute load > 0.5); numbers will be noisy")
+    load_before = announce_load()
     started = time.time()
     with contextlib.ExitStack() as stack:
-        if args.workdir is not None:
-            root = args.workdir
-            root.mkdir(parents=True, exist_ok=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llorch-fanout-")))
-        logs = root / "logs"
-        logs.mkdir(exist_ok=True)
+        root, logs = run_dir(stack, args.workdir, "llorch-fanout-")
         procs: list[Proc | Llorch] = []
         stack.callback(lambda: [p.stop() for p in reversed(procs)])
         slots = max(args.streams) + 16

@@ -8,7 +8,6 @@ retires the old one, closing it once its in-flight jobs are done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from worker_adapters import (
     Tokenized,
     create_adapter,
 )
+from worker_adapters.protocol import aclose_quietly, one_per_batch
 
 __all__ = ["AdapterHost", "ReplicaKey"]
 
@@ -108,16 +108,13 @@ class AdapterHost:
         batches: AsyncIterator[Sequence[StreamEvent]] = (
             batched(request)
             if batched is not None
-            else _singletons(binding.adapter.submit(request))
+            else one_per_batch(binding.adapter.submit(request))
         )
         try:
             async for batch in batches:
                 yield batch
         finally:
-            close = getattr(batches, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
-                    await close()
+            await aclose_quietly(batches)
             binding.in_flight.discard(request.job_id)
             self._jobs.pop(request.job_id, None)
             if binding.retired and not binding.in_flight:
@@ -154,14 +151,3 @@ class AdapterHost:
         adapters = [b.adapter for b in self._bindings.values()]
         self._bindings.clear()
         await asyncio.gather(*(a.close() for a in adapters), *self._closing, return_exceptions=True)
-
-
-async def _singletons(events: AsyncIterator[StreamEvent]) -> AsyncIterator[Sequence[StreamEvent]]:
-    try:
-        async for event in events:
-            yield (event,)
-    finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
-                await close()

@@ -15,10 +15,10 @@ same promises as the network adapters (ADP-03, ADP-07):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from worker_adapters.http_errors import truncated
+from worker_adapters.protocol import aclose_quietly
 from worker_adapters.types import End, Failed, Started, StreamEvent, Token
 
 __all__ = ["guarded"]
@@ -54,10 +54,7 @@ async def guarded(
             tokens_seen = tokens_seen or isinstance(event, Token)
             yield event
     finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
-                await close()
+        await aclose_quietly(events)
 
 
 def _malformed(problem: str, tokens_seen: bool) -> Failed:

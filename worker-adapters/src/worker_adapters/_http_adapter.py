@@ -24,7 +24,7 @@ from worker_adapters._relay import FrameDecoder, StreamRunner
 from worker_adapters._trace import engine_span, traced_stream
 from worker_adapters.errors import AdapterError, EngineStatusError, EngineUnavailable
 from worker_adapters.http_errors import control_error, failure_from_transport
-from worker_adapters.protocol import Endpoint
+from worker_adapters.protocol import Endpoint, one_per_batch
 from worker_adapters.types import Failed, GenerateRequest, StreamEvent
 
 __all__ = ["HttpAdapterBase", "StreamPlan", "unsupported"]
@@ -70,7 +70,7 @@ class HttpAdapterBase:
         orchestrator's token path). Falls back to one event per list when tracing is on
         or a subclass streams its own way."""
         if type(self)._submit is not HttpAdapterBase._submit or tracing.enabled():
-            return _singletons(self.submit(request))
+            return one_per_batch(self.submit(request))
         return self._submit_batches(request, None)
 
     async def _submit(
@@ -138,14 +138,3 @@ class HttpAdapterBase:
                 raise EngineUnavailable("engine lists no model on /v1/models")
             self._model = str(models[0].get("id", ""))
         return self._model
-
-
-async def _singletons(events: AsyncIterator[StreamEvent]) -> AsyncIterator[Sequence[StreamEvent]]:
-    try:
-        async for event in events:
-            yield (event,)
-    finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
-                await close()

@@ -9,13 +9,23 @@ registry refuses duplicate names (STYLE.md rule 5).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from worker_adapters.types import EngineHealth, EngineProps, GenerateRequest, StreamEvent, Tokenized
 
-__all__ = ["Adapter", "AdapterFactory", "Endpoint", "create_adapter", "known_kinds", "register"]
+__all__ = [
+    "Adapter",
+    "AdapterFactory",
+    "Endpoint",
+    "aclose_quietly",
+    "create_adapter",
+    "known_kinds",
+    "one_per_batch",
+    "register",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,27 @@ class Adapter(Protocol):
 
 
 AdapterFactory = Callable[[Endpoint], Adapter]
+
+
+async def aclose_quietly(stream: object) -> None:
+    """Close an async generator a consumer stopped early (no-op for other iterators)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(RuntimeError):  # already running: cancelled mid-await
+            await close()
+
+
+async def one_per_batch(
+    events: AsyncIterator[StreamEvent],
+) -> AsyncIterator[Sequence[StreamEvent]]:
+    """A `submit` stream as `submit_batches` gives it, one event per list (for adapters
+    that do not batch); closing it closes `events`."""
+    try:
+        async for event in events:
+            yield (event,)
+    finally:
+        await aclose_quietly(events)
+
 
 _REGISTRY: dict[str, AdapterFactory] = {}
 
