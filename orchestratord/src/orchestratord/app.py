@@ -20,6 +20,8 @@ import grpc
 import uvicorn
 from adapter_host import AdapterHost, ReplicaKey
 from specs.control.v1 import control_pb2_grpc
+from specs.net import host_port
+from specs.tls import ClientTls, TlsMaterial
 from worker_adapters import Endpoint
 
 from orchestratord.config import OrchestratorConfig
@@ -44,10 +46,13 @@ class Services:
     control: ControlLinkServicer
     deployments: DeploymentManager
     commands: ControlCommands
+    tls: TlsMaterial | None = None
 
 
-def _sync_bindings(registry: PoolRegistry, host: AdapterHost) -> None:
-    """Bind an adapter for every replica the registry knows; unbind vanished ones."""
+def _sync_bindings(registry: PoolRegistry, host: AdapterHost, engine_tls: ClientTls | None) -> None:
+    """Bind an adapter for every replica the registry knows; unbind vanished ones. A
+    replica that serves TLS is dialled with `engine_tls` (the orchestrator's CA and
+    client certificate; the system's roots when it has no `tls`)."""
     wanted: set[ReplicaKey] = set()
     for pool in registry.pools():
         for replica in pool.replicas:
@@ -55,12 +60,21 @@ def _sync_bindings(registry: PoolRegistry, host: AdapterHost) -> None:
                 continue
             key = ReplicaKey(pool.pool_id, replica.index)
             wanted.add(key)
-            host.bind(key, pool.adapter, Endpoint(replica.endpoint, replica.api_key))
+            tls = (engine_tls or ClientTls(b"")) if replica.tls else None
+            host.bind(key, pool.adapter, Endpoint(replica.endpoint, replica.api_key, tls))
     for key in host.bound() - wanted:
         host.unbind(key)
 
 
+def _link_kind(tls: TlsMaterial | None) -> str:
+    if tls is None:
+        return "plaintext"
+    return "mtls" if tls.client_auth else "tls"
+
+
 def build(config: OrchestratorConfig) -> Services:
+    tls = config.tls.load() if config.tls is not None else None
+    engine_tls = tls.client() if tls is not None else None
     host = AdapterHost()
     holder: list[Orchestrator] = []
 
@@ -71,7 +85,7 @@ def build(config: OrchestratorConfig) -> Services:
                 holder[0].deployments.wake()
 
     def on_change() -> None:
-        _sync_bindings(registry, host)
+        _sync_bindings(registry, host, engine_tls)
         on_slot_freed()
 
     registry = PoolRegistry(
@@ -88,18 +102,42 @@ def build(config: OrchestratorConfig) -> Services:
         heartbeat_ms=config.heartbeat_interval_ms,
         lease_ms=config.lease_ms,
         version=VERSION,
+        link=_link_kind(tls),
     )
     commands = ControlCommands(control)
     deployments = DeploymentManager(registry, commands, orchestrator.queued_for, registry.in_flight)
     orchestrator.deployments = deployments
-    return Services(config, registry, host, orchestrator, control, deployments, commands)
+    return Services(config, registry, host, orchestrator, control, deployments, commands, tls)
+
+
+def _control_port(
+    server: grpc.aio.Server, config: OrchestratorConfig, tls: TlsMaterial | None
+) -> int:
+    """Bind the control link: TLS with the configured certificate (asking pool managers
+    for a client certificate from `ca_file` under `client_auth`), or plaintext."""
+    address = host_port(config.control_host, config.control_port)
+    if tls is None:
+        if config.plaintext_off_host:
+            log.warning(
+                "INSECURE: the control link on %s is plaintext (insecure: true): join tokens "
+                "and engine keys cross the network unencrypted",
+                address,
+                extra={"action": "insecure"},
+            )
+        return server.add_insecure_port(address)
+    credentials = grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)],
+        root_certificates=tls.ca_pem if tls.client_auth else None,
+        require_client_auth=tls.client_auth,
+    )
+    return server.add_secure_port(address, credentials)
 
 
 async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -> int:
     services = build(config)
     grpc_server = grpc.aio.server()
     control_pb2_grpc.add_ControlLinkServicer_to_server(services.control, grpc_server)
-    control_port = grpc_server.add_insecure_port(f"{config.control_host}:{config.control_port}")
+    control_port = _control_port(grpc_server, config, services.tls)
     await grpc_server.start()
     dispatcher = asyncio.create_task(services.orchestrator.run())
     reconciler = asyncio.create_task(
@@ -134,11 +172,10 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     if http.started:
         http_port = http.servers[0].sockets[0].getsockname()[1]
         log.info(
-            "orchestratord serving HTTP on %s:%d, control link on %s:%d",
-            config.http_host,
-            http_port,
-            config.control_host,
-            control_port,
+            "orchestratord serving HTTP on %s, control link on %s (%s)",
+            host_port(config.http_host, http_port),
+            host_port(config.control_host, control_port),
+            _link_kind(services.tls),
         )
         if ready_file is not None:
             scratch = ready_file.with_suffix(".tmp")

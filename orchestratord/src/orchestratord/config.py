@@ -2,18 +2,27 @@
 
 The join token that pool managers present is read from the environment variable named
 by `join_token_env` (default `LLORCH_JOIN_TOKEN`), never from the file, so config files
-can be shared and committed. Durations are in milliseconds unless the name says `_s`.
+can be shared and committed; for the same reason `api_keys_file` may name a YAML file
+holding the `api_keys` list. Durations are in milliseconds unless the name says `_s`.
+
+Links across hosts (FLT-02): `tls` (see `specs.tls`) gives the control link's server
+certificate (`cert_file`, `key_file`), the CA that pool managers' client certificates
+must come from when `client_auth: true` (mutual TLS), and the CA engines' certificates
+are checked against (`ca_file`); the same certificate is this orchestrator's client
+certificate toward engines that ask for one. A control link on a non-loopback address
+without `tls` is refused unless `insecure: true`, which is warned about at every start.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from specs.net import is_loopback
+from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
 from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
 from orchestratord.quotas import ApiKey
@@ -60,6 +69,8 @@ class OrchestratorConfig:
     # ignores both (free slots, then pool id), the baseline bench/prefix_affinity.py
     # compares against.
     routing: str = "predicted"
+    tls: TlsFiles | None = None
+    insecure: bool = False  # allow a plaintext control link on a non-loopback address
 
     @property
     def join_token(self) -> str:
@@ -99,14 +110,24 @@ class OrchestratorConfig:
             )
         if not self.join_token:
             raise ConfigError(f"no join token: set the environment variable {self.join_token_env}")
+        if self.tls is None and not _loopback(self.control_host) and not self.insecure:
+            raise ConfigError(
+                f"refusing a plaintext control link on {self.control_host}: configure tls "
+                "(cert_file, key_file; ca_file and client_auth for mutual TLS) or set "
+                "insecure: true (FLT-02)"
+            )
+        if self.tls is not None and self.tls.cert_file is None:
+            raise ConfigError("tls: the control link needs cert_file and key_file")
         return self
+
+    @property
+    def plaintext_off_host(self) -> bool:
+        """The control link leaves this machine without TLS (warned at every start)."""
+        return self.tls is None and not _loopback(self.control_host)
 
 
 def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+    return is_loopback(host)
 
 
 def _api_keys(raw: Any) -> tuple[ApiKey, ...]:
@@ -140,8 +161,26 @@ def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     try:
+        if "api_keys_file" in raw:
+            raw["api_keys"] = list(raw.get("api_keys") or ()) + _keys_file(raw.pop("api_keys_file"))
         if "api_keys" in raw:
             raw["api_keys"] = _api_keys(raw["api_keys"])
+        raw["tls"] = parse_tls(raw.get("tls"))
+        if not isinstance(raw.get("insecure", False), bool):
+            raise ConfigError("insecure: expected true or false")
         return OrchestratorConfig(**raw).validate()
-    except TypeError as exc:
+    except (TypeError, TlsConfigError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _keys_file(path: Any) -> list[Any]:
+    """`api_keys_file`: a YAML list of {name, key_sha256, ...}, or {api_keys: [...]}."""
+    try:
+        loaded = yaml.safe_load(Path(str(path)).expanduser().read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"api_keys_file: {exc}") from exc
+    if isinstance(loaded, dict):
+        loaded = loaded.get("api_keys")
+    if not isinstance(loaded, list):
+        raise ConfigError(f"api_keys_file {path}: expected a list of api keys")
+    return loaded

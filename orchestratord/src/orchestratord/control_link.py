@@ -6,6 +6,10 @@ must be `Hello`, answered with `Welcome`; then `Snapshot`s feed the registry. Wh
 stream breaks the host is lost at once; a host that goes silent is lost when its lease
 expires (`PoolRegistry.expire`, driven by the orchestrator's lease loop).
 
+Every snapshot's endpoints are judged by `link_policy.refuse_unreachable` against the
+stream's peer address (FLT-01); refused pools and pools another host owns are sent
+back as `Refusals` whenever that set changes, and logged here.
+
 `send(host_id, command)` queues a command for a connected host and returns a future
 resolved by the host's `CommandResult`. This is the only module (with
 `control_translate`) that touches the control protocol.
@@ -26,6 +30,7 @@ from specs.control.v1 import control_pb2_grpc
 
 from orchestratord.control_translate import inventory_from_wire, pool_from_wire
 from orchestratord.deployments.manager import PoolPlan
+from orchestratord.link_policy import peer_host, refuse_unreachable
 from orchestratord.registry import PoolRegistry
 
 __all__ = ["CommandFailed", "ControlCommands", "ControlLinkServicer"]
@@ -40,8 +45,10 @@ class CommandFailed(Exception):
 
 
 class _Session:
-    def __init__(self, host_id: str) -> None:
+    def __init__(self, host_id: str, peer: str) -> None:
         self.host_id = host_id
+        self.peer = peer
+        self.refused: dict[str, str] = {}
         self.outbox: asyncio.Queue[pb.OrchestratorMessage] = asyncio.Queue(maxsize=256)
         self.waiting: dict[str, asyncio.Future[pb.CommandResult]] = {}
 
@@ -55,6 +62,7 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         heartbeat_ms: int,
         lease_ms: int,
         version: str,
+        link: str = "plaintext",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
@@ -62,6 +70,7 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         self._heartbeat_ms = heartbeat_ms
         self._lease_ms = lease_ms
         self._version = version
+        self._link = link
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
 
@@ -107,18 +116,27 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         previous = self._sessions.get(host_id)
         if previous is not None:
             log.warning("host %s reconnected; replacing its old control stream", host_id)
-        session = _Session(host_id)
+        session = _Session(host_id, peer_host(str(context.peer() or "")))
         self._sessions[host_id] = session
         self._registry.host_connected(
             host_id, self._clock(), inventory_from_wire(hello.inventory), hello.cordoned
         )
-        log.info("host %s joined (manager %s)", host_id, hello.manager_version)
+        self._registry.host_link(host_id, session.peer, self._link)
+        log.info(
+            "host %s joined from %s over a %s link (manager %s)",
+            host_id,
+            session.peer or "a local socket",
+            self._link,
+            hello.manager_version,
+            extra={"host_id": host_id, "action": "join"},
+        )
         await context.write(
             pb.OrchestratorMessage(
                 welcome=pb.Welcome(
                     orchestrator_version=self._version,
                     heartbeat_interval_ms=self._heartbeat_ms,
                     lease_ms=self._lease_ms,
+                    peer_host=session.peer,
                 )
             )
         )
@@ -146,18 +164,33 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
                 self._registry.host_inventory(
                     session.host_id, inventory_from_wire(snapshot.inventory), snapshot.cordoned
                 )
-                pools = [pool_from_wire(session.host_id, p) for p in snapshot.pools]
-                refused = self._registry.host_snapshot(session.host_id, pools, self._clock())
-                for pool_id in refused:
-                    log.error(
-                        "host %s reports pool %s, owned by another host; ignored",
-                        session.host_id,
-                        pool_id,
-                    )
+                wire_pools = [pool_from_wire(session.host_id, p) for p in snapshot.pools]
+                pools, refused = refuse_unreachable(wire_pools, session.peer)
+                for pool_id in self._registry.host_snapshot(session.host_id, pools, self._clock()):
+                    refused[pool_id] = "pool id already served by another host; ignored"
+                await self._refusals(session, refused)
             elif kind == "result":
                 future = session.waiting.get(message.result.command_id)
                 if future is not None and not future.done():
                     future.set_result(message.result)
+
+    async def _refusals(self, session: _Session, refused: dict[str, str]) -> None:
+        """Record, log and tell the manager what changed in its refused pools."""
+        if refused == session.refused:
+            return
+        for pool_id, reason in sorted(refused.items()):
+            if session.refused.get(pool_id) != reason:
+                log.error(
+                    "host %s: pool %s refused: %s",
+                    session.host_id,
+                    pool_id,
+                    reason,
+                    extra={"host_id": session.host_id, "pool_id": pool_id, "action": "refuse"},
+                )
+        session.refused = refused
+        self._registry.host_refusals(session.host_id, refused)
+        wire = [pb.Refusal(pool_id=k, reason=v) for k, v in sorted(refused.items())]
+        await session.outbox.put(pb.OrchestratorMessage(refusals=pb.Refusals(refusals=wire)))
 
     async def _write(self, session: _Session, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
         while True:

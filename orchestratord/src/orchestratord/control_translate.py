@@ -72,6 +72,7 @@ def pool_from_wire(host_id: str, wire: pb.PoolStatus) -> PoolInfo:
             slots_total=r.slots_total,
             incarnation=r.incarnation,
             api_key=r.api_key,
+            tls=r.tls,
         )
         for r in wire.replicas
     )

@@ -38,6 +38,7 @@ class ReplicaInfo:
     slots_total: int
     incarnation: int
     api_key: str = field(default="", repr=False)
+    tls: bool = False  # the engine serves TLS (FLT-02)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,9 @@ class HostInfo:
     cordoned: bool = False
     pools: dict[str, PoolInfo] = field(default_factory=dict)
     lost_reason: str = ""
+    address: str = ""  # the control link's peer address, as seen here
+    link: str = ""  # plaintext | tls | mtls
+    refused: dict[str, str] = field(default_factory=dict)  # pool_id -> why it is not offered
 
 
 class PoolRegistry:
@@ -160,6 +164,16 @@ class PoolRegistry:
         host = self._hosts.get(host_id)
         if host is not None:
             host.inventory, host.cordoned = inventory, cordoned
+
+    def host_link(self, host_id: str, address: str, link: str) -> None:
+        host = self._hosts.get(host_id)
+        if host is not None:
+            host.address, host.link = address, link
+
+    def host_refusals(self, host_id: str, refused: dict[str, str]) -> None:
+        host = self._hosts.get(host_id)
+        if host is not None:
+            host.refused = dict(refused)
 
     def mark_draining(self, pool_id: str) -> None:
         """Stop offering a pool at once, before its manager's next snapshot says so."""

@@ -1,12 +1,14 @@
 """`pool-managerd --config FILE`: run the host daemon.
 
-Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for an invalid configuration.
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for an invalid configuration
+(including a plaintext control link off this machine without `insecure: true`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -26,10 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("pool-managerd", args.log_level)
     try:
         config = load_config(args.config)
+        tls = config.tls.load() if config.tls is not None else None
+    except (ConfigError, OSError) as exc:
+        return _invalid(exc)
+    try:
+        return asyncio.run(serve(config, tls))
     except ConfigError as exc:
-        print(f"pool-managerd: invalid configuration: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return asyncio.run(serve(config))
+        return _invalid(exc)
+
+
+def _invalid(exc: Exception) -> int:
+    logging.getLogger("pool_managerd").error("invalid configuration: %s", exc)
+    print(f"pool-managerd: invalid configuration: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -1,7 +1,20 @@
 """pool-managerd configuration: one YAML file; secrets from the environment.
 
 host_id: gpu-host-1                 # default: the machine's hostname
-orchestrator: 127.0.0.1:8090        # the orchestrator's control-link address
+orchestrator: 127.0.0.1:8090        # the orchestrator's control-link address (host:port,
+                                    # [v6]:port or name:port)
+advertise_host: ""                  # what the orchestrator dials for this host's engines;
+                                    # default: this host's address toward the orchestrator
+engine_bind_host: ""                # where engines listen; default: the advertised address
+                                    # when it is this host's own, else that local address
+insecure: false                     # allow a plaintext control link to a non-loopback
+                                    # orchestrator (warned at every start)
+tls:                                # FLT-02, see specs.tls: ca_file verifies the orchestrator;
+  ca_file: /etc/llorch/ca.pem       # cert/key are this host's identity, presented on the
+  cert_file: /etc/llorch/host.pem   # control link (mutual TLS) and served by its engines
+  key_file: /etc/llorch/host.key
+  client_auth: false                # engines require the orchestrator's client certificate
+engine_tls: true                    # engines serve TLS when tls has a certificate
 join_token_env: LLORCH_JOIN_TOKEN   # the join token is read from this variable
 state_dir: /var/lib/llorch          # logs/ and run/ go under it
 heartbeat_interval_ms: 2000
@@ -43,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from specs.net import AddressError, split_host_port
+from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
 from pool_managerd.lifecycle import RestartPolicy
 
@@ -131,6 +146,11 @@ class ManagerConfig:
     model_roots: tuple[str, ...] = ()
     reload_timeout_s: float = 300.0
     reload_drain_deadline_s: float = 300.0
+    advertise_host: str = ""
+    engine_bind_host: str = ""
+    insecure: bool = False
+    tls: TlsFiles | None = None
+    engine_tls: bool = True
 
     @property
     def join_token(self) -> str:
@@ -219,6 +239,14 @@ def load_config(path: Path) -> ManagerConfig:
         raw["worker_command"] = tuple(raw["worker_command"])
     if "model_roots" in raw:
         raw["model_roots"] = tuple(str(root) for root in raw["model_roots"] or ())
+    try:
+        raw["tls"] = parse_tls(raw.get("tls"))
+        split_host_port(str(raw["orchestrator"]))
+    except (TlsConfigError, AddressError) as exc:
+        raise ConfigError(str(exc)) from exc
+    for name in ("insecure", "engine_tls"):
+        if not isinstance(raw.get(name, False), bool):
+            raise ConfigError(f"{name}: expected true or false")
     config = ManagerConfig(pools=pools, restart=restart, models=models, devices=devices, **raw)
     if not config.join_token:
         raise ConfigError(f"no join token: set the environment variable {config.join_token_env}")

@@ -1,7 +1,10 @@
 """The control-link client: dial the orchestrator, say Hello, send snapshots, run commands.
 
 One bidirectional gRPC stream (POOL-01). The join token goes in the `authorization`
-metadata. A snapshot is sent every heartbeat and at once whenever a pool changes (a
+metadata, inside TLS when `tls` is given (FLT-02: the orchestrator's certificate is
+checked against `tls.ca_pem`; this host's certificate is presented for mutual TLS).
+Pools the orchestrator refuses to offer come back as `Refusals` and are logged as
+errors, once per change. A snapshot is sent every heartbeat and at once whenever a pool changes (a
 readiness flip reaches the orchestrator without waiting for the next heartbeat), and
 before every command's result. A
 broken stream is redialled with jittered exponential back-off (0.25 s doubling to 10 s).
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from specs.control.v1 import control_pb2 as pb
 from specs.control.v1 import control_pb2_grpc
+from specs.tls import TlsMaterial
 
 __all__ = ["ControlLink"]
 
@@ -40,6 +44,7 @@ class ControlLink:
         address: str,
         join_token: str,
         *,
+        tls: TlsMaterial | None = None,
         hello: Callable[[], pb.Hello],
         snapshot: Callable[[], pb.Snapshot],
         changed: asyncio.Event,
@@ -48,6 +53,8 @@ class ControlLink:
     ) -> None:
         self._address = address
         self._token = join_token
+        self._tls = tls
+        self._refusals: dict[str, str] = {}
         self._hello = hello
         self._snapshot = snapshot
         self._changed = changed
@@ -68,10 +75,11 @@ class ControlLink:
                 unauthenticated = exc.code() == grpc.StatusCode.UNAUTHENTICATED
                 log.log(
                     logging.ERROR if unauthenticated else logging.WARNING,
-                    "control link to %s failed: %s %s",
+                    "control link to %s failed: %s %s%s",
                     self._address,
                     exc.code().name,
                     exc.details(),
+                    _hint(exc, self._tls),
                     extra={"action": "dial"},
                 )
             except LinkRefused as exc:
@@ -92,7 +100,7 @@ class ControlLink:
 
     async def _session(self) -> None:
         metadata = (("authorization", f"Bearer {self._token}"),)
-        async with grpc.aio.insecure_channel(self._address) as channel:
+        async with self._channel() as channel:
             stub = control_pb2_grpc.ControlLinkStub(channel)
             call = stub.Connect(metadata=metadata)  # type: ignore[call-arg]  # write-style call
             await call.write(pb.ManagerMessage(hello=self._hello()))
@@ -118,6 +126,17 @@ class ControlLink:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 call.cancel()
 
+    def _channel(self) -> grpc.aio.Channel:
+        tls = self._tls
+        if tls is None:
+            return grpc.aio.insecure_channel(self._address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca_pem or None,
+            private_key=tls.key_pem or None,
+            certificate_chain=tls.cert_pem or None,
+        )
+        return grpc.aio.secure_channel(self._address, credentials)
+
     async def _heartbeats(self, period_s: float) -> None:
         while True:
             self._changed.clear()
@@ -134,10 +153,31 @@ class ControlLink:
             message = await call.read()
             if not isinstance(message, pb.OrchestratorMessage):
                 return  # end of stream
-            if message.WhichOneof("msg") == "command":
+            kind = message.WhichOneof("msg")
+            if kind == "command":
                 task = asyncio.create_task(self._answer(message.command))
                 self._answering.add(task)
                 task.add_done_callback(self._answering.discard)
+            elif kind == "refusals":
+                self._note_refusals(message.refusals)
+
+    def _note_refusals(self, refusals: pb.Refusals) -> None:
+        now = {r.pool_id: r.reason for r in refusals.refusals}
+        for pool_id, reason in sorted(now.items()):
+            if self._refusals.get(pool_id) != reason:
+                log.error(
+                    "orchestrator refuses pool %s: %s",
+                    pool_id,
+                    reason,
+                    extra={"pool_id": pool_id, "action": "refused"},
+                )
+        for pool_id in sorted(set(self._refusals) - set(now)):
+            log.info(
+                "orchestrator accepts pool %s again",
+                pool_id,
+                extra={"pool_id": pool_id, "action": "accepted"},
+            )
+        self._refusals = now
 
     async def _answer(self, command: pb.Command) -> None:
         result = await self._on_command(command)
@@ -146,3 +186,21 @@ class ControlLink:
         # the command's effect (a reloaded model, a new pool) when the result arrives.
         await self._outbox.put(pb.ManagerMessage(snapshot=self._snapshot()))
         await self._outbox.put(pb.ManagerMessage(result=result))
+
+
+def _hint(exc: grpc.aio.AioRpcError, tls: TlsMaterial | None) -> str:
+    """What an operator can do about a failed dial, from the error and our settings."""
+    details = (exc.details() or "").lower()
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return " (the join token does not match the orchestrator's)"
+    if "certificate" in details or "handshake" in details or "ssl" in details:
+        if tls is None:
+            return " (the orchestrator may require TLS: set tls.ca_file)"
+        return (
+            " (TLS handshake failed: check that tls.ca_file signed the orchestrator's "
+            "certificate for this address, and that this host's certificate is from the CA "
+            "the orchestrator trusts)"
+        )
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and tls is None:
+        return " (unreachable, or the orchestrator serves TLS and this link is plaintext)"
+    return ""

@@ -92,6 +92,7 @@ def pool_to_wire(status: PoolStatus) -> pb.PoolStatus:
                 slots_total=r.slots_total,
                 incarnation=r.incarnation,
                 api_key=r.api_key,
+                tls=r.tls,
             )
             for r in status.replicas
         ],

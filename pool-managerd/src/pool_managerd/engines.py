@@ -1,9 +1,17 @@
 """How each engine kind is started and spoken to (issue 3, PRV-02, SEC-02).
 
-`launch(pool, manager, port_file, port)` returns the command line, the environment, the
-adapter kind the orchestrator and the probes use, and how the endpoint is found: our own
-worker writes its port to a file; engine servers get a free port chosen here. Per-pool
-API keys travel in the environment, never on the command line.
+`launch(pool, manager, port_file, key, network)` returns the command line, the
+environment, the adapter kind the orchestrator and the probes use, whether the engine
+serves TLS, and how the endpoint is found: our own worker writes its port to a file;
+engine servers get a free port chosen here. Every engine listens on the host's engine
+bind address (`network.bind_host`, FLT-01). Per-pool API keys travel in the
+environment, never on the command line.
+
+TLS (FLT-02): our worker serves gRPC over TLS with the host's certificate when the
+host has one (and asks for the orchestrator's client certificate with `client_auth`).
+The engine servers are started in plaintext: llama-server's `--ssl-*` flags exist only
+in builds linked with OpenSSL, which the provisioner does not make yet; their links
+stay inside the host's network and carry a per-pool key (SEC-02).
 
 | engine               | process                                | adapter  | key via        |
 |----------------------|----------------------------------------|----------|----------------|
@@ -18,7 +26,7 @@ API keys travel in the environment, never on the command line.
 
 `engine_command` in the pool config is the engine's prefix (the llama-server binary, the
 venv's python, the PyTriton script's interpreter and path, or the whole command with
-`{port}`, `{model}`, `{ctx}`, `{slots}` placeholders for `openai-compatible`).
+`{host}`, `{port}`, `{model}`, `{ctx}`, `{slots}` placeholders for `openai-compatible`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pool_managerd.config import ManagerConfig, PoolConfig
+from pool_managerd.network import HostNetwork
 
 __all__ = ["ENGINE_ADAPTERS", "ENGINE_FEATURES", "Launch", "free_port", "launch"]
 
@@ -56,20 +65,26 @@ class Launch:
     adapter: str
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None  # chosen here; None: the process reports it in the port file
+    tls: bool = False  # the engine serves TLS with the host's certificate
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now (the engine binds it a moment later; a clash fails its start,
-    which the lifecycle treats as a crash and retries with a new port)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
+    """A port free right now on `host` (the engine binds it a moment later; a clash fails
+    its start, which the lifecycle treats as a crash and retries with a new port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host.strip("[]"), 0))
         return int(probe.getsockname()[1])
 
 
-def _worker(pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str) -> Launch:
+def _worker(
+    pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
+) -> Launch:
     base = list(manager.worker_command) or [sys.executable, "-m", "worker_adapters.worker"]
     args = [
         *base,
+        "--host",
+        network.bind_host,
         "--port-file",
         str(port_file),
         "--ctx",
@@ -87,14 +102,20 @@ def _worker(pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str)
             args += ["--gpu-layers", str(pool.gpu_layers)]
         if pool.embeddings:
             args.append("--embeddings")
-    return Launch(tuple(args), "native", {"LLORCH_WORKER_API_KEY": key} if key else {})
+    tls = network.engine_tls is not None and manager.tls is not None
+    if tls and manager.tls is not None:
+        args += ["--tls-cert", str(manager.tls.cert_file), "--tls-key", str(manager.tls.key_file)]
+        if manager.tls.client_auth and manager.tls.ca_file is not None:
+            args += ["--tls-client-ca", str(manager.tls.ca_file)]
+    env = {"LLORCH_WORKER_API_KEY": key} if key else {}
+    return Launch(tuple(args), "native", env, tls=tls)
 
 
-def _llama_server(pool: PoolConfig, key: str, port: int) -> Launch:
+def _llama_server(pool: PoolConfig, key: str, host: str, port: int) -> Launch:
     args = [
         *pool.engine_command,
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "-m",
@@ -115,13 +136,13 @@ def _llama_server(pool: PoolConfig, key: str, port: int) -> Launch:
     return Launch(tuple(args), "llamacpp", {"LLAMA_API_KEY": key} if key else {}, port)
 
 
-def _llama_cpp_server(pool: PoolConfig, key: str, port: int) -> Launch:
+def _llama_cpp_server(pool: PoolConfig, key: str, host: str, port: int) -> Launch:
     args = [
         *pool.engine_command,
         "--model",
         str(Path(pool.model).resolve()),
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--n_ctx",
@@ -138,12 +159,14 @@ def _llama_cpp_server(pool: PoolConfig, key: str, port: int) -> Launch:
     return Launch(tuple(args), "openai", {"API_KEY": key} if key else {}, port)
 
 
-def _triton(pool: PoolConfig, port: int) -> Launch:
-    grpc_port, metrics_port = free_port(), free_port()
+def _triton(pool: PoolConfig, host: str, port: int) -> Launch:
+    grpc_port, metrics_port = free_port(host), free_port(host)
     args = [
         *pool.engine_command,
         "--model",
         str(Path(pool.model).resolve()),
+        "--host",
+        host,
         "--http-port",
         str(port),
         "--grpc-port",
@@ -158,8 +181,9 @@ def _triton(pool: PoolConfig, port: int) -> Launch:
     return Launch(tuple(args), "triton", {}, port)
 
 
-def _openai_compatible(pool: PoolConfig, port: int) -> Launch:
+def _openai_compatible(pool: PoolConfig, host: str, port: int) -> Launch:
     values = {
+        "host": host,
         "port": str(port),
         "model": pool.model,
         "ctx": str(pool.ctx),
@@ -168,19 +192,22 @@ def _openai_compatible(pool: PoolConfig, port: int) -> Launch:
     return Launch(tuple(part.format(**values) for part in pool.engine_command), "openai", {}, port)
 
 
-def launch(pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str) -> Launch:
+def launch(
+    pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
+) -> Launch:
     """The launch of one replica (called at every start: a restart gets a fresh port)."""
     if pool.engine in ("llamacpp-inproc", "mock"):
-        return _worker(pool, manager, port_file, key)
+        return _worker(pool, manager, port_file, key, network)
     if not pool.engine_command:
         raise ValueError(f"engine {pool.engine} needs engine_command (the provisioned engine)")
-    port = free_port()
+    host = network.bind_host
+    port = free_port(host)
     if pool.engine == "llamacpp":
-        return _llama_server(pool, key, port)
+        return _llama_server(pool, key, host, port)
     if pool.engine == "llamacpp-server-py":
-        return _llama_cpp_server(pool, key, port)
+        return _llama_cpp_server(pool, key, host, port)
     if pool.engine == "triton":
-        return _triton(pool, port)
+        return _triton(pool, host, port)
     if pool.engine == "openai-compatible":
-        return _openai_compatible(pool, port)
+        return _openai_compatible(pool, host, port)
     raise ValueError(f"unknown engine {pool.engine}")

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from catalog_core import sha256_file
 from specs.control.v1 import control_pb2 as pb
+from specs.tls import TlsMaterial
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.control_link import ControlLink
@@ -31,6 +32,7 @@ from pool_managerd.cordon import CordonState
 from pool_managerd.inventory import Device, Inventory, probe_inventory
 from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
+from pool_managerd.network import HostNetwork, settle_network
 from pool_managerd.pool import Pool
 from pool_managerd.reload import ReloadError, reload, target_config
 
@@ -50,10 +52,11 @@ def _refuse(code: str, message: str) -> pb.CommandResult:
 
 
 class PoolManager:
-    def __init__(self, config: ManagerConfig) -> None:
+    def __init__(self, config: ManagerConfig, network: HostNetwork) -> None:
         self.config = config
+        self.network = network
         self.changed = asyncio.Event()
-        self.pools = {p.id: Pool(p, config, self.changed) for p in config.pools}
+        self.pools = {p.id: Pool(p, config, self.changed, network) for p in config.pools}
         self.models = LocalModels([])
         self.cordon = CordonState.load(config.state_dir)
         self._hardware: Inventory | None = None
@@ -155,7 +158,7 @@ class PoolManager:
             memory_estimated_bytes=spec.memory_estimated_bytes,
             threads=self.config.worker_threads,
         )
-        pool = Pool(config, self.config, self.changed)
+        pool = Pool(config, self.config, self.changed, self.network)
         self.pools[config.id] = pool
         await pool.start()
         log.info(
@@ -242,21 +245,25 @@ class PoolManager:
         await asyncio.gather(*(p.drain(max(0.0, grace - 5.0)) for p in self.pools.values()))
 
 
-async def serve(config: ManagerConfig) -> int:
-    manager = PoolManager(config)
+async def serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    network = await settle_network(config, tls, stop)
+    if network is None:
+        return 0
+    manager = PoolManager(config, network)
     link = ControlLink(
         config.orchestrator,
         config.join_token,
+        tls=tls,
         hello=manager.hello,
         snapshot=manager.snapshot,
         changed=manager.changed,
         on_command=manager.on_command,
         heartbeat_s=config.heartbeat_interval_ms / 1000.0,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await manager.start()
     if config.metrics_port is not None:
         port = serve_metrics(

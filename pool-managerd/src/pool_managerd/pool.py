@@ -29,6 +29,7 @@ from catalog_core import CatalogError, inspect_gguf, sha256_file
 from pool_managerd import lifecycle as lc
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch
+from pool_managerd.network import HostNetwork
 from pool_managerd.replica import ReplicaDriver, ReplicaPaths
 
 __all__ = ["Pool", "PoolStatus", "PoolStopping", "ReplicaStatus", "check_model", "model_id_for"]
@@ -74,6 +75,7 @@ class ReplicaStatus:
     slots_total: int
     incarnation: int
     api_key: str
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +105,15 @@ class PoolStatus:
 
 class Pool:
     def __init__(
-        self, config: PoolConfig, manager: ManagerConfig, on_change: asyncio.Event
+        self,
+        config: PoolConfig,
+        manager: ManagerConfig,
+        on_change: asyncio.Event,
+        network: HostNetwork,
     ) -> None:
         self.config = config
         self._manager = manager
+        self._network = network
         self._changed = on_change
         self._replica_changed = asyncio.Event()
         self._api_key = secrets.token_urlsafe(24)
@@ -137,8 +144,11 @@ class Pool:
         return ReplicaDriver(
             pool_id=config.id,
             index=index,
-            make_launch=lambda: launch(config, self._manager, paths.port_file, self._api_key),
+            make_launch=lambda: launch(
+                config, self._manager, paths.port_file, self._api_key, self._network
+            ),
             api_key=self._api_key,
+            network=self._network,
             paths=paths,
             policy=self._manager.restart,
             probe_interval_s=self._manager.probe_interval_ms / 1000.0,
@@ -304,6 +314,7 @@ class Pool:
                 config.slots,
                 r.incarnation,
                 self._api_key,
+                r.tls,
             )
             for r in self.replicas
         )

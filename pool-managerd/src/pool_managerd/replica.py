@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specs.net import host_port
 from worker_adapters import End, Endpoint, Failed, GenerateRequest, Sampling, create_adapter
 from worker_adapters.errors import AdapterError
 from worker_adapters.protocol import Adapter
 
 from pool_managerd import lifecycle as lc
 from pool_managerd.engines import Launch
+from pool_managerd.network import HostNetwork
 from pool_managerd.process import EngineProcess, log_needs_trim, log_tail, trim_log
 
 __all__ = ["ReplicaDriver", "ReplicaPaths"]
@@ -61,6 +63,7 @@ class ReplicaDriver:
         index: int,
         make_launch: Callable[[], Launch],
         api_key: str,
+        network: HostNetwork,
         paths: ReplicaPaths,
         policy: lc.RestartPolicy,
         probe_interval_s: float,
@@ -71,13 +74,15 @@ class ReplicaDriver:
         self.index = index
         self._make_launch = make_launch
         self._api_key = api_key
+        self._network = network
         self._paths = paths
         self._policy = policy
         self._probe_interval_s = probe_interval_s
         self._probe_timeout_s = probe_timeout_s
         self._on_change = on_change
         self.state = lc.ReplicaState()
-        self.endpoint = ""
+        self.endpoint = ""  # advertised: what the orchestrator dials (FLT-01)
+        self.tls = False
         self.incarnation = 0
         self.engine_version = ""
         self.slots_busy = 0
@@ -194,8 +199,15 @@ class ReplicaDriver:
         port = spec.port if spec.port is not None else await self._wait_port(process)
         if port is None:
             return
-        self.endpoint = f"127.0.0.1:{port}"
-        self._adapter = create_adapter(spec.adapter, Endpoint(self.endpoint, self._api_key))
+        network = self._network
+        self.endpoint = host_port(network.advertise_host, port)
+        self.tls = spec.tls
+        probe = Endpoint(
+            host_port(network.probe_host, port),
+            self._api_key,
+            network.probe_tls if spec.tls else None,
+        )
+        self._adapter = create_adapter(spec.adapter, probe)
         self._spawn_task(self._probe_loop(self._adapter, process))
 
     async def _wait_port(self, process: EngineProcess) -> int | None:
@@ -216,6 +228,7 @@ class ReplicaDriver:
         if self._process is process:
             self._process = None
         self.endpoint = ""
+        self.tls = False
         self.incarnation = 0
         self.engine_version = ""
         await self._close_adapter()

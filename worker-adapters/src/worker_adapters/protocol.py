@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from specs.tls import ClientTls
+
 from worker_adapters.types import EngineHealth, EngineProps, GenerateRequest, StreamEvent, Tokenized
 
 __all__ = [
@@ -30,13 +32,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where an engine listens and how to authenticate. `api_key` is a secret: never log it."""
+    """Where an engine listens and how to authenticate. `api_key` is a secret: never log it.
+    `tls`: dial with TLS, trusting its roots (None: plaintext); adapters that cannot
+    speak TLS refuse such an endpoint with `ValueError` at creation."""
 
     address: str
     api_key: str = ""
+    tls: ClientTls | None = None
 
     def __repr__(self) -> str:
-        return f"Endpoint(address={self.address!r}, api_key={'***' if self.api_key else ''!r})"
+        return (
+            f"Endpoint(address={self.address!r}, api_key={'***' if self.api_key else ''!r}, "
+            f"tls={self.tls is not None})"
+        )
 
 
 class Adapter(Protocol):

@@ -199,6 +199,13 @@ def control_routes(
                     "live": registry.host_live(host.host_id, now),
                     "cordoned": host.cordoned,
                     "lost_reason": host.lost_reason,
+                    "address": host.address,
+                    "link": host.link,
+                    "last_snapshot_age_ms": round((now - host.last_seen) * 1000.0),
+                    "refused_pools": [
+                        {"pool_id": pool_id, "reason": reason}
+                        for pool_id, reason in sorted(host.refused.items())
+                    ],
                     "devices": [
                         {
                             "id": d.id,

@@ -3,7 +3,8 @@ Inference Server through PyTriton, for the `triton` adapter (ADP-02).
 
 A standalone script run by the managed Triton venv's python (see `triton_venv.py`); it
 imports only the stdlib, numpy, pytriton and llama_cpp, never the workspace. It binds
-three models on 127.0.0.1 and prints `TRITON_ENGINE_READY ...` once they all answer:
+three models on `--host` (127.0.0.1 by default) and prints `TRITON_ENGINE_READY ...`
+once they all answer:
 
 - `{name}` (decoupled, streamed by `POST /v2/models/{name}/generate_stream`). Inputs:
   `text_input` (a raw prompt) or `messages` (JSON chat turns, rendered by the model's
@@ -441,6 +442,7 @@ def bind_models(triton: Any, engine: Engine, name: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--model", required=True, help="path of the GGUF file")
+    parser.add_argument("--host", default="127.0.0.1", help="address every port binds")
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
@@ -467,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     engine = Engine(llama, args.ctx, args.model)
     config = TritonConfig(
-        http_address="127.0.0.1", http_port=args.http_port,
-        grpc_address="127.0.0.1", grpc_port=args.grpc_port,
-        metrics_address="127.0.0.1", metrics_port=args.metrics_port,
+        http_address=args.host, http_port=args.http_port,
+        grpc_address=args.host, grpc_port=args.grpc_port,
+        metrics_address=args.host, metrics_port=args.metrics_port,
         allow_gpu_metrics=False, exit_timeout_secs=5,
     )  # fmt: skip
     # serve() stops Triton on KeyboardInterrupt; SIGTERM takes the same way out.
@@ -478,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         with Triton(config=config) as triton:
             bind_models(triton, engine, args.model_name)
             print(
-                f"{READY_MARKER} http=127.0.0.1:{args.http_port} model={args.model_name} "
+                f"{READY_MARKER} http={args.host}:{args.http_port} model={args.model_name} "
                 f"ctx={args.ctx} llama_cpp={llama_cpp.__version__}",
                 flush=True,
             )

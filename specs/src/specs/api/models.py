@@ -287,11 +287,33 @@ class HostDevice(BaseModel):
     cordoned: bool
 
 
+class RefusedPool(BaseModel):
+    pool_id: str
+    reason: str
+
+
 class Host1(BaseModel):
     host_id: str
     live: bool
     cordoned: bool
-    lost_reason: str | None = None
+    lost_reason: str | None = Field(
+        default=None, description='why the host is not live (stream closed'
+    )
+    address: str | None = Field(
+        default=None,
+        description="the host's control-link address as the orchestrator sees it (empty for a local socket)",
+    )
+    link: Literal['plaintext', 'tls', 'mtls', ''] | None = Field(
+        default=None, description='how its control link is secured (FLT-02)'
+    )
+    last_snapshot_age_ms: int | None = Field(
+        default=None,
+        description='milliseconds since its last snapshot; past the lease the host is lost',
+    )
+    refused_pools: list[RefusedPool] | None = Field(
+        default=None,
+        description='pools it reports that are not offered, each with the reason (FLT-01)',
+    )
     devices: list[HostDevice]
     engines: list[str]
     models: list[str]

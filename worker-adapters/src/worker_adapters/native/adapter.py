@@ -59,6 +59,23 @@ _CHANNEL_OPTIONS = (
 )
 
 
+def _channel(endpoint: Endpoint) -> grpc.aio.Channel:
+    """Plaintext, or TLS checking the worker's certificate for the dialled host (or the
+    endpoint's `server_name`) and presenting a client certificate when one is given."""
+    tls = endpoint.tls
+    if tls is None:
+        return grpc.aio.insecure_channel(endpoint.address, options=_CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem or None,
+        private_key=tls.key_pem or None,
+        certificate_chain=tls.cert_pem or None,
+    )
+    options: tuple[tuple[str, str | int], ...] = _CHANNEL_OPTIONS
+    if tls.server_name:
+        options = (*options, ("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(endpoint.address, credentials, options=options)
+
+
 def rpc_error_code(details: str | None) -> tuple[str, str]:
     """Split a worker error's details `CODE: message` into (code, message)."""
     text = details or ""
@@ -76,7 +93,7 @@ class NativeAdapter:
     ) -> None:
         self._endpoint = endpoint
         self._stall_timeout_s = stall_timeout_s
-        self._channel = grpc.aio.insecure_channel(endpoint.address, options=_CHANNEL_OPTIONS)
+        self._channel = _channel(endpoint)
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._metadata: Sequence[tuple[str, str]] = (
             (("authorization", f"Bearer {endpoint.api_key}"),) if endpoint.api_key else ()

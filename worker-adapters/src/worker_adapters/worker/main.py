@@ -5,6 +5,11 @@ so `Health` answers `loading` while the weights load and the pool manager can te
 slow load from a dead process. The bound port is written to `port_file` (atomically,
 via rename) once the server listens; the pool manager waits for that file.
 
+TLS (FLT-02): with `--tls-cert/--tls-key` the gRPC server serves TLS with the host's
+certificate; `--tls-client-ca` also requires a client certificate from that CA (the
+orchestrator's, and the pool manager's for its probes). The key file is read once at
+start; its path, not its content, is on the command line.
+
 Signals: SIGTERM and SIGINT stop accepting calls, give in-flight streams `grace_s` to
 finish, then exit 0. A model that fails to load exits 3 (the pool manager reports the
 error from the log).
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from specs.net import host_port
 from specs.tracing import TracingConfigError, setup_tracing
 from specs.worker.v1 import worker_pb2_grpc
 
@@ -49,6 +55,9 @@ class WorkerOptions:
     embeddings: bool = False
     mock: str = ""
     grace_s: float = 5.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
 
 def _backend(options: WorkerOptions, incarnation: int) -> EngineBackend:
@@ -78,17 +87,32 @@ def _write_port(path: Path, port: int) -> None:
     scratch.replace(path)
 
 
+def _bind(server: grpc.aio.Server, options: WorkerOptions) -> int:
+    address = host_port(options.host, options.port)
+    if options.tls_cert is None or options.tls_key is None:
+        return server.add_insecure_port(address)
+    client_ca = options.tls_client_ca.read_bytes() if options.tls_client_ca else None
+    credentials = grpc.ssl_server_credentials(
+        [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+    return server.add_secure_port(address, credentials)
+
+
 async def _serve(options: WorkerOptions) -> int:
     incarnation = time.time_ns()
     backend = _backend(options, incarnation)
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
     servicer = WorkerServicer(backend, os.environ.pop(API_KEY_ENV, ""))
     worker_pb2_grpc.add_WorkerServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{options.host}:{options.port}")
+    port = _bind(server, options)
     await server.start()
     if options.port_file is not None:
         _write_port(options.port_file, port)
-    print(f"llorch worker listening on {options.host}:{port}", file=sys.stderr, flush=True)
+    secured = " (TLS)" if options.tls_cert else ""
+    where = host_port(options.host, port)
+    print(f"llorch worker listening on {where}{secured}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,6 +151,9 @@ def build_parser(prog: str = "llorch worker") -> argparse.ArgumentParser:
     parser.add_argument("--embeddings", action="store_true", help="also serve embeddings")
     parser.add_argument("--mock", default="", help="mock knobs, e.g. 'token_delay_ms=5'")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to finish streams")
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument("--tls-client-ca", type=Path, help="require client certificates from it")
     return parser
 
 
@@ -158,5 +185,11 @@ def main(argv: list[str] | None = None, prog: str = "llorch worker") -> int:
         embeddings=args.embeddings,
         mock=args.mock,
         grace_s=args.grace,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
+    if (options.tls_cert is None) != (options.tls_key is None):
+        print(f"{prog}: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     return run_worker(options)

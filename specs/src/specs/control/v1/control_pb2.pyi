@@ -63,25 +63,76 @@ class OrchestratorMessage(_message.Message):
 
     WELCOME_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    REFUSALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
     def command(self) -> Global___Command: ...
+    @_builtins.property
+    def refusals(self) -> Global___Refusals: ...
     def __init__(
         self,
         *,
         welcome: Global___Welcome | None = ...,
         command: Global___Command | None = ...,
+        refusals: Global___Refusals | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "msg", b"msg", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "msg", b"msg", "refusals", b"refusals", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "msg", b"msg", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "msg", b"msg", "refusals", b"refusals", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["welcome", "command"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["welcome", "command", "refusals"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
 Global___OrchestratorMessage: _TypeAlias = OrchestratorMessage  # noqa: Y015
+
+@_typing.final
+class Refusals(_message.Message):
+    """Pools of the last Snapshot the orchestrator would not offer, each with the reason
+    (FLT-01: a loopback endpoint advertised over a non-loopback link; a pool id another
+    host owns). Sent whenever the set changes (empty when it clears); the manager logs it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refusal]: ...
+    def __init__(
+        self,
+        *,
+        refusals: _abc.Iterable[Global___Refusal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refusals", b"refusals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusals: _TypeAlias = Refusals  # noqa: Y015
+
+@_typing.final
+class Refusal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    pool_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
 
 @_typing.final
 class Device(_message.Message):
@@ -291,19 +342,23 @@ class Welcome(_message.Message):
     ORCHESTRATOR_VERSION_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     LEASE_MS_FIELD_NUMBER: _builtins.int
+    PEER_HOST_FIELD_NUMBER: _builtins.int
     orchestrator_version: _builtins.str
     heartbeat_interval_ms: _builtins.int
     lease_ms: _builtins.int
+    peer_host: _builtins.str
+    """the manager's address as the orchestrator sees it"""
     def __init__(
         self,
         *,
         orchestrator_version: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
         lease_ms: _builtins.int = ...,
+        peer_host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "lease_ms", b"lease_ms", "orchestrator_version", b"orchestrator_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "lease_ms", b"lease_ms", "orchestrator_version", b"orchestrator_version", "peer_host", b"peer_host"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,15 +374,20 @@ class Replica(_message.Message):
     SLOTS_TOTAL_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     endpoint: _builtins.str
-    """where the data path reaches the engine, e.g. 127.0.0.1:41234"""
+    """where the data path reaches the engine: host:port, [v6]:port"""
     ready: _builtins.bool
     slots_total: _builtins.int
     incarnation: _builtins.int
     """changes on every engine start"""
     api_key: _builtins.str
     """Credential the orchestrator presents to the engine (SEC-02). Never logged."""
+    tls: _builtins.bool
+    """The engine serves TLS with the host's certificate (FLT-02): dial it with TLS and
+    check the certificate against the orchestrator's CA for the endpoint's host.
+    """
     def __init__(
         self,
         *,
@@ -337,10 +397,11 @@ class Replica(_message.Message):
         slots_total: _builtins.int = ...,
         incarnation: _builtins.int = ...,
         api_key: _builtins.str = ...,
+        tls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "endpoint", b"endpoint", "incarnation", b"incarnation", "index", b"index", "ready", b"ready", "slots_total", b"slots_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "endpoint", b"endpoint", "incarnation", b"incarnation", "index", b"index", "ready", b"ready", "slots_total", b"slots_total", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
