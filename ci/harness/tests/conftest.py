@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from catalog_core import TinyModelSpec, write_tiny_model
 from ci_harness.cluster import Cluster
+from ci_harness.fleet import Fleet, unavailable
+from ci_harness.tls import FleetCerts
 
 
 @pytest.fixture(scope="session")
@@ -23,23 +25,46 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster_factory(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
-    """Start clusters; on teardown stop them, check clean exits and no orphan workers."""
+    """Start clusters; on teardown stop them, check clean exits and no orphan workers.
+
+    `fleet=True` puts every host in its own network namespace (FLT-04; skipped with the
+    reason on a machine that cannot make namespaces); `tls=True` secures the links that
+    cross hosts with certificates made for this test (mutual TLS on the control link;
+    `engine_client_auth=True` also on the workers' gRPC)."""
     started: list[Cluster] = []
 
     def make(
         pools: dict[str, list[dict[str, Any]]],
         hosts: dict[str, dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        fleet: bool = False,
+        tls: bool = False,
+        engine_client_auth: bool = False,
+        start: bool = True,
         **orchestrator: Any,
     ) -> Cluster:
         root = tmp_path_factory.mktemp("cluster")
         cluster = Cluster(root, pools, orchestrator, hosts or {}, headers or {})
         started.append(cluster)
-        return cluster.start()
+        if fleet:
+            reason = unavailable()
+            if reason:
+                pytest.skip(f"no network namespaces here: {reason}")
+            cluster.fleet = Fleet().start()
+        if tls:
+            names = (cluster.control_host, "127.0.0.1")
+            cluster.tls = FleetCerts(root / "tls", names)
+            cluster.engine_client_auth = engine_client_auth
+        return cluster.start() if start else cluster
 
     yield make
     for cluster in started:
-        codes = cluster.stop()
+        try:
+            codes = cluster.stop()
+        finally:
+            if cluster.fleet is not None:
+                cluster.fleet.close()
         orphans = [
             pid
             for host in cluster.pools

@@ -193,14 +193,18 @@ def _hint(exc: grpc.aio.AioRpcError, tls: TlsMaterial | None) -> str:
     details = (exc.details() or "").lower()
     if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
         return " (the join token does not match the orchestrator's)"
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return ""
+    if tls is None:
+        return " (unreachable, or the orchestrator serves TLS and this link is plaintext: set tls)"
     if "certificate" in details or "handshake" in details or "ssl" in details:
-        if tls is None:
-            return " (the orchestrator may require TLS: set tls.ca_file)"
         return (
-            " (TLS handshake failed: check that tls.ca_file signed the orchestrator's "
-            "certificate for this address, and that this host's certificate is from the CA "
-            "the orchestrator trusts)"
+            " (TLS handshake failed: tls.ca_file must be the CA that signed the "
+            "orchestrator's certificate, and that certificate must name this address)"
         )
-    if exc.code() == grpc.StatusCode.UNAVAILABLE and tls is None:
-        return " (unreachable, or the orchestrator serves TLS and this link is plaintext)"
+    if "socket closed" in details or "connection reset" in details:
+        return (
+            " (the orchestrator closed the TLS handshake: it does not accept this host's "
+            "client certificate; tls.cert_file must come from the CA it trusts)"
+        )
     return ""

@@ -1,4 +1,10 @@
-"""`Cluster`: real orchestratord + pool-managerd processes on loopback, for tests.
+"""`Cluster`: real orchestratord + pool-managerd processes, for tests.
+
+On loopback by default; with a `Fleet` (FLT-04) the orchestrator listens on the fleet's
+bridge and each pool manager, with its engines, runs in its own network namespace with
+its own address, as a separate machine would. With `tls` (a `FleetCerts`) every link
+that crosses hosts is TLS: the control link with mutual TLS, the workers' gRPC with the
+host's certificate (and the orchestrator's client certificate under `engine_client_auth`).
 
 Timing knobs are shortened for tests (heartbeat 300 ms, lease 1.5 s, probe 200 ms,
 restart back-off 0.3 s) so failures are detected quickly; behaviour is otherwise the
@@ -22,6 +28,9 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+
+from ci_harness.fleet import Fleet
+from ci_harness.tls import FleetCerts
 
 __all__ = ["Cluster", "Event", "parse_events", "tiny_pool", "wait_for"]
 
@@ -80,10 +89,42 @@ class Cluster:
     url: str = ""
     control: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env_extra: dict[str, str] = field(default_factory=dict)  # more environment for daemons
+    fleet: Fleet | None = None
+    tls: FleetCerts | None = None
+    engine_client_auth: bool = False
+
+    @property
+    def control_host(self) -> str:
+        return self.fleet.gateway if self.fleet is not None else "127.0.0.1"
+
+    def _link_settings(self) -> dict[str, Any]:
+        """The orchestrator's settings for links that cross hosts."""
+        if self.tls is not None:
+            return {"control_host": self.control_host, "tls": self.tls.orchestrator_tls()}
+        if self.fleet is not None:
+            return {"control_host": self.control_host, "insecure": True}
+        return {}
+
+    def _manager_link(self, host_id: str) -> dict[str, Any]:
+        if self.tls is not None:
+            files = self.tls.host_tls(host_id, self.host_address(host_id))
+            return {"tls": {**files, "client_auth": self.engine_client_auth}}
+        if self.fleet is not None:
+            return {"insecure": True}
+        return {}
+
+    def host_address(self, host_id: str) -> str:
+        """The host's own address: its namespace's, or loopback without a fleet."""
+        if self.fleet is None:
+            return "127.0.0.1"
+        if host_id not in self.fleet.hosts:
+            self.fleet.add_host(host_id)
+        return self.fleet.hosts[host_id].address
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "LLORCH_JOIN_TOKEN": self.token}
+        return {**os.environ, "LLORCH_JOIN_TOKEN": self.token, **self.env_extra}
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -96,6 +137,7 @@ class Cluster:
             "disconnect_grace_ms": 500,
             "requeue_backoff_ms": 100,
             "state_dir": str(self.root / "orchestratord"),
+            **self._link_settings(),
             **self.orchestrator,
         }
         (self.root / "orchestratord.yaml").write_text(yaml.safe_dump(config))
@@ -116,7 +158,7 @@ class Cluster:
             lambda: ready.exists() and json.loads(ready.read_text()), "orchestratord to listen"
         )
         self.url = f"http://127.0.0.1:{ports['http_port']}"
-        self.control = f"127.0.0.1:{ports['control_port']}"
+        self.control = f"{self.control_host}:{ports['control_port']}"
         for host_id in self.pools:
             self.start_manager(host_id)
         self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
@@ -134,14 +176,16 @@ class Cluster:
             "pools": self.pools[host_id],
             "restart": {"initial_backoff_s": 0.3, "max_backoff_s": 2.0},
             "worker_threads": 1,
+            **self._manager_link(host_id),
             **self.hosts.get(host_id, {}),
         }
         path = self.root / f"{host_id}.yaml"
         path.write_text(yaml.safe_dump(manager))
-        self._spawn(
-            f"pool-managerd-{host_id}",
-            [sys.executable, "-m", "pool_managerd", "--config", str(path)],
-        )
+        argv = [sys.executable, "-m", "pool_managerd", "--config", str(path)]
+        if self.fleet is not None:
+            self.host_address(host_id)
+            argv = self.fleet.command(host_id, argv)
+        self._spawn(f"pool-managerd-{host_id}", argv)
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.root / f"{name}.log").open("ab")

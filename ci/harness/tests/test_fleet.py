@@ -1,0 +1,156 @@
+"""A fleet across network stacks (FLT-01/02/04): one orchestrator in the root namespace,
+each pool manager with its engines in its own network namespace with its own address.
+Jobs reach every host's engines across the bridge; a host that advertises loopback is
+refused with a reason; links are secured with mutual TLS, and a plaintext client, a
+certificate from another CA and a wrong join token are each refused with a clear
+message in the refused side's log, while no key or token reaches any log line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ci_harness.cluster import Cluster, tiny_pool, wait_for
+
+pytestmark = pytest.mark.integration
+Factory = Callable[..., Cluster]
+
+
+def stream_on(cluster: Cluster, pool_id: str, max_tokens: int = 8) -> list[Any]:
+    body = {
+        "model": "default",
+        "prompt": "Across the bridge",
+        "max_tokens": max_tokens,
+        "placement": {"pin_pool_id": pool_id},
+    }
+    response = cluster.submit(body)
+    assert response.status_code == 202, response.text
+    return cluster.events(response.json()["task_id"])
+
+
+def hosts(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    with cluster.client() as client:
+        return {h["host_id"]: h for h in client.get("/v2/hosts").json()["hosts"]}
+
+
+def log_of(cluster: Cluster, name: str) -> str:
+    return (cluster.root / f"{name}.log").read_text(errors="replace")
+
+
+def test_jobs_stream_from_engines_on_three_hosts_each_in_its_own_network_namespace(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    pools = {h: [tiny_pool(f"pool-{h}", tiny_model)] for h in ("h1", "h2", "h3")}
+    cluster = cluster_factory(pools, fleet=True)
+    assert cluster.fleet is not None
+    seen = hosts(cluster)
+    for host_id in pools:
+        address = cluster.fleet.hosts[host_id].address
+        assert seen[host_id]["address"] == address and seen[host_id]["link"] == "plaintext"
+        said = log_of(cluster, f"pool-managerd-{host_id}")
+        assert f"engines listen on {address} and are advertised as {address}" in said
+        events = stream_on(cluster, f"pool-{host_id}")
+        assert events[0].name == "started" and events[0].data["pool_id"] == f"pool-{host_id}"
+        assert events[-1].name == "end", events[-1]
+        assert events[-1].data["tokens_out"] == 8 and any(e.name == "token" for e in events)
+    addresses = {cluster.fleet.hosts[h].address for h in pools}
+    assert len(addresses) == 3 and all(ipaddress.ip_address(a).is_private for a in addresses)
+    warned = log_of(cluster, "orchestratord")
+    assert "INSECURE" in warned  # a plaintext link off the machine is said at every start
+
+
+def test_a_host_advertising_loopback_over_a_bridge_is_refused_with_a_reason(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    bad = {"advertise_host": "127.0.0.1", "pools": [tiny_pool("pool-bad", tiny_model)]}
+    cluster = cluster_factory(
+        {"good": [tiny_pool("pool-good", tiny_model)], "bad": []},  # nobody waits for pool-bad
+        hosts={"bad": bad},
+        fleet=True,
+    )
+
+    def refused() -> list[dict[str, str]]:
+        return list(hosts(cluster).get("bad", {}).get("refused_pools") or [])
+
+    found = wait_for(refused, "the loopback pool to be refused")
+    assert found[0]["pool_id"] == "pool-bad"
+    assert "loopback" in found[0]["reason"] and "advertise_host" in found[0]["reason"]
+    assert not cluster.pool("pool-bad").get("ready")
+    manager_log = log_of(cluster, "pool-managerd-bad")
+    assert "loopback" in manager_log
+    wait_for(
+        lambda: "orchestrator refuses pool pool-bad" in log_of(cluster, "pool-managerd-bad"),
+        "the refusal in the pool manager's log",
+    )
+    events = stream_on(cluster, "pool-good")
+    assert events[-1].name == "end"
+
+
+def test_mutual_tls_on_control_and_worker_links_serves_jobs_and_keeps_secrets_out_of_logs(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    cluster = cluster_factory(
+        {"h1": [tiny_pool("pool-h1", tiny_model)], "h2": [tiny_pool("pool-h2", tiny_model)]},
+        fleet=True,
+        tls=True,
+        engine_client_auth=True,
+    )
+    seen = hosts(cluster)
+    assert {seen[h]["link"] for h in ("h1", "h2")} == {"mtls"}
+    for pool_id in ("pool-h1", "pool-h2"):
+        events = stream_on(cluster, pool_id)
+        assert events[-1].name == "end", events[-1]
+    assert "INSECURE" not in log_of(cluster, "orchestratord")
+    secrets = [cluster.token]
+    assert cluster.tls is not None
+    for key_file in cluster.tls.root.rglob("*.key"):
+        secrets += _key_lines(key_file.read_text())
+    for log in cluster.root.rglob("*.log"):
+        text = log.read_text(errors="replace")
+        leaked = [s[:8] for s in secrets if s in text]
+        assert not leaked, f"{log.name} holds a secret starting {leaked}"
+
+
+def _key_lines(pem: str) -> list[str]:
+    """The base64 lines of a PEM key (any of them in a log would be a leak)."""
+    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+
+@pytest.mark.parametrize(
+    ("case", "settings", "expected"),
+    [
+        ("plaintext", {"tls": None, "insecure": True}, r"UNAVAILABLE.*serves TLS"),
+        ("foreign-ca", "foreign", r"does not accept this host's client certificate"),
+        ("wrong-token", "token", r"UNAUTHENTICATED.*join token"),
+    ],
+)
+def test_a_pool_manager_with_bad_credentials_is_refused_with_a_clear_message(
+    cluster_factory: Factory,
+    tiny_model: Path,
+    case: str,
+    settings: Any,
+    expected: str,
+) -> None:
+    cluster = cluster_factory({"good": [tiny_pool("pool-good", tiny_model)]}, fleet=True, tls=True)
+    assert cluster.tls is not None
+    intruder = f"intruder-{case}"
+    address = cluster.host_address(intruder)
+    if settings == "foreign":
+        settings = {"tls": cluster.tls.foreign_host_tls(intruder, address)}
+    elif settings == "token":
+        settings = {"join_token_env": "LLORCH_WRONG_TOKEN"}
+    cluster.pools[intruder] = []
+    cluster.hosts[intruder] = settings
+    cluster.env_extra["LLORCH_WRONG_TOKEN"] = "not-the-token"
+    cluster.start_manager(intruder)
+    wait_for(
+        lambda: re.search(expected, log_of(cluster, f"pool-managerd-{intruder}")),
+        f"the {case} refusal in the intruder's log",
+    )
+    assert intruder not in hosts(cluster)
+    assert "not-the-token" not in log_of(cluster, "orchestratord")
