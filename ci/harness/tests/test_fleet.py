@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ci_harness.cluster import Cluster, tiny_pool, wait_for
+from ci_harness.cluster import Cluster, parse_events, tiny_pool, wait_for
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., Cluster]
@@ -124,7 +126,7 @@ def _key_lines(pem: str) -> list[str]:
 @pytest.mark.parametrize(
     ("case", "settings", "expected"),
     [
-        ("plaintext", {"tls": None, "insecure": True}, r"UNAVAILABLE.*serves TLS"),
+        ("plaintext", {"tls": None, "insecure": True}, r"UNAVAILABLE.*may serve TLS"),
         ("foreign-ca", "foreign", r"does not accept this host's client certificate"),
         ("wrong-token", "token", r"UNAUTHENTICATED.*join token"),
     ],
@@ -154,3 +156,76 @@ def test_a_pool_manager_with_bad_credentials_is_refused_with_a_clear_message(
     )
     assert intruder not in hosts(cluster)
     assert "not-the-token" not in log_of(cluster, "orchestratord")
+
+
+def test_a_partitioned_host_leaves_the_view_within_the_lease_and_serves_again_after_heal(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    cluster = cluster_factory(
+        {"h1": [tiny_pool("pool-h1", tiny_model)], "h2": [tiny_pool("pool-h2", tiny_model)]},
+        fleet=True,
+    )
+    assert cluster.fleet is not None
+    lease_s = 1.5  # the Cluster's lease_ms
+    streaming = _Reader(cluster, {"placement": {"pin_pool_id": "pool-h1"}, "max_tokens": 16000})
+    wait_for(lambda: streaming.tokens > 0, "the job on h1 to stream")
+    busy = _Reader(cluster, {"placement": {"pin_pool_id": "pool-h2"}, "max_tokens": 1500})
+    queued = cluster.submit({"model": "default", "prompt": "waiting", "max_tokens": 4})
+    assert queued.status_code == 202, queued.text
+
+    cluster.fleet.partition("h1")
+    cut = time.monotonic()
+    wait_for(lambda: not cluster.pool("pool-h1").get("live"), "pool-h1 to leave the view")
+    left_after_s = time.monotonic() - cut
+    assert left_after_s <= lease_s + 1.0, f"pool-h1 was offered {left_after_s:.1f} s after the cut"
+
+    streaming.join()
+    terminals = [e for e in streaming.events if e.name in ("end", "error")]
+    assert len(terminals) == 1 and terminals[0] is streaming.events[-1], terminals
+    error = terminals[0].data
+    assert terminals[0].name == "error" and error["code"] == "WORKER_RESET", error
+    assert error["retriable"] is True and "h1" in error["message"], error
+    busy.join()
+    assert busy.events[-1].name == "end"
+    moved = cluster.events(queued.json()["task_id"])
+    assert moved[0].data["pool_id"] == "pool-h2" and moved[-1].name == "end", moved[-1]
+    assert hosts(cluster)["h1"]["live"] is False and hosts(cluster)["h1"]["lost_reason"]
+
+    cluster.fleet.heal("h1")
+    healed = time.monotonic()
+    wait_for(
+        lambda: cluster.pool("pool-h1").get("live") and cluster.pool("pool-h1").get("ready"),
+        "pool-h1 to serve again",
+        timeout_s=10.0,
+    )
+    events = stream_on(cluster, "pool-h1")
+    assert events[-1].name == "end", events[-1]
+    assert time.monotonic() - healed < 10.0 + 5.0  # rejoined within 10 s, then one short job
+
+
+class _Reader:
+    """Submit a job and read its event stream in a thread (one round trip)."""
+
+    def __init__(self, cluster: Cluster, body: dict[str, Any]) -> None:
+        self.events: list[Any] = []
+        self.tokens = 0
+        request = {"model": "default", "prompt": "A long story", **body}
+        self._thread = threading.Thread(target=self._read, args=(cluster, request), daemon=True)
+        self._thread.start()
+
+    def _read(self, cluster: Cluster, body: dict[str, Any]) -> None:
+        with (
+            cluster.client() as client,
+            client.stream(
+                "POST", "/v2/tasks", json=body, headers={"Accept": "text/event-stream"}
+            ) as response,
+        ):
+            assert response.status_code == 200, response.read()
+            for event in parse_events(response.iter_lines()):
+                self.events.append(event)
+                if event.name == "token":
+                    self.tokens += 1
+
+    def join(self, timeout_s: float = 60.0) -> None:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the stream did not end"

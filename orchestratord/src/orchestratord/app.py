@@ -88,11 +88,16 @@ def build(config: OrchestratorConfig) -> Services:
         _sync_bindings(registry, host, engine_tls)
         on_slot_freed()
 
+    def on_host_lost(host_id: str, reason: str) -> None:
+        if holder:
+            holder[0].host_lost(host_id, reason)
+
     registry = PoolRegistry(
         lease_s=config.lease_ms / 1000.0,
         suspect_ttl_s=config.suspect_ttl_ms / 1000.0,
         on_change=on_change,
         on_slot_freed=on_slot_freed,
+        on_host_lost=on_host_lost,
     )
     orchestrator = Orchestrator(config, registry, host)
     holder.append(orchestrator)
@@ -135,7 +140,17 @@ def _control_port(
 
 async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -> int:
     services = build(config)
-    grpc_server = grpc.aio.server()
+    # Pool managers ping every heartbeat to find silent links (a partition); accept
+    # that, and ping back so that a stream whose manager vanished is reaped.
+    grpc_server = grpc.aio.server(
+        options=(
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+            ("grpc.http2.max_ping_strikes", 0),
+        )
+    )
     control_pb2_grpc.add_ControlLinkServicer_to_server(services.control, grpc_server)
     control_port = _control_port(grpc_server, config, services.tls)
     await grpc_server.start()

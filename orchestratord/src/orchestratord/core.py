@@ -67,6 +67,15 @@ log = logging.getLogger("orchestratord.core")
 _EWMA_WEIGHT = 0.2
 
 
+def _abandoned(record: TaskRecord) -> Failed:
+    """The outcome of an attempt given up by `host_lost` (its cancel is consumed here)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    reason, record.abandoned = record.abandoned, ""
+    return Failed("WORKER_RESET", reason, True, record.token_events == 0, engine_lost=True)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -321,6 +330,30 @@ class Orchestrator:
             self._spawn(self._stop_engine(record.engine_job_id, runner))
         log.info("cancels task %s: %s", task_id, reason, extra=_ids(record, "cancel"))
 
+    def host_lost(self, host_id: str, reason: str) -> None:
+        """A host left the view (control stream closed, lease expired): attempts running
+        on its pools are abandoned at once, not left to the idle watchdog. One that has
+        streamed nothing is re-queued for other hosts; one that has ends with a
+        retriable `WORKER_RESET`. Its engine is not told: it may be unreachable; a
+        partition that heals finds the stream gone."""
+        for record in self.tasks.live():
+            runner, pool_id = record.runner, record.pool_id
+            if record.state != "running" or runner is None or pool_id is None:
+                continue
+            pool = self.registry.pool(pool_id)
+            if pool is None or pool.host_id != host_id:
+                continue
+            record.abandoned = f"host {host_id} lost: {reason}"
+            runner.cancel()
+            log.warning(
+                "abandons task %s on pool %s: host %s lost (%s)",
+                record.task_id,
+                pool_id,
+                host_id,
+                reason,
+                extra=_ids(record, "host.lost"),
+            )
+
     async def _stop_engine(self, engine_job_id: str, runner: asyncio.Task[None]) -> None:
         with contextlib.suppress(AdapterError):
             await self.host.cancel(engine_job_id)
@@ -501,7 +534,9 @@ class Orchestrator:
                 engine_lost=True,
             )
         except asyncio.CancelledError:
-            if not record.done:  # shutdown, not our own cancel of a finished task
+            if record.abandoned and not record.done:  # host_lost: the attempt fails here
+                outcome = _abandoned(record)
+            elif not record.done:  # shutdown, not our own cancel of a finished task
                 raise
         except Exception as exc:  # a bug below must end the task, not leave it hanging
             log.exception(

@@ -138,13 +138,16 @@ class PoolRegistry:
         suspect_ttl_s: float,
         on_change: Callable[[], None] = lambda: None,
         on_slot_freed: Callable[[], None] | None = None,
+        on_host_lost: Callable[[str, str], None] = lambda host_id, reason: None,
     ) -> None:
         """`on_change` runs when hosts, pools or replicas change; `on_slot_freed` (default:
-        `on_change`) when a reserved slot is released, which changes nothing else."""
+        `on_change`) when a reserved slot is released, which changes nothing else;
+        `on_host_lost(host_id, reason)` when a live host is lost."""
         self._lease_s = lease_s
         self._suspect_ttl_s = suspect_ttl_s
         self._on_change = on_change
         self._on_slot_freed = on_slot_freed or on_change
+        self._on_host_lost = on_host_lost
         self._hosts: dict[str, HostInfo] = {}
         self._owner: dict[str, str] = {}  # pool_id -> host_id
         self._reserved: dict[tuple[str, int], int] = {}
@@ -228,6 +231,7 @@ class PoolRegistry:
             return
         host.connected, host.lost_reason = False, reason
         self._on_change()
+        self._on_host_lost(host_id, reason)
 
     def expire(self, now: float) -> list[str]:
         """Mark hosts whose lease ran out as lost; returns their ids."""

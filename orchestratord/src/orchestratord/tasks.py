@@ -91,6 +91,7 @@ class TaskRecord:
     awaiting_load: bool = False
     last_activity_mono: float = 0.0
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
+    abandoned: str = ""  # why the orchestrator gave up on the running attempt (host lost)
     trace: JobTrace | None = field(default=None, repr=False)  # only when tracing is on
 
     @property

@@ -7,7 +7,11 @@ Pools the orchestrator refuses to offer come back as `Refusals` and are logged a
 errors, once per change. A snapshot is sent every heartbeat and at once whenever a pool changes (a
 readiness flip reaches the orchestrator without waiting for the next heartbeat), and
 before every command's result. A
-broken stream is redialled with jittered exponential back-off (0.25 s doubling to 10 s).
+broken stream is redialled with jittered exponential back-off (0.25 s doubling to 3 s, so
+a host rejoins within seconds of a partition healing). A link that goes silent (a
+partition: packets dropped, nothing reset) is found by HTTP/2 keepalive pings within
+about three heartbeats, and a dial that gets no Welcome within `_WELCOME_S` is retried,
+so a connection attempt stuck in a partition does not outlive it.
 All writes go through one writer task: gRPC streams do not take concurrent writes.
 The only module of pool-managerd that imports grpc, with `control_translate`.
 """
@@ -29,7 +33,8 @@ __all__ = ["ControlLink"]
 
 log = logging.getLogger("pool_managerd.control")
 _BACKOFF_INITIAL_S = 0.25
-_BACKOFF_MAX_S = 10.0
+_BACKOFF_MAX_S = 3.0
+_WELCOME_S = 3.0
 
 CommandHandler = Callable[[pb.Command], Awaitable[pb.CommandResult]]
 
@@ -103,8 +108,13 @@ class ControlLink:
         async with self._channel() as channel:
             stub = control_pb2_grpc.ControlLinkStub(channel)
             call = stub.Connect(metadata=metadata)  # type: ignore[call-arg]  # write-style call
-            await call.write(pb.ManagerMessage(hello=self._hello()))
-            welcome = await call.read()
+            try:
+                async with asyncio.timeout(_WELCOME_S):
+                    await call.write(pb.ManagerMessage(hello=self._hello()))
+                    welcome = await call.read()
+            except TimeoutError:
+                call.cancel()
+                raise LinkRefused(f"no Welcome within {_WELCOME_S:.0f} s") from None
             if not isinstance(welcome, pb.OrchestratorMessage) or not welcome.HasField("welcome"):
                 raise LinkRefused("no Welcome from the orchestrator")
             heartbeat_s = welcome.welcome.heartbeat_interval_ms / 1000.0 or self._heartbeat_s
@@ -127,15 +137,24 @@ class ControlLink:
                 call.cancel()
 
     def _channel(self) -> grpc.aio.Channel:
+        # Keepalive finds a silent link: a ping every heartbeat (at least 1 s), the link
+        # is dead when one goes unanswered for two heartbeats (at least 2 s).
+        heartbeat_ms = max(1000, int(self._heartbeat_s * 1000))
+        options = (
+            ("grpc.keepalive_time_ms", heartbeat_ms),
+            ("grpc.keepalive_timeout_ms", 2 * heartbeat_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        )
         tls = self._tls
         if tls is None:
-            return grpc.aio.insecure_channel(self._address)
+            return grpc.aio.insecure_channel(self._address, options=options)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=tls.ca_pem or None,
             private_key=tls.key_pem or None,
             certificate_chain=tls.cert_pem or None,
         )
-        return grpc.aio.secure_channel(self._address, credentials)
+        return grpc.aio.secure_channel(self._address, credentials, options=options)
 
     async def _heartbeats(self, period_s: float) -> None:
         while True:
@@ -195,8 +214,10 @@ def _hint(exc: grpc.aio.AioRpcError, tls: TlsMaterial | None) -> str:
         return " (the join token does not match the orchestrator's)"
     if exc.code() != grpc.StatusCode.UNAVAILABLE:
         return ""
+    if any(word in details for word in ("timed out", "no route", "unreachable", "refused")):
+        return " (the orchestrator cannot be reached from this host)"
     if tls is None:
-        return " (unreachable, or the orchestrator serves TLS and this link is plaintext: set tls)"
+        return " (the orchestrator may serve TLS while this link is plaintext: set tls)"
     if "certificate" in details or "handshake" in details or "ssl" in details:
         return (
             " (TLS handshake failed: tls.ca_file must be the CA that signed the "
