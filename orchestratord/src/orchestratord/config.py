@@ -156,7 +156,7 @@ def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
             raise ConfigError(f"{path}: expected a mapping at the top level")
         raw.update(loaded)
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(OrchestratorConfig)}
+    known = {f.name for f in fields(OrchestratorConfig)} | {"api_keys_file"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")

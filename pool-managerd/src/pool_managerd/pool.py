@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog_core import CatalogError, inspect_gguf, sha256_file
+from specs.net import is_loopback
 
 from pool_managerd import lifecycle as lc
 from pool_managerd.config import ManagerConfig, PoolConfig
@@ -176,6 +177,7 @@ class Pool:
 
     async def start(self) -> None:
         (self._manager.state_dir / "run").mkdir(parents=True, exist_ok=True)
+        self._warn_plaintext_engine()
         self._run(self.replicas)
         self.digest, error = await asyncio.to_thread(check_model, self.config)
         self.provision_error = error
@@ -190,6 +192,23 @@ class Pool:
                 extra={"pool_id": self.config.id, "action": "provision"},
             )
         self._changed.set()
+
+    def _warn_plaintext_engine(self) -> None:
+        """TLS is on, but this engine kind serves plaintext HTTP (see `engines`): say at
+        every start that its traffic and per-pool key cross the network unencrypted."""
+        network = self._network
+        plaintext = self.config.engine not in ("llamacpp-inproc", "mock")
+        if network.engine_tls is None or not plaintext or is_loopback(network.advertise_host):
+            return
+        log.warning(
+            "pool %s: engine %s serves plaintext HTTP at %s although this host has TLS: its "
+            "tokens and per-pool key cross the network unencrypted (use llamacpp-inproc, "
+            "or keep this host on a trusted network)",
+            self.config.id,
+            self.config.engine,
+            network.advertise_host,
+            extra={"pool_id": self.config.id, "action": "insecure"},
+        )
 
     # -- generations (used by reload) -----------------------------------------------------
 
