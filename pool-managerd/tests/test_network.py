@@ -65,5 +65,5 @@ def test_engines_serve_tls_only_with_a_host_certificate_and_probes_check_the_adv
     with_identity = TlsMaterial(b"CA", b"CERT", b"KEY")
     network = net("pool-a", tls=with_identity)
     assert network.engine_tls is with_identity
-    assert network.probe_tls.server_name == "pool-a"
+    assert network.probe_tls is not None and network.probe_tls.server_name == "pool-a"
     assert net(tls=TlsMaterial(b"CA")).engine_tls is None
