@@ -229,3 +229,19 @@ class _Reader:
     def join(self, timeout_s: float = 60.0) -> None:
         self._thread.join(timeout_s)
         assert not self._thread.is_alive(), "the stream did not end"
+
+
+def test_during_a_join_token_rotation_hosts_with_the_old_and_the_new_token_both_join(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    cluster = cluster_factory(
+        {"old": [tiny_pool("pool-old", tiny_model)], "new": [tiny_pool("pool-new", tiny_model)]},
+        hosts={"old": {"join_token_env": "LLORCH_OLD"}, "new": {"join_token_env": "LLORCH_NEW"}},
+        start=False,
+    )
+    cluster.env_extra.update(LLORCH_OLD="old-token-1", LLORCH_NEW="new-token-2")
+    cluster.token = "new-token-2, old-token-1"  # what the orchestrator accepts
+    cluster.start()
+    assert {"old", "new"} <= set(hosts(cluster))
+    for pool_id in ("pool-old", "pool-new"):
+        assert stream_on(cluster, pool_id)[-1].name == "end"

@@ -1,7 +1,8 @@
 """The control-link gRPC server: pool managers dial in here (POOL-01, ARCHITECTURE §1).
 
 One bidirectional stream per pool manager. The manager presents its join token as
-`authorization: Bearer <token>` (compared in constant time; SEC-01); its first message
+`authorization: Bearer <token>` (compared in constant time with each accepted token;
+SEC-01; several tokens, comma-separated, while a token is rotated); its first message
 must be `Hello`, answered with `Welcome`; then `Snapshot`s feed the registry. When the
 stream breaks the host is lost at once; a host that goes silent is lost when its lease
 expires (`PoolRegistry.expire`, driven by the orchestrator's lease loop).
@@ -66,7 +67,9 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._expected = f"Bearer {join_token}".encode()
+        self._expected = [
+            f"Bearer {token.strip()}".encode() for token in join_token.split(",") if token.strip()
+        ]
         self._heartbeat_ms = heartbeat_ms
         self._lease_ms = lease_ms
         self._version = version
@@ -104,7 +107,9 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
         presented = dict(context.invocation_metadata() or ()).get("authorization", "")
-        if not hmac.compare_digest(str(presented).encode(), self._expected):
+        offered = str(presented).encode()
+        # Every token is compared (a list, not a short-circuit), so timing tells nothing.
+        if not any([hmac.compare_digest(offered, token) for token in self._expected]):  # noqa: C419
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing join token")
         first = await context.read()
         if not isinstance(first, pb.ManagerMessage) or first.WhichOneof("msg") != "hello":
