@@ -4,7 +4,8 @@ The join token that pool managers present is read from the environment variable 
 by `join_token_env` (default `LLORCH_JOIN_TOKEN`), never from the file, so config files
 can be shared and committed. Several tokens, comma-separated, are all accepted: rotate
 by adding the new one, moving the hosts to it, then removing the old. For the same
-reason `api_keys_file` may name a YAML file holding the `api_keys` list. Durations are in milliseconds unless the name says `_s`.
+reason `api_keys_file` may name a YAML file holding the `api_keys` list. Durations are
+in milliseconds unless the name says `_s`.
 
 Links across hosts (FLT-02): `tls` (see `specs.tls`) gives the control link's server
 certificate (`cert_file`, `key_file`), the CA that pool managers' client certificates
