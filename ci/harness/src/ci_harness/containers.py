@@ -17,8 +17,9 @@ exactly the build the test suite runs. Host and images both run CPython 3.11 on 
 bookworm, so every wheel installs there.
 
 Each step is skipped when its result is there: the dependency wheels are downloaded
-again only when the exported pins change, and the Containerfiles copy the dependency
-wheels before the workspace wheels, so a code change rebuilds one small layer.
+again only when the exported pins change, the workspace wheels built again only when a
+file of the packages changed; and the Containerfiles copy the dependency wheels before
+the workspace wheels, so a code change rebuilds one small layer.
 
 Run as `ci/containers/stage` (or `python -m ci_harness.containers`); the compose test
 calls `stage` itself.
@@ -138,13 +139,20 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _stage_local_wheels(repo: Path, out: Path, members: dict[str, list[str]]) -> None:
-    """Build every workspace package once; give each image the ones it needs."""
-    built = out / "local" / ".all"
+    """Build every workspace package once; give each image the ones it needs. Skipped
+    when no file of those packages changed since the last time."""
+    local = out / "local"
+    digest = _sources_digest(repo, sorted({f for folders in members.values() for f in folders}))
+    stamp = local / ".sources.sha256"
+    staged = all((local / image).is_dir() for image in members)
+    if digest and staged and stamp.is_file() and stamp.read_text() == digest:
+        return
+    built = local / ".all"
     shutil.rmtree(built, ignore_errors=True)
     built.mkdir(parents=True)
     _run(["uv", "build", "--all-packages", "--wheel", "--quiet", "-o", str(built)], cwd=repo)
     for image, folders in members.items():
-        target = out / "local" / image
+        target = local / image
         wanted = {_wheel_prefix(_project_name(repo / folder)) for folder in folders}
         wheels = {w for w in built.glob("*.whl") if w.name.split("-", 1)[0] in wanted}
         found = {w.name.split("-", 1)[0] for w in wheels}
@@ -152,6 +160,27 @@ def _stage_local_wheels(repo: Path, out: Path, members: dict[str, list[str]]) ->
             raise StageError(f"uv build made no wheel for {sorted(wanted - found)}")
         _sync_folder(target, wheels)
     shutil.rmtree(built)
+    stamp.write_text(digest)
+
+
+def _sources_digest(repo: Path, folders: list[str]) -> str:
+    """sha256 over the files git does not ignore in `folders` (what the wheels are
+    built from); "" when git cannot list them (then the wheels are always built)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *folders],
+            cwd=repo,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    digest = hashlib.sha256()
+    for name in sorted(set(listed.decode().split("\0")) - {""}):
+        path = repo / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _project_name(folder: Path) -> str:
