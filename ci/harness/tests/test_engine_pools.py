@@ -16,6 +16,10 @@ SIGKILLed mid-stream. Cancelling a long generation on llama-server brings its ow
 holds pools whose engine cannot start: their `last_error` carries the engine's last
 log lines (POOL-06).
 
+The engine host runs in its own network namespace (FLT-01/04): every engine binds and
+advertises that host's address, and the orchestrator and these tests reach them across
+the fleet's bridge, as they would on a second machine.
+
 The engines come from the shared engine cache: the first run on a machine builds
 llama-server and the two venvs (minutes); later runs find them in about a second.
 """
@@ -36,6 +40,7 @@ import pytest
 from catalog_core import TinyModelSpec, write_tiny_model
 from ci_harness.bad_models import write_not_a_model, write_unloadable_model
 from ci_harness.cluster import Cluster, Event, wait_for
+from ci_harness.fleet import Fleet, unavailable
 from ci_harness.streams import BackgroundStream
 from provisioners.engines import prepare_triton_engine
 from provisioners.testing import llama_cpp_server_for_tests, llama_server_for_tests
@@ -90,9 +95,13 @@ def setup(
         engine_pool("lp", engine_commands["llamacpp-server-py"], model, ctx=4096),
         engine_pool("tr", engine_commands["triton"], model, ctx=4096),
     ]
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"no network namespaces here: {reason}")
     cluster = Cluster(tmp_path_factory.mktemp("engine-pools"), {})
-    cluster.start()  # the orchestrator alone: the engines get a longer wait below
+    fleet = cluster.fleet = Fleet().start()
     try:
+        cluster.start()  # the orchestrator alone: the engines get a longer wait below
         cluster.pools[HOST] = pools
         cluster.start_manager(HOST)
         cluster.wait_ready(list(ENGINES), timeout_s=START_S)
@@ -106,6 +115,7 @@ def setup(
         ]
         if survivors or any(codes.values()):
             print(cluster.logs())
+        fleet.close()
         assert not survivors, f"engine processes survived their pool manager: {survivors}"
         assert all(code == 0 for code in codes.values()), codes
 
@@ -201,6 +211,8 @@ def test_the_warm_up_generation_is_counted_by_the_engines_own_counters(setup: Se
 def test_a_pool_serves_a_job_through_the_orchestrator_with_tokens_and_an_end(
     setup: Setup, pool_id: str
 ) -> None:
+    address = setup.cluster.host_address(HOST)  # the engine host's namespace address
+    assert endpoint(setup.cluster, pool_id).startswith(f"{address}:")
     events = run_job(setup.cluster, pool_id, max_tokens=8)
     names = [e.name for e in events]
     assert names[0] == "started" and names[-1] == "end" and "token" in names, names

@@ -56,6 +56,8 @@ def test_jobs_stream_from_engines_on_three_hosts_each_in_its_own_network_namespa
         assert seen[host_id]["address"] == address and seen[host_id]["link"] == "plaintext"
         said = log_of(cluster, f"pool-managerd-{host_id}")
         assert f"engines listen on {address} and are advertised as {address}" in said
+        (replica,) = cluster.pool(f"pool-{host_id}")["replicas"]
+        assert replica["endpoint"].startswith(f"{address}:"), replica
         events = stream_on(cluster, f"pool-{host_id}")
         assert events[0].name == "started" and events[0].data["pool_id"] == f"pool-{host_id}"
         assert events[-1].name == "end", events[-1]
