@@ -40,6 +40,9 @@ model_roots: [/models]              # where a reload may load a model by path; d
                                     # the folders of the models and pools above
 reload_timeout_s: 300               # a reloaded model must be ready within this
 reload_drain_deadline_s: 300        # running jobs of the replaced model may finish until
+status_file: ""                     # when set, this file holds {"joined": bool, "pools":
+                                    # {id: state}} as JSON, rewritten atomically whenever
+                                    # it changes (how `llorch join` watches the join)
 
 Pools listed under `pools` are static: started at boot, owned by this file. Pools of
 deployments arrive as Preload commands from the orchestrator. Cordon state is kept in
@@ -151,6 +154,7 @@ class ManagerConfig:
     insecure: bool = False
     tls: TlsFiles | None = None
     engine_tls: bool = True
+    status_file: Path | None = None
 
     @property
     def join_token(self) -> str:
@@ -237,6 +241,10 @@ def load_config(path: Path) -> ManagerConfig:
         raw["state_dir"] = Path(raw["state_dir"]).expanduser()
     if "worker_command" in raw:
         raw["worker_command"] = tuple(raw["worker_command"])
+    if raw.get("status_file"):
+        raw["status_file"] = Path(str(raw["status_file"])).expanduser()
+    else:
+        raw.pop("status_file", None)
     if "model_roots" in raw:
         raw["model_roots"] = tuple(str(root) for root in raw["model_roots"] or ())
     try:

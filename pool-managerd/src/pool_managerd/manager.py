@@ -17,9 +17,12 @@ SIGKILL), report the final state, and exit 0. No engine process survives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 from catalog_core import sha256_file
 from specs.control.v1 import control_pb2 as pb
@@ -274,11 +277,30 @@ async def serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
             manager.inventory,
         )
         log.info("metrics on %s:%d", config.metrics_host, port, extra={"action": "metrics"})
+
+    def publish_status(path: Path, written: dict[str, object]) -> dict[str, object]:
+        """`status_file`: {joined, pools: {id: state}}, replaced atomically on change."""
+        pools = {pool_id: p.status().state for pool_id, p in manager.pools.items()}
+        now: dict[str, object] = {"joined": link.connected.is_set(), "pools": pools}
+        if now != written:
+            partial = path.with_name(path.name + ".partial")
+            partial.write_text(json.dumps(now))
+            partial.replace(path)
+        return now
+
     link_task = asyncio.create_task(link.run())
+    status: dict[str, object] = {}
+    while config.status_file is not None and not stop.is_set():
+        status = publish_status(config.status_file, status)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
     await stop.wait()
     await manager.shutdown()
     await link.send_final_snapshot()
     link_task.cancel()
     await asyncio.gather(link_task, return_exceptions=True)
+    if config.status_file is not None:
+        link.connected.clear()
+        publish_status(config.status_file, status)
     log.info("pool-managerd stopped", extra={"action": "stopped"})
     return 0
