@@ -25,6 +25,7 @@ def pool(pool_id: str, *endpoints: str) -> PoolInfo:
         ("ipv4:10.77.0.2:51234", "10.77.0.2"),
         ("ipv6:[fd00::2]:51234", "fd00::2"),
         ("ipv6:[::1]:1", "::1"),
+        ("ipv6:%5Bfd31:59ca:1::2%5D:40522", "fd31:59ca:1::2"),
         ("unix:/run/llorch.sock", ""),
         ("", ""),
     ],

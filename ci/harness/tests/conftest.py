@@ -41,6 +41,7 @@ def cluster_factory(
         fleet: bool = False,
         tls: bool = False,
         engine_client_auth: bool = False,
+        ipv6: bool = False,
         start: bool = True,
         **orchestrator: Any,
     ) -> Cluster:
@@ -52,6 +53,7 @@ def cluster_factory(
             if reason:
                 pytest.skip(f"no network namespaces here: {reason}")
             cluster.fleet = Fleet().start()
+            cluster.ipv6 = ipv6
         if tls:
             names = (cluster.control_host, "127.0.0.1")
             cluster.tls = FleetCerts(root / "tls", names)

@@ -247,3 +247,15 @@ def test_during_a_join_token_rotation_hosts_with_the_old_and_the_new_token_both_
     assert {"old", "new"} <= set(hosts(cluster))
     for pool_id in ("pool-old", "pool-new"):
         assert stream_on(cluster, pool_id)[-1].name == "end"
+
+
+def test_a_fleet_over_ipv6_advertises_bracketed_endpoints_and_serves(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    cluster = cluster_factory({"v6": [tiny_pool("pool-v6", tiny_model)]}, fleet=True, ipv6=True)
+    assert cluster.fleet is not None
+    address = cluster.fleet.hosts["v6"].address6
+    assert hosts(cluster)["v6"]["address"] == address
+    (replica,) = cluster.pool("pool-v6")["replicas"]
+    assert replica["endpoint"].startswith(f"[{address}]:"), replica
+    assert stream_on(cluster, "pool-v6")[-1].name == "end"

@@ -1,6 +1,8 @@
 """`llorch`: the operator CLI.
 
     llorch up         run the platform on this machine (orchestrator, pool manager, model)
+    llorch join       join this host to an orchestrator elsewhere (a pool manager, its pools)
+    llorch certs      issue host certificates from the fleet CA of `llorch up --listen`
     llorch submit     stream a prompt's tokens to the terminal
     llorch worker     serve one model in-process over gRPC (started by pool-managerd)
 
@@ -14,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from llorch import catalog, chat, control, provision, submit, up
+from llorch import catalog, certs, chat, control, join, provision, submit, up
 
 __all__ = ["main"]
 
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llorch", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up.add_parser(commands)
+    join.add_parser(commands)
+    certs.add_parser(commands)
     submit.add_parser(commands)
     provision.add_parser(commands)
     catalog.add_parser(commands)

@@ -7,7 +7,18 @@ published sha256) or on `--model PATH`. The model answers to its catalog id and 
 alias `default`. Waits until the pool is ready, prints the URL and a `curl -N` example,
 and runs until Ctrl-C or SIGTERM, then stops the pool manager (which stops its engines)
 and the orchestrator. Exit codes: 0 after a clean stop, 1 if a daemon failed to start
-or died.
+or died, 2 for a usage error.
+
+Other hosts join with `llorch join` (issue 10): `--listen ADDR` puts the control link on
+ADDR (the HTTP API stays on `--http-host`, loopback by default; another address needs
+`--api-keys-file`). Off loopback the links are TLS unless `--insecure` (the daemons warn
+at every start): the fleet CA and the orchestrator's certificate for ADDR are made once
+under `<state-dir>/tls/` (`llorch.certs`; this host's pool manager gets a host
+certificate, `hosts/local.pem`, so its engines serve TLS too) and the control port is
+8090 unless `--control-port` says otherwise, so the join command printed after
+readiness stays valid across restarts. So does the join token, kept in
+`<state-dir>/join-token` (0600) until `--rotate-token`; it is printed only in that
+banner, and reaches the daemons through their environment, never a file or a log.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,10 +37,15 @@ from typing import Any
 
 import httpx
 import yaml
+from specs.net import host_port, is_loopback, is_wildcard, local_address_toward
+
+from llorch import certs
+from llorch.daemons import last_problem, stop
 
 __all__ = ["add_parser", "run"]
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_FLEET_CONTROL_PORT = 8090  # the control port when other hosts join (stable: printed)
 
 
 class _Interrupted(Exception):
@@ -36,13 +53,37 @@ class _Interrupted(Exception):
 
 
 _READY_TIMEOUT_S = 600.0
+_START_TIMEOUT_S = 60.0
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("up", help="run the platform on this machine")
     parser.add_argument("--model", type=Path, help="a GGUF model (default: Gemma 3 270M)")
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port of the API")
-    parser.add_argument("--control-port", type=int, default=0, help="control link (0: any)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port of the API (0: any)")
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address of the control link that pool managers of other hosts dial",
+    )
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        help=f"control link port (default: {_FLEET_CONTROL_PORT} with --listen off loopback, "
+        "else any)",
+    )
+    parser.add_argument("--http-host", default="127.0.0.1", help="address of the HTTP API")
+    parser.add_argument("--api-keys-file", type=Path, help="client API keys (see orchestratord)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext links off loopback (no TLS; warned at every start)",
+    )
+    parser.add_argument(
+        "--rotate-token",
+        action="store_true",
+        help="make a new join token (hosts holding the old one are refused when they redial)",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -65,22 +106,72 @@ def _default_model(state_dir: Path) -> tuple[Path, str]:
     return target, gemma.EXPECTED_SHA256
 
 
-def _write_configs(
-    args: argparse.Namespace, model: Path, sha256: str, run_dir: Path, control_port: int
-) -> tuple[Path, Path]:
-    orchestrator = run_dir / "orchestratord.yaml"
-    orchestrator.write_text(
-        yaml.safe_dump(
-            {
-                "http_host": "127.0.0.1",
-                "http_port": args.port,
-                "control_host": "127.0.0.1",
-                "control_port": control_port,
-                "state_dir": str(args.state_dir / "orchestratord"),
-            }
-        )
+def _join_token(state_dir: Path, rotate: bool) -> str:
+    """The fleet's join token, kept in `<state-dir>/join-token` (0600) across restarts."""
+    path = state_dir / "join-token"
+    token = "" if rotate or not path.exists() else path.read_text().strip()
+    if not token:
+        token = secrets.token_urlsafe(32)
+        certs.write_file(path, token.encode() + b"\n", 0o600)
+    return token
+
+
+def _off_host(args: argparse.Namespace) -> bool:
+    return not is_loopback(args.listen)
+
+
+def _link_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(orchestrator's, local pool manager's) settings for the control and engine links:
+    nothing on loopback, `insecure` with --insecure, else TLS from the fleet CA."""
+    if not _off_host(args):
+        return {}, {}
+    if args.insecure:
+        return {"insecure": True}, {"insecure": True}
+    ca = certs.ensure_ca(args.state_dir)
+    root = certs.tls_dir(args.state_dir)
+    orchestrator_key = certs.ensure_leaf(
+        ca, root / "orchestrator.pem", "llorch orchestrator", [args.listen]
     )
-    manager = run_dir / "pool-managerd.yaml"
+    # This host's engines are advertised at its address toward ADDR: name both.
+    names = list(dict.fromkeys([args.listen, local_address_toward(args.listen, 9)]))
+    local_key = certs.ensure_leaf(ca, root / "hosts" / "local.pem", "local", names)
+    orchestrator = {
+        "ca_file": str(ca.cert_file),
+        "cert_file": str(root / "orchestrator.pem"),
+        "key_file": str(orchestrator_key),
+    }
+    manager = {
+        "ca_file": str(ca.cert_file),
+        "cert_file": str(root / "hosts" / "local.pem"),
+        "key_file": str(local_key),
+    }
+    return {"tls": orchestrator}, {"tls": manager}
+
+
+def _orchestrator_config(args: argparse.Namespace, run_dir: Path, link: dict[str, Any]) -> Path:
+    path = run_dir / "orchestratord.yaml"
+    settings: dict[str, Any] = {
+        "http_host": args.http_host,
+        "http_port": args.port,
+        "control_host": args.listen,
+        "control_port": args.control_port,
+        "state_dir": str(args.state_dir / "orchestratord"),
+        **link,
+    }
+    if args.api_keys_file:
+        settings["api_keys_file"] = str(args.api_keys_file.expanduser().resolve())
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _manager_config(
+    args: argparse.Namespace,
+    model: Path,
+    sha256: str,
+    run_dir: Path,
+    control_port: int,
+    link: dict[str, Any],
+) -> Path:
     pool: dict[str, Any] = {
         "id": "default",
         "model": str(model),
@@ -94,34 +185,41 @@ def _write_configs(
         pool["sha256"] = sha256
     if args.threads:
         pool["threads"] = args.threads
-    manager.write_text(
-        yaml.safe_dump(
-            {
-                "host_id": "local",
-                "orchestrator": "127.0.0.1:{control_port}",
-                "state_dir": str(args.state_dir),
-                "pools": [pool],
-            }
-        )
-    )
-    return orchestrator, manager
+    path = run_dir / "pool-managerd.yaml"
+    settings = {
+        "host_id": "local",
+        "orchestrator": host_port(args.listen, control_port),
+        "state_dir": str(args.state_dir),
+        "pools": [pool],
+        **link,
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
-def _wait_file(path: Path, process: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
+def _spawn(argv: list[str], log_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log_file.open("ab") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+
+
+def _wait_file(path: Path, process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
         if path.exists():
             return dict(json.loads(path.read_text()))
         time.sleep(0.05)
-    raise RuntimeError("orchestratord did not start (see its log)")
+    reason = last_problem(log) or f"see {log}"
+    raise RuntimeError(f"orchestratord did not start: {reason}")
 
 
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]]) -> None:
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], logs: Path) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT_S
     with httpx.Client(timeout=5) as client:
         while time.monotonic() < deadline:
-            if any(c.poll() is not None for c in children):
-                raise RuntimeError("a daemon exited during start-up (see the logs)")
+            for child, name in zip(children, ("pool-managerd", "orchestratord"), strict=True):
+                if child.poll() is not None:
+                    reason = last_problem(logs / f"{name}.log") or "see the logs"
+                    raise RuntimeError(f"{name} exited during start-up: {reason}")
             try:
                 if client.get(f"{url}/readyz").status_code == 200:
                     return
@@ -129,17 +227,6 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]]) -> None:
                 pass
             time.sleep(0.25)
     raise RuntimeError(f"the pool was not ready within {_READY_TIMEOUT_S:.0f} s")
-
-
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:  # pool manager first: it stops its engines
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
 
 
 def _banner(url: str) -> str:
@@ -154,15 +241,57 @@ def _banner(url: str) -> str:
     )
 
 
+def _join_banner(args: argparse.Namespace, control_port: int, token: str) -> str:
+    """How other hosts join: the exact command, and what to copy there first."""
+    address = host_port(args.listen, control_port)
+    join = ["llorch", "join", address, "--token", token]
+    if args.insecure:
+        return (
+            "Other hosts join this fleet with (add --model PATH, a GGUF file on that host):\n"
+            f"  {shlex.join([*join, '--insecure'])}\n"
+            "INSECURE: the links are plaintext (--insecure).\n"
+        )
+    ca_file = certs.tls_dir(args.state_dir) / "ca.pem"
+    issue = ["llorch", "certs", "host", "HOST_ID", "--address", "HOST_ADDRESS"]
+    return (
+        "Other hosts join this fleet with (add --model PATH, a GGUF file on that host):\n"
+        f"  {shlex.join([*join, '--ca', str(ca_file)])}\n"
+        f"Copy {ca_file} to that host first (the same path, or change --ca).\n"
+        "Its engines serve TLS with a host certificate from this fleet's CA (without one\n"
+        "the join needs --insecure): issue it here with\n"
+        f"  {shlex.join([*issue, '--state-dir', str(args.state_dir)])}\n"
+        "copy the two files it names there too, and add --cert HOST_ID.pem --key HOST_ID.key.\n"
+    )
+
+
+def _check_args(args: argparse.Namespace) -> str:
+    """What is wrong with the arguments ("" when nothing), before anything starts."""
+    if is_wildcard(args.listen):
+        return (
+            f"--listen {args.listen}: give the address other hosts dial (it goes into the "
+            "orchestrator's certificate and the join command)"
+        )
+    if not is_loopback(args.http_host) and not args.api_keys_file:
+        return f"--http-host {args.http_host} is off loopback: give --api-keys-file (SEC-01)"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     args.state_dir = args.state_dir.expanduser().resolve()
+    problem = _check_args(args)
+    if problem:
+        print(f"llorch: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.control_port is None:
+        args.control_port = _FLEET_CONTROL_PORT if _off_host(args) else 0
     run_dir = args.state_dir / "up"
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     model, sha256 = (args.model.resolve(), "") if args.model else _default_model(args.state_dir)
-    env = {**os.environ, "LLORCH_JOIN_TOKEN": secrets.token_urlsafe(32)}
+    token = _join_token(args.state_dir, args.rotate_token)
+    env = {**os.environ, "LLORCH_JOIN_TOKEN": token}
     ready_file = run_dir / "orchestratord.ready"
     ready_file.unlink(missing_ok=True)
-    orchestrator_cfg, manager_cfg = _write_configs(args, model, sha256, run_dir, args.control_port)
     children: list[subprocess.Popen[bytes]] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -172,55 +301,38 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     died = False
     try:
-        with (run_dir / "logs" / "orchestratord.log").open("ab") as log:
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "orchestratord",
-                        "--config",
-                        str(orchestrator_cfg),
-                        "--ready-file",
-                        str(ready_file),
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-        ports = _wait_file(ready_file, children[0], 60)
-        manager_cfg.write_text(
-            manager_cfg.read_text().replace("{control_port}", str(ports["control_port"]))
+        orchestrator_link, manager_link = _link_settings(args)
+        orchestrator_cfg = _orchestrator_config(args, run_dir, orchestrator_link)
+        argv = [sys.executable, "-m", "orchestratord", "--config", str(orchestrator_cfg)]
+        argv += ["--ready-file", str(ready_file)]
+        children.append(_spawn(argv, logs / "orchestratord.log", env))
+        ports = _wait_file(ready_file, children[0], logs / "orchestratord.log")
+        manager_cfg = _manager_config(
+            args, model, sha256, run_dir, ports["control_port"], manager_link
         )
-        with (run_dir / "logs" / "pool-managerd.log").open("ab") as log:
-            children.insert(
-                0,
-                subprocess.Popen(
-                    [sys.executable, "-m", "pool_managerd", "--config", str(manager_cfg)],
-                    env=env,
-                    stdout=log,
-                    stderr=log,
-                ),
-            )
-        url = f"http://127.0.0.1:{ports['http_port']}"
-        print(f"llorch: starting (model {model}); logs in {run_dir / 'logs'}", file=sys.stderr)
-        _wait_ready(url, children)
+        argv = [sys.executable, "-m", "pool_managerd", "--config", str(manager_cfg)]
+        children.insert(0, _spawn(argv, logs / "pool-managerd.log", env))
+        http_host = "127.0.0.1" if is_wildcard(args.http_host) else args.http_host
+        url = f"http://{host_port(http_host, ports['http_port'])}"
+        print(f"llorch: starting (model {model}); logs in {logs}", file=sys.stderr)
+        _wait_ready(url, children, logs)
         print(_banner(url), flush=True)
+        if _off_host(args):
+            print(_join_banner(args, ports["control_port"], token), flush=True)
         while all(c.poll() is None for c in children):
             time.sleep(0.2)
         died = True
     except _Interrupted:
         pass
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, certs.CertError) as exc:
         print(f"llorch: {exc}", file=sys.stderr)
         died = True
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop(children)
+        stop(children)  # pool manager first: it stops its engines
     if died:
-        print(f"llorch: a daemon stopped; see {run_dir / 'logs'}", file=sys.stderr)
+        print(f"llorch: a daemon stopped; see {logs}", file=sys.stderr)
         return EXIT_FAILED
     print("llorch: stopped", file=sys.stderr)
     return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from urllib.parse import unquote
 
 from specs.net import AddressError, is_loopback, split_host_port
 
@@ -20,9 +21,10 @@ __all__ = ["peer_host", "refuse_unreachable"]
 
 
 def peer_host(peer: str) -> str:
-    """The host part of a gRPC peer string (`ipv4:10.0.0.2:5120`, `ipv6:[::1]:5120`,
-    `unix:/path`); "" when it names no network address."""
-    kind, _, rest = peer.partition(":")
+    """The host part of a gRPC peer string (`ipv4:10.0.0.2:5120`, `ipv6:[::1]:5120`, which
+    gRPC writes URL-encoded as `ipv6:%5B::1%5D:5120`, `unix:/path`); "" when it names no
+    network address."""
+    kind, _, rest = unquote(peer).partition(":")
     if kind not in ("ipv4", "ipv6"):
         return ""
     try:

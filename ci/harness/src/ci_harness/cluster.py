@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+from specs.net import host_port
 
 from ci_harness.fleet import Fleet
 from ci_harness.tls import FleetCerts
@@ -93,10 +94,13 @@ class Cluster:
     fleet: Fleet | None = None
     tls: FleetCerts | None = None
     engine_client_auth: bool = False
+    ipv6: bool = False  # on a fleet: the control link, and so every link, over IPv6
 
     @property
     def control_host(self) -> str:
-        return self.fleet.gateway if self.fleet is not None else "127.0.0.1"
+        if self.fleet is None:
+            return "127.0.0.1"
+        return self.fleet.gateway6 if self.ipv6 else self.fleet.gateway
 
     def _link_settings(self) -> dict[str, Any]:
         """The orchestrator's settings for links that cross hosts."""
@@ -120,7 +124,8 @@ class Cluster:
             return "127.0.0.1"
         if host_id not in self.fleet.hosts:
             self.fleet.add_host(host_id)
-        return self.fleet.hosts[host_id].address
+        host = self.fleet.hosts[host_id]
+        return host.address6 if self.ipv6 else host.address
 
     @property
     def env(self) -> dict[str, str]:
@@ -158,7 +163,7 @@ class Cluster:
             lambda: ready.exists() and json.loads(ready.read_text()), "orchestratord to listen"
         )
         self.url = f"http://127.0.0.1:{ports['http_port']}"
-        self.control = f"{self.control_host}:{ports['control_port']}"
+        self.control = host_port(self.control_host, ports["control_port"])
         for host_id in self.pools:
             self.start_manager(host_id)
         self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])

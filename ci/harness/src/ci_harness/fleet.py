@@ -2,7 +2,9 @@
 
 A Linux bridge in the root namespace holds the subnet's first address (the orchestrator
 listens there); each host is a network namespace joined to the bridge by a veth pair,
-with its own address, its own loopback and a default route to the bridge. A process
+with its own address, its own loopback and a default route to the bridge. Every host
+also has an IPv6 address (a ULA /64 per fleet, `gateway6` on the bridge), so the same
+fleet runs over IPv6 when the orchestrator listens on `gateway6`. A process
 started with `Fleet.command(host, argv)` runs inside that host's namespace (`ip netns
 exec`), so its engines bind and advertise that host's address and the orchestrator
 reaches them across the bridge, as it would a second machine.
@@ -55,6 +57,7 @@ class FleetHost:
     host_id: str
     netns: str
     address: str  # this host's own address on the fleet's bridge
+    address6: str  # and its IPv6 address there
     link: str  # the root-namespace end of its veth pair (what partition takes down)
 
 
@@ -64,6 +67,7 @@ class Fleet:
     hosts: dict[str, FleetHost] = field(default_factory=dict)
     bridge: str = ""
     gateway: str = ""  # the root namespace's address on the bridge
+    gateway6: str = ""  # its IPv6 address there
     _network: ipaddress.IPv4Network | None = None
 
     def start(self) -> Fleet:
@@ -72,6 +76,8 @@ class Fleet:
         self.gateway = str(self._network.network_address + 1)
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway}/{self._network.prefixlen}", "dev", self.bridge)
+        self.gateway6 = self._v6(1)
+        _ip("-6", "addr", "add", f"{self.gateway6}/64", "dev", self.bridge, "nodad")
         _ip("link", "set", self.bridge, "up")
         return self
 
@@ -89,9 +95,17 @@ class Fleet:
         _ip("-n", netns, "link", "set", "eth0", "up")
         _ip("-n", netns, "link", "set", "lo", "up")
         _ip("-n", netns, "route", "add", "default", "via", self.gateway)
-        host = FleetHost(host_id, netns, address, link)
+        address6 = self._v6(1 + index)
+        _ip("-n", netns, "-6", "addr", "add", f"{address6}/64", "dev", "eth0", "nodad")
+        host = FleetHost(host_id, netns, address, address6, link)
         self.hosts[host_id] = host
         return host
+
+    def _v6(self, index: int) -> str:
+        """An address of the fleet's ULA /64 (no duplicate detection: usable at once)."""
+        assert self._network is not None
+        third = str(self._network.network_address).split(".")[2]
+        return str(ipaddress.IPv6Address(f"fd31:{int(self.tag, 16):x}:{third}::{index:x}"))
 
     def command(self, host_id: str, argv: list[str]) -> list[str]:
         """`argv` run inside the host's namespace (the same process: exec, no wrapper)."""
