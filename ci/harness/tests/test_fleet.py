@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from ci_harness.cluster import Cluster, parse_events, tiny_pool, wait_for
 
@@ -111,9 +112,14 @@ def test_mutual_tls_on_control_and_worker_links_serves_jobs_and_keeps_secrets_ou
         assert events[-1].name == "end", events[-1]
     assert "INSECURE" not in log_of(cluster, "orchestratord")
     secrets = [cluster.token]
+    for host_id, pool_id in (("h1", "pool-h1"), ("h2", "pool-h2")):
+        (pid,) = cluster.worker_pids(host_id, pool_id)  # the per-pool engine key it was given
+        secrets.append(psutil.Process(pid).environ()["LLORCH_WORKER_API_KEY"])
+    assert all(len(s) >= 16 for s in secrets)
     assert cluster.tls is not None
     for key_file in cluster.tls.root.rglob("*.key"):
         secrets += _key_lines(key_file.read_text())
+    assert all(code == 0 for code in cluster.stop().values())  # shutdown lines count too
     for log in cluster.root.rglob("*.log"):
         text = log.read_text(errors="replace")
         leaked = [s[:8] for s in secrets if s in text]
