@@ -1,76 +1,61 @@
 """Deployments over three pool managers with simulated devices (API-11, PLC-04/06/07,
 POOL-08): placement by measured free memory, pending with per-host reasons, cordon,
 load on first request and idle unload. Pools really run (the tiny model, on the CPU);
-only the devices they are accounted to are simulated."""
+only the devices they are accounted to are simulated. Each host is a network namespace
+of a fleet (FLT-04), so every command and every job crosses the bridge as it would
+between machines. One fleet serves the module; after each test its deployments are
+deleted and every pool is gone before the next. test_fleet_placement.py has spread,
+binpack and cordon on three equal hosts."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ci_harness.cluster import Cluster, wait_for
+from ci_harness.deployments import (
+    MiB,
+    apply,
+    cordon,
+    deployment,
+    fleet_of,
+    host_settings,
+    hosts,
+    placed,
+    reset,
+)
+from ci_harness.fleet import unavailable
 
 pytestmark = pytest.mark.integration
-MiB = 1 << 20
 Factory = Callable[..., Cluster]
 
 
-def host(model: Path, device_mib: int, capability: str = "8.6") -> dict[str, Any]:
-    return {
-        "models": [{"id": "tiny", "path": str(model), "aliases": ["tiny-model"]}],
-        "devices": [
-            {
-                "id": "gpu0",
-                "kind": "gpu",
-                "name": "Simulated GPU",
-                "memory_total_bytes": device_mib * MiB,
-                "compute_capability": capability,
-            }
-        ],
+@pytest.fixture(scope="module")
+def fleet(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """host-a: 1 GiB device, host-b: 600 MiB, host-c: 8 GiB; one fleet for the module."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"no network namespaces here: {reason}")
+    settings = {
+        "host-a": host_settings(tiny_model, 1024),
+        "host-b": host_settings(tiny_model, 600),
+        "host-c": host_settings(tiny_model, 8192, "9.0"),
     }
-
-
-def deployment(cluster: Cluster, name: str) -> dict[str, Any]:
-    with cluster.client() as client:
-        return dict(client.get(f"/v2/deployments/{name}").json())
-
-
-def apply(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    with cluster.client() as client:
-        response = client.put(f"/v2/deployments/{name}", json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def where(cluster: Cluster, name: str) -> dict[str, str]:
-    return {p["pool_id"]: p["host_id"] for p in deployment(cluster, name)["pools"]}
+    with fleet_of(tmp_path_factory.mktemp("deployments"), settings) as cluster:
+        yield cluster
 
 
 @pytest.fixture
-def three_hosts(cluster_factory: Factory, tiny_model: Path) -> Cluster:
-    """host-a: 1 GiB device, host-b: 600 MiB, host-c: 8 GiB but cordoned."""
-    cluster = cluster_factory(
-        {"host-a": [], "host-b": [], "host-c": []},
-        hosts={
-            "host-a": host(tiny_model, 1024),
-            "host-b": host(tiny_model, 600),
-            "host-c": host(tiny_model, 8192, "9.0"),
-        },
-    )
-    wait_for(lambda: len(_hosts(cluster)) == 3, "three hosts to join")
-    with cluster.client() as client:
-        assert client.post("/v2/hosts/host-c/cordon", json={"cordoned": True}).status_code == 204
-    return cluster
-
-
-def _hosts(cluster: Cluster) -> list[dict[str, Any]]:
-    with cluster.client() as client:
-        return list(client.get("/v2/hosts").json()["hosts"])
+def three_hosts(fleet: Cluster) -> Iterator[Cluster]:
+    """The module's fleet with host-c cordoned; emptied and uncordoned after the test."""
+    cordon(fleet, "host-c")
+    yield fleet
+    print(fleet.logs())  # shown only when the test fails
+    reset(fleet)
 
 
 def test_pools_go_where_they_fit_and_a_cordoned_host_receives_nothing(three_hosts: Cluster) -> None:
@@ -85,15 +70,15 @@ def test_pools_go_where_they_fit_and_a_cordoned_host_receives_nothing(three_host
     first = apply(cluster, "alpha", body)
     estimate = first["estimate"]["total"]
     assert 100 * MiB < estimate < 400 * MiB, estimate  # weights + KV + compute + runtime
-    wait_for(lambda: len(where(cluster, "alpha")) == 2, "two pools of alpha")
-    assert sorted(where(cluster, "alpha").values()) == ["host-a", "host-b"]  # spread, not c
-    cluster.wait_ready(list(where(cluster, "alpha")))
+    wait_for(lambda: len(placed(cluster, "alpha")) == 2, "two pools of alpha")
+    assert sorted(placed(cluster, "alpha").values()) == ["host-a", "host-b"]  # spread, not c
+    cluster.wait_ready(list(placed(cluster, "alpha")))
     view = deployment(cluster, "alpha")
     assert view["phase"] == "ready"
     for pool in view["pools"]:
         assert pool["device"] == "gpu0" and pool["memory_estimated_bytes"] == estimate
         assert pool["memory_actual_bytes"] > 0  # measured: the worker's resident memory
-    devices = {h["host_id"]: h["devices"][-1] for h in _hosts(cluster)}
+    devices = {h: seen["devices"][-1] for h, seen in hosts(cluster).items()}
     assert devices["host-b"]["memory_free_bytes"] == 600 * MiB - estimate  # accounted
 
     huge = apply(
@@ -114,7 +99,7 @@ def test_pools_go_where_they_fit_and_a_cordoned_host_receives_nothing(three_host
         check=True,
     )
     assert "pending" in cli.stdout and "host is cordoned" in cli.stdout
-    assert next(h for h in _hosts(cluster) if h["host_id"] == "host-c")["pools"] == []
+    assert hosts(cluster)["host-c"]["pools"] == []
 
 
 def test_binpack_fills_the_fuller_device_before_opening_another(three_hosts: Cluster) -> None:
@@ -124,8 +109,8 @@ def test_binpack_fills_the_fuller_device_before_opening_another(three_hosts: Clu
         "packed",
         {"model": "tiny", "ctx": 2048, "policy": "binpack", "constraints": {"device_kind": "gpu"}},
     )
-    wait_for(lambda: where(cluster, "packed"), "a pool of packed")
-    assert list(where(cluster, "packed").values()) == ["host-b"]  # least room left after
+    wait_for(lambda: placed(cluster, "packed"), "a pool of packed")
+    assert list(placed(cluster, "packed").values()) == ["host-b"]  # least room left after
 
 
 def test_a_job_for_a_deployment_scaled_to_zero_loads_it_completes_and_it_unloads_when_idle(
@@ -157,8 +142,8 @@ def test_a_job_for_a_deployment_scaled_to_zero_loads_it_completes_and_it_unloads
 def test_deleting_a_deployment_stops_its_pools(three_hosts: Cluster) -> None:
     cluster = three_hosts
     apply(cluster, "gone", {"model": "tiny", "ctx": 2048})
-    wait_for(lambda: where(cluster, "gone"), "a pool of gone")
-    pool_id = next(iter(where(cluster, "gone")))
+    wait_for(lambda: placed(cluster, "gone"), "a pool of gone")
+    pool_id = next(iter(placed(cluster, "gone")))
     with cluster.client() as client:
         assert client.delete("/v2/deployments/gone").status_code == 204
         assert client.get("/v2/deployments/gone").status_code == 404
@@ -190,9 +175,13 @@ def test_the_catalog_lists_host_models_and_a_retired_model_takes_no_new_jobs(
 ) -> None:
     cluster = cluster_factory(
         {"host-a": [], "host-b": []},
-        hosts={"host-a": host(tiny_model, 1024), "host-b": host(tiny_model, 1024)},
+        hosts={
+            "host-a": host_settings(tiny_model, 1024),
+            "host-b": host_settings(tiny_model, 1024),
+        },
+        fleet=True,
     )
-    wait_for(lambda: len(_hosts(cluster)) == 2, "two hosts to join")
+    wait_for(lambda: len(hosts(cluster)) == 2, "two hosts to join")
     with cluster.client() as client:
         page = client.get("/v2/catalog/models")
         assert page.status_code == 200
@@ -206,8 +195,8 @@ def test_the_catalog_lists_host_models_and_a_retired_model_takes_no_new_jobs(
         assert verified["ok"] and [h["host_id"] for h in verified["hosts"]] == ["host-a", "host-b"]
         assert client.get("/v2/catalog/models/tiny").json()["verified_at_ms"] > 0
     apply(cluster, "t", {"model": "tiny", "ctx": 2048})
-    wait_for(lambda: where(cluster, "t"), "a pool")
-    cluster.wait_ready(list(where(cluster, "t")))
+    wait_for(lambda: placed(cluster, "t"), "a pool")
+    cluster.wait_ready(list(placed(cluster, "t")))
     assert cluster.submit({"model": "t", "prompt": "x", "max_tokens": 2}).status_code == 202
     with cluster.client() as client:
         retired = client.post("/v2/catalog/models/tiny/state", json={"state": "Retired"})
