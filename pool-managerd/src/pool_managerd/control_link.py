@@ -199,7 +199,18 @@ class ControlLink:
         self._refusals = now
 
     async def _answer(self, command: pb.Command) -> None:
-        result = await self._on_command(command)
+        try:
+            result = await self._on_command(command)
+        except Exception as exc:  # a bug in a handler must still answer the command
+            log.exception(
+                "command %s failed: %s",
+                command.WhichOneof("kind"),
+                type(exc).__name__,
+                extra={"action": "command.error"},
+            )
+            result = pb.CommandResult(
+                ok=False, error_code="INTERNAL", message=f"the pool manager failed: {exc!r}"
+            )
         result.command_id = command.command_id
         # The snapshot first: the orchestrator reads the stream in order, so it knows
         # the command's effect (a reloaded model, a new pool) when the result arrives.

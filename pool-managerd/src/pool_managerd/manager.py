@@ -223,7 +223,9 @@ class PoolManager:
             return _ok()  # idempotent
         await pool.stop(grace_s=5.0)
         if pool.config.deployment:
-            del self.pools[pool_id]  # deployment pools leave; static ones stay, stopped
+            # Deployment pools leave; static ones stay, stopped. A second Stop may have
+            # removed it while this one waited.
+            self.pools.pop(pool_id, None)
         self.changed.set()
         return _ok()
 

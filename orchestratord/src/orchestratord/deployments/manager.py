@@ -108,6 +108,7 @@ class DeploymentManager:
         self._states: dict[str, DeploymentState] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping: set[str] = set()  # pools whose Stop was sent and not yet answered
 
     # -- desired state -------------------------------------------------------------------
 
@@ -175,7 +176,10 @@ class DeploymentManager:
             state.last_scale_up,
         )
         for pool_id in decision.stop:
+            if pool_id in self._stopping:
+                continue  # its stop is on its way; the next snapshot shows it gone
             pool = next(p for p in pools if p.pool_id == pool_id)
+            self._stopping.add(pool_id)
             self._spawn(self._stop(pool.host_id, pool_id, decision.reason or "scale down"))
         missing = decision.replicas - (len([f for f in facts if not f.failed]) + len(state.pending))
         if missing > 0 and decision.reason.startswith("queue pressure"):
@@ -353,6 +357,8 @@ class DeploymentManager:
                 exc,
                 extra={"action": "deployment.stop", "target": pool_id},
             )
+        finally:
+            self._stopping.discard(pool_id)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
