@@ -137,6 +137,9 @@ def test_a_job_for_a_deployment_scaled_to_zero_loads_it_completes_and_it_unloads
     assert events[0].data["pool_id"].startswith("lazy-")
     wait_for(lambda: deployment(cluster, "lazy")["pools"] == [], "the idle pool to unload")
     assert deployment(cluster, "lazy")["phase"] == "idle"
+    pool_id = events[0].data["pool_id"]
+    said = (cluster.root / "orchestratord.log").read_text()
+    assert said.count(f"stopping pool {pool_id} on") == 1  # one Stop, not one per pass
 
 
 def test_deleting_a_deployment_stops_its_pools(three_hosts: Cluster) -> None:
