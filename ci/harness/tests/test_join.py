@@ -94,6 +94,14 @@ def workers_under(root: Path) -> list[int]:
     return found
 
 
+def logs(root: Path) -> str:
+    """The last lines of every daemon log under `root`."""
+    parts = []
+    for log in sorted(root.rglob("*.log")):
+        parts.append(f"==== {log}\n{log.read_text(errors='replace')[-4000:]}")
+    return "\n".join(parts)
+
+
 def stream_on(url: str, pool_id: str, model: str) -> list[Any]:
     body = {
         "model": model,
@@ -178,6 +186,9 @@ def test_llorch_join_in_a_second_namespace_joins_llorch_up_over_tls_and_serves_j
         assert refused.returncode == 1, refused.stderr
         assert "join failed" in refused.stderr and "join token" in refused.stderr, refused.stderr
         assert not workers_under(tmp_path / "h3")
+    except BaseException:
+        print(logs(tmp_path))  # shown by pytest with the failure
+        raise
     finally:
         codes = {"join": terminate(joined) if joined else 0, "up": terminate(up)}
     assert codes == {"join": 0, "up": 0}

@@ -176,14 +176,16 @@ def manager_settings(args: argparse.Namespace, join_dir: Path) -> dict[str, Any]
     return settings
 
 
+def _host_tls(settings: dict[str, Any]) -> dict[str, Any]:
+    tls = settings.get("tls")
+    return tls if isinstance(tls, dict) else {}
+
+
 def _check_link(settings: dict[str, Any]) -> str:
     """Why these settings would send secrets or prompts in plaintext across the network
     without `insecure: true` ("" when they would not)."""
     host, _ = split_host_port(str(settings["orchestrator"]))
-    if is_loopback(host) or settings.get("insecure"):
-        return ""
-    tls = settings.get("tls") or {}
-    if tls.get("cert_file"):
+    if is_loopback(host) or settings.get("insecure") or _host_tls(settings).get("cert_file"):
         return ""
     return (
         "no host certificate: this host's engines would serve plaintext across the network. "
@@ -193,14 +195,13 @@ def _check_link(settings: dict[str, Any]) -> str:
     )
 
 
-def _insecure_note(settings: dict[str, Any]) -> list[str]:
+def _insecure_note(settings: dict[str, Any]) -> str:
+    """The warning for engines that serve plaintext off this machine ("" when they don't).
+    The pool manager warns about a plaintext control link itself."""
     host, _ = split_host_port(str(settings["orchestrator"]))
-    tls = settings.get("tls") or {}
-    if is_loopback(host) or not settings.get("insecure"):
-        return []
-    if tls.get("cert_file"):
-        return []
-    return ["INSECURE: this host's engines serve plaintext to the orchestrator (no --cert/--key)"]
+    if is_loopback(host) or not settings.get("insecure") or _host_tls(settings).get("cert_file"):
+        return ""
+    return "INSECURE: this host's engines serve plaintext to the orchestrator (no --cert/--key)"
 
 
 # -- watching it -----------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     except JoinFailed as exc:
         print(f"llorch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for note in _insecure_note(settings):
+    if note := _insecure_note(settings):
         _say(note)
     (join_dir / "logs").mkdir(parents=True, exist_ok=True)
     config = join_dir / "pool-managerd.yaml"
