@@ -4,11 +4,14 @@ cancel at any point of a stream, error-status mapping, and secrets never leaking
 from __future__ import annotations
 
 import asyncio
+import ssl
 import traceback
 from collections.abc import AsyncIterator
 
 import pytest
+import trustme
 from aiohttp import web
+from specs.tls import ClientTls
 from worker_adapters import End, Endpoint, Failed, GenerateRequest, Sampling, StreamEvent, Token
 from worker_adapters._http import HttpClient, HttpSettings, redact
 from worker_adapters.errors import AdapterError, EngineStatusError
@@ -245,3 +248,32 @@ async def test_time_to_first_token_counts_the_wait_for_the_status_line(
     fake.script("j", Transcript("prefill", "synthetic: 0.2 s prefill", OK.writes, hold_s=0.2))
     end = (await run(adapter, "j"))[-1]
     assert isinstance(end, End) and end.ttft_ms >= 200.0
+
+
+async def test_https_with_a_private_ca_serves_control_calls_and_streams() -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with FakeLlamaServer(api_key=KEY, ssl_context=context) as server:
+        server.script("j", OK)
+        trusted = ClientTls(ca.cert_pem.bytes())
+        adapter = LlamaServerAdapter(Endpoint(server.address, KEY, trusted), SETTINGS)
+        assert (await adapter.health()).state == "ready"
+        events = await run(adapter, "j")
+        assert isinstance(events[-1], End), events
+        assert "".join(e.text for e in events if isinstance(e, Token)) == "ab"
+        await adapter.close()
+
+
+async def test_https_refuses_an_engine_whose_certificate_is_from_another_ca() -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    async with FakeLlamaServer(api_key=KEY, ssl_context=context) as server:
+        server.script("j", OK)
+        stranger = ClientTls(trustme.CA().cert_pem.bytes())
+        adapter = LlamaServerAdapter(Endpoint(server.address, KEY, stranger), SETTINGS)
+        with pytest.raises(AdapterError):
+            await adapter.health()
+        events = await run(adapter, "j")
+        assert isinstance(events[-1], Failed) and server.requests_of("j") == []
+        await adapter.close()

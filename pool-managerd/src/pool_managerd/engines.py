@@ -7,11 +7,13 @@ engine servers get a free port chosen here. Every engine listens on the host's e
 bind address (`network.bind_host`, FLT-01). Per-pool API keys travel in the
 environment, never on the command line.
 
-TLS (FLT-02): our worker serves gRPC over TLS with the host's certificate when the
-host has one (and asks for the orchestrator's client certificate with `client_auth`).
-The engine servers are started in plaintext: llama-server's `--ssl-*` flags exist only
-in builds linked with OpenSSL, which the provisioner does not make yet; their links
-stay inside the host's network and carry a per-pool key (SEC-02).
+TLS (FLT-02): when the host has a certificate (`tls.cert_file`, `engine_tls: true`)
+our worker serves gRPC over TLS with it (and asks for the orchestrator's client
+certificate with `client_auth`); `llama_cpp.server` serves HTTPS with it; llama-server
+does when its binary is linked with OpenSSL (provisioned with `-DLLAMA_OPENSSL=ON`;
+`serves_tls` reads the binary's needed libraries, cached by path and mtime). Triton and
+`openai-compatible` commands are started in plaintext, and so is a llama-server built
+without OpenSSL: the pool says so at every start (`Pool`).
 
 | engine               | process                                | adapter  | key via        |
 |----------------------|----------------------------------------|----------|----------------|
@@ -34,12 +36,21 @@ from __future__ import annotations
 import socket
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.network import HostNetwork
 
-__all__ = ["ENGINE_ADAPTERS", "ENGINE_FEATURES", "Launch", "free_port", "launch"]
+__all__ = [
+    "ENGINE_ADAPTERS",
+    "ENGINE_FEATURES",
+    "Launch",
+    "free_port",
+    "launch",
+    "serves_tls",
+    "tls_capable",
+]
 
 ENGINE_ADAPTERS = {
     "llamacpp-inproc": "native",
@@ -77,6 +88,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def serves_tls(pool: PoolConfig) -> bool:
+    """Whether this pool's engine can serve TLS with the host's certificate. Blocking the
+    first time for a llama-server binary (reads it): call from a thread once first."""
+    if pool.engine in ("llamacpp-inproc", "mock", "llamacpp-server-py"):
+        return True
+    if pool.engine == "llamacpp" and pool.engine_command:
+        binary = Path(pool.engine_command[0])
+        try:
+            return tls_capable(str(binary), binary.stat().st_mtime_ns)
+        except OSError:
+            return False
+    return False
+
+
+@lru_cache(maxsize=64)
+def tls_capable(binary: str, mtime_ns: int) -> bool:
+    """A llama-server binary linked with OpenSSL (its needed libraries name libssl)."""
+    with open(binary, "rb") as handle:
+        return b"libssl.so" in handle.read()
+
+
+def _host_tls(pool: PoolConfig, manager: ManagerConfig, network: HostNetwork) -> bool:
+    return network.engine_tls is not None and manager.tls is not None and serves_tls(pool)
+
+
 def _worker(
     pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
 ) -> Launch:
@@ -102,7 +138,7 @@ def _worker(
             args += ["--gpu-layers", str(pool.gpu_layers)]
         if pool.embeddings:
             args.append("--embeddings")
-    tls = network.engine_tls is not None and manager.tls is not None
+    tls = _host_tls(pool, manager, network)
     if tls and manager.tls is not None:
         args += ["--tls-cert", str(manager.tls.cert_file), "--tls-key", str(manager.tls.key_file)]
         if manager.tls.client_auth and manager.tls.ca_file is not None:
@@ -111,7 +147,21 @@ def _worker(
     return Launch(tuple(args), "native", env, tls=tls)
 
 
-def _llama_server(pool: PoolConfig, key: str, host: str, port: int) -> Launch:
+def _tls_files(
+    pool: PoolConfig, manager: ManagerConfig, network: HostNetwork
+) -> tuple[str, str] | None:
+    """(certificate, key) files an HTTP engine serves TLS with; None: plaintext."""
+    files = manager.tls
+    if not _host_tls(pool, manager, network) or files is None:
+        return None
+    if files.cert_file is None or files.key_file is None:
+        return None
+    return str(files.cert_file), str(files.key_file)
+
+
+def _llama_server(
+    pool: PoolConfig, key: str, host: str, port: int, certs: tuple[str, str] | None
+) -> Launch:
     args = [
         *pool.engine_command,
         "--host",
@@ -133,10 +183,15 @@ def _llama_server(pool: PoolConfig, key: str, host: str, port: int) -> Launch:
         args += ["-ngl", str(pool.gpu_layers)]
     if pool.embeddings:
         args.append("--embeddings")
-    return Launch(tuple(args), "llamacpp", {"LLAMA_API_KEY": key} if key else {}, port)
+    if certs is not None:
+        args += ["--ssl-cert-file", certs[0], "--ssl-key-file", certs[1]]
+    env = {"LLAMA_API_KEY": key} if key else {}
+    return Launch(tuple(args), "llamacpp", env, port, tls=certs is not None)
 
 
-def _llama_cpp_server(pool: PoolConfig, key: str, host: str, port: int) -> Launch:
+def _llama_cpp_server(
+    pool: PoolConfig, key: str, host: str, port: int, certs: tuple[str, str] | None
+) -> Launch:
     args = [
         *pool.engine_command,
         "--model",
@@ -156,7 +211,10 @@ def _llama_cpp_server(pool: PoolConfig, key: str, host: str, port: int) -> Launc
     ]
     if pool.threads:
         args += ["--n_threads", str(pool.threads)]
-    return Launch(tuple(args), "openai", {"API_KEY": key} if key else {}, port)
+    if certs is not None:
+        args += ["--ssl_certfile", certs[0], "--ssl_keyfile", certs[1]]
+    env = {"API_KEY": key} if key else {}
+    return Launch(tuple(args), "openai", env, port, tls=certs is not None)
 
 
 def _triton(pool: PoolConfig, host: str, port: int) -> Launch:
@@ -203,9 +261,9 @@ def launch(
     host = network.bind_host
     port = free_port(host)
     if pool.engine == "llamacpp":
-        return _llama_server(pool, key, host, port)
+        return _llama_server(pool, key, host, port, _tls_files(pool, manager, network))
     if pool.engine == "llamacpp-server-py":
-        return _llama_cpp_server(pool, key, host, port)
+        return _llama_cpp_server(pool, key, host, port, _tls_files(pool, manager, network))
     if pool.engine == "triton":
         return _triton(pool, host, port)
     if pool.engine == "openai-compatible":

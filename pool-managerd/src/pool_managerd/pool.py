@@ -29,7 +29,7 @@ from specs.net import is_loopback
 
 from pool_managerd import lifecycle as lc
 from pool_managerd.config import ManagerConfig, PoolConfig
-from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch
+from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch, serves_tls
 from pool_managerd.network import HostNetwork
 from pool_managerd.replica import ReplicaDriver, ReplicaPaths
 
@@ -177,7 +177,8 @@ class Pool:
 
     async def start(self) -> None:
         (self._manager.state_dir / "run").mkdir(parents=True, exist_ok=True)
-        self._warn_plaintext_engine()
+        tls = await asyncio.to_thread(serves_tls, self.config)  # reads a binary once
+        self._warn_plaintext_engine(tls)
         self._run(self.replicas)
         self.digest, error = await asyncio.to_thread(check_model, self.config)
         self.provision_error = error
@@ -193,17 +194,16 @@ class Pool:
             )
         self._changed.set()
 
-    def _warn_plaintext_engine(self) -> None:
-        """TLS is on, but this engine kind serves plaintext HTTP (see `engines`): say at
-        every start that its traffic and per-pool key cross the network unencrypted."""
+    def _warn_plaintext_engine(self, serves_tls: bool) -> None:
+        """TLS is on, but this engine cannot serve it (see `engines`): say at every start
+        that its traffic and per-pool key cross the network unencrypted."""
         network = self._network
-        plaintext = self.config.engine not in ("llamacpp-inproc", "mock")
-        if network.engine_tls is None or not plaintext or is_loopback(network.advertise_host):
+        if network.engine_tls is None or serves_tls or is_loopback(network.advertise_host):
             return
         log.warning(
             "pool %s: engine %s serves plaintext HTTP at %s although this host has TLS: its "
-            "tokens and per-pool key cross the network unencrypted (use llamacpp-inproc, "
-            "or keep this host on a trusted network)",
+            "tokens and per-pool key cross the network unencrypted (llama-server serves "
+            "TLS when built with -DLLAMA_OPENSSL=ON; or keep this host on a trusted network)",
             self.config.id,
             self.config.engine,
             network.advertise_host,

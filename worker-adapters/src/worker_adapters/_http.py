@@ -33,6 +33,7 @@ import contextlib
 import json
 import random
 import re
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import yarl
+from specs.tls import ClientTls
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from worker_adapters._wire import Endpoint, WireStream, close_pool, request_head
@@ -174,20 +176,41 @@ class HttpStream(WireStream):
         await self.drain_and_release(self._client.settings.drain_timeout_s, _DRAIN_LIMIT_BYTES)
 
 
+def _client_context(tls: ClientTls) -> ssl.SSLContext:
+    """Verify the server against `tls.ca_pem` (the system's roots when empty). A client
+    certificate is not sent: the HTTP engines we start ask for none."""
+    context = ssl.create_default_context()
+    if tls.ca_pem:
+        context.load_verify_locations(cadata=tls.ca_pem.decode())
+    return context
+
+
 class HttpClient:
     """One engine endpoint over HTTP. Holds no connection: they live in the shared pool."""
 
-    def __init__(self, address: str, api_key: str = "", settings: HttpSettings | None = None):
-        self.base_url = (address if "://" in address else f"http://{address}").rstrip("/")
+    def __init__(
+        self,
+        address: str,
+        api_key: str = "",
+        settings: HttpSettings | None = None,
+        tls: ClientTls | None = None,
+    ):
+        """`address`: `host:port` or a URL; `tls`: dial HTTPS trusting its CA (a private
+        one: the fleet's) and checking its `server_name` (default: the host)."""
+        scheme = "https" if tls is not None else "http"
+        self.base_url = (address if "://" in address else f"{scheme}://{address}").rstrip("/")
         self.settings = settings or HttpSettings()
         self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._urls: dict[str, yarl.URL] = {}
         base = yarl.URL(self.base_url)
         host = base.raw_host or "127.0.0.1"
-        tls = base.scheme == "https"
-        port = base.port or (443 if tls else 80)
-        self.endpoint: Endpoint = (host, port, tls)
+        https = base.scheme == "https"
+        port = base.port or (443 if https else 80)
+        self._ssl: ssl.SSLContext | bool = _client_context(tls) if tls is not None else https
+        server_name = tls.server_name if tls is not None else ""
+        self.endpoint: Endpoint = (host, port, self._ssl if https else None, server_name)
+        self._server_name = server_name
         self._host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._targets: dict[str, str] = {}
         # Built once: an aiohttp ClientTimeout costs ~10 µs to construct (attrs).
@@ -221,7 +244,13 @@ class HttpClient:
 
         async def attempt() -> Reply:
             async with shared_session().request(
-                method, self.base_url + path, json=body, headers=self._headers, timeout=timeout
+                method,
+                self.base_url + path,
+                json=body,
+                headers=self._headers,
+                timeout=timeout,
+                ssl=self._ssl,
+                server_hostname=self._server_name or None,
             ) as response:
                 if 200 <= response.status < 300:
                     return Reply(response.status, _parse(await response.read()))

@@ -49,11 +49,7 @@ class HttpAdapterBase:
     def __init__(
         self, endpoint: Endpoint, settings: HttpSettings | None = None, *, model: str = ""
     ) -> None:
-        if endpoint.tls is not None:
-            # Engine servers are started in plaintext (pool_managerd.engines); an https://
-            # address with the system's roots is how a remote TLS engine is dialled.
-            raise ValueError(f"{self.kind} adapter: TLS with a private CA is not supported")
-        self._client = HttpClient(endpoint.address, endpoint.api_key, settings)
+        self._client = HttpClient(endpoint.address, endpoint.api_key, settings, endpoint.tls)
         self._runner = StreamRunner(self._client)
         self._model = model
 

@@ -44,7 +44,9 @@ _KEEPALIVE_S = 4.0
 _IDLE_PER_ENDPOINT = 256
 _HIGH_WATER = 256 << 10
 
-Endpoint = tuple[str, int, bool]  # host, port, TLS
+# host, port, and for TLS the context and the name to check in the server's certificate
+# (None: plaintext; `True`: TLS with the system's roots, checking the host).
+Endpoint = tuple[str, int, "ssl.SSLContext | bool | None", str]
 
 
 class _Connection(asyncio.Protocol):
@@ -206,17 +208,23 @@ class _Pool:
         return None
 
     async def connect(self, endpoint: Endpoint, timeout_s: float) -> _Connection:
-        host, port, tls = endpoint
+        host, port, tls, server_name = endpoint
         loop = asyncio.get_running_loop()
-        context = None
-        if tls:
+        context: ssl.SSLContext | None = None
+        if isinstance(tls, ssl.SSLContext):
+            context = tls
+        elif tls:
             if self._tls is None:
                 self._tls = ssl.create_default_context()
             context = self._tls
         try:
             async with asyncio.timeout(timeout_s):
                 _, connection = await loop.create_connection(
-                    _Connection, host, port, ssl=context, server_hostname=host if tls else None
+                    _Connection,
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=(server_name or host) if context is not None else None,
                 )
         except TimeoutError as exc:
             raise EngineUnavailable(

@@ -33,8 +33,8 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where an engine listens and how to authenticate. `api_key` is a secret: never log it.
-    `tls`: dial with TLS, trusting its roots (None: plaintext); adapters that cannot
-    speak TLS refuse such an endpoint with `ValueError` at creation."""
+    `tls`: dial with TLS, trusting its roots (None: plaintext): gRPC for `native`,
+    HTTPS for the HTTP adapters."""
 
     address: str
     api_key: str = ""

@@ -17,6 +17,7 @@ from provisioners.testing.engines import (
     llama_cpp_server_for_tests,
     llama_cpp_server_python_for_tests,
     llama_server_for_tests,
+    llama_server_tls_for_tests,
 )
 from provisioners.testing.files import RangeFileServer, ServedRequest
 
@@ -30,4 +31,5 @@ __all__ = [
     "llama_cpp_server_for_tests",
     "llama_cpp_server_python_for_tests",
     "llama_server_for_tests",
+    "llama_server_tls_for_tests",
 ]

@@ -10,6 +10,11 @@ catalog. The first call on a machine builds it (minutes on two cores); every lat
 the catalog entry and returns in about a second. One call per process does the work;
 concurrent callers in the process wait for it, other processes wait on its file lock.
 
+`llama_server_tls_for_tests()` is the same llama-server built with OpenSSL
+(`-DLLAMA_OPENSSL=ON`, its own build key): it serves HTTPS with `--ssl-key-file` and
+`--ssl-cert-file`, for the fleet's TLS tests (FLT-02). It needs libssl's headers
+(`apt-get install libssl-dev`; the build names what is missing).
+
 `llama_cpp_server_for_tests()` does the same for `llamacpp-server-py:package`: a
 managed venv with `llama-cpp-python[server]==0.3.36` (package mode), made from the
 `python3.11` on PATH, in the same cache and catalog; `llama_cpp_server_python_for_tests()`
@@ -34,6 +39,7 @@ from provisioners.engines.prepared import PreparedEngine
 from provisioners.engines.provisioner import EngineProvisioner, EngineProvisionerSettings
 from provisioners.engines.triton_venv import default_cache_root
 from provisioners.models.download import ProgressCallback
+from provisioners.plan.engine_specs import BuildOptions, SpecOptions
 
 __all__ = [
     "BUILD_TIMEOUT_S",
@@ -43,12 +49,14 @@ __all__ = [
     "llama_cpp_server_for_tests",
     "llama_cpp_server_python_for_tests",
     "llama_server_for_tests",
+    "llama_server_tls_for_tests",
 ]
 
 LLAMA_SERVER_TEST_SPEC = "llamacpp:source=sdist:0.3.36"
 LLAMA_CPP_SERVER_TEST_SPEC = "llamacpp-server-py:package"
 BUILD_TIMEOUT_S = 3600  # a cold build measured ~10-15 min on two shared cores
 _JOBS = 2
+TLS_BUILD = SpecOptions(build=BuildOptions(cmake_args=("-DLLAMA_OPENSSL=ON",)))
 
 _lock = threading.Lock()  # guards `_spec_locks`
 _spec_locks: dict[str, threading.Lock] = {}  # one per spec: one build does not stall another
@@ -65,6 +73,11 @@ def llama_server_for_tests(progress: ProgressCallback | None = None) -> Prepared
     return _once(LLAMA_SERVER_TEST_SPEC, progress)
 
 
+def llama_server_tls_for_tests(progress: ProgressCallback | None = None) -> PreparedEngine:
+    """The test llama-server built with OpenSSL (see module doc)."""
+    return _once(LLAMA_SERVER_TEST_SPEC, progress, TLS_BUILD)
+
+
 def llama_cpp_server_for_tests() -> PreparedEngine:
     """The test `llama_cpp.server` venv (see module doc)."""
     return _once(LLAMA_CPP_SERVER_TEST_SPEC, None)
@@ -75,21 +88,27 @@ def llama_cpp_server_python_for_tests() -> Path:
     return Path(llama_cpp_server_for_tests().command[0])
 
 
-def _once(spec: str, progress: ProgressCallback | None) -> PreparedEngine:
+def _once(
+    spec: str, progress: ProgressCallback | None, options: SpecOptions | None = None
+) -> PreparedEngine:
     """Provision `spec` once per process; callers in other threads wait for the first."""
+    key = f"{spec} {options}"
     with _lock:
-        spec_lock = _spec_locks.setdefault(spec, threading.Lock())
+        spec_lock = _spec_locks.setdefault(key, threading.Lock())
     with spec_lock:
-        if spec not in _provisioned:
+        if key not in _provisioned:
             # Its own thread and loop: the caller may be a sync fixture inside a running loop.
             with ThreadPoolExecutor(1, thread_name_prefix="test-engine") as pool:
-                _provisioned[spec] = pool.submit(asyncio.run, _provision(spec, progress)).result()
-        return _provisioned[spec]
+                work = _provision(spec, progress, options)
+                _provisioned[key] = pool.submit(asyncio.run, work).result()
+        return _provisioned[key]
 
 
-async def _provision(spec: str, progress: ProgressCallback | None) -> PreparedEngine:
+async def _provision(
+    spec: str, progress: ProgressCallback | None, options: SpecOptions | None
+) -> PreparedEngine:
     root = engines_root_for_tests()
     root.mkdir(parents=True, exist_ok=True)
     with CatalogStore(root / "catalog.sqlite") as store:
         provisioner = EngineProvisioner(store, EngineProvisionerSettings(root, jobs=_JOBS))
-        return await provisioner.provision(spec, progress=progress)
+        return await provisioner.provision(spec, options, progress=progress)

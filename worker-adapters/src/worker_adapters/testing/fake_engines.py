@@ -14,6 +14,8 @@ their tokenizer is bytes (one token per UTF-8 byte).
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from worker_adapters.testing.fake_server import FakeEngine, json_response
@@ -40,8 +42,15 @@ class FakeLlamaServer(FakeEngine):
 
     engine = "llamacpp"
 
-    def __init__(self, *, api_key: str = "", total_slots: int = 2, n_ctx: int = 4096) -> None:
-        super().__init__(api_key=api_key)
+    def __init__(
+        self,
+        *,
+        api_key: str = "",
+        total_slots: int = 2,
+        n_ctx: int = 4096,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(api_key=api_key, ssl_context=ssl_context)
         self.loading = False
         self.total_slots = total_slots
         self.n_ctx = n_ctx

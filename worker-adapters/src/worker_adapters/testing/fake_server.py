@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -56,8 +57,10 @@ class FakeEngine:
 
     engine = "fake"
 
-    def __init__(self, *, api_key: str = "") -> None:
+    def __init__(self, *, api_key: str = "", ssl_context: ssl.SSLContext | None = None) -> None:
+        """`ssl_context`: serve HTTPS with it (a certificate for 127.0.0.1)."""
         self.api_key = api_key
+        self._ssl_context = ssl_context
         self.default: Transcript | None = None
         self.requests: list[SeenRequest] = []
         self.active = 0
@@ -74,10 +77,11 @@ class FakeEngine:
     async def start(self) -> str:
         self._runner = web.AppRunner(self.app, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:
@@ -94,7 +98,7 @@ class FakeEngine:
 
     @property
     def address(self) -> str:
-        return self.url.removeprefix("http://")
+        return self.url.split("://", 1)[1]
 
     # -- scripting and inspection --------------------------------------------------------
 
