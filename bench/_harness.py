@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ __all__ = [
     "Proc",
     "Recorder",
     "System",
+    "Wrap",
     "baseline_tree",
     "machine_info",
     "median",
@@ -81,6 +83,8 @@ def pin_self(core: int) -> None:
 
 
 Cores = int | frozenset[int] | None  # one core, a set of cores, or no pinning
+# A command run inside something (`ci_harness.fleet.Fleet.command`: a network namespace).
+Wrap = Callable[[list[str]], list[str]]
 
 
 def _pinned(core: Cores) -> Callable[[], None] | None:
@@ -251,13 +255,23 @@ def _http_json(url: str, body: Any = None) -> Any:
 
 
 def start_engine(
-    logs: Path, *, core: int = LOAD_CORE, interval_ms: float = 0.0
+    logs: Path,
+    *,
+    core: int = LOAD_CORE,
+    interval_ms: float = 0.0,
+    host: str = "127.0.0.1",
+    wrap: Wrap | None = None,
+    name: str = "engine",
 ) -> tuple[Proc, str]:
-    port_file = logs / "engine.port"
+    """The fake engine on `host`; `wrap` runs it inside something else (a network
+    namespace: `Fleet.command`), still pinned to `core` (affinity survives the exec)."""
+    port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
     command = [
         sys.executable,
         str(BENCH_DIR / "fake_engine.py"),
+        "--host",
+        host,
         "--port-file",
         str(port_file),
         "--model",
@@ -265,9 +279,13 @@ def start_engine(
         "--interval-ms",
         str(interval_ms),
     ]
-    proc = spawn("engine", command, logs, core=core)
-    port = _wait("the fake engine", lambda: _read_port(port_file), [proc], 30)
-    return proc, f"http://127.0.0.1:{port}"
+    proc = spawn(name, wrap(command) if wrap else command, logs, core=core)
+    try:
+        port = _wait("the fake engine", lambda: _read_port(port_file), [proc], 30)
+    except BaseException:  # failed or interrupted: not left running
+        proc.stop()
+        raise
+    return proc, f"http://{host}:{port}"
 
 
 def start_passthrough(logs: Path, upstream: str, *, core: int = GATEWAY_CORE) -> tuple[Proc, str]:
@@ -331,14 +349,23 @@ def start_llorch(
     gateway_core: Cores = GATEWAY_CORE,
     engine_cores: Cores = LOAD_CORE,
     ready_timeout_s: float = 90.0,
+    control_host: str = "127.0.0.1",
+    manager_wrap: Wrap | None = None,
 ) -> Llorch:
     """orchestratord on the gateway core; pool-managerd and its `openai-compatible` fake
     engine (one pool `bench`, one replica of `slots` slots) on the load core.
     `launcher` replaces the interpreter of orchestratord (e.g. `python -m cProfile -o F`);
     `source` runs orchestratord from another tree's sources (`baseline_tree`), to
     measure before and after a change in one run. `name` tells the processes apart.
-    `pool` replaces the fake-engine pool (e.g. a `llamacpp` pool on a GPU)."""
+    `pool` replaces the fake-engine pool (e.g. a `llamacpp` pool on a GPU).
+    `control_host`: where orchestratord's control link listens and pool-managerd dials
+    it; `manager_wrap` runs pool-managerd (and so its engine) inside something else,
+    e.g. another host's network namespace (`Fleet.command`), where its engine binds and
+    is advertised at that host's address. A control link off loopback is plaintext with
+    `insecure: true` on both sides (a benchmark on one machine's private bridge)."""
     root.mkdir(parents=True, exist_ok=True)
+    off_host = not ipaddress.ip_address(control_host).is_loopback
+    link = {"insecure": True} if off_host else {}
     token = secrets.token_urlsafe(16)
     env = {"LLORCH_JOIN_TOKEN": token}
     orchestrator_env = dict(env)
@@ -351,6 +378,7 @@ def start_llorch(
         "control_port": 0,
         "state_dir": str(root / "orchestratord"),
         "disconnect_grace_ms": 500,
+        **({"control_host": control_host, **link} if off_host else {}),
         **(orchestrator or {}),
     }
     (root / "orchestratord.yaml").write_text(yaml.safe_dump(config))
@@ -381,52 +409,66 @@ def start_llorch(
             return None
         return loaded
 
-    bound = _wait("orchestratord", ports, [orchestratord], 60)
-    url = f"http://127.0.0.1:{bound['http_port']}"
-    pool = pool or {
-        "id": MODEL,
-        "engine": "openai-compatible",
-        "engine_command": [
+    with contextlib.ExitStack() as undo:  # failed or interrupted: stop what started
+        undo.callback(orchestratord.stop, 15)
+        bound = _wait("orchestratord", ports, [orchestratord], 60)
+        url = f"http://127.0.0.1:{bound['http_port']}"
+        pool = pool or {
+            "id": MODEL,
+            "engine": "openai-compatible",
+            "engine_command": [
+                sys.executable,
+                str(BENCH_DIR / "fake_engine.py"),
+                "--host",
+                "{host}",
+                "--port",
+                "{port}",
+                "--model",
+                MODEL,
+            ],
+            "ctx": 32768,
+            "slots": slots,
+            "replicas": 1,
+        }
+        manager_config = {
+            "host_id": "bench",
+            "orchestrator": f"{control_host}:{bound['control_port']}",
+            "state_dir": str(root / "pool-managerd"),
+            "pools": [pool],
+            **link,
+        }
+        (root / "pool-managerd.yaml").write_text(yaml.safe_dump(manager_config))
+        manager_command = [
             sys.executable,
-            str(BENCH_DIR / "fake_engine.py"),
-            "--port",
-            "{port}",
-            "--model",
-            MODEL,
-        ],
-        "ctx": 32768,
-        "slots": slots,
-        "replicas": 1,
-    }
-    manager_config = {
-        "host_id": "bench",
-        "orchestrator": f"127.0.0.1:{bound['control_port']}",
-        "state_dir": str(root / "pool-managerd"),
-        "pools": [pool],
-    }
-    (root / "pool-managerd.yaml").write_text(yaml.safe_dump(manager_config))
-    manager = spawn(
-        f"pool-managerd{name}",
-        [sys.executable, "-m", "pool_managerd", "--config", str(root / "pool-managerd.yaml")],
-        logs,
-        core=engine_cores,
-        env=env,
-    )
+            "-m",
+            "pool_managerd",
+            "--config",
+            str(root / "pool-managerd.yaml"),
+        ]
+        manager = spawn(
+            f"pool-managerd{name}",
+            manager_wrap(manager_command) if manager_wrap else manager_command,
+            logs,
+            core=engine_cores,
+            env=env,
+        )
+        undo.callback(manager.stop, 15)
 
-    def endpoint() -> str | None:
-        try:
-            info = _http_json(f"{url}/v2/pools/{pool['id']}")
-        except OSError:
-            return None
-        if not info.get("ready"):
-            return None
-        replicas = info.get("replicas") or []
-        return str(replicas[0]["endpoint"]) if replicas and replicas[0]["endpoint"] else None
+        def endpoint() -> str | None:
+            try:
+                info = _http_json(f"{url}/v2/pools/{pool['id']}")
+            except OSError:
+                return None
+            if not info.get("ready"):
+                return None
+            replicas = info.get("replicas") or []
+            return str(replicas[0]["endpoint"]) if replicas and replicas[0]["endpoint"] else None
 
-    engine = _wait(
-        "the llorch pool to be ready", endpoint, [orchestratord, manager], ready_timeout_s
-    )
-    return Llorch(orchestratord, manager, url, f"http://{engine}")
+        engine = _wait(
+            "the llorch pool to be ready", endpoint, [orchestratord, manager], ready_timeout_s
+        )
+        undo.pop_all()  # started: the caller stops them
+        return Llorch(orchestratord, manager, url, f"http://{engine}")
 
 
 _BASELINE_MEMBERS = ("specs", "worker-adapters", "adapter-host", "orchestratord")

@@ -3,6 +3,8 @@
     uv run python -m bench.gateway_overhead [--rounds 3] [--concurrency 1,16,64]
         [--systems direct,passthrough,llorch-2step,llorch-sse,llorch-openai,litellm]
         [--baseline REV]
+    uv run python -m bench.gateway_overhead \
+        --systems direct,direct-netns,llorch-sse,netns-sse,llorch-openai,netns-openai
 
 Starts on loopback: the fake engine (`bench/fake_engine.py`); llorch (orchestratord and
 pool-managerd, whose one pool `bench` runs the same fake engine as an `openai-compatible`
@@ -17,12 +19,31 @@ engine. Then it streams chat completions through each system:
     llorch-openai  POST /v1/chat/completions (stream) on the OpenAI facade
     litellm        POST /v1/chat/completions (stream) on LiteLLM proxy
 
-in two scenarios: `fast` (100 tokens per stream, sent as fast as the engine can:
-capacity and CPU per event) and `paced` (20 tokens per stream, one every 10 ms: added
-latency at a realistic cadence, on an otherwise idle gateway), at each concurrency C
-(C streams kept open; a finished one is replaced). With `--baseline REV`, a second
-llorch whose orchestratord runs REV's code (extracted from git) is measured beside the
-current one (`base-2step`, `base-sse`, `base-openai`): before and after, in one run.
+With the `netns` systems (root and `ip netns` needed), the engine is also put across a
+network namespace, as on another host (issue 10, FLT-04): a `ci_harness.fleet.Fleet`
+bridge, one host `bench-host` (its own address on the bridge) in which a second fake
+engine and a second llorch's pool-managerd and engine run, pinned to the load core as
+on loopback; that orchestratord (gateway core, root namespace, HTTP on loopback) listens
+for control links on the bridge's root-namespace address, `insecure: true` on both sides
+(plaintext on one machine's private bridge), and dials the engine across the bridge:
+
+    direct-netns   the namespaced engine, dialled across the bridge (the network's cost)
+    netns-2step    as llorch-2step, the engine across the bridge
+    netns-sse      as llorch-sse, the engine across the bridge
+    netns-openai   as llorch-openai, the engine across the bridge
+
+Their "added" figures are over `direct-netns` (`direct-netns`'s over `direct`), so the
+gateway's cost and the network's appear apart; a second table compares each netns path
+with its loopback twin (CPU per event ratio, difference of added TTFT p50). The
+namespace and bridge are deleted at exit, on errors, Ctrl-C and SIGTERM too.
+
+The systems run in two scenarios: `fast` (100 tokens per stream, sent as fast as the
+engine can: capacity and CPU per event) and `paced` (20 tokens per stream, one every
+10 ms: added latency at a realistic cadence, on an otherwise idle gateway), at each
+concurrency C (C streams kept open; a finished one is replaced). With `--baseline REV`,
+a second llorch whose orchestratord runs REV's code (extracted from git) is measured
+beside the current one (`base-2step`, `base-sse`, `base-openai`): before and after, in
+one run.
 
 Method: the gateways are pinned to core 0, the engines, pool-managerd and this load
 client to core 1. A gateway's CPU is read from /proc before and after each measurement
@@ -37,15 +58,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import os
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 import aiohttp
 import uvloop
+from ci_harness.fleet import Fleet, unavailable
 
 from bench._harness import (
     BENCH_DIR,
@@ -59,6 +85,7 @@ from bench._harness import (
     client_session,
     engine_stats,
     loadavg,
+    median,
     median_rounds,
     own_cpu,
     percentile,
@@ -75,9 +102,15 @@ from bench._harness import (
 )
 
 SYSTEMS = ("direct", "passthrough", "llorch-2step", "llorch-sse", "llorch-openai", "litellm")
+# The engine across a network namespace (issue 10): its own direct, and llorch's paths.
+NETNS = {"llorch-2step": "netns-2step", "llorch-sse": "netns-sse", "llorch-openai": "netns-openai"}
+NETNS_SYSTEMS = ("direct-netns", *NETNS.values())
+KNOWN = (*SYSTEMS, *NETNS_SYSTEMS)
 # With --baseline REV: the llorch systems again, orchestratord running REV's code.
 BASELINE = {"llorch-2step": "base-2step", "llorch-sse": "base-sse", "llorch-openai": "base-openai"}
-ORDER = (*SYSTEMS[:5], *BASELINE.values(), "litellm")
+ORDER = ("direct", "direct-netns", *SYSTEMS[1:5], *NETNS.values(), *BASELINE.values(), "litellm")
+NETNS_HOST = "bench-host"
+T = TypeVar("T")
 DEFAULT_OUT = BENCH_DIR / "results" / "gateway_overhead.json"
 
 
@@ -255,7 +288,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     index = {(r["scenario"], r["concurrency"], r["system"]): r for r in rows}
     for row in rows:
-        direct = index.get((row["scenario"], row["concurrency"], "direct"))
+        row["reference"] = reference(row["system"])
+        direct = index.get((row["scenario"], row["concurrency"], row["reference"]))
         litellm = index.get((row["scenario"], row["concurrency"], "litellm"))
         row["tokens_per_s_vs_direct"] = _ratio(row["tokens_per_s"], direct, "tokens_per_s")
         row["cpu_vs_litellm"] = _ratio(row["cpu_us_per_event"], litellm, "cpu_us_per_event")
@@ -267,6 +301,142 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {name: i for i, name in enumerate(ORDER)}
     rows.sort(key=lambda r: (r["scenario"] != "fast", r["concurrency"], order[r["system"]]))
     return rows
+
+
+def reference(system: str) -> str:
+    """The direct system a system's "added" figures are over: the engine on the same side
+    of the network (`direct-netns` for `netns-*`; for `direct-netns` itself, `direct`:
+    the network's own cost)."""
+    return "direct-netns" if system in NETNS.values() else "direct"
+
+
+def compare_netns(
+    rows: list[dict[str, Any]], runs: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Each netns path beside its loopback twin, per scenario and concurrency: gateway CPU
+    per event (ratio netns / loopback) and added TTFT p50 over the matching direct
+    (difference netns - loopback, ms); issue 10 asks for within 10 % and 0.2 ms. Both
+    from the medians of the rounds (`rows`), and `paired`: the median over rounds of the
+    round's own ratio or difference (the twins run side by side in every round, so a
+    load that drifts between rounds cancels out)."""
+    index = {(r["scenario"], r["concurrency"], r["system"]): r for r in rows}
+    by_round: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        key = (run["scenario"], run["concurrency"], run["round"])
+        by_round.setdefault(key, {})[run["system"]] = run
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        twin = NETNS.get(row["system"], "")
+        other = index.get((row["scenario"], row["concurrency"], twin))
+        if other is None:
+            continue
+        loop_dir = index.get((row["scenario"], row["concurrency"], "direct"))
+        netns_dir = index.get((row["scenario"], row["concurrency"], "direct-netns"))
+        cpu_ratio = _ratio(other["cpu_us_per_event"], row, "cpu_us_per_event")
+        added_loop, added_netns = row["added_ttft_p50_ms"], other["added_ttft_p50_ms"]
+        added_diff = (
+            added_netns - added_loop if added_loop is not None and added_netns is not None else None
+        )
+        network = (
+            netns_dir["ttft_p50_ms"] - loop_dir["ttft_p50_ms"]
+            if loop_dir
+            and netns_dir
+            and loop_dir["ttft_p50_ms"] is not None
+            and netns_dir["ttft_p50_ms"] is not None
+            else None
+        )
+        total = (
+            other["ttft_p50_ms"] - row["ttft_p50_ms"]
+            if other["ttft_p50_ms"] is not None and row["ttft_p50_ms"] is not None
+            else None
+        )
+        paired_ratio, paired_diff = _paired(
+            [g for k, g in by_round.items() if k[:2] == (row["scenario"], row["concurrency"])],
+            row["system"],
+            twin,
+        )
+        out.append(
+            {
+                "scenario": row["scenario"],
+                "concurrency": row["concurrency"],
+                "loopback": row["system"],
+                "netns": twin,
+                "cpu_us_per_event_loopback": row["cpu_us_per_event"],
+                "cpu_us_per_event_netns": other["cpu_us_per_event"],
+                "cpu_ratio": cpu_ratio,
+                "cpu_within_10pct": None if cpu_ratio is None else abs(cpu_ratio - 1) <= 0.10,
+                "cpu_ratio_paired": paired_ratio,
+                "added_ttft_p50_ms_loopback": added_loop,
+                "added_ttft_p50_ms_netns": added_netns,
+                "added_ttft_p50_diff_ms": added_diff,
+                "added_ttft_within_0_2ms": None if added_diff is None else added_diff <= 0.2,
+                "added_ttft_p50_diff_ms_paired": paired_diff,
+                "direct_ttft_p50_netns_minus_loopback_ms": network,
+                "ttft_p50_netns_minus_loopback_ms": total,
+            }
+        )
+    return out
+
+
+def _paired(
+    rounds: list[dict[str, dict[str, Any]]], loopback: str, netns: str
+) -> tuple[float | None, float | None]:
+    """Median over rounds of netns/loopback CPU per event and of the difference of their
+    added TTFT p50 (each over its own direct in the same round)."""
+    ratios: list[float | None] = []
+    diffs: list[float | None] = []
+    for seen in rounds:
+        lo, ne = seen.get(loopback), seen.get(netns)
+        if lo is None or ne is None:
+            continue
+        ratios.append(_ratio(ne["cpu_us_per_event"], lo, "cpu_us_per_event"))
+        d_lo, d_ne = seen.get("direct", {}), seen.get("direct-netns", {})
+        ttft = [r.get("ttft_p50_ms") for r in (ne, d_ne, lo, d_lo)]
+        if None not in ttft:
+            a, b, c, d = (float(t) for t in ttft if t is not None)
+            diffs.append((a - b) - (c - d))
+    return median(ratios), median(diffs)
+
+
+def comparison_table(pairs: list[dict[str, Any]]) -> str:
+    if not pairs:
+        return ""
+    header = (
+        f"{'path':<8}{'c':>4}{'CPU us/ev lo':>14}{'netns':>8}{'ratio':>8}{'<=10%':>7}"
+        f"{'paired':>8}{'+TTFT50 lo':>12}{'netns':>8}{'diff':>8}{'<=0.2':>7}{'paired':>8}"
+        f"{'net':>8}{'total':>8}"
+    )
+    lines = [
+        "",
+        "engine across a network namespace vs on loopback (issue 10): CPU = gateway us per "
+        "event; +TTFT50 = added TTFT p50 over the matching direct (ms); diff = netns - "
+        "loopback; paired = median of the rounds' own ratio / diff; net = direct-netns - "
+        "direct TTFT p50; total = netns - loopback TTFT p50",
+    ]
+    last = None
+    for pair in pairs:
+        if pair["scenario"] != last:
+            lines += ["", f"scenario {pair['scenario']}", header, "-" * len(header)]
+            last = pair["scenario"]
+        lines.append(
+            f"{pair['loopback'].removeprefix('llorch-'):<8}{pair['concurrency']:>4}"
+            f"{_fmt(pair['cpu_us_per_event_loopback']):>14}"
+            f"{_fmt(pair['cpu_us_per_event_netns']):>8}"
+            f"{_fmt(pair['cpu_ratio'], 3):>8}{_yes(pair['cpu_within_10pct']):>7}"
+            f"{_fmt(pair['cpu_ratio_paired'], 3):>8}"
+            f"{_fmt(pair['added_ttft_p50_ms_loopback'], 2):>12}"
+            f"{_fmt(pair['added_ttft_p50_ms_netns'], 2):>8}"
+            f"{_fmt(pair['added_ttft_p50_diff_ms'], 2):>8}"
+            f"{_yes(pair['added_ttft_within_0_2ms']):>7}"
+            f"{_fmt(pair['added_ttft_p50_diff_ms_paired'], 2):>8}"
+            f"{_fmt(pair['direct_ttft_p50_netns_minus_loopback_ms'], 2):>8}"
+            f"{_fmt(pair['ttft_p50_netns_minus_loopback_ms'], 2):>8}"
+        )
+    return "\n".join(lines)
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
 
 
 def _ratio(value: float | None, other: dict[str, Any] | None, metric: str) -> float | None:
@@ -295,7 +465,7 @@ def table(rows: list[dict[str, Any]], scenarios: list[dict[str, Any]]) -> str:
         lines.append("")
         lines.append(
             f"scenario {name}: {scenario['tokens_per_stream']} tokens per stream, {pacing}; "
-            "times in ms, + = added over direct"
+            "times in ms, + = added over direct (over direct-netns for netns-*)"
         )
         lines.append(header)
         lines.append("-" * len(header))
@@ -327,12 +497,21 @@ def _systems(
     llorch: Any,
     litellm: tuple[Proc, str, str] | None,
     baseline: Any = None,
+    netns_engine: tuple[Proc, str] | None = None,
+    netns_llorch: Any = None,
 ) -> list[System]:
     path = "/v1/chat/completions"
     systems: list[System] = []
     for name in names:
         if name == "direct":
             systems.append(System(name, engine_url, path, "openai", list, engine.pids))
+        elif name == "direct-netns" and netns_engine is not None:
+            proc, url = netns_engine
+            systems.append(System(name, url, path, "openai", list, proc.pids))
+        elif name in NETNS.values() and netns_llorch is not None:
+            loopback = next(k for k, v in NETNS.items() if v == name)
+            twin = _systems([loopback], engine, engine_url, None, netns_llorch, None)[0]
+            systems.append(replace(twin, name=name))
         elif name == "passthrough" and passthrough is not None:
             proc, url = passthrough
             systems.append(System(name, url, path, "openai", proc.pids, engine.pids))
@@ -358,7 +537,11 @@ def _systems(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"of {', '.join(KNOWN)} (the netns ones need root and `ip netns`)",
+    )
     parser.add_argument("--scenarios", default="fast,paced")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=3)
@@ -383,20 +566,43 @@ def main(argv: list[str] | None = None) -> int:
     args.systems = [s for s in args.systems.split(",") if s]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
-    unknown = sorted(set(args.systems) - set(SYSTEMS))
+    unknown = sorted(set(args.systems) - set(KNOWN))
     if unknown:
-        parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+        parser.error(f"unknown systems {unknown}; known: {', '.join(KNOWN)}")
+    want_netns = bool(set(args.systems) & set(NETNS_SYSTEMS))
+    if want_netns and (reason := unavailable()):
+        parser.error(f"the netns systems need network namespaces: {reason}")
 
     pin_self(LOAD_CORE)
     load_before = announce_load()
     started = time.time()
+    previous_term = signal.signal(signal.SIGTERM, _terminated)  # clean up as on Ctrl-C
     with contextlib.ExitStack() as stack:
+        stack.callback(signal.signal, signal.SIGTERM, previous_term)
         root, logs = run_dir(stack, args.workdir, "llorch-bench-")
+        fleet = None
+        if want_netns:
+            # Registered before the processes' stop: they stop first, then close() kills
+            # anything left in the namespace and deletes it and the bridge.
+            fleet = Fleet()
+            stack.callback(fleet.close)
+            fleet.start()
+            fleet.add_host(NETNS_HOST)
         procs: list[Any] = []
         stack.callback(lambda: [p.stop() for p in reversed(procs)])
         engine, engine_url = start_engine(logs)
         procs.append(engine)
         engines = [engine_url]
+        netns_engine = netns_llorch = None
+        if fleet is not None and "direct-netns" in args.systems:
+            netns_engine = start_engine(
+                logs,
+                host=fleet.hosts[NETNS_HOST].address,
+                wrap=functools.partial(fleet.command, NETNS_HOST),
+                name="engine-netns",
+            )
+            procs.append(netns_engine[0])
+            engines.append(netns_engine[1])
         passthrough = litellm = llorch = None
         if "passthrough" in args.systems:
             passthrough = start_passthrough(logs, engine_url)
@@ -419,16 +625,42 @@ def main(argv: list[str] | None = None) -> int:
             )
             procs.append(baseline)
             engines.append(baseline.engine_url)
+        if fleet is not None and set(args.systems) & set(NETNS.values()):
+            netns_llorch = start_llorch(
+                root / "llorch-netns",
+                logs,
+                slots=args.slots,
+                log_level=args.llorch_log_level,
+                name="-netns",
+                control_host=fleet.gateway,
+                manager_wrap=functools.partial(fleet.command, NETNS_HOST),
+            )
+            procs.append(netns_llorch)
+            engines.append(netns_llorch.engine_url)
         if "litellm" in args.systems:
             print("starting LiteLLM proxy (about 20-40 s)...", flush=True)
             litellm = start_litellm(root, logs, engine_url)
             procs.append(litellm[0])
-        systems = _systems(args.systems, engine, engine_url, passthrough, llorch, litellm, baseline)
+        systems = _systems(
+            args.systems,
+            engine,
+            engine_url,
+            passthrough,
+            llorch,
+            litellm,
+            baseline,
+            netns_engine,
+            netns_llorch,
+        )
         print(f"systems: {', '.join(s.name for s in systems)}; engines at {', '.join(engines)}")
-        result = uvloop.run(run_all(args, systems, engines))
+        placement = where(systems, fleet)
+        for name, seen in placement.items():
+            print(f"  {name:<14} {seen}")
+        result = uvloop.run(_cancelled_by_sigterm(run_all(args, systems, engines)))
         stats = {url: engine_stats(url) for url in engines}
     load_after = loadavg()
     rows = summarize(result["runs"])
+    pairs = compare_netns(rows, result["runs"])
     report = {
         **report_head("gateway_overhead", started, load_before, load_after),
         "method": {
@@ -441,20 +673,79 @@ def main(argv: list[str] | None = None) -> int:
             "llorch_slots": args.slots,
             "llorch_log_level": args.llorch_log_level,
             "cpu": "schedstat ns of the gateway's process tree / token events delivered",
+            "netns": "engine side in a network namespace on a bridge (ci_harness.fleet), "
+            "control link and engine dialled across it, insecure (plaintext)"
+            if want_netns
+            else None,
+            "placement": placement,
         },
         "scenarios": result["scenarios"],
         "summary": rows,
+        "netns_comparison": pairs,
         "runs": result["runs"],
         "engine_stats": stats,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(table(rows, result["scenarios"]))
+    if pairs:
+        print(comparison_table(pairs))
     print(
         f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
         f"{report['elapsed_s']:.0f} s; JSON: {args.out}"
     )
     return 0
+
+
+def where(systems: Sequence[System], fleet: Fleet | None) -> dict[str, dict[str, Any]]:
+    """Per system: the cores and network namespace of its gateway and engine processes
+    (the proof that pinning holds inside the namespace too)."""
+    netns = {h.netns: h for h in fleet.hosts.values()} if fleet is not None else {}
+    seen: dict[str, dict[str, Any]] = {}
+    for system in systems:
+        entry: dict[str, Any] = {}
+        for side, pids in (("gateway", system.gateway()), ("engine", system.engine())):
+            if not pids:
+                continue
+            cores: set[int] = set()
+            spaces: set[str] = set()
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    cores |= os.sched_getaffinity(pid)
+                    spaces.add(_netns_of(pid, netns))
+            entry[side] = {"processes": len(pids), "cores": sorted(cores), "netns": sorted(spaces)}
+        seen[system.name] = entry
+    return seen
+
+
+def _netns_of(pid: int, named: dict[str, Any]) -> str:
+    """The named namespace `pid` runs in; "root" for this process's own."""
+    inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    for name in named:
+        with contextlib.suppress(OSError):
+            if os.stat(f"/run/netns/{name}").st_ino == inode:
+                return str(name)
+    return "root" if inode == os.stat("/proc/self/ns/net").st_ino else f"other ({inode})"
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM as Ctrl-C outside the event loop: the ExitStack unwinds (processes
+    stopped, namespace and bridge deleted)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+async def _cancelled_by_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """`work`, cancelled by SIGTERM (as asyncio.Runner cancels it on Ctrl-C): raised from
+    a signal handler inside the loop, KeyboardInterrupt would only close one transport."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 if __name__ == "__main__":
