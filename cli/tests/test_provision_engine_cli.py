@@ -20,6 +20,7 @@ from llorch.provision_engine import BuildProgress, format_build_progress
 from provisioners.engines import PreparedEngine
 from provisioners.testing import (
     BUILD_TIMEOUT_S,
+    LLAMA_SERVER_TEST_FLAGS,
     LLAMA_SERVER_TEST_SPEC,
     engines_root_for_tests,
     llama_server_for_tests,
@@ -77,7 +78,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
 ) -> None:
     shared = engines_root_for_tests()
     built = _llorch(
-        "provision", "engine", LLAMA_SERVER_TEST_SPEC, "--dry-run", "--json",
+        "provision", "engine", LLAMA_SERVER_TEST_SPEC, *LLAMA_SERVER_TEST_FLAGS,
+        "--dry-run", "--json",
         "--engines-dir", str(shared), "--catalog", str(shared / "catalog.sqlite"),
     )  # fmt: skip
     assert built.returncode == 0, built.stderr

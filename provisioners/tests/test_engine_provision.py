@@ -27,6 +27,7 @@ from provisioners.plan.probes import parse_llama_server_version
 from provisioners.testing import (
     BUILD_TIMEOUT_S,
     LLAMA_CPP_SERVER_TEST_SPEC,
+    LLAMA_SERVER_TEST_OPTIONS,
     LLAMA_SERVER_TEST_SPEC,
     engines_root_for_tests,
     llama_cpp_server_for_tests,
@@ -119,7 +120,7 @@ async def test_a_second_provision_of_the_same_source_and_flags_builds_nothing(
     root = engines_root_for_tests()
     provisioner = EngineProvisioner(shared_store, EngineProvisionerSettings(root, jobs=2))
     started = time.monotonic()
-    again = await provisioner.provision(LLAMA_SERVER_TEST_SPEC)
+    again = await provisioner.provision(LLAMA_SERVER_TEST_SPEC, LLAMA_SERVER_TEST_OPTIONS)
     print(f"\nwarm re-provision of {LLAMA_SERVER_TEST_SPEC}: {time.monotonic() - started:.2f} s")
     assert _actions(caplog) == ["reuse"]
     assert again.entry_id == llama_server.entry_id and again == llama_server

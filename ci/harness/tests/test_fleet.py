@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 from ci_harness.cluster import Cluster, parse_events, tiny_pool, wait_for
+from provisioners.testing import llama_cpp_server_for_tests, llama_server_for_tests
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., Cluster]
@@ -265,3 +268,35 @@ def test_a_fleet_over_ipv6_advertises_bracketed_endpoints_and_serves(
     (replica,) = cluster.pool("pool-v6")["replicas"]
     assert replica["endpoint"].startswith(f"[{address}]:"), replica
     assert stream_on(cluster, "pool-v6")[-1].name == "end"
+
+
+@pytest.mark.timeout(300, func_only=True)  # the first run on a machine builds llama-server
+def test_http_engines_on_a_tls_host_serve_https_with_the_host_certificate(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    engines = {
+        "llamacpp": list(llama_server_for_tests().command),
+        "llamacpp-server-py": list(llama_cpp_server_for_tests().command),
+    }
+    pools = [
+        {**tiny_pool(f"pool-{engine}", tiny_model, ctx=4096), "engine": engine}
+        | {"engine_command": command}
+        for engine, command in engines.items()
+    ]
+    cluster = cluster_factory({"h1": pools}, fleet=True, tls=True, start=False)
+    cluster.start()
+    assert cluster.tls is not None
+    address = cluster.host_address("h1")
+    for engine in engines:
+        (replica,) = cluster.pool(f"pool-{engine}")["replicas"]
+        endpoint = replica["endpoint"]
+        assert endpoint.startswith(f"{address}:"), replica
+        # The engine port speaks TLS with a certificate of the fleet's CA for that address.
+        trusted = ssl.create_default_context(cafile=str(cluster.tls.ca_file))
+        with httpx.Client(verify=trusted, timeout=5.0) as client:
+            assert client.get(f"https://{endpoint}/health").status_code < 500
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://{endpoint}/health", timeout=5.0).raise_for_status()
+        events = stream_on(cluster, f"pool-{engine}")
+        assert events[-1].name == "end", events[-1]
+    assert "plaintext HTTP" not in log_of(cluster, "pool-managerd-h1")

@@ -158,7 +158,9 @@ def cmake_flags(build: BuildOptions, machine: str = "x86_64") -> tuple[str, ...]
         "-DLLAMA_BUILD_TOOLS=ON",
         "-DLLAMA_BUILD_SERVER=ON",
         "-DLLAMA_CURL=OFF",
-        "-DLLAMA_OPENSSL=OFF",  # it serves plain HTTP on loopback; no libssl needed
+        # Plain HTTP by default (no libssl needed); a host whose engines serve TLS across
+        # the fleet provisions with --cmake-arg=-DLLAMA_OPENSSL=ON (FLT-02).
+        "-DLLAMA_OPENSSL=OFF",
         "-DLLAMA_BUILD_UI=OFF",  # the web UI needs npm
         "-DLLAMA_USE_PREBUILT_UI=OFF",  # ...or a download from the hub: never
         f"-DGGML_NATIVE={'ON' if build.native else 'OFF'}",

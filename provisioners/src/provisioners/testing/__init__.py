@@ -12,18 +12,21 @@ from __future__ import annotations
 from provisioners.testing.engines import (
     BUILD_TIMEOUT_S,
     LLAMA_CPP_SERVER_TEST_SPEC,
+    LLAMA_SERVER_TEST_FLAGS,
+    LLAMA_SERVER_TEST_OPTIONS,
     LLAMA_SERVER_TEST_SPEC,
     engines_root_for_tests,
     llama_cpp_server_for_tests,
     llama_cpp_server_python_for_tests,
     llama_server_for_tests,
-    llama_server_tls_for_tests,
 )
 from provisioners.testing.files import RangeFileServer, ServedRequest
 
 __all__ = [
     "BUILD_TIMEOUT_S",
     "LLAMA_CPP_SERVER_TEST_SPEC",
+    "LLAMA_SERVER_TEST_FLAGS",
+    "LLAMA_SERVER_TEST_OPTIONS",
     "LLAMA_SERVER_TEST_SPEC",
     "RangeFileServer",
     "ServedRequest",
@@ -31,5 +34,4 @@ __all__ = [
     "llama_cpp_server_for_tests",
     "llama_cpp_server_python_for_tests",
     "llama_server_for_tests",
-    "llama_server_tls_for_tests",
 ]

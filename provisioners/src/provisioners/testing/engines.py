@@ -10,10 +10,10 @@ catalog. The first call on a machine builds it (minutes on two cores); every lat
 the catalog entry and returns in about a second. One call per process does the work;
 concurrent callers in the process wait for it, other processes wait on its file lock.
 
-`llama_server_tls_for_tests()` is the same llama-server built with OpenSSL
-(`-DLLAMA_OPENSSL=ON`, its own build key): it serves HTTPS with `--ssl-key-file` and
-`--ssl-cert-file`, for the fleet's TLS tests (FLT-02). It needs libssl's headers
-(`apt-get install libssl-dev`; the build names what is missing).
+The test llama-server is built with OpenSSL (`-DLLAMA_OPENSSL=ON`, part of its build
+key), so the same binary serves plain HTTP and, given `--ssl-key-file` and
+`--ssl-cert-file`, HTTPS for the fleet's TLS tests (FLT-02); one build, not two. It
+needs libssl's headers (Debian's `libssl-dev`, on the project's machines).
 
 `llama_cpp_server_for_tests()` does the same for `llamacpp-server-py:package`: a
 managed venv with `llama-cpp-python[server]==0.3.36` (package mode), made from the
@@ -44,19 +44,22 @@ from provisioners.plan.engine_specs import BuildOptions, SpecOptions
 __all__ = [
     "BUILD_TIMEOUT_S",
     "LLAMA_CPP_SERVER_TEST_SPEC",
+    "LLAMA_SERVER_TEST_FLAGS",
+    "LLAMA_SERVER_TEST_OPTIONS",
     "LLAMA_SERVER_TEST_SPEC",
     "engines_root_for_tests",
     "llama_cpp_server_for_tests",
     "llama_cpp_server_python_for_tests",
     "llama_server_for_tests",
-    "llama_server_tls_for_tests",
 ]
 
 LLAMA_SERVER_TEST_SPEC = "llamacpp:source=sdist:0.3.36"
 LLAMA_CPP_SERVER_TEST_SPEC = "llamacpp-server-py:package"
 BUILD_TIMEOUT_S = 3600  # a cold build measured ~10-15 min on two shared cores
 _JOBS = 2
-TLS_BUILD = SpecOptions(build=BuildOptions(cmake_args=("-DLLAMA_OPENSSL=ON",)))
+# The test llama-server's build options, and the same as `llorch provision engine` flags.
+LLAMA_SERVER_TEST_OPTIONS = SpecOptions(build=BuildOptions(cmake_args=("-DLLAMA_OPENSSL=ON",)))
+LLAMA_SERVER_TEST_FLAGS = ("--cmake-arg=-DLLAMA_OPENSSL=ON",)
 
 _lock = threading.Lock()  # guards `_spec_locks`
 _spec_locks: dict[str, threading.Lock] = {}  # one per spec: one build does not stall another
@@ -70,12 +73,7 @@ def engines_root_for_tests() -> Path:
 
 def llama_server_for_tests(progress: ProgressCallback | None = None) -> PreparedEngine:
     """The test llama-server (see module doc); `progress(done, total)` while compiling."""
-    return _once(LLAMA_SERVER_TEST_SPEC, progress)
-
-
-def llama_server_tls_for_tests(progress: ProgressCallback | None = None) -> PreparedEngine:
-    """The test llama-server built with OpenSSL (see module doc)."""
-    return _once(LLAMA_SERVER_TEST_SPEC, progress, TLS_BUILD)
+    return _once(LLAMA_SERVER_TEST_SPEC, progress, LLAMA_SERVER_TEST_OPTIONS)
 
 
 def llama_cpp_server_for_tests() -> PreparedEngine:
