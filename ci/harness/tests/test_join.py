@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
-from ci_harness.cluster import parse_events
+from ci_harness.cluster import parse_events, workers_under
 from ci_harness.fleet import Fleet, unavailable
 
 pytestmark = pytest.mark.integration
@@ -82,16 +81,6 @@ def terminate(process: subprocess.Popen[str]) -> int:
         process.kill()
         process.wait()
         raise AssertionError(f"{process.args!r} did not stop on SIGTERM") from None
-
-
-def workers_under(root: Path) -> list[int]:
-    """Worker processes whose command line names a path under `root`."""
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or ())
-        if "worker_adapters.worker" in cmdline and str(root) in cmdline:
-            found.append(int(process.info["pid"]))
-    return found
 
 
 def logs(root: Path) -> str:

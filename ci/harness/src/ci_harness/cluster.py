@@ -33,7 +33,7 @@ from specs.net import host_port
 from ci_harness.fleet import Fleet
 from ci_harness.tls import FleetCerts
 
-__all__ = ["Cluster", "Event", "parse_events", "tiny_pool", "wait_for"]
+__all__ = ["Cluster", "Event", "parse_events", "tiny_pool", "wait_for", "workers_under"]
 
 WAIT_S = 60.0
 
@@ -213,13 +213,7 @@ class Cluster:
         wait_for(ready, f"pools {pool_ids} to be ready", timeout_s)
 
     def worker_pids(self, host_id: str, pool_id: str) -> list[int]:
-        marker = str(self.root / host_id / "run" / f"{pool_id}-r")
-        found = []
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = " ".join(process.info["cmdline"] or ())
-            if "worker_adapters.worker" in cmdline and marker in cmdline:
-                found.append(int(process.info["pid"]))
-        return found
+        return workers_under(self.root / host_id / "run" / f"{pool_id}-r")
 
     def stop_process(self, name: str, timeout_s: float = 30.0) -> int:
         process = self.processes[name]
@@ -266,6 +260,17 @@ class Cluster:
     def cancel(self, task_id: str) -> int:
         with self.client() as client:
             return client.post(f"/v2/tasks/{task_id}/cancel").status_code
+
+
+def workers_under(marker: Path | str) -> list[int]:
+    """Pids of `llorch worker` processes whose command line names `marker` (a path, or
+    the start of one: their port files live under their pool manager's state)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "worker_adapters.worker" in cmdline and str(marker) in cmdline:
+            found.append(int(process.info["pid"]))
+    return found
 
 
 def tiny_pool(pool_id: str, model: Path, **overrides: Any) -> dict[str, Any]:

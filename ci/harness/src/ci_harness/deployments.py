@@ -16,9 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from ci_harness.cluster import Cluster, wait_for
+from ci_harness.cluster import Cluster, wait_for, workers_under
 from ci_harness.fleet import Fleet
 
 __all__ = [
@@ -102,7 +100,7 @@ def fleet_of(root: Path, settings: dict[str, dict[str, Any]]) -> Iterator[Cluste
     finally:
         try:
             codes = cluster.stop()
-            survivors = _workers_under(root)
+            survivors = workers_under(root)
         finally:
             cluster.fleet.close()
     if survivors or any(codes.values()):
@@ -127,12 +125,3 @@ def reset(cluster: Cluster) -> None:
         )
 
     wait_for(empty, "every pool to stop and every device to be free")
-
-
-def _workers_under(root: Path) -> list[int]:
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or ())
-        if "worker_adapters.worker" in cmdline and str(root) in cmdline:
-            found.append(int(process.info["pid"]))
-    return found
