@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import ssl
 import threading
 import time
@@ -68,8 +69,23 @@ def test_jobs_stream_from_engines_on_three_hosts_each_in_its_own_network_namespa
         assert events[-1].data["tokens_out"] == 8 and any(e.name == "token" for e in events)
     addresses = {cluster.fleet.hosts[h].address for h in pools}
     assert len(addresses) == 3 and all(ipaddress.ip_address(a).is_private for a in addresses)
+    # The harness's loss fault: every packet to one host dropped, then restored.
+    (replica,) = cluster.pool("pool-h1")["replicas"]
+    host, port = replica["endpoint"].rsplit(":", 1)
+    cluster.fleet.degrade("h1", loss_percent=100)
+    with pytest.raises(TimeoutError):
+        socket.create_connection((host, int(port)), timeout=1.0)
+    cluster.fleet.restore("h1")
+    assert _connect_s(host, int(port)) < 1.0
     warned = log_of(cluster, "orchestratord")
     assert "INSECURE" in warned  # a plaintext link off the machine is said at every start
+
+
+def _connect_s(host: str, port: int) -> float:
+    """Seconds a TCP connection to host:port takes to open."""
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=5.0):
+        return time.monotonic() - started
 
 
 def test_a_host_advertising_loopback_over_a_bridge_is_refused_with_a_reason(

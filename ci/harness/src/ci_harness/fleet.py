@@ -11,8 +11,9 @@ reaches them across the bridge, as it would a second machine.
 
 Faults for the partition tests and the chaos harness: `partition(host)` takes the host's
 link down (packets are dropped, connections stall, nothing is reset), `heal(host)` brings
-it back; `degrade(host, loss_percent, delay_ms)` adds `tc netem` loss and delay on the
-link, `restore(host)` removes it.
+it back; `degrade(host, loss_percent)` drops that share of the packets between the
+orchestrator and the host (iptables `statistic`; `tc netem` would add delay too, but
+these kernels have no `sch_netem`), `restore(host)` removes it.
 
 Needs root and `ip netns` (iproute2). `unavailable()` says why a machine cannot run
 these tests, for a skip with that reason. Names are short (interface names are at most
@@ -68,6 +69,7 @@ class Fleet:
     bridge: str = ""
     gateway: str = ""  # the root namespace's address on the bridge
     gateway6: str = ""  # its IPv6 address there
+    _degraded: dict[str, float] = field(default_factory=dict)  # host -> loss percent
     _network: ipaddress.IPv4Network | None = None
 
     def start(self) -> Fleet:
@@ -120,25 +122,39 @@ class Fleet:
     def heal(self, host_id: str) -> None:
         _ip("link", "set", self.hosts[host_id].link, "up")
 
-    def degrade(self, host_id: str, loss_percent: float = 0.0, delay_ms: float = 0.0) -> None:
-        """Packet loss and delay on the host's link (both directions' root-side queue)."""
-        link = self.hosts[host_id].link
-        subprocess.run(
-            ["tc", "qdisc", "replace", "dev", link, "root", "netem"]
-            + (["delay", f"{delay_ms}ms"] if delay_ms else [])
-            + (["loss", f"{loss_percent}%"] if loss_percent else []),
-            check=True,
-            capture_output=True,
-        )
+    def degrade(self, host_id: str, loss_percent: float) -> None:
+        """Drop this share of the packets between the root namespace (the orchestrator)
+        and the host, both ways, at random (iptables' `statistic` match: the kernels
+        here have no `sch_netem`, so no delay). 100 drops everything, silently."""
+        self.restore(host_id)
+        for rule in self._loss_rules(host_id, loss_percent / 100.0):
+            subprocess.run([*rule[:1], "-I", *rule[1:]], check=True, capture_output=True)
+        self._degraded[host_id] = loss_percent
 
     def restore(self, host_id: str) -> None:
-        link = self.hosts[host_id].link
-        subprocess.run(["tc", "qdisc", "del", "dev", link, "root"], check=False)
+        """Undo `degrade` (no effect when the host is not degraded)."""
+        loss_percent = self._degraded.pop(host_id, None)
+        if loss_percent is None:
+            return
+        for rule in self._loss_rules(host_id, loss_percent / 100.0):
+            subprocess.run([*rule[:1], "-D", *rule[1:]], check=False, capture_output=True)
+
+    def _loss_rules(self, host_id: str, probability: float) -> list[list[str]]:
+        host = self.hosts[host_id]
+        drop = ["-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}"]
+        rules = []
+        for tool, address in (("iptables", host.address), ("ip6tables", host.address6)):
+            rules.append([tool, "INPUT", "-s", address, *drop, "-j", "DROP"])
+            rules.append([tool, "OUTPUT", "-d", address, *drop, "-j", "DROP"])
+        return rules
 
     # -- teardown --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Delete the namespaces (killing anything still inside) and the bridge."""
+        """Delete the namespaces (killing anything still inside), the bridge and any
+        loss rules."""
+        for host_id in list(self._degraded):
+            self.restore(host_id)
         for host in self.hosts.values():
             pids = _ip("netns", "pids", host.netns, check=False).stdout.split()
             for pid in pids:
