@@ -15,7 +15,7 @@ it back; `degrade(host, loss_percent)` drops that share of the packets between t
 orchestrator and the host (iptables `statistic`; `tc netem` would add delay too, but
 these kernels have no `sch_netem`), `restore(host)` removes it.
 
-Needs root and `ip netns` (iproute2). `unavailable()` says why a machine cannot run
+Needs root and `ip netns` (iproute2); `degrade` installs Debian's iptables if missing. `unavailable()` says why a machine cannot run
 these tests, for a skip with that reason. Names are short (interface names are at most
 15 bytes) and carry a per-fleet tag, so fleets of concurrent test runs do not collide;
 `close()` deletes what this fleet made, and only that.
@@ -127,6 +127,7 @@ class Fleet:
         and the host, both ways, at random (iptables' `statistic` match: the kernels
         here have no `sch_netem`, so no delay). 100 drops everything, silently."""
         self.restore(host_id)
+        _ensure_iptables()
         for rule in self._loss_rules(host_id, loss_percent / 100.0):
             subprocess.run([*rule[:1], "-I", *rule[1:]], check=True, capture_output=True)
         self._degraded[host_id] = loss_percent
@@ -165,6 +166,16 @@ class Fleet:
         if self.bridge:
             _ip("link", "del", self.bridge, check=False)
             self.bridge = ""
+
+
+def _ensure_iptables() -> None:
+    """Install Debian's iptables when missing (not in the base image; Docker pulls it in)."""
+    if shutil.which("iptables") and shutil.which("ip6tables"):
+        return
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "iptables"]
+    if subprocess.run(install, check=False, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+        subprocess.run(install, check=True, capture_output=True)
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
