@@ -16,9 +16,10 @@ orchestrator and the host (iptables `statistic`; `tc netem` would add delay too,
 these kernels have no `sch_netem`), `restore(host)` removes it.
 
 Needs root and `ip netns` (iproute2); `degrade` installs Debian's iptables if missing.
-`unavailable()` says why a machine cannot run these tests, for a skip with that reason. Names are short (interface names are at most
-15 bytes) and carry a per-fleet tag, so fleets of concurrent test runs do not collide;
-`close()` deletes what this fleet made, and only that.
+`unavailable()` says why a machine cannot run these tests, for a skip with that reason.
+Names are short (interface names are at most 15 bytes) and carry a per-fleet tag, so
+fleets of concurrent test runs do not collide; `close()` deletes what this fleet made,
+and only that.
 """
 
 from __future__ import annotations
