@@ -73,7 +73,9 @@ def _abandoned(record: TaskRecord) -> Failed:
     if task is not None:
         task.uncancel()
     reason, record.abandoned = record.abandoned, ""
-    return Failed("WORKER_RESET", reason, True, record.token_events == 0, engine_lost=True)
+    # Not `engine_lost`: the engine may be fine behind a partition; when its host comes
+    # back its replica serves at once instead of waiting out a suspicion.
+    return Failed("WORKER_RESET", reason, True, record.token_events == 0)
 
 
 def _wall_ms() -> int:
