@@ -53,7 +53,7 @@ def test_jobs_stream_from_engines_on_three_hosts_each_in_its_own_network_namespa
     cluster_factory: Factory, tiny_model: Path
 ) -> None:
     pools = {h: [tiny_pool(f"pool-{h}", tiny_model)] for h in ("h1", "h2", "h3")}
-    cluster = cluster_factory(pools, fleet=True)
+    cluster = cluster_factory(pools, {"h3": {"engine_ports": "42100-42199"}}, fleet=True)
     assert cluster.fleet is not None
     seen = hosts(cluster)
     for host_id in pools:
@@ -63,6 +63,8 @@ def test_jobs_stream_from_engines_on_three_hosts_each_in_its_own_network_namespa
         assert f"engines listen on {address} and are advertised as {address}" in said
         (replica,) = cluster.pool(f"pool-{host_id}")["replicas"]
         assert replica["endpoint"].startswith(f"{address}:"), replica
+        if host_id == "h3":  # engine_ports: one firewall rule opens this host's engines
+            assert 42100 <= int(replica["endpoint"].rsplit(":", 1)[1]) <= 42199, replica
         events = stream_on(cluster, f"pool-{host_id}")
         assert events[0].name == "started" and events[0].data["pool_id"] == f"pool-{host_id}"
         assert events[-1].name == "end", events[-1]

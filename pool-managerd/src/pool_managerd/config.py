@@ -7,6 +7,8 @@ advertise_host: ""                  # what the orchestrator dials for this host'
                                     # default: this host's address toward the orchestrator
 engine_bind_host: ""                # where engines listen; default: the advertised address
                                     # when it is this host's own, else that local address
+engine_ports: "41000-41999"         # engines listen on ports of this range (one firewall
+                                    # rule); default: any free port the kernel picks
 insecure: false                     # allow a plaintext control link to a non-loopback
                                     # orchestrator (warned at every start)
 tls:                                # FLT-02, see specs.tls: ca_file verifies the orchestrator;
@@ -154,6 +156,13 @@ class ManagerConfig:
     insecure: bool = False
     tls: TlsFiles | None = None
     engine_tls: bool = True
+    engine_ports: str = ""
+
+    @property
+    def engine_port_range(self) -> tuple[int, int] | None:
+        """(first, last) of `engine_ports`, inclusive; None: any port (checked at load)."""
+        return _port_range(self.engine_ports) if self.engine_ports else None
+
     status_file: Path | None = None
 
     @property
@@ -168,6 +177,16 @@ class ManagerConfig:
             for path in [m.path for m in self.models] + [p.model for p in self.pools if p.model]
         )
         return tuple(sorted({Path(root).expanduser().resolve() for root in given}))
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    first, sep, last = str(text).partition("-")
+    if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+        raise ConfigError(f"engine_ports: expected FIRST-LAST, e.g. 41000-41999, got {text!r}")
+    low, high = int(first), int(last)
+    if not 1024 <= low <= high <= 65535:
+        raise ConfigError(f"engine_ports: {text!r} must lie within 1024-65535, first <= last")
+    return low, high
 
 
 def _pool(raw: Any, index: int) -> PoolConfig:
@@ -252,6 +271,9 @@ def load_config(path: Path) -> ManagerConfig:
         split_host_port(str(raw["orchestrator"]))
     except (TlsConfigError, AddressError) as exc:
         raise ConfigError(str(exc)) from exc
+    if raw.get("engine_ports"):
+        raw["engine_ports"] = str(raw["engine_ports"])
+        _port_range(raw["engine_ports"])
     for name in ("insecure", "engine_tls"):
         if not isinstance(raw.get(name, False), bool):
             raise ConfigError(f"{name}: expected true or false")

@@ -33,6 +33,7 @@ venv's python, the PyTriton script's interpreter and path, or the whole command 
 
 from __future__ import annotations
 
+import random
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -79,13 +80,25 @@ class Launch:
     tls: bool = False  # the engine serves TLS with the host's certificate
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now on `host` (the engine binds it a moment later; a clash fails
-    its start, which the lifecycle treats as a crash and retries with a new port)."""
+def free_port(host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> int:
+    """A port free right now on `host`: any (the kernel's pick), or one of `ports` (first
+    and last, inclusive; tried from a random start so restarts spread over the range).
+    The engine binds it a moment later; a clash fails its start, which the lifecycle
+    treats as a crash and retries with a new port. OSError when the range is full."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.bind((host.strip("[]"), 0))
-        return int(probe.getsockname()[1])
+    candidates = [0]
+    if ports is not None:
+        first, last = ports
+        start = random.randint(first, last)
+        candidates = [*range(start, last + 1), *range(first, start)]
+    for candidate in candidates:
+        with socket.socket(family) as probe:
+            try:
+                probe.bind((host.strip("[]"), candidate))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError(f"no free port in engine_ports {ports} on {host}")
 
 
 def serves_tls(pool: PoolConfig) -> bool:
@@ -138,6 +151,8 @@ def _worker(
             args += ["--gpu-layers", str(pool.gpu_layers)]
         if pool.embeddings:
             args.append("--embeddings")
+    if manager.engine_port_range is not None:  # else the worker binds port 0 and says
+        args += ["--port", str(free_port(network.bind_host, manager.engine_port_range))]
     tls = _host_tls(pool, manager, network)
     if tls and manager.tls is not None:
         args += ["--tls-cert", str(manager.tls.cert_file), "--tls-key", str(manager.tls.key_file)]
@@ -217,8 +232,8 @@ def _llama_cpp_server(
     return Launch(tuple(args), "openai", env, port, tls=certs is not None)
 
 
-def _triton(pool: PoolConfig, host: str, port: int) -> Launch:
-    grpc_port, metrics_port = free_port(host), free_port(host)
+def _triton(pool: PoolConfig, host: str, port: int, ports: tuple[int, int] | None) -> Launch:
+    grpc_port, metrics_port = free_port(host, ports), free_port(host, ports)
     args = [
         *pool.engine_command,
         "--model",
@@ -259,13 +274,13 @@ def launch(
     if not pool.engine_command:
         raise ValueError(f"engine {pool.engine} needs engine_command (the provisioned engine)")
     host = network.bind_host
-    port = free_port(host)
+    port = free_port(host, manager.engine_port_range)
     if pool.engine == "llamacpp":
         return _llama_server(pool, key, host, port, _tls_files(pool, manager, network))
     if pool.engine == "llamacpp-server-py":
         return _llama_cpp_server(pool, key, host, port, _tls_files(pool, manager, network))
     if pool.engine == "triton":
-        return _triton(pool, host, port)
+        return _triton(pool, host, port, manager.engine_port_range)
     if pool.engine == "openai-compatible":
         return _openai_compatible(pool, host, port)
     raise ValueError(f"unknown engine {pool.engine}")
