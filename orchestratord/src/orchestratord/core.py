@@ -17,6 +17,11 @@ dispatcher's turn). A task whose engine fails before its first token is put
 back at the head of its lane (bounded by `max_attempts`); the replica is marked suspect
 when the engine itself was lost, so the retry goes elsewhere or waits for the restart.
 A task that already streamed tokens ends with the engine's typed error instead.
+When a host is lost, its running attempts are abandoned at once (`host_lost`).
+
+Past the ~800-line mark (STYLE rule 11) since the fleet work; the reason it is not split
+here: issue 11 splits it along the life of a task (intake, dispatch, attempt, ledger)
+before the journal lands in it, in commits of their own.
 """
 
 from __future__ import annotations
