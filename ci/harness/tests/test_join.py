@@ -155,6 +155,7 @@ def test_llorch_join_in_a_second_namespace_joins_llorch_up_over_tls_and_serves_j
         joined, join_out = start(fleet.command("h2", [*LLORCH, *printed[1:], *extra]))
         join_out.until("llorch: joined")
         join_out.until("ready: pool-h2")
+        assert join_out.until("The fleet's API: ").strip().endswith(url)  # what up printed
 
         with httpx.Client(base_url=url, timeout=30) as client:
             hosts = {h["host_id"]: h for h in client.get("/v2/hosts").json()["hosts"]}

@@ -213,12 +213,14 @@ class Status:
 
     joined: bool = False
     pools: dict[str, str] = field(default_factory=dict)
+    api_url: str = ""  # the fleet's API, as the orchestrator announced it
 
     @classmethod
     def read(cls, path: Path) -> Status | None:
         try:
             raw = json.loads(path.read_text())
-            return cls(bool(raw["joined"]), {str(k): str(v) for k, v in raw["pools"].items()})
+            pools = {str(k): str(v) for k, v in raw["pools"].items()}
+            return cls(bool(raw["joined"]), pools, str(raw.get("api_url") or ""))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # not written yet
 
@@ -363,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
         watch.until_ready(args.join_timeout)
         pools = ", ".join(sorted(watch.status.pools)) or "no static pools"
         print(f"\nllorch: host {settings['host_id']} joined {address}; ready: {pools}", flush=True)
+        if watch.status.api_url:
+            print(f"The fleet's API: {watch.status.api_url}", flush=True)
         print("Stop with Ctrl-C.\n", flush=True)
         ready = True
         while True:

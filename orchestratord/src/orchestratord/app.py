@@ -20,7 +20,7 @@ import grpc
 import uvicorn
 from adapter_host import AdapterHost, ReplicaKey
 from specs.control.v1 import control_pb2_grpc
-from specs.net import host_port
+from specs.net import host_port, is_wildcard
 from specs.tls import ClientTls, TlsMaterial
 from worker_adapters import Endpoint
 
@@ -115,6 +115,15 @@ def build(config: OrchestratorConfig) -> Services:
     return Services(config, registry, host, orchestrator, control, deployments, commands, tls)
 
 
+def _public_url(config: OrchestratorConfig, http_port: int) -> str:
+    """Where clients reach the API: `public_url`, else the HTTP address (the control
+    host's when HTTP listens on the wildcard: the address other hosts already dial)."""
+    if config.public_url:
+        return config.public_url.rstrip("/")
+    host = config.control_host if is_wildcard(config.http_host) else config.http_host
+    return f"http://{host_port(host, http_port)}"
+
+
 def _control_port(
     server: grpc.aio.Server, config: OrchestratorConfig, tls: TlsMaterial | None
 ) -> int:
@@ -192,6 +201,7 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
             host_port(config.control_host, control_port),
             _link_kind(services.tls),
         )
+        services.control.api_url = _public_url(config, http_port)
         if ready_file is not None:
             scratch = ready_file.with_suffix(".tmp")
             scratch.write_text(json.dumps({"http_port": http_port, "control_port": control_port}))

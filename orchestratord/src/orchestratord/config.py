@@ -73,6 +73,9 @@ class OrchestratorConfig:
     routing: str = "predicted"
     tls: TlsFiles | None = None
     insecure: bool = False  # allow a plaintext control link on a non-loopback address
+    # Where clients reach this API, told to pool managers (`llorch join` prints it);
+    # default: http://HTTP_HOST:PORT, with the control host for a wildcard HTTP host.
+    public_url: str = ""
 
     @property
     def join_token(self) -> str:

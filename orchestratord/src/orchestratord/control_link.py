@@ -74,6 +74,7 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
         self._lease_ms = lease_ms
         self._version = version
         self._link = link
+        self.api_url = ""  # set once HTTP listens (its port may be chosen then)
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
 
@@ -142,6 +143,7 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
                     heartbeat_interval_ms=self._heartbeat_ms,
                     lease_ms=self._lease_ms,
                     peer_host=session.peer,
+                    api_url=self.api_url,
                 )
             )
         )

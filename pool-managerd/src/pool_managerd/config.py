@@ -42,8 +42,9 @@ model_roots: [/models]              # where a reload may load a model by path; d
                                     # the folders of the models and pools above
 reload_timeout_s: 300               # a reloaded model must be ready within this
 reload_drain_deadline_s: 300        # running jobs of the replaced model may finish until
-status_file: ""                     # when set, this file holds {"joined": bool, "pools":
-                                    # {id: state}} as JSON, rewritten atomically whenever
+status_file: ""                     # when set, this file holds {"joined": bool, "api_url":
+                                    # the fleet's API, "pools": {id: state}} as JSON,
+                                    # rewritten atomically whenever
                                     # it changes (how `llorch join` watches the join)
 
 Pools listed under `pools` are static: started at boot, owned by this file. Pools of

@@ -60,6 +60,7 @@ class ControlLink:
         self._token = join_token
         self._tls = tls
         self._refusals: dict[str, str] = {}
+        self.api_url = ""  # the fleet's API, as the orchestrator's Welcome said
         self._hello = hello
         self._snapshot = snapshot
         self._changed = changed
@@ -118,6 +119,7 @@ class ControlLink:
             if not isinstance(welcome, pb.OrchestratorMessage) or not welcome.HasField("welcome"):
                 raise LinkRefused("no Welcome from the orchestrator")
             heartbeat_s = welcome.welcome.heartbeat_interval_ms / 1000.0 or self._heartbeat_s
+            self.api_url = welcome.welcome.api_url
             self.connected.set()
             log.info("joined orchestrator %s", self._address, extra={"action": "join"})
             self._outbox = asyncio.Queue(maxsize=64)

@@ -281,9 +281,14 @@ async def serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
         log.info("metrics on %s:%d", config.metrics_host, port, extra={"action": "metrics"})
 
     def publish_status(path: Path, written: dict[str, object]) -> dict[str, object]:
-        """`status_file`: {joined, pools: {id: state}}, replaced atomically on change."""
+        """`status_file`: {joined, api_url, pools: {id: state}}, replaced atomically on
+        change; `api_url` is the fleet's API as the orchestrator announced it."""
         pools = {pool_id: p.status().state for pool_id, p in manager.pools.items()}
-        now: dict[str, object] = {"joined": link.connected.is_set(), "pools": pools}
+        now: dict[str, object] = {
+            "joined": link.connected.is_set(),
+            "api_url": link.api_url,
+            "pools": pools,
+        }
         if now != written:
             partial = path.with_name(path.name + ".partial")
             partial.write_text(json.dumps(now))

@@ -343,11 +343,14 @@ class Welcome(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     LEASE_MS_FIELD_NUMBER: _builtins.int
     PEER_HOST_FIELD_NUMBER: _builtins.int
+    API_URL_FIELD_NUMBER: _builtins.int
     orchestrator_version: _builtins.str
     heartbeat_interval_ms: _builtins.int
     lease_ms: _builtins.int
     peer_host: _builtins.str
     """the manager's address as the orchestrator sees it"""
+    api_url: _builtins.str
+    """where clients reach the fleet's API (public_url)"""
     def __init__(
         self,
         *,
@@ -355,10 +358,11 @@ class Welcome(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         lease_ms: _builtins.int = ...,
         peer_host: _builtins.str = ...,
+        api_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "lease_ms", b"lease_ms", "orchestrator_version", b"orchestrator_version", "peer_host", b"peer_host"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_url", b"api_url", "heartbeat_interval_ms", b"heartbeat_interval_ms", "lease_ms", b"lease_ms", "orchestrator_version", b"orchestrator_version", "peer_host", b"peer_host"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
