@@ -28,16 +28,8 @@ pytestmark = pytest.mark.integration
 Factory = Callable[..., Cluster]
 
 
-def stream_on(cluster: Cluster, pool_id: str, max_tokens: int = 8) -> list[Any]:
-    body = {
-        "model": "default",
-        "prompt": "Across the bridge",
-        "max_tokens": max_tokens,
-        "placement": {"pin_pool_id": pool_id},
-    }
-    response = cluster.submit(body)
-    assert response.status_code == 202, response.text
-    return cluster.events(response.json()["task_id"])
+def stream_on(cluster: Cluster, pool_id: str) -> list[Any]:
+    return cluster.stream_pinned(pool_id, prompt="Across the bridge")
 
 
 def hosts(cluster: Cluster) -> dict[str, dict[str, Any]]:

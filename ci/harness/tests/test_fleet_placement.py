@@ -65,15 +65,7 @@ def cluster(fleet: Cluster) -> Iterator[Cluster]:
 
 
 def stream_on(cluster: Cluster, model: str, pool_id: str) -> list[Event]:
-    body = {
-        "model": model,
-        "prompt": "One replica per host",
-        "max_tokens": 8,
-        "placement": {"pin_pool_id": pool_id},
-    }
-    response = cluster.submit(body)
-    assert response.status_code == 202, response.text
-    return cluster.events(response.json()["task_id"])
+    return cluster.stream_pinned(pool_id, model, prompt="One replica per host")
 
 
 def served(events: list[Event], pool_id: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import queue
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ci_harness.cluster import parse_events, workers_under
+from ci_harness.cluster import die_with_parent, parse_events, pinned_job, terminate, workers_under
 from ci_harness.fleet import Fleet, unavailable
 
 pytestmark = pytest.mark.integration
@@ -68,19 +67,18 @@ def fleet() -> Iterator[Fleet]:
 
 
 def start(argv: list[str]) -> tuple[subprocess.Popen[str], Output]:
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=die_with_parent,
+    )
     return process, Output(process)
 
 
-def terminate(process: subprocess.Popen[str]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=WAIT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"{process.args!r} did not stop on SIGTERM") from None
+def stop(process: subprocess.Popen[str]) -> int:
+    return terminate(process, WAIT_S)
 
 
 def logs(root: Path) -> str:
@@ -92,12 +90,7 @@ def logs(root: Path) -> str:
 
 
 def stream_on(url: str, pool_id: str, model: str) -> list[Any]:
-    body = {
-        "model": model,
-        "prompt": "Joined across the bridge",
-        "max_tokens": 8,
-        "placement": {"pin_pool_id": pool_id},
-    }
+    body = pinned_job(model, pool_id, prompt="Joined across the bridge")
     with httpx.Client(base_url=url, timeout=30) as client:
         admitted = client.post("/v2/tasks", json=body)
         assert admitted.status_code == 202, admitted.text
@@ -180,7 +173,7 @@ def test_llorch_join_in_a_second_namespace_joins_llorch_up_over_tls_and_serves_j
         print(logs(tmp_path))  # shown by pytest with the failure
         raise
     finally:
-        codes = {"join": terminate(joined) if joined else 0, "up": terminate(up)}
+        codes = {"join": stop(joined) if joined else 0, "up": stop(up)}
     assert codes == {"join": 0, "up": 0}
     assert not workers_under(tmp_path), "worker processes survived their pool manager"
     token = (up_state / "join-token").read_text().strip()

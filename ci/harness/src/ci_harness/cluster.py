@@ -13,6 +13,7 @@ production code path. Every wait is bounded and polls a real condition.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -33,9 +34,20 @@ from specs.net import host_port
 from ci_harness.fleet import Fleet
 from ci_harness.tls import FleetCerts
 
-__all__ = ["Cluster", "Event", "parse_events", "tiny_pool", "wait_for", "workers_under"]
+__all__ = [
+    "Cluster",
+    "Event",
+    "die_with_parent",
+    "parse_events",
+    "pinned_job",
+    "terminate",
+    "tiny_pool",
+    "wait_for",
+    "workers_under",
+]
 
 WAIT_S = 60.0
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +206,9 @@ class Cluster:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.root / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        self.processes[name] = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=log, preexec_fn=die_with_parent
+        )
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0), headers=self.headers)
@@ -216,15 +230,7 @@ class Cluster:
         return workers_under(self.root / host_id / "run" / f"{pool_id}-r")
 
     def stop_process(self, name: str, timeout_s: float = 30.0) -> int:
-        process = self.processes[name]
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"{name} did not stop within {timeout_s:.0f} s") from None
+        return terminate(self.processes[name], timeout_s, name)
 
     def stop(self) -> dict[str, int]:
         codes = {}
@@ -257,9 +263,47 @@ class Cluster:
         with self.client() as client:
             return dict(client.get(f"/v2/tasks/{task_id}").json())
 
+    def stream_pinned(self, pool_id: str, model: str = "default", **body: Any) -> list[Event]:
+        """Submit a short job pinned to `pool_id` (PLC-02) and read its whole stream."""
+        response = self.submit(pinned_job(model, pool_id, **body))
+        assert response.status_code == 202, response.text
+        return self.events(response.json()["task_id"])
+
     def cancel(self, task_id: str) -> int:
         with self.client() as client:
             return client.post(f"/v2/tasks/{task_id}/cancel").status_code
+
+
+def pinned_job(model: str, pool_id: str, **body: Any) -> dict[str, Any]:
+    """A task body pinned to one pool: 8 tokens unless `body` says otherwise."""
+    return {
+        "model": model,
+        "prompt": "A job for one pool",
+        "max_tokens": 8,
+        "placement": {"pin_pool_id": pool_id},
+        **body,
+    }
+
+
+def die_with_parent() -> None:
+    """`preexec_fn`: the child gets SIGTERM when the test process dies, even by SIGKILL,
+    so a crashed test run leaves no daemon behind (a pool manager stops its engines on
+    SIGTERM). Kept across `ip netns exec`, which execs without a setuid bit."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def terminate(process: subprocess.Popen[Any], timeout_s: float = 30.0, name: str = "") -> int:
+    """SIGTERM, then its exit code; SIGKILL and an AssertionError past `timeout_s`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        what = name or repr(process.args)
+        raise AssertionError(f"{what} did not stop within {timeout_s:.0f} s") from None
 
 
 def workers_under(marker: Path | str) -> list[int]:
