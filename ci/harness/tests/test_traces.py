@@ -37,7 +37,10 @@ def _trace(path: Path, trace_id: str) -> dict[str, dict[str, Any]]:
     """The spans of one trace written so far, by name (each name occurs once per job)."""
     if not path.exists():
         return {}
-    spans = [json.loads(line) for line in path.read_text().splitlines() if line]
+    # Three processes append to the file: a last line without its newline is still
+    # being written (read it on the next poll).
+    complete = path.read_text().rpartition("\n")[0]
+    spans = [json.loads(line) for line in complete.splitlines() if line]
     return {s["name"]: s for s in spans if s["trace_id"] == trace_id}
 
 
