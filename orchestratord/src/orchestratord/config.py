@@ -52,7 +52,15 @@ class OrchestratorConfig:
     full_queue_policy: FullQueuePolicy = "reject"
     reject_retry_after_ms: int = 1000
     max_body_bytes: int = 4 << 20
-    max_prompt_bytes: int = 1 << 20
+    max_prompt_bytes: int = 1 << 20  # also the limit on text to tokenize
+    max_token_ids: int = 131_072  # token ids in one detokenize request (SEC-03)
+    # Slow and idle HTTP connections (slowloris): a connection that has not sent a whole
+    # request (headers and body) this long after its first byte is answered 408 and
+    # closed; an idle keep-alive connection (no request in progress) is closed after
+    # `http_keep_alive_s`, counted from its opening or its last response. Responses,
+    # SSE streams included, are never cut by either.
+    http_request_read_timeout_s: float = 30.0
+    http_keep_alive_s: float = 5.0
     max_attempts: int = 3
     requeue_backoff_ms: int = 200
     max_queue_wait_ms: int = 300_000
@@ -103,9 +111,14 @@ class OrchestratorConfig:
             "lease_ms",
             "max_body_bytes",
             "max_prompt_bytes",
+            "max_token_ids",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for name in ("http_request_read_timeout_s", "http_keep_alive_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
         if self.lease_ms <= self.heartbeat_interval_ms:
             raise ConfigError("lease_ms must be longer than heartbeat_interval_ms")
         if not self.api_keys and not _loopback(self.http_host):

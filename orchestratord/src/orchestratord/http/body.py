@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from orchestratord.errors import ApiError
 
@@ -18,9 +18,12 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError("INVALID_PARAMS", f"request body exceeds {limit} bytes", status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or closed by the read deadline: nobody hears this
+        raise ApiError("INVALID_PARAMS", "the client left before sending the whole body") from None
     return b"".join(chunks)
