@@ -116,12 +116,17 @@ def test_text_to_tokenize_is_under_the_prompt_limit(cluster: Cluster) -> None:
 # -- prompts and constraints: refused at admission, never tried on an engine -----------
 
 
-def _engine_attempts(cluster: Cluster) -> float:
+def _admitted(cluster: Cluster) -> float:
+    """Tasks admitted into the queue so far (the orchestrator's own counter)."""
     with cluster.client() as client:
         text = client.get("/metrics").text
-    return sum(
-        float(line.split()[-1]) for line in text.splitlines() if line.startswith("tasks_started")
-    )
+    counts = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("llorch_tasks_enqueued_total{")
+    ]
+    assert counts, "the scrape has llorch_tasks_enqueued_total"
+    return sum(counts)
 
 
 @pytest.mark.parametrize(
@@ -168,10 +173,27 @@ def _engine_attempts(cluster: Cluster) -> float:
 def test_input_no_engine_can_take_is_a_400_at_admission(
     cluster: Cluster, path: str, body: dict[str, Any]
 ) -> None:
-    before = _engine_attempts(cluster)
+    before = _admitted(cluster)
     with cluster.client() as client:
         _refused(client.post(path, json=body))
-    assert _engine_attempts(cluster) == before  # nothing reached an engine
+    assert _admitted(cluster) == before  # refused at admission: never queued for an engine
+
+
+def test_an_integral_number_is_an_integer_as_the_document_says_and_a_fraction_is_not(
+    cluster: Cluster,
+) -> None:
+    """JSON Schema's `integer` takes 4.0; strict parsing still refuses 4.5, "4" and true."""
+    accepted = cluster.submit({"model": "default", "prompt": "x", "max_tokens": 4.0, "seed": 7.0})
+    assert accepted.status_code == 202, accepted.text
+    with cluster.client() as client:
+        ids = client.post("/v2/detokenize", json={"model": "default", "tokens": [5.0, 6]})
+        assert ids.status_code == 200, ids.text
+        for bad in (4.5, "4", True):
+            _refused(
+                client.post(
+                    "/v2/tasks", json={"model": "default", "prompt": "x", "max_tokens": bad}
+                )
+            )
 
 
 def test_a_schema_too_large_is_a_413(cluster: Cluster) -> None:

@@ -26,7 +26,7 @@ from worker_adapters.errors import AdapterError, RequestRejected
 from orchestratord.admission.validate import Refusal, text_within_limit, token_ids_valid
 from orchestratord.core import Orchestrator
 from orchestratord.errors import ApiError, Detail
-from orchestratord.http.body import read_json_body
+from orchestratord.http.body import read_json_body, validate_strict
 from orchestratord.http.translate import refusal_error
 
 __all__ = ["API_VERSION", "meta_routes", "version_in_range"]
@@ -69,7 +69,7 @@ def _json(body: object) -> Response:
 
 def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
     try:
-        return model.model_validate_json(raw, strict=True)
+        return validate_strict(model, raw)
     except pydantic.ValidationError as exc:
         details = [
             Detail(e["msg"], field=".".join(str(p) for p in e["loc"]) or "body")

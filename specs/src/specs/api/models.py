@@ -103,11 +103,21 @@ class TaskError(BaseModel):
     retry_after_ms: int | None = Field(default=None, ge=0)
 
 
-class EventStream(RootModel[str]):
-    root: str = Field(
-        ...,
-        description='Server-Sent Events. Every event carries `id:` (increasing integers, per task) and\n`event:` with one of the names below; `data:` is one line of JSON with the\npayload schema named for it. Order: `started`, then `token`* and `metrics`*, then\nexactly one of `end` or `error`, after which nothing follows (API-04). Comment\nlines (`:`) are heart-beats.\n',
-    )
+class EventStream(BaseModel):
+    """
+    Server-Sent Events; this schema is one event as read off the stream (OpenAPI 3.1
+    describes an event stream by its events). Every event carries `id:` (increasing
+    integers, per task) and `event:` with one of the names below; `data:` is one
+    line of JSON with the payload schema named for it. Order: `started`, then
+    `token`* and `metrics`*, then exactly one of `end` or `error`, after which
+    nothing follows (API-04). Comment lines (`:`) are heart-beats.
+
+    """
+
+    event: Literal['started', 'token', 'metrics', 'end', 'error']
+    data: str = Field(..., min_length=2)
+    id: str = Field(..., pattern='^[0-9]+$')
+    retry: int | None = None
 
 
 class StartedEvent(BaseModel):
@@ -512,6 +522,20 @@ class OpenAIChatMessage(BaseModel):
     role: Literal['system', 'developer', 'user', 'assistant']
     content: str | Content | None = None
     name: str | None = None
+
+
+class OpenAIStreamEvent(BaseModel):
+    """
+    One event of an OpenAI stream, as read off it: `data:` is a chunk object as JSON
+    (`chat.completion.chunk` or `text_completion`, the usage chunk, or an error body
+    `{"error": ...}` after which the stream ends), and finally `[DONE]`.
+
+    """
+
+    event: Literal['message'] | None = None
+    data: str = Field(..., min_length=1)
+    id: str | None = None
+    retry: int | None = None
 
 
 class OpenAIStreamOptions(BaseModel):
