@@ -105,6 +105,11 @@ class Attempt:
             async for batch in batches:  # the events of one engine read
                 if record.done:
                     return None
+                if record.journaled_running is not None:  # once: the start is journaled
+                    waiter, record.journaled_running = record.journaled_running, None
+                    await waiter
+                    if record.state in ("completed", "failed", "cancelled"):
+                        return None  # ended while the journal wrote
                 tokens: list[Token] = []
                 for event in batch:
                     if type(event) is Token:

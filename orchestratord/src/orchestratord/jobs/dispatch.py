@@ -36,6 +36,7 @@ from orchestratord.admission.outcomes import (
 from orchestratord.config import OrchestratorConfig
 from orchestratord.jobs.attempt import Attempt
 from orchestratord.jobs.ledger import Ledger, task_fields, wall_ms
+from orchestratord.journal.writer import Journal
 from orchestratord.metrics import Metrics
 from orchestratord.placement import CycleViews, JobNeeds, Placed, PoolView, Unplaceable, place
 from orchestratord.registry import PoolRegistry
@@ -62,9 +63,11 @@ class Dispatcher:
         sessions: SessionStore,
         stats: StatsBook,
         metrics: Metrics,
+        journal: Journal | None,
         clock: Callable[[], float],
     ) -> None:
         self._config = config
+        self._journal = journal
         self._queue = queue
         self._tasks = tasks
         self._ledger = ledger
@@ -227,6 +230,8 @@ class Dispatcher:
         record.engine_job_id = f"{record.task_id}.{record.attempts}"
         if record.started_at_ms is None:
             record.started_at_ms = wall_ms()
+        if self._journal is not None and record.journaled:
+            self._journal.running(record)  # the attempt's first event waits for it
         log.info(
             "places task %s on pool %s replica %d (attempt %d)",
             record.task_id,
@@ -280,6 +285,8 @@ class Dispatcher:
         record.pool_id = record.replica = None
         record.not_before = self._clock() + requeue.backoff_s
         self._queue.push(record.task_id, record.spec.priority, front=True)
+        if self._journal is not None and record.journaled:
+            self._journal.requeued(record)
         log.warning(
             "re-queues task %s: %s before its first token (%s)",
             record.task_id,
@@ -293,8 +300,12 @@ class Dispatcher:
 
     def cancel(self, record: TaskRecord, error: TaskError) -> None:
         """End a live task now; after return no further token is delivered."""
+        self.cancel_with(record, error, "cancelled")
+
+    def cancel_with(self, record: TaskRecord, error: TaskError, state: str = "failed") -> None:
+        """End a live task now in `state` with `error`, stopping its engine job."""
         self._queue.remove(record.task_id)
-        self._ledger.finish(record, "cancelled", error=error)
+        self._ledger.finish(record, state, error=error)  # type: ignore[arg-type]
         runner = record.runner
         if runner is not None:
             self.spawn(self.stop_engine(record.engine_job_id, runner))

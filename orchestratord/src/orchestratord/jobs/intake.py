@@ -26,12 +26,14 @@ from orchestratord.events import EventLog
 from orchestratord.job_trace import JobTrace
 from orchestratord.jobs.dispatch import Dispatcher
 from orchestratord.jobs.ledger import Ledger, task_fields, wall_ms
+from orchestratord.journal.store import IdempotencyRecord
+from orchestratord.journal.writer import Journal, JournalUnavailable
 from orchestratord.metrics import Metrics
 from orchestratord.placement import PoolView, Unplaceable, feasible_ever
 from orchestratord.quotas import Quotas
 from orchestratord.registry import PoolRegistry
 from orchestratord.sessions import SessionStore
-from orchestratord.tasks import TaskError, TaskRecord, TaskSpec, TaskTable
+from orchestratord.tasks import Submission, TaskError, TaskRecord, TaskSpec, TaskTable
 
 __all__ = ["Intake"]
 
@@ -53,9 +55,12 @@ class Intake:
         quotas: Quotas,
         catalog: FleetCatalog,
         metrics: Metrics,
+        journal: Journal | None,
         clock: Callable[[], float],
     ) -> None:
         self._config = config
+        self._journal = journal
+        self.draining = False  # SIGTERM: admit nothing more (REL-06)
         self._limits = config.queue_limits()
         self._queue = queue
         self._tasks = tasks
@@ -82,8 +87,28 @@ class Intake:
                 count += 1
         return count
 
-    async def admit(self, spec: TaskSpec, trace: JobTrace | None) -> TaskRecord:
+    async def admit(
+        self,
+        spec: TaskSpec,
+        trace: JobTrace | None,
+        submission: Submission,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> TaskRecord:
+        if self.draining:
+            raise ApiError(
+                "SHUTTING_DOWN",
+                "the orchestrator is shutting down; submit again in a moment",
+                retriable=True,
+                retry_after_ms=self._limits.retry_after_ms,
+            )
         if spec.task_id in self._tasks:
+            raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
+        journal = self._journal if submission.wire else None
+        if (
+            journal is not None
+            and submission.client_task_id
+            and (await journal.task(spec.task_id) is not None or spec.task_id in self._tasks)
+        ):
             raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
         if spec.session_id is not None:
             now = self._clock()
@@ -113,8 +138,23 @@ class Intake:
             self._metrics.backpressure.labels("drop-lru").inc()
             self._evict(decision.evict_from)
         record = TaskRecord(
-            spec, EventLog(self._config.sse_replay_events), wall_ms(), self._clock()
+            spec,
+            EventLog(self._config.sse_replay_events, journaled=journal is not None),
+            wall_ms(),
+            self._clock(),
         )
+        record.detached = submission.detached
+        if journal is not None:
+            record.journaled = True
+            try:  # durable before anyone is told it was accepted (REL-01)
+                await journal.accept(record, submission.wire, submission.route, idempotency)
+            except JournalUnavailable as exc:
+                raise ApiError(
+                    "INTERNAL", f"the job was not accepted: {exc}", retriable=True
+                ) from None
+            if spec.task_id in self._tasks:  # the same id, admitted while we wrote
+                raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
+            views = self._dispatcher.views(self._clock())  # others moved while we waited
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         self._metrics.enqueued.labels(spec.priority).inc()
         serving = [v for v in views if v.serves(spec.model)]

@@ -1,8 +1,10 @@
 """The ledger: the one place a task ends (REL-01).
 
 `finish` puts a task in its terminal state exactly once (the record refuses a second
-one), and does the bookkeeping of that end: metrics, the client's quota, the trace, the
-narration line, and moving the record to the finished set when no attempt still runs.
+one; the journal's row takes only the first end too), journals it (the terminal event
+is published once the journal holds the end), and does the bookkeeping of that end:
+metrics, the client's quota, the trace, the narration line, and moving the record to
+the finished set when no attempt still runs.
 `complete` is the successful end: its usage and timings, and what the pool's
 measurements and the task's session learn from it.
 """
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from worker_adapters import End
 
+from orchestratord.journal.writer import Journal
 from orchestratord.metrics import Metrics
 from orchestratord.quotas import Quotas
 from orchestratord.registry import PoolRegistry
@@ -56,9 +59,11 @@ class Ledger:
         stats: StatsBook,
         sessions: SessionStore,
         registry: PoolRegistry,
+        journal: Journal | None,
         clock: Callable[[], float],
     ) -> None:
         self.tasks = tasks
+        self._journal = journal
         self._metrics = metrics
         self._quotas = quotas
         self._stats = stats
@@ -75,8 +80,13 @@ class Ledger:
         error: TaskError | None = None,
         end_json: str | None = None,
     ) -> None:
-        if not record.finish(state, wall_ms(), error=error, end_json=end_json):
+        journal = self._journal if record.journaled else None
+        if not record.finish(
+            state, wall_ms(), error=error, end_json=end_json, publish=journal is None
+        ):
             return
+        if journal is not None:  # the end is published once the journal holds it
+            journal.finished(record, record.publish_terminal)
         self._metrics.finished.labels(state).inc()
         if record.runner is None:
             self.tasks.retire(record)
