@@ -75,4 +75,5 @@ def ended_record(row: JournaledTask, spec: TaskSpec, events: list[Event]) -> Tas
     record.finish_reason = row.finish_reason
     record.detached = row.detached
     record.journaled = True
+    record.published = True  # the journal holds its end
     return record
