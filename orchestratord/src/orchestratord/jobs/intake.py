@@ -18,6 +18,7 @@ from adapter_host import AdapterHost, ReplicaKey
 from worker_adapters.errors import AdapterError
 
 from orchestratord.admission import Admit, TaskQueue, decide
+from orchestratord.admission.availability import PoolState, unavailable
 from orchestratord.catalog import FleetCatalog
 from orchestratord.config import OrchestratorConfig
 from orchestratord.deployments.manager import DeploymentManager
@@ -38,6 +39,7 @@ from orchestratord.tasks import Submission, TaskError, TaskRecord, TaskSpec, Tas
 __all__ = ["Intake"]
 
 log = logging.getLogger("orchestratord.core")
+_UNAVAILABLE_RETRY_MS = 5000  # a failed pool restarts or is replaced in about this time
 
 
 class Intake:
@@ -189,6 +191,7 @@ class Intake:
         model_ids = {v.model_id for v in views if v.serves(needs.model)}
         if all(self._catalog.retired(model_id) for model_id in model_ids):
             raise ApiError("FORBIDDEN", f"model {needs.model!r} is retired and takes no new jobs")
+        self._check_available(needs.model)
         pin = needs.overrides.pin_pool_id
         if pin is not None:
             self._check_pin(pin)
@@ -228,6 +231,24 @@ class Intake:
                 f"{deployment.spec.name}",
             )
         return spec
+
+    def _check_available(self, model: str) -> None:
+        """Refuse at once when every pool of the model is failed, stopped or draining
+        (unless a deployment will place a new one): queued, the job would only time out."""
+        pools = [
+            PoolState(p.pool_id, p.state, p.draining, p.last_error)
+            for p in self._registry.pools()
+            if p.model_id == model or model in p.model_aliases
+        ]
+        reason = unavailable(pools)
+        if reason is None or (self.deployments and self.deployments.serving(model)):
+            return
+        raise ApiError(
+            "POOL_UNREADY",
+            f"no pool of model {model!r} can take work now ({reason})",
+            retriable=True,
+            retry_after_ms=_UNAVAILABLE_RETRY_MS,
+        )
 
     def _check_pin(self, pool_id: str) -> None:
         pool = self._registry.pool(pool_id)
