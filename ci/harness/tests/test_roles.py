@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from ci_harness import secret_scan
 from ci_harness.cluster import Cluster, tiny_pool, wait_for
 from llorch.__main__ import main
 
@@ -39,7 +39,7 @@ def _digest(key: str) -> str:
 def test_a_client_key_runs_jobs_and_reads_and_is_forbidden_what_changes_the_fleet(
     cluster_factory: Factory, tiny_model: Path
 ) -> None:
-    admin_key, client_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    admin_key, client_key = secret_scan.new_api_key("admin key"), secret_scan.new_api_key()
     keys = [
         {"name": "operator", "key_sha256": _digest(admin_key), "role": "admin"},
         {"name": "app", "key_sha256": _digest(client_key), "role": "client"},
@@ -90,7 +90,7 @@ def test_the_cli_sends_llorch_api_key_and_a_client_key_cannot_cordon(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    admin_key, client_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    admin_key, client_key = secret_scan.new_api_key("admin key"), secret_scan.new_api_key()
     keys = [
         {"name": "operator", "key_sha256": _digest(admin_key), "role": "admin"},
         {"name": "app", "key_sha256": _digest(client_key)},  # no role: a client key
