@@ -81,11 +81,16 @@ def test_a_log_without_registered_secrets_passes_and_short_secrets_are_refused(
 def test_join_token_files_and_private_keys_are_discovered_as_secrets(logs: Path) -> None:
     (logs / "state").mkdir()
     (logs / "state" / "join-token").write_text("the-fleets-join-token\n")
+    (logs / "state" / "api-keys").mkdir()
+    (logs / "state" / "api-keys" / "admin").write_text("llorch-admin-0123456789\n")
+    (logs / "state" / "api-keys" / "api-keys.yaml").write_text("- {name: up-admin}\n")
     cert = trustme.CA().issue_cert("h1")
     pem = cert.private_key_pem.bytes().decode()
     (logs / "state" / "h1.key").write_text(pem)
     found = secret_scan.discover(logs)
     assert found["the-fleets-join-token"] == "join token (join-token file)"
+    assert found["llorch-admin-0123456789"] == "API key (admin key file)"
+    assert not any("up-admin" in secret for secret in found)
     key_lines = secret_scan.pem_private_lines(pem)
     assert key_lines and all(found[line] == "TLS private key material" for line in key_lines)
     assert not any("PRIVATE KEY" in secret for secret in found)

@@ -5,7 +5,7 @@ Every key and token the harness makes or is handed is registered here (`register
 engine keys it finds in its workers' environments; `FleetCerts` the lines of its private
 keys; tests register the API keys they make with `new_api_key`. At scan time the files
 that hold secrets by design under the session's directory are read too (`discover`):
-`join-token` files (`llorch up`) and PEM private keys.
+`join-token` files and `api-keys/ROLE` files (`llorch up`), and PEM private keys.
 
 Every daemon log the harness and the tests write goes under the session's base temp
 directory (`tmp_path_factory`: cluster roots, `llorch up` state dirs, engine logs);
@@ -92,12 +92,16 @@ def engine_keys(root_pid: int) -> dict[str, str]:
 
 
 def discover(root: Path) -> dict[str, str]:
-    """Secrets stored by design under `root`: join-token files and PEM private keys."""
+    """Secrets stored by design under `root`: join-token and API key files, PEM keys."""
     found: dict[str, str] = {}
     for path in root.rglob("join-token"):
         token = _read(path).strip()
         if len(token) >= MIN_LENGTH:
             found[token] = "join token (join-token file)"
+    for path in root.rglob("api-keys/*"):  # `llorch up`'s keys, beside their digests
+        key = _read(path).strip()
+        if path.suffix != ".yaml" and len(key) >= MIN_LENGTH:
+            found[key] = f"API key ({path.name} key file)"
     for path in root.rglob("*.key"):
         for line in pem_private_lines(_read(path)):
             found[line] = "TLS private key material"
