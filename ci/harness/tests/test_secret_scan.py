@@ -74,7 +74,7 @@ def test_a_log_without_registered_secrets_passes_and_short_secrets_are_refused(
 ) -> None:
     (logs / "daemon.log").write_text("Authorization: Bearer nope\n")
     assert secret_scan.scan(logs, {"sk-something-else": "key"}) == ([], 1)
-    with pytest.raises(ValueError, match="shorter than 8"):
+    with pytest.raises(ValueError, match="shorter than 12"):
         secret_scan.register("test", "join token")
 
 

@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,7 @@ __all__ = [
     "scan",
 ]
 
-MIN_LENGTH = 8  # shorter "secrets" ("t", "test") would match everywhere
+MIN_LENGTH = 12  # shorter "secrets" ("t", "test") would match everywhere
 _REGISTRY: dict[str, str] = {}
 # The environment variables a pool manager hands its engines' keys in (pool_managerd.engines).
 ENGINE_KEY_VARIABLES = ("LLORCH_WORKER_API_KEY", "LLAMA_API_KEY", "API_KEY")
@@ -133,7 +133,7 @@ def forms(secret: str) -> dict[str, str]:
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
         end = 4 * ((shift + len(raw)) // 3)  # drop the group mixed with what follows
         core = encoded[4 if shift else 0 : end]
-        if len(core) >= 12:
+        if len(core) >= MIN_LENGTH:
             found.setdefault(core, "base64")
             found.setdefault(core.replace("+", "-").replace("/", "_"), "base64url")
     return found
@@ -166,25 +166,59 @@ def scan(root: Path, known: dict[str, str]) -> tuple[list[Leak], int]:
     in one of its `forms`; and how many log files were read."""
     needles: dict[str, tuple[str, str, str]] = {}  # needle -> (secret, what, form)
     for secret, what in known.items():
+        if len(secret) < MIN_LENGTH:  # the search below relies on it
+            raise ValueError(f"a {what} shorter than {MIN_LENGTH} characters")
         for needle, form in forms(secret).items():
             needles.setdefault(needle, (secret, what, form))
-    if not needles:
-        return [], 0
-    pattern = re.compile(_trie_regex(needles))
+    index = _gram_index(needles)
     leaks: list[Leak] = []
     files = 0
     for path in sorted(p for p in root.rglob("*") if is_log(p) and p.is_file()):
         files += 1
         text = _read(path)
-        if pattern.search(text) is None:
-            continue
-        for number, line in enumerate(text.splitlines(), start=1):
-            for match in pattern.finditer(line):
-                secret, what, form = needles[match.group()]
-                if form == "as is" and f"Bearer {secret}" in line:
-                    form = "as is, in 'Bearer <key>'"
-                leaks.append(Leak(path, number, what, form, secret))
+        found: set[tuple[int, str]] = set()
+        for start, needle in _occurrences(text, index):
+            line = text.count("\n", 0, start) + 1
+            secret, what, form = needles[needle]
+            if (line, secret) in found:
+                continue
+            found.add((line, secret))
+            if form == "as is" and text.startswith("Bearer ", start - 7):
+                form = "as is, in 'Bearer <key>'"
+            leaks.append(Leak(path, line, what, form, secret))
+    leaks.sort(key=lambda leak: (str(leak.path), leak.line))
     return leaks, files
+
+
+# Substring search for many needles at once: every needle is at least MIN_LENGTH long,
+# so any occurrence covers a whole Q-gram starting at a multiple of _STEP; those grams
+# are looked up in an index of every needle's Q-grams, and each hit is checked in full.
+_Q = 6
+_STEP = MIN_LENGTH - _Q + 1
+Index = dict[str, list[tuple[str, int]]]  # Q-gram -> (needle, offset of the gram in it)
+
+
+def _gram_index(needles: Iterable[str]) -> Index:
+    index: Index = {}
+    for needle in needles:
+        for offset in range(len(needle) - _Q + 1):
+            index.setdefault(needle[offset : offset + _Q], []).append((needle, offset))
+    return index
+
+
+def _occurrences(text: str, index: Index) -> Iterator[tuple[int, str]]:
+    """(start, needle) for each needle of `index` in `text`."""
+    sampled = {text[p : p + _Q] for p in range(0, len(text) - _Q + 1, _STEP)}
+    seen: set[tuple[int, str]] = set()
+    for gram in sampled & index.keys():
+        position = text.find(gram)
+        while position != -1:
+            for needle, offset in index[gram]:
+                start = position - offset
+                if start >= 0 and (start, needle) not in seen and text.startswith(needle, start):
+                    seen.add((start, needle))
+                    yield start, needle
+            position = text.find(gram, position + 1)
 
 
 def _read(path: Path) -> str:
@@ -192,29 +226,3 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
-
-
-Trie = dict[str, "Trie"]  # "" marks the end of a word
-
-
-def _trie_regex(words: Iterable[str]) -> str:
-    """One regex matching any of `words` (longest first), built as a trie so a search
-    costs little more than one pass over the text, however many secrets there are."""
-    trie: Trie = {}
-    for word in words:
-        node = trie
-        for char in word:
-            node = node.setdefault(char, {})
-        node[""] = {}
-    return _node_regex(trie)
-
-
-def _node_regex(node: Trie) -> str:
-    ends = "" in node
-    branches = [
-        re.escape(char) + _node_regex(child) for char, child in sorted(node.items()) if char
-    ]
-    if not branches:
-        return ""
-    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-    return f"(?:{body})?" if ends else body
