@@ -7,8 +7,10 @@
     llorch hosts ls | cordon HOST [--device ID] | uncordon HOST [--device ID]
 
 Human tables by default, `--json` for scripts. The orchestrator is `--url` (default
-`$LLORCH_URL` or http://127.0.0.1:8080). Exit codes: 0 success; 1 the orchestrator
-refused (its error code and message are printed); 2 usage error; 3 unreachable.
+`$LLORCH_URL` or http://127.0.0.1:8080); the API key is `$LLORCH_API_KEY` (`llorch.api_key`):
+the commands that change the fleet need an `admin` key (SEC-05). Exit codes: 0 success;
+1 the orchestrator refused (its error code and message are printed, e.g. `FORBIDDEN`
+for a client key); 2 usage error; 3 unreachable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
+from llorch.api_key import auth_headers
 from llorch.catalog import table
 
 __all__ = ["add_parsers"]
@@ -48,7 +51,7 @@ class _Refused(Exception):
 def _call(
     args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = 30.0
 ) -> Any:
-    with httpx.Client(base_url=args.url, timeout=timeout_s) as client:
+    with httpx.Client(base_url=args.url, timeout=timeout_s, headers=auth_headers()) as client:
         response = client.request(method, path, json=body)
     if response.status_code >= 400:
         raise _Refused(response)

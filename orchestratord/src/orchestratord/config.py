@@ -7,6 +7,14 @@ by adding the new one, moving the hosts to it, then removing the old. For the sa
 reason `api_keys_file` may name a YAML file holding the `api_keys` list. Durations are
 in milliseconds unless the name says `_s`.
 
+API keys (SEC-01, SEC-05): each entry is `{name, key_sha256, role, ...limits}` with
+`role` `admin` (deployments, drain, reload, cordon, catalog writes, and everything a
+client may do) or `client` (jobs and reads). An entry without `role` is a `client` key:
+the secure default, so a key written before roles existed can no longer change the
+fleet until its entry says `role: admin` (it keeps submitting jobs and reading as
+before). Any other role is a ConfigError. With no keys at all (loopback only) every
+route is open.
+
 Links across hosts (FLT-02): `tls` (see `specs.tls`) gives the control link's server
 certificate (`cert_file`, `key_file`), the CA that pool managers' client certificates
 must come from when `client_auth: true` (mutual TLS), and the CA engines' certificates
@@ -27,7 +35,7 @@ from specs.net import is_loopback
 from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
 from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
-from orchestratord.quotas import ApiKey
+from orchestratord.quotas import ROLES, ApiKey
 
 __all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
 
@@ -162,6 +170,10 @@ def _api_keys(raw: Any) -> tuple[ApiKey, ...]:
         digest = str(item["key_sha256"]).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ConfigError(f"api_keys[{index}].key_sha256 must be 64 hex characters")
+        if "role" in item and item["role"] not in ROLES:
+            raise ConfigError(
+                f"api_keys[{index}].role must be one of {', '.join(ROLES)}, not {item['role']!r}"
+            )
         try:
             keys.append(ApiKey(**{**item, "key_sha256": digest}))
         except TypeError as exc:
