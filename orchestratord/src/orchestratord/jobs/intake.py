@@ -10,6 +10,7 @@ Nothing here waits for capacity: a task that can never be served is refused now
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -146,17 +147,12 @@ class Intake:
             self._clock(),
         )
         record.detached = submission.detached
+        accepted: asyncio.Future[None] | None = None
         if journal is not None:
+            # Durable before anyone is told it was accepted (REL-01); the placement below
+            # rides in the same commit, the engine starts meanwhile.
             record.journaled = True
-            try:  # durable before anyone is told it was accepted (REL-01)
-                await journal.accept(record, submission.wire, submission.route, idempotency)
-            except JournalUnavailable as exc:
-                raise ApiError(
-                    "INTERNAL", f"the job was not accepted: {exc}", retriable=True
-                ) from None
-            if spec.task_id in self._tasks:  # the same id, admitted while we wrote
-                raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
-            views = self._dispatcher.views(self._clock())  # others moved while we waited
+            accepted = journal.accept(record, submission.wire, submission.route, idempotency)
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         self._metrics.enqueued.labels(spec.priority).inc()
         serving = [v for v in views if v.serves(spec.model)]
@@ -182,6 +178,13 @@ class Intake:
             self._dispatcher.cycle(views)
         else:
             self._dispatcher.wake()
+        if accepted is not None:
+            try:
+                await accepted
+            except JournalUnavailable as exc:
+                error = TaskError("INTERNAL", f"the job was not accepted: {exc}", True)
+                self._dispatcher.cancel_with(record, error)
+                raise ApiError("INTERNAL", error.message, retriable=True) from None
         return record
 
     async def _check_feasible(self, spec: TaskSpec, views: tuple[PoolView, ...]) -> TaskSpec:
