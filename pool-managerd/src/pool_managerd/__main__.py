@@ -16,8 +16,10 @@ from specs.narration import configure_logging
 
 from pool_managerd.config import ConfigError, load_config
 from pool_managerd.manager import serve
+from pool_managerd.records import StateLocked
 
 EXIT_CONFIG = 2
+EXIT_STATE_IN_USE = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve(config, tls))
     except ConfigError as exc:
         return _invalid(exc)
+    except StateLocked as exc:
+        logging.getLogger("pool_managerd").error("%s", exc)
+        print(f"pool-managerd: {exc}", file=sys.stderr)
+        return EXIT_STATE_IN_USE
 
 
 def _invalid(exc: Exception) -> int:

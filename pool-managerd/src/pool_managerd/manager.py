@@ -12,6 +12,12 @@ estimates of the pools placed on them.
 SIGTERM or SIGINT (POOL-07, REL-06): report every pool draining, let in-flight work
 finish within `shutdown_grace_s`, stop every engine (SIGTERM to its process group, then
 SIGKILL), report the final state, and exit 0. No engine process survives.
+
+After a SIGKILL (issue 11): at start, before any engine is spawned, the engines the
+previous pool manager left running are found by their records under `state_dir/run`
+and stopped (`records.recover_engines`; why stop and not adopt: `recovery`), so a
+restart never runs a second set beside them. The state_dir is locked for the pool
+manager's life (`records.StateLock`): a second pool manager on it exits with code 3.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.network import HostNetwork, settle_network
 from pool_managerd.pool import Pool
+from pool_managerd.records import StateLock, recover_engines
 from pool_managerd.reload import ReloadError, reload, target_config
 
 __all__ = ["PoolManager", "serve"]
@@ -44,6 +51,7 @@ __all__ = ["PoolManager", "serve"]
 VERSION = "0.1.0"
 log = logging.getLogger("pool_managerd")
 _LIVE_STATES = frozenset({"provisioning", "starting", "loading", "ready", "draining", "backoff"})
+_RECOVER_GRACE_S = 5.0  # a left-over engine gets what a stopping one gets (Pool.stop)
 
 
 def _ok() -> pb.CommandResult:
@@ -64,7 +72,6 @@ class PoolManager:
         self.cordon = CordonState.load(config.state_dir)
         self._hardware: Inventory | None = None
         self._seq = 0
-        self._background: set[asyncio.Task[None]] = set()
 
     # -- reports -------------------------------------------------------------------------
 
@@ -122,6 +129,8 @@ class PoolManager:
             return await self._preload(command.preload.spec)
         if kind == "drain":
             return self._drain(command.drain.pool_id, command.drain.deadline_ms / 1000.0)
+        if kind == "undrain":
+            return await self._undrain(command.undrain.pool_id)
         if kind == "stop":
             return await self._stop(command.stop.pool_id)
         if kind == "reload":
@@ -212,9 +221,17 @@ class PoolManager:
         pool = self.pools.get(pool_id)
         if pool is None:
             return _refuse("NOT_FOUND", f"no pool {pool_id}")
-        task = asyncio.create_task(pool.drain(deadline_s))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        pool.begin_drain(deadline_s)
+        return _ok()
+
+    async def _undrain(self, pool_id: str) -> pb.CommandResult:
+        """Back in service (idempotent: a pool that is not draining is left as it is)."""
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return _refuse("NOT_FOUND", f"no pool {pool_id}")
+        if pool.reloading:
+            return _refuse("POOL_UNREADY", f"pool {pool_id} is reloading")
+        await pool.undrain()
         return _ok()
 
     async def _stop(self, pool_id: str) -> pb.CommandResult:
@@ -232,6 +249,15 @@ class PoolManager:
     # -- life ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        recovered = await recover_engines(self.config.state_dir / "run", _RECOVER_GRACE_S)
+        if recovered.stopped or recovered.forgotten:
+            log.warning(
+                "stopped %d engines left running by a previous pool manager "
+                "(%d more records were of engines already gone)",
+                recovered.stopped,
+                recovered.forgotten,
+                extra={"action": "recover"},
+            )
         await self.refresh_inventory()
         self.models = await asyncio.to_thread(
             LocalModels.load, self.config.models, self.config.state_dir
@@ -251,6 +277,15 @@ class PoolManager:
 
 
 async def serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
+    """Run until SIGTERM/SIGINT; StateLocked when another pool manager holds state_dir."""
+    lock = StateLock(config.state_dir / "run")
+    try:
+        return await _serve(config, tls)
+    finally:
+        lock.release()
+
+
+async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
