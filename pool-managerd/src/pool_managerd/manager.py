@@ -3,9 +3,10 @@
 Static pools come from the config; deployment pools arrive as `Preload` commands and
 leave with `Stop` (POOL-05, PLC-04/06). `Reload` swaps a static pool's model
 (`pool_managerd.reload`; the result is the outcome in words, or the reason it failed).
-`Cordon` marks the host or one device (POOL-08; persisted). Every command's result is
-sent after a fresh snapshot, so the orchestrator sees a command's effect before its
-result. Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
+`Cordon` marks the host or one device (POOL-08; persisted). `Drain` takes a pool out of
+service in the background; `Undrain` puts it back (`Pool.undrain`). Every command's
+result is sent after a fresh snapshot, so the orchestrator sees a command's effect
+before its result. Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
 config (simulated), whose free memory is their total minus foreign use minus the
 estimates of the pools placed on them.
 
@@ -34,7 +35,7 @@ from catalog_core import sha256_file
 from specs.control.v1 import control_pb2 as pb
 from specs.tls import TlsMaterial
 
-from pool_managerd.config import ManagerConfig, PoolConfig
+from pool_managerd.config import ConfigError, ManagerConfig, PoolConfig
 from pool_managerd.control_link import ControlLink
 from pool_managerd.control_translate import inventory_to_wire, pool_to_wire
 from pool_managerd.cordon import CordonState
@@ -278,7 +279,10 @@ class PoolManager:
 
 async def serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
     """Run until SIGTERM/SIGINT; StateLocked when another pool manager holds state_dir."""
-    lock = StateLock(config.state_dir / "run")
+    try:
+        lock = StateLock(config.state_dir / "run")
+    except OSError as exc:
+        raise ConfigError(f"state_dir {config.state_dir} is not usable: {exc}") from exc
     try:
         return await _serve(config, tls)
     finally:
