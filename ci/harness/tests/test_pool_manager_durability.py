@@ -6,6 +6,8 @@ orchestrator, pool managers and `llorch worker` engines on the tiny model."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +151,11 @@ def undrain(cluster: Cluster, pool_id: str) -> None:
     assert response.status_code == 202, response.text
 
 
+def llorch_pools(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "llorch", "pools", *args, "--url", cluster.url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
 def test_a_drain_can_be_undone_while_it_waits_for_jobs_and_after_it_stopped_the_engines(
     cluster_factory: Factory, tiny_model: Path
 ) -> None:
@@ -177,14 +184,18 @@ def test_a_drain_can_be_undone_while_it_waits_for_jobs_and_after_it_stopped_the_
     assert events[-1].name == "end" and events[-1].data["tokens_out"] == LONG
     assert cluster.worker_pids(HOST, "d1") == [engine]  # never stopped
 
-    # Undone after the drain stopped the engine: a fresh one starts and serves.
-    drain(cluster, "d1", 0)
+    # Undone after the drain stopped the engine (both through the CLI): a fresh one
+    # starts and serves.
+    assert llorch_pools(cluster, "drain", "d1", "--deadline-ms", "0").returncode == 0
     wait_for(lambda: cluster.pool("d1").get("state") == "stopped", "the drain to stop d1")
     assert cluster.worker_pids(HOST, "d1") == []
     refused = cluster.submit(pinned_job("default", "d1"))
     assert refused.status_code == 503 and refused.json()["code"] == "POOL_UNREADY"
     assert cluster.stream_pinned("d2", model="other")[-1].name == "end"  # work goes elsewhere
-    undrain(cluster, "d1")
+    misused = llorch_pools(cluster, "undrain", "d1", "--deadline-ms", "5")
+    assert misused.returncode == 2 and "--deadline-ms is for drain only" in misused.stderr
+    undone = llorch_pools(cluster, "undrain", "d1")
+    assert undone.returncode == 0, undone.stderr
     cluster.wait_ready(["d1"])
     pool = cluster.pool("d1")
     assert (pool["draining"], pool["state"]) == (False, "ready")
