@@ -73,6 +73,7 @@ class PoolManager:
         self.cordon = CordonState.load(config.state_dir)
         self._hardware: Inventory | None = None
         self._seq = 0
+        self.shutting_down = False
 
     # -- reports -------------------------------------------------------------------------
 
@@ -232,6 +233,8 @@ class PoolManager:
             return _refuse("NOT_FOUND", f"no pool {pool_id}")
         if pool.reloading:
             return _refuse("POOL_UNREADY", f"pool {pool_id} is reloading")
+        if self.shutting_down:  # its engines must stay stopped: the process is leaving
+            return _refuse("POOL_UNREADY", "the pool manager is shutting down")
         await pool.undrain()
         return _ok()
 
@@ -267,6 +270,7 @@ class PoolManager:
             await pool.start()
 
     async def shutdown(self) -> None:
+        self.shutting_down = True
         grace = self.config.shutdown_grace_s
         log.info(
             "shutting down: draining %d pools (grace %.0f s)",

@@ -81,7 +81,8 @@ class StateLock:
 
 def write_record(path: Path, *, pool_id: str, replica: int, engine: str, pid: int) -> bool:
     """Record a just-started engine (blocking: one /proc read, one small file written
-    atomically). False when the process is already gone (nothing to record)."""
+    atomically). False when the process is already gone (nothing to record) or the
+    file cannot be written (logged)."""
     facts = process_facts(pid)
     if facts is None:
         return False
@@ -96,8 +97,20 @@ def write_record(path: Path, *, pool_id: str, replica: int, engine: str, pid: in
         cmdline=facts.cmdline,
     )
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(asdict(record)))
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(asdict(record)))
+        partial.replace(path)
+    except OSError as exc:  # the engine runs on; only a SIGKILL of ours would orphan it
+        log.error(
+            "pool %s replica %d: cannot record engine pid %d in %s: %s",
+            pool_id,
+            replica,
+            pid,
+            path,
+            exc,
+            extra={"pool_id": pool_id, "action": "record"},
+        )
+        return False
     return True
 
 
