@@ -219,9 +219,10 @@ class Pool:
 
     # -- generations (used by reload) -----------------------------------------------------
 
-    def start_generation(self, config: PoolConfig) -> list[ReplicaDriver]:
-        """Start the replicas of `config` (its model already checked) beside the current
-        ones; they serve nothing until `swap`. PoolStopping once the pool is stopping."""
+    def start_generation(self, config: PoolConfig, model_error: str = "") -> list[ReplicaDriver]:
+        """Start the replicas of `config` (its model already checked: `model_error` fails
+        them at once) beside the current ones; they serve nothing until `swap` (or
+        `report`). PoolStopping once the pool is stopping."""
         if self.stopping:
             raise PoolStopping(f"pool {self.config.id} is stopping")
         self._generation += 1
@@ -230,7 +231,7 @@ class Pool:
         ]
         self._run(drivers)
         for driver in drivers:
-            driver.post(lc.Start())
+            driver.post(lc.ProvisionFailed(model_error) if model_error else lc.Start())
         return drivers
 
     async def wait_settled(self, drivers: list[ReplicaDriver], timeout_s: float) -> str:
@@ -353,17 +354,8 @@ class Pool:
 
     async def _restart_replicas(self) -> None:
         """Start the pool's replicas afresh (after they were all stopped)."""
-        self.digest, error = await asyncio.to_thread(check_model, self.config)
-        self.provision_error = error
-        self._generation += 1
-        drivers = [
-            self._driver(self.config, index, self._generation)
-            for index in range(self.config.replicas)
-        ]
-        self._run(drivers)
-        for driver in drivers:
-            driver.post(lc.ProvisionFailed(error) if error else lc.Start())
-        self.report(drivers)
+        self.digest, self.provision_error = await asyncio.to_thread(check_model, self.config)
+        self.report(self.start_generation(self.config, self.provision_error))
 
     async def stop(self, grace_s: float) -> None:
         """Stop every replica of every generation (serving, starting or retiring)."""
