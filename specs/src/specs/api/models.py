@@ -441,6 +441,12 @@ class DrainRequest(BaseModel):
     deadline_ms: int | None = Field(default=30000, ge=0, le=86400000)
 
 
+class UndrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+
+
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
