@@ -24,6 +24,7 @@ ADMIN_ROUTES = {
     ("PUT", "/v2/deployments/{name}"),
     ("DELETE", "/v2/deployments/{name}"),
     ("POST", "/v2/pools/{pool_id}/drain"),
+    ("POST", "/v2/pools/{pool_id}/undrain"),
     ("POST", "/v2/pools/{pool_id}/reload"),
     ("POST", "/v2/hosts/{host_id}/cordon"),
     ("POST", "/v2/catalog/models/{model_id}/verify"),

@@ -24,6 +24,7 @@ Factory = Callable[..., Cluster]
 ADMIN_CALLS: list[tuple[str, str, dict[str, Any] | None, int]] = [
     ("POST", "/v2/pools/p1/drain", {"deadline_ms": 1000}, 202),
     ("POST", "/v2/pools/no-such-pool/reload", {"model": "tiny"}, 404),
+    ("POST", "/v2/pools/no-such-pool/undrain", None, 404),
     ("PUT", "/v2/deployments/d1", {"model": 7}, 400),  # invalid: nothing is declared
     ("DELETE", "/v2/deployments/no-such-deployment", None, 204),
     ("POST", "/v2/hosts/host-a/cordon", {"cordoned": False}, 204),

@@ -52,6 +52,7 @@ ROUTE_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "/v2/pools", "client"),
     ("GET", "/v2/pools/{pool_id}", "client"),
     ("POST", "/v2/pools/{pool_id}/drain", "admin"),
+    ("POST", "/v2/pools/{pool_id}/undrain", "admin"),
     ("POST", "/v2/pools/{pool_id}/reload", "admin"),
     ("GET", "/v2/deployments", "client"),
     ("GET", "/v2/deployments/{name}", "client"),
