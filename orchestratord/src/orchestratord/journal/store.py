@@ -141,53 +141,7 @@ class JournaledTask:
 class JournalStore(Protocol):
     """Blocking calls; the journal's writer thread and `asyncio.to_thread` make them."""
 
-    def write(self, batch: WriteBatch) -> None:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if batch.accepted:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO tasks (task_id, wire, route, api_key, correlation_id, "
-                    "detached, state, created_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                    [
-                        (a.task_id, a.wire, a.route, a.api_key, a.correlation_id, a.detached,
-                         a.created_ms)
-                        for a in batch.accepted
-                    ],
-                )  # fmt: skip
-                keys = [
-                    (i.scope, i.digest, i.task_id, i.created_ms)
-                    for a in batch.accepted
-                    if (i := a.idempotency) is not None
-                ]
-                if keys:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO idempotency (scope, digest, task_id, created_ms) "
-                        "VALUES (?, ?, ?, ?)",
-                        keys,
-                    )
-            if batch.events:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO event_batches (task_id, first_id, last_id, body) "
-                    "VALUES (?, ?, ?, ?)",
-                    [_event_row(task_id, events) for task_id, events in batch.events if events],
-                )
-            if batch.changes:
-                conn.executemany(
-                    "UPDATE tasks SET state = ?, attempts = ?, pool_id = ?, "
-                    "started_ms = COALESCE(?, started_ms), finished_ms = ?, error = ?, "
-                    "end_json = ?, tokens_in = ?, tokens_out = ?, finish_reason = ? "
-                    "WHERE task_id = ? AND finished_ms IS NULL",
-                    [
-                        (c.state, c.attempts, c.pool_id, c.started_ms, c.finished_ms, c.error,
-                         c.end_json, c.tokens_in, c.tokens_out, c.finish_reason, c.task_id)
-                        for c in batch.changes
-                    ],
-                )  # fmt: skip
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def write(self, batch: WriteBatch) -> None: ...
 
     def unfinished(self) -> list[JournaledTask]: ...
 
@@ -244,40 +198,45 @@ class SqliteJournal:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT OR IGNORE INTO tasks (task_id, wire, route, api_key, correlation_id, "
-                "detached, state, created_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                [
-                    (a.task_id, a.wire, a.route, a.api_key, a.correlation_id, a.detached,
-                     a.created_ms)
-                    for a in batch.accepted
-                ],
-            )  # fmt: skip
-            conn.executemany(
-                "INSERT OR REPLACE INTO idempotency (scope, digest, task_id, created_ms) "
-                "VALUES (?, ?, ?, ?)",
-                [
+            if batch.accepted:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO tasks (task_id, wire, route, api_key, correlation_id, "
+                    "detached, state, created_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    [
+                        (a.task_id, a.wire, a.route, a.api_key, a.correlation_id, a.detached,
+                         a.created_ms)
+                        for a in batch.accepted
+                    ],
+                )  # fmt: skip
+                keys = [
                     (i.scope, i.digest, i.task_id, i.created_ms)
                     for a in batch.accepted
                     if (i := a.idempotency) is not None
-                ],
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO event_batches (task_id, first_id, last_id, body) "
-                "VALUES (?, ?, ?, ?)",
-                [_event_row(task_id, events) for task_id, events in batch.events if events],
-            )
-            conn.executemany(
-                "UPDATE tasks SET state = ?, attempts = ?, pool_id = ?, "
-                "started_ms = COALESCE(?, started_ms), finished_ms = ?, error = ?, "
-                "end_json = ?, tokens_in = ?, tokens_out = ?, finish_reason = ? "
-                "WHERE task_id = ? AND finished_ms IS NULL",
-                [
-                    (c.state, c.attempts, c.pool_id, c.started_ms, c.finished_ms, c.error,
-                     c.end_json, c.tokens_in, c.tokens_out, c.finish_reason, c.task_id)
-                    for c in batch.changes
-                ],
-            )  # fmt: skip
+                ]
+                if keys:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO idempotency (scope, digest, task_id, created_ms) "
+                        "VALUES (?, ?, ?, ?)",
+                        keys,
+                    )
+            if batch.events:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO event_batches (task_id, first_id, last_id, body) "
+                    "VALUES (?, ?, ?, ?)",
+                    [_event_row(task_id, events) for task_id, events in batch.events if events],
+                )
+            if batch.changes:
+                conn.executemany(
+                    "UPDATE tasks SET state = ?, attempts = ?, pool_id = ?, "
+                    "started_ms = COALESCE(?, started_ms), finished_ms = ?, error = ?, "
+                    "end_json = ?, tokens_in = ?, tokens_out = ?, finish_reason = ? "
+                    "WHERE task_id = ? AND finished_ms IS NULL",
+                    [
+                        (c.state, c.attempts, c.pool_id, c.started_ms, c.finished_ms, c.error,
+                         c.end_json, c.tokens_in, c.tokens_out, c.finish_reason, c.task_id)
+                        for c in batch.changes
+                    ],
+                )  # fmt: skip
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
