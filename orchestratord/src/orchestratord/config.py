@@ -7,6 +7,14 @@ by adding the new one, moving the hosts to it, then removing the old. For the sa
 reason `api_keys_file` may name a YAML file holding the `api_keys` list. Durations are
 in milliseconds unless the name says `_s`.
 
+API keys (SEC-01, SEC-05): each entry is `{name, key_sha256, role, ...limits}` with
+`role` `admin` (deployments, drain, reload, cordon, catalog writes, and everything a
+client may do) or `client` (jobs and reads). An entry without `role` is a `client` key:
+the secure default, so a key written before roles existed can no longer change the
+fleet until its entry says `role: admin` (it keeps submitting jobs and reading as
+before). Any other role is a ConfigError. With no keys at all (loopback only) every
+route is open.
+
 Links across hosts (FLT-02): `tls` (see `specs.tls`) gives the control link's server
 certificate (`cert_file`, `key_file`), the CA that pool managers' client certificates
 must come from when `client_auth: true` (mutual TLS), and the CA engines' certificates
@@ -27,7 +35,7 @@ from specs.net import is_loopback
 from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
 from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
-from orchestratord.quotas import ApiKey
+from orchestratord.quotas import ROLES, ApiKey
 
 __all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
 
@@ -84,6 +92,17 @@ class OrchestratorConfig:
     # Where clients reach this API, told to pool managers (`llorch join` prints it);
     # default: http://HTTP_HOST:PORT, with the control host for a wildcard HTTP host.
     public_url: str = ""
+    # The job journal (REL-01..05): SQLite under state_dir. Accepted jobs, their state
+    # changes and events, and idempotency keys, kept `journal_retention_s` after they end
+    # (24 h: as long as an Idempotency-Key is honoured). `journal_sync: full` adds an
+    # fsync per commit (power loss); `normal` survives any crash of the process.
+    journal: bool = True
+    journal_flush_ms: int = 50
+    journal_sync: str = "normal"
+    journal_retention_s: int = 86_400
+    # SIGTERM (REL-06): stop admitting (503 SHUTTING_DOWN + Retry-After), give running
+    # jobs this long to finish; queued ones stay in the journal for the next start.
+    shutdown_grace_s: float = 30.0
 
     @property
     def join_token(self) -> str:
@@ -119,6 +138,12 @@ class OrchestratorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.journal_sync not in ("normal", "full"):
+            raise ConfigError("journal_sync must be normal or full")
+        if self.journal_flush_ms < 1 or self.journal_retention_s < 1:
+            raise ConfigError("journal_flush_ms and journal_retention_s must be at least 1")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("shutdown_grace_s must not be negative")
         if self.lease_ms <= self.heartbeat_interval_ms:
             raise ConfigError("lease_ms must be longer than heartbeat_interval_ms")
         if not self.api_keys and not _loopback(self.http_host):
@@ -158,6 +183,10 @@ def _api_keys(raw: Any) -> tuple[ApiKey, ...]:
         digest = str(item["key_sha256"]).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ConfigError(f"api_keys[{index}].key_sha256 must be 64 hex characters")
+        if "role" in item and item["role"] not in ROLES:
+            raise ConfigError(
+                f"api_keys[{index}].role must be one of {', '.join(ROLES)}, not {item['role']!r}"
+            )
         try:
             keys.append(ApiKey(**{**item, "key_sha256": digest}))
         except TypeError as exc:

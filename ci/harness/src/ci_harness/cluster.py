@@ -9,6 +9,10 @@ host's certificate (and the orchestrator's client certificate under `engine_clie
 Timing knobs are shortened for tests (heartbeat 300 ms, lease 1.5 s, probe 200 ms,
 restart back-off 0.3 s) so failures are detected quickly; behaviour is otherwise the
 production code path. Every wait is bounded and polls a real condition.
+
+Every secret a cluster uses is registered for the session's log scan (`secret_scan`):
+its join token, the bearer keys in its headers, and its engines' per-pool keys (read
+from their environments once the pools are ready and before they stop).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import psutil
 import yaml
 from specs.net import host_port
 
+from ci_harness import secret_scan
 from ci_harness.fleet import Fleet
 from ci_harness.tls import FleetCerts
 
@@ -108,6 +113,20 @@ class Cluster:
     engine_client_auth: bool = False
     ipv6: bool = False  # on a fleet: the control link, and so every link, over IPv6
 
+    def __post_init__(self) -> None:
+        secret_scan.register(self.token, "join token")
+        for name, value in self.headers.items():
+            scheme, _, key = value.partition(" ")
+            if name.lower() == "authorization" and scheme.lower() == "bearer":
+                secret_scan.register(key.strip(), "API key")
+
+    def register_engine_keys(self) -> None:
+        """Register the per-pool keys the pool managers gave their engines (SEC-02)."""
+        for name, process in self.processes.items():
+            if name.startswith("pool-managerd-") and process.poll() is None:
+                for key, what in secret_scan.engine_keys(process.pid).items():
+                    secret_scan.register(key, what)
+
     @property
     def control_host(self) -> str:
         if self.fleet is None:
@@ -181,6 +200,24 @@ class Cluster:
         self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
         return self
 
+    def restart_orchestrator(self, sig: int = signal.SIGKILL, timeout_s: float = 30.0) -> int:
+        """Stop the orchestrator with `sig` (SIGKILL: a crash) and start it again on the
+        same state directory and ports; its exit code."""
+        process = self.processes["orchestratord"]
+        process.send_signal(sig)
+        code = process.wait(timeout=timeout_s)
+        config_path = self.root / "orchestratord.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["http_port"] = int(self.url.rsplit(":", 1)[1])
+        config["control_port"] = int(self.control.rsplit(":", 1)[1])
+        config_path.write_text(yaml.safe_dump(config))
+        ready = self.root / "orchestratord.ready"
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "orchestratord", "--config", str(config_path)]
+        self._spawn("orchestratord", [*argv, "--ready-file", str(ready)])
+        wait_for(lambda: ready.exists(), "orchestratord to listen again")
+        return code
+
     def start_manager(self, host_id: str) -> None:
         state = self.root / host_id
         manager = {
@@ -225,6 +262,7 @@ class Cluster:
             return all(pools.get(i, {}).get("ready") for i in pool_ids)
 
         wait_for(ready, f"pools {pool_ids} to be ready", timeout_s)
+        self.register_engine_keys()
 
     def worker_pids(self, host_id: str, pool_id: str) -> list[int]:
         return workers_under(self.root / host_id / "run" / f"{pool_id}-r")
@@ -233,6 +271,7 @@ class Cluster:
         return terminate(self.processes[name], timeout_s, name)
 
     def stop(self) -> dict[str, int]:
+        self.register_engine_keys()
         codes = {}
         for name in sorted(self.processes, key=lambda n: n == "orchestratord"):
             codes[name] = self.stop_process(name)

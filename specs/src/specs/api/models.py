@@ -97,7 +97,7 @@ class ErrorDetail(BaseModel):
 
 
 class TaskError(BaseModel):
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'RELOAD_FAILED', 'INTERNAL', 'WORKER_RESET', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -458,6 +458,12 @@ class DrainRequest(BaseModel):
     deadline_ms: int | None = Field(default=30000, ge=0, le=86400000)
 
 
+class UndrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+
+
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
@@ -748,7 +754,7 @@ class ErrorEnvelope(BaseModel):
     The one error body before a stream starts (API-07).
     """
 
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'RELOAD_FAILED', 'INTERNAL', 'WORKER_RESET', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
