@@ -133,3 +133,16 @@ def test_sigterm_refuses_new_jobs_lets_running_ones_finish_and_keeps_queued_ones
     for task_id in queued:
         status = _end_of(cluster, task_id)
         assert status["state"] == "completed", status
+
+
+def test_a_job_that_ended_before_a_restart_replays_whole_with_its_end(cluster: Cluster) -> None:
+    task_id = _submit(cluster, 40)
+    before = cluster.events(task_id)
+    assert before[-1].name == "end"
+
+    cluster.restart_orchestrator(signal.SIGKILL)
+
+    after = cluster.events(task_id)
+    assert [(e.id, e.name, e.data) for e in after] == [(e.id, e.name, e.data) for e in before]
+    resumed = cluster.events(task_id, last_event_id=before[-2].id)
+    assert [e.name for e in resumed] == ["end"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ def _shaped(case: Any, choice: int) -> Any:
             body[name] = 1 + int(value) % MAX_TOKENS
     if choice == 7:
         return case
+    headers = case.headers or {}
+    if "Idempotency-Key" in headers:  # generated keys repeat ("0"): one job per key here
+        headers["Idempotency-Key"] = uuid.uuid4().hex
     if "model" in body:
         body["model"] = ALIAS
     if case.operation.path in GENERATING and body.get("max_tokens") is None:

@@ -182,15 +182,20 @@ class EventLog:
     def subscriber_count(self) -> int:
         return len(self._subscribers) + len(self._decoded)
 
-    def append(self, name: str, data: str) -> bool:
-        """Add one event; False (and nothing added) when the log is already closed."""
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
+    def append(self, name: str, data: str, *, journal: bool = True) -> bool:
+        """Add one event; False (and nothing added) when the log is already closed.
+        `journal=False`: the journal already holds it (a held terminal event)."""
         if self.closed or self.held:
             return False
         event_id = self._next_id
         self._next_id += 1
         frame = _frame(event_id, name, data)
         self._frames.append((event_id, name, data))
-        if self.unjournaled is not None:
+        if self.unjournaled is not None and journal:
             self.unjournaled.append((event_id, name, data))
         if name in TERMINAL_EVENTS:
             self.closed = True

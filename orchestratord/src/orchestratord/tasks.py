@@ -155,13 +155,16 @@ class TaskRecord:
             self.events.held = True  # no event may slip in before the terminal one
         return True
 
+    def terminal_event(self) -> tuple[str, str]:
+        """The terminal event's name and data, from the end this record was given."""
+        if self.error is not None:
+            return "error", self.error.to_json()
+        return "end", self.end_json
+
     def publish_terminal(self) -> None:
         self.published = True
         self.events.held = False
-        if self.error is not None:
-            self.events.append("error", self.error.to_json())
-        else:
-            self.events.append("end", self.end_json)
+        self.events.append(*self.terminal_event(), journal=False)
 
 
 class TaskTable:

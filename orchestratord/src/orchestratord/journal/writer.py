@@ -156,15 +156,22 @@ class Journal:
         self._change(record, None)
 
     def finished(self, record: TaskRecord, publish: Callable[[], None]) -> None:
-        """The end of a job: `publish` (its terminal event) runs once committed. If the
+        """The end of a job, its terminal event included (published by `publish` once
+        committed, with the id journaled: nothing else can be appended meanwhile). If the
         journal cannot commit it, the end is published anyway: the client must learn
         it, and a restart would end the job (running, for the journal) typed."""
-        self._change(record, lambda _error: publish())
+        terminal = (record.events.next_id, *record.terminal_event())
+        self._change(record, lambda _error: publish(), terminal)
 
     def _change(
-        self, record: TaskRecord, done: Callable[[BaseException | None], None] | None
+        self,
+        record: TaskRecord,
+        done: Callable[[BaseException | None], None] | None,
+        terminal: Event | None = None,
     ) -> None:
         events = record.events.take_unjournaled()
+        if terminal is not None:  # held: it gets this id when published after the commit
+            events.append(terminal)
         pending = self._pending
         if events:
             pending.batch.events.append((record.task_id, events))
