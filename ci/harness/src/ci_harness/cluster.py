@@ -101,6 +101,7 @@ class Cluster:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     url: str = ""
     control: str = ""
+    ports: dict[str, int] = field(default_factory=dict)  # orchestratord's, once it listens
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env_extra: dict[str, str] = field(default_factory=dict)  # more environment for daemons
     fleet: Fleet | None = None
@@ -145,6 +146,16 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.start_orchestrator()
+        for host_id in self.pools:
+            self.start_manager(host_id)
+        self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
+        return self
+
+    def start_orchestrator(self, ports: dict[str, int] | None = None) -> None:
+        """Start orchestratord on its state_dir; on `ports` (`http_port`, `control_port`)
+        when given (a restart answers where clients and pool managers look), else on
+        ports the kernel picks. Returns once it listens."""
         config = {
             "http_port": 0,
             "control_port": 0,
@@ -156,9 +167,11 @@ class Cluster:
             "state_dir": str(self.root / "orchestratord"),
             **self._link_settings(),
             **self.orchestrator,
+            **(ports or {}),
         }
         (self.root / "orchestratord.yaml").write_text(yaml.safe_dump(config))
         ready = self.root / "orchestratord.ready"
+        ready.unlink(missing_ok=True)
         self._spawn(
             "orchestratord",
             [
@@ -171,15 +184,35 @@ class Cluster:
                 str(ready),
             ],
         )
-        ports = wait_for(
+        listening = wait_for(
             lambda: ready.exists() and json.loads(ready.read_text()), "orchestratord to listen"
         )
-        self.url = f"http://127.0.0.1:{ports['http_port']}"
-        self.control = host_port(self.control_host, ports["control_port"])
-        for host_id in self.pools:
-            self.start_manager(host_id)
-        self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
-        return self
+        self.ports = {k: int(listening[k]) for k in ("http_port", "control_port")}
+        self.url = f"http://127.0.0.1:{self.ports['http_port']}"
+        self.control = host_port(self.control_host, self.ports["control_port"])
+
+    # -- crashes, for the recovery tests and the chaos harness ------------------------------
+
+    def kill(self, name: str) -> int:
+        """SIGKILL a daemon this cluster started (`orchestratord`, `pool-managerd-<host>`)
+        and reap it; its children (engines, workers) are left as a crash leaves them.
+        Returns its pid."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+        return process.pid
+
+    def restart_orchestrator(self) -> None:
+        """Start orchestratord again on the same state_dir, config and ports (after
+        `kill` or a stop)."""
+        assert self.processes["orchestratord"].poll() is not None, "orchestratord still runs"
+        self.start_orchestrator(self.ports)
+
+    def restart_manager(self, host_id: str) -> None:
+        """Start a host's pool manager again on the same state_dir and config."""
+        name = f"pool-managerd-{host_id}"
+        assert self.processes[name].poll() is not None, f"{name} still runs"
+        self.start_manager(host_id)
 
     def start_manager(self, host_id: str) -> None:
         state = self.root / host_id
