@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=int, default=300, help="faults in all (default 300)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--span", type=float, default=None, help="seconds the faults start in")
-    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--dir", type=Path, default=None, help="where the history and logs go")
     args = parser.parse_args(argv)
     reason = unavailable()

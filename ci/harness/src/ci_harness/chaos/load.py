@@ -13,8 +13,11 @@ or a 5xx is sent again (with the same key when the job has one; without a key it
 new submission); a broken event stream is resumed with `Last-Event-ID` (or, for a
 `/v1` stream with a key, the same request is sent again); some readers leave a stream on
 purpose after a few tokens and come back after a planned pause (the load's own
-schedule, as the nemesis's durations are). Some keyed jobs send the key again with
-another body, which must be refused with 422 (a probe).
+schedule, as the nemesis's durations are). A one-round-trip stream that means to come
+back (`stream_v2`, or any keyed stream) asks `X-Llorch-On-Disconnect: continue`, so its
+job runs on while the reader is away. Some keyed jobs send the key again with another
+body, which must be refused with 422 (a probe). The job id of a one-round-trip stream
+comes from its `X-Llorch-Task-Id` header (or the `/v1` chunk ids).
 
 `final_phase` is the run's last read, after faults stopped: every accepted job's state
 (`GET /v2/tasks/{id}`, waiting until it is terminal) and its replay from the start.
@@ -22,6 +25,7 @@ another body, which must be refused with 422 (a probe).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -43,6 +47,7 @@ RETRY_PAUSE_S = 0.2  # between retries when the server said nothing about when
 OPS = ("submit", "submit", "stream_v2", "chat", "completion")
 TERMINAL = ("end", "error")
 TASK_HEADER = "x-llorch-task-id"
+ON_DISCONNECT = "X-Llorch-On-Disconnect"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class JobPlan:
     leave_after: int | None  # the reader leaves after this many tokens (once)
     away_s: float  # and resumes after this pause
     probe: bool  # after acceptance, the key is sent again with another body
+    think_s: float  # the client's pause before its next job
 
     def body(self, *, probe: bool = False) -> dict[str, Any]:
         prompt = f"chaos job {self.job}" + (" with another body" if probe else "")
@@ -82,6 +88,7 @@ def plan_job(rng: random.Random, client: int, n: int) -> JobPlan:
         leave_after=rng.randint(1, 6) if leave else None,
         away_s=round(rng.uniform(0.0, 0.6), 3),
         probe=keyed and rng.random() < 0.25,
+        think_s=round(rng.uniform(0.0, 0.5), 3),
     )
 
 
@@ -105,9 +112,7 @@ class _StreamRead:
 
 
 def _without_probe(plan: JobPlan) -> JobPlan:
-    return JobPlan(
-        plan.job, plan.op, plan.idem, plan.max_tokens, plan.leave_after, plan.away_s, False
-    )
+    return dataclasses.replace(plan, probe=False)
 
 
 class _Stop(Exception):
@@ -272,6 +277,10 @@ class _Client:
         path = "/v2/tasks" if plan.op == "stream_v2" else _V1_PATHS[plan.op]
         if plan.op == "stream_v2":
             headers["Accept"] = "text/event-stream"
+        if plan.op == "stream_v2" or plan.idem:
+            # This client means to come back to the job (resume, or ask again with its
+            # key): the job runs on while it is away (the default cancels it).
+            headers[ON_DISCONNECT] = "continue"
         while True:
             self._check(deadline)
             req = self._request(plan, plan.op, idem=plan.idem, digest=_digest(body), probe=False)
@@ -454,8 +463,8 @@ class LoadGenerator:
             n += 1
             self.jobs += 1
             client.run(plan)
-            if not client.accepted_last:
-                client.pause(RETRY_PAUSE_S)  # refused for good: no hot loop of refusals
+            # Think time (at least a retry pause after a refusal: no hot loop of refusals).
+            client.pause(plan.think_s if client.accepted_last else max(plan.think_s, RETRY_PAUSE_S))
 
     def stop(self, timeout_s: float = JOB_DEADLINE_S + 30.0) -> bool:
         """Start no new job; wait for the running ones. False if a client is stuck."""

@@ -29,6 +29,7 @@ other wait polls a condition with a deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import random
 import signal
@@ -36,8 +37,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from ci_harness.chaos.history import History
@@ -216,6 +219,9 @@ class Nemesis:
         assert plan.host is not None
         start = time.monotonic()
         pid = self._cluster.kill(f"pool-managerd-{plan.host}")
+        status = self._status_file(plan.host)
+        if status is not None:
+            status.unlink(missing_ok=True)  # the killed manager's last word
         host = plan.host
         self._spawn(lambda: self._cluster.restart_manager(host))
         end = time.monotonic()
@@ -278,11 +284,24 @@ class Nemesis:
         marker = "worker_adapters.worker" if plan.role == "worker" else "llama-server"
         return [p for p in _children(manager.pid) if marker in _cmdline(p)]
 
+    def _status_file(self, host: str) -> Path | None:
+        path = self._cluster.hosts.get(host, {}).get("status_file")
+        return Path(path) if path else None
+
     def _host_ready(self, host: str) -> bool:
+        """The host's pools all ready: by the pool manager's own `status_file` when it has
+        one (the orchestrator may be down or stopped by another fault), else by the API."""
+        status = self._status_file(host)
+        if status is not None:
+            try:
+                pools = json.loads(status.read_text())["pools"]
+            except (OSError, ValueError, KeyError):
+                return False
+            return bool(pools) and all(state == "ready" for state in pools.values())
         pool_ids = [p["id"] for p in self._cluster.pools[host]]
         try:
             return all(self._cluster.pool(pool_id).get("ready") for pool_id in pool_ids)
-        except Exception:  # noqa: BLE001 - the orchestrator may be down at this moment
+        except httpx.HTTPError:
             return False
 
 

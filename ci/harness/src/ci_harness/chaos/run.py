@@ -58,7 +58,7 @@ class ChaosSettings:
     seed: int = 7
     per_kind: int = 30  # faults of every kind
     span_s: float = 150.0  # the faults start within this many seconds
-    clients: int = 6
+    clients: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,8 @@ def _start(cluster: Cluster, root: Path, llama_server: list[str]) -> None:
     cluster.start()  # the orchestrator alone: the engines get a longer wait below
     cluster.pools.update(_pools(root, llama_server))
     for host in cluster.pools:
-        cluster.hosts[host] = {"restart": CRASH_POLICY}
+        status = cluster.root / f"{host}.status.json"  # the nemesis waits on it
+        cluster.hosts[host] = {"restart": CRASH_POLICY, "status_file": str(status)}
         cluster.start_manager(host)
     cluster.wait_ready(["w", "ls"], timeout_s=START_S)
 
