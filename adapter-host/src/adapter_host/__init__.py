@@ -9,6 +9,6 @@ which is closed when the last of them ends.
 
 from __future__ import annotations
 
-from adapter_host.host import AdapterHost, ReplicaKey
+from adapter_host.host import AdapterHost, ReplicaKey, ReplicaNotBound
 
-__all__ = ["AdapterHost", "ReplicaKey"]
+__all__ = ["AdapterHost", "ReplicaKey", "ReplicaNotBound"]

@@ -8,7 +8,7 @@ retires the old one, closing it once its in-flight jobs are done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from worker_adapters import (
@@ -21,9 +21,14 @@ from worker_adapters import (
     Tokenized,
     create_adapter,
 )
-from worker_adapters.protocol import aclose_quietly, one_per_batch
+from worker_adapters.protocol import aclose_quietly
 
-__all__ = ["AdapterHost", "ReplicaKey"]
+__all__ = ["AdapterHost", "ReplicaKey", "ReplicaNotBound"]
+
+
+class ReplicaNotBound(LookupError):
+    """No adapter is bound for the replica (its pool left, or it was never bound):
+    the one lookup failure that means the engine is gone, unlike any stray KeyError."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -77,7 +82,7 @@ class AdapterHost:
         try:
             return self._bindings[key]
         except KeyError:
-            raise LookupError(
+            raise ReplicaNotBound(
                 f"no adapter bound for pool {key.pool_id} replica {key.replica}"
             ) from None
 
@@ -100,16 +105,11 @@ class AdapterHost:
         self, key: ReplicaKey, request: GenerateRequest
     ) -> AsyncGenerator[Sequence[StreamEvent], None]:
         """`submit`, with the events that reached the adapter together handed on together
-        (adapters with `submit_batches`; others give one event per list)."""
+        (`Adapter.submit_batches`)."""
         binding = self._binding(key)
         binding.in_flight.add(request.job_id)
         self._jobs[request.job_id] = binding
-        batched = getattr(binding.adapter, "submit_batches", None)
-        batches: AsyncIterator[Sequence[StreamEvent]] = (
-            batched(request)
-            if batched is not None
-            else one_per_batch(binding.adapter.submit(request))
-        )
+        batches = binding.adapter.submit_batches(request)
         try:
             async for batch in batches:
                 yield batch

@@ -1,6 +1,15 @@
 """`orchestratord [--config FILE] [--http-port N] [--control-port N] [--ready-file PATH]`.
 
-Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for an invalid configuration.
+Exit codes (REL-06):
+
+    0   clean shutdown after SIGTERM/SIGINT: new jobs were refused (503 SHUTTING_DOWN),
+        running ones had `shutdown_grace_s` to end (the rest ended ORCHESTRATOR_RESTART,
+        retriable), queued ones stay in the journal for the next start
+    1   an unexpected error (a traceback is logged)
+    2   invalid configuration (the reason on stderr)
+
+A second signal during the grace stops at once. After SIGKILL the next start recovers
+from the journal: queued jobs run, running ones end ORCHESTRATOR_RESTART.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from orchestratord.control_link import ControlCommands, ControlLinkServicer
 from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.http.app import build_app
+from orchestratord.http.translate import spec_from_journal
 from orchestratord.registry import PoolRegistry
 
 __all__ = ["Services", "build", "serve"]
@@ -100,6 +101,7 @@ def build(config: OrchestratorConfig) -> Services:
         on_host_lost=on_host_lost,
     )
     orchestrator = Orchestrator(config, registry, host)
+    orchestrator.rebuild = spec_from_journal
     holder.append(orchestrator)
     control = ControlLinkServicer(
         registry,
@@ -163,6 +165,7 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     control_pb2_grpc.add_ControlLinkServicer_to_server(services.control, grpc_server)
     control_port = _control_port(grpc_server, config, services.tls)
     await grpc_server.start()
+    await services.orchestrator.start()  # the journal: recover before serving
     dispatcher = asyncio.create_task(services.orchestrator.run())
     reconciler = asyncio.create_task(
         services.deployments.run(period_s=config.heartbeat_interval_ms / 1000.0)
@@ -187,8 +190,27 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     # Signals are ours (below): uvicorn would re-raise them after its shutdown.
     http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    async def graceful() -> None:
+        # REL-06: admit nothing (503 SHUTTING_DOWN), let running jobs end within the
+        # grace while the API still serves their streams, then stop serving.
+        await services.orchestrator.shutdown(config.shutdown_grace_s)
+        http.should_exit = True
+
+    def on_signal() -> None:
+        if stopping:  # a second signal: stop now
+            http.should_exit = True
+            return
+        log.info(
+            "orchestratord stopping: no new jobs; running ones get %.0f s",
+            config.shutdown_grace_s,
+            extra={"action": "shutdown"},
+        )
+        stopping.append(asyncio.create_task(graceful()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(http, "should_exit", True))
+        loop.add_signal_handler(sig, on_signal)
     serving = asyncio.create_task(http.serve())
     # uvicorn exposes no start-up event; poll its flag (bounded by the serve task).
     while not http.started and not serving.done():  # noqa: ASYNC110

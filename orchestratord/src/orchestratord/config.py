@@ -76,6 +76,17 @@ class OrchestratorConfig:
     # Where clients reach this API, told to pool managers (`llorch join` prints it);
     # default: http://HTTP_HOST:PORT, with the control host for a wildcard HTTP host.
     public_url: str = ""
+    # The job journal (REL-01..05): SQLite under state_dir. Accepted jobs, their state
+    # changes and events, and idempotency keys, kept `journal_retention_s` after they end
+    # (24 h: as long as an Idempotency-Key is honoured). `journal_sync: full` adds an
+    # fsync per commit (power loss); `normal` survives any crash of the process.
+    journal: bool = True
+    journal_flush_ms: int = 50
+    journal_sync: str = "normal"
+    journal_retention_s: int = 86_400
+    # SIGTERM (REL-06): stop admitting (503 SHUTTING_DOWN + Retry-After), give running
+    # jobs this long to finish; queued ones stay in the journal for the next start.
+    shutdown_grace_s: float = 30.0
 
     @property
     def join_token(self) -> str:
@@ -106,6 +117,12 @@ class OrchestratorConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.journal_sync not in ("normal", "full"):
+            raise ConfigError("journal_sync must be normal or full")
+        if self.journal_flush_ms < 1 or self.journal_retention_s < 1:
+            raise ConfigError("journal_flush_ms and journal_retention_s must be at least 1")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("shutdown_grace_s must not be negative")
         if self.lease_ms <= self.heartbeat_interval_ms:
             raise ConfigError("lease_ms must be longer than heartbeat_interval_ms")
         if not self.api_keys and not _loopback(self.http_host):

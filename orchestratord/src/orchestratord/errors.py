@@ -24,6 +24,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "MODEL_NOT_FOUND": 404,
     "NOT_FOUND": 404,
     "IDEMPOTENCY_CONFLICT": 409,
+    "IDEMPOTENCY_KEY_REUSED": 422,
     "RELOAD_FAILED": 422,
     "ADMISSION_REJECT": 429,
     "QUEUE_FULL_DROP_LRU": 429,
@@ -31,9 +32,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "INTERNAL": 500,
     "NO_CAPACITY": 503,
     "POOL_UNREADY": 503,
+    "SHUTTING_DOWN": 503,
     # Mid-stream codes, when they must become a status (non-streamed OpenAI responses):
     "CANCELLED": 409,
     "WORKER_RESET": 502,
+    "ORCHESTRATOR_RESTART": 503,
     "ENGINE_ERROR": 502,
     "DECODE_TIMEOUT": 504,
 }

@@ -126,15 +126,44 @@ def _frame(event_id: int, name: str, data: str) -> bytes:
 
 
 class EventLog:
-    __slots__ = ("_decoded", "_frames", "_next_id", "_subscribers", "closed")
+    __slots__ = ("_decoded", "_frames", "_next_id", "_subscribers", "closed", "unjournaled")
 
-    def __init__(self, replay_capacity: int) -> None:
+    def __init__(self, replay_capacity: int, *, journaled: bool = False) -> None:
         # (id, name, data); a replaying subscriber gets the frames built again.
         self._frames: deque[tuple[int, str, str]] = deque(maxlen=replay_capacity)
         self._next_id = 0
         self._subscribers: list[Subscriber] = []
         self._decoded: list[DecodedSubscriber] = []
         self.closed = False
+        # Events the journal has not taken yet (`take_unjournaled`); None: not journaled.
+        self.unjournaled: list[tuple[int, str, str]] | None = [] if journaled else None
+
+    @classmethod
+    def restored(
+        cls,
+        replay_capacity: int,
+        events: Iterable[tuple[int, str, str]],
+        next_id: int,
+        *,
+        journaled: bool = False,
+    ) -> EventLog:
+        """A log rebuilt from journaled events; new events are numbered from `next_id`
+        (past any id a client may have seen before the journal caught up)."""
+        log = cls(replay_capacity, journaled=journaled)
+        for event_id, name, data in events:
+            log._frames.append((event_id, name, data))
+            if name in TERMINAL_EVENTS:
+                log.closed = True
+        log._next_id = next_id
+        return log
+
+    def take_unjournaled(self) -> list[tuple[int, str, str]]:
+        """The events appended since the last call (for the journal's next batch)."""
+        taken = self.unjournaled
+        if not taken:
+            return []
+        self.unjournaled = []
+        return taken
 
     @property
     def last_id(self) -> int:
@@ -151,6 +180,8 @@ class EventLog:
         self._next_id += 1
         frame = _frame(event_id, name, data)
         self._frames.append((event_id, name, data))
+        if self.unjournaled is not None:
+            self.unjournaled.append((event_id, name, data))
         if name in TERMINAL_EVENTS:
             self.closed = True
         for subscriber in self._subscribers:
@@ -182,6 +213,8 @@ class EventLog:
             index += 1
         self._next_id = event_id
         self._frames.extend(added)
+        if self.unjournaled is not None:
+            self.unjournaled += added
         if self._subscribers:  # the batch's frames as one chunk, encoded once
             chunk = "".join(
                 [f"id: {i}\nevent: token\ndata: {data}\n\n" for i, _, data in added]

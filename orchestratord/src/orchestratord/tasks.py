@@ -22,7 +22,7 @@ from orchestratord.job_trace import JobTrace
 from orchestratord.placement import JobNeeds
 from orchestratord.sessions import SessionOptions
 
-__all__ = ["TaskError", "TaskRecord", "TaskSpec", "TaskState", "TaskTable"]
+__all__ = ["Submission", "TaskError", "TaskRecord", "TaskSpec", "TaskState", "TaskTable"]
 
 TaskState = Literal["queued", "running", "completed", "failed", "cancelled"]
 Workload = Literal["completion", "chat", "embedding"]
@@ -42,6 +42,20 @@ class TaskSpec:
     inputs: tuple[str, ...] = ()
     session_options: SessionOptions | None = None
     api_key: str | None = None  # the name of the client's API key, never the key
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """How a job came in, beside its spec: what the journal keeps to rebuild it (the
+    request in wire form and the route it came by), its idempotency, and whether it runs
+    on without a reader (`detached`: two-step jobs, or a client that asked, REL-04)."""
+
+    wire: str = ""  # the `TaskRequest` JSON; empty: not journaled (embeddings)
+    route: str = "v2"
+    idempotency_key: str | None = None
+    digest: str = ""  # of the route and the request, for the idempotency check
+    detached: bool = False
+    client_task_id: bool = False  # the client chose the task id
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,13 @@ class TaskRecord:
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
     abandoned: str = ""  # why the orchestrator gave up on the running attempt (host lost)
     trace: JobTrace | None = field(default=None, repr=False)  # only when tracing is on
+    end_json: str = "{}"
+    journaled: bool = False  # the journal holds this job (its changes go there)
+    published: bool = False  # its terminal event is out (after the journal's commit)
+    # Two-step jobs (202, then events) run to their end without a reader (REL-04).
+    detached: bool = False
+    # Set once the journal holds the current attempt: its first event waits for it.
+    journaled_running: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def task_id(self) -> str:
@@ -102,6 +123,14 @@ class TaskRecord:
     def done(self) -> bool:
         return self.state in ("completed", "failed", "cancelled")
 
+    @property
+    def shown_state(self) -> TaskState:
+        """The state clients may see: an end only once its terminal event is out (the
+        journal holds it), so no read shows an end that a crash could take back."""
+        if not self.done or self.published:
+            return self.state
+        return "running" if self.started_at_ms is not None else "queued"
+
     def finish(
         self,
         state: TaskState,
@@ -109,18 +138,30 @@ class TaskRecord:
         *,
         error: TaskError | None = None,
         end_json: str | None = None,
+        publish: bool = True,
     ) -> bool:
-        """Enter a terminal state and write the terminal event; False if already done."""
+        """Enter a terminal state and write the terminal event; False if already done.
+        With `publish=False` the event waits for `publish_terminal` (the journal's
+        commit): no client sees an end that a crash could still take back."""
         if self.done:
             return False
         self.state = state
         self.finished_at_ms = now_ms
         self.error = error
-        if error is not None:
-            self.events.append("error", error.to_json())
+        self.end_json = end_json or "{}"
+        if publish:
+            self.publish_terminal()
         else:
-            self.events.append("end", end_json or "{}")
+            self.events.closed = True  # no event may slip in before the terminal one
         return True
+
+    def publish_terminal(self) -> None:
+        self.published = True
+        self.events.closed = False
+        if self.error is not None:
+            self.events.append("error", self.error.to_json())
+        else:
+            self.events.append("end", self.end_json)
 
 
 class TaskTable:

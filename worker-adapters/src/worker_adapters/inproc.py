@@ -9,12 +9,12 @@ breaks the stream contract (no terminal, a hang) still ends in one typed termina
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from worker_adapters._guard import guarded
 from worker_adapters.engine import EngineBackend
 from worker_adapters.mock import MockBackend, MockKnobs
-from worker_adapters.protocol import Endpoint, register
+from worker_adapters.protocol import Endpoint, one_per_batch, register
 from worker_adapters.types import EngineHealth, EngineProps, GenerateRequest, StreamEvent, Tokenized
 
 __all__ = ["DEFAULT_STALL_TIMEOUT_S", "InProcessAdapter"]
@@ -44,6 +44,9 @@ class InProcessAdapter:
         events = backend.generate(request)
         async for event in guarded(events, stall_timeout_s=self._stall_timeout_s):
             yield event
+
+    def submit_batches(self, request: GenerateRequest) -> AsyncIterator[Sequence[StreamEvent]]:
+        return one_per_batch(self.submit(request))
 
     async def cancel(self, job_id: str) -> None:
         self._backend.cancel(job_id)

@@ -56,6 +56,12 @@ class Adapter(Protocol):
         """Start a generation; iterate the result for its events."""
         ...
 
+    def submit_batches(self, request: GenerateRequest) -> AsyncIterator[Sequence[StreamEvent]]:
+        """`submit`, with the events that reached the adapter together handed on as one
+        list (the orchestrator's token path publishes each list at once). An adapter
+        that reads one event at a time returns `one_per_batch(self.submit(request))`."""
+        ...
+
     async def cancel(self, job_id: str) -> None:
         """Stop the job at the engine (ADP-04). Idempotent."""
         ...

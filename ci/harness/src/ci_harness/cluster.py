@@ -214,6 +214,24 @@ class Cluster:
         assert self.processes[name].poll() is not None, f"{name} still runs"
         self.start_manager(host_id)
 
+    def restart_orchestrator(self, sig: int = signal.SIGKILL, timeout_s: float = 30.0) -> int:
+        """Stop the orchestrator with `sig` (SIGKILL: a crash) and start it again on the
+        same state directory and ports; its exit code."""
+        process = self.processes["orchestratord"]
+        process.send_signal(sig)
+        code = process.wait(timeout=timeout_s)
+        config_path = self.root / "orchestratord.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["http_port"] = int(self.url.rsplit(":", 1)[1])
+        config["control_port"] = int(self.control.rsplit(":", 1)[1])
+        config_path.write_text(yaml.safe_dump(config))
+        ready = self.root / "orchestratord.ready"
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "orchestratord", "--config", str(config_path)]
+        self._spawn("orchestratord", [*argv, "--ready-file", str(ready)])
+        wait_for(lambda: ready.exists(), "orchestratord to listen again")
+        return code
+
     def start_manager(self, host_id: str) -> None:
         state = self.root / host_id
         manager = {

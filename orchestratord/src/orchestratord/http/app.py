@@ -37,7 +37,7 @@ from orchestratord.http.meta import meta_routes
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.openai import openai_routes
 from orchestratord.http.sse import SseResponse
-from orchestratord.http.translate import task_from_wire
+from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
 from orchestratord.registry import PoolInfo
 from orchestratord.tasks import TaskRecord
@@ -165,8 +165,18 @@ def _starlette(
             max_prompt_bytes=config.max_prompt_bytes,
             api_key=_api_key(request),
         )
-        record = await orchestrator.submit(spec, trace_parent=client_trace(request.headers))
-        if "text/event-stream" in request.headers.get("accept", ""):
+        streamed = "text/event-stream" in request.headers.get("accept", "")
+        submission = submission_for(
+            request.headers,
+            wire,
+            "v2-stream" if streamed else "v2",
+            digest_of=wire.model_dump_json(exclude_none=True),
+            two_step=not streamed,
+        )
+        record = await orchestrator.submit(
+            spec, submission, trace_parent=client_trace(request.headers)
+        )
+        if streamed:
             return _stream(record, None)
         return _json(
             {
@@ -179,7 +189,7 @@ def _starlette(
         )
 
     async def task_events(request: Request) -> Response:
-        record = _existing(_task_id(request))
+        record = await _existing(_task_id(request))
         last = request.headers.get("last-event-id")
         if last is not None and not (last.isdigit() and len(last) <= 20):
             raise ApiError("INVALID_PARAMS", "Last-Event-ID must be a non-negative integer")
@@ -201,16 +211,16 @@ def _starlette(
                 if not record.done:
                     orchestrator.subscriber_left(record.task_id)
 
-        return SseResponse(frames(), headers=_SSE_HEADERS)
+        return SseResponse(frames(), headers={**_SSE_HEADERS, TASK_ID_HEADER: record.task_id})
 
-    def _existing(task_id: str) -> TaskRecord:
-        record = orchestrator.tasks.get(task_id)
+    async def _existing(task_id: str) -> TaskRecord:
+        record = await orchestrator.lookup(task_id)
         if record is None:
             raise ApiError("NOT_FOUND", f"no task {task_id}")
         return record
 
     async def get_task(request: Request) -> Response:
-        return _json(_status(_existing(_task_id(request))))
+        return _json(_status(await _existing(_task_id(request))))
 
     async def cancel_task(request: Request) -> Response:
         orchestrator.cancel(str(request.path_params["task_id"]))
@@ -337,10 +347,12 @@ def _starlette(
 
 
 def _status(record: TaskRecord) -> dict[str, object]:
-    error = record.error
+    state = record.shown_state
+    ended = state == record.state
+    error = record.error if ended else None
     return {
         "task_id": record.task_id,
-        "state": record.state,
+        "state": state,
         "model": record.spec.model,
         "workload": record.spec.workload,
         "priority": record.spec.priority,
@@ -351,7 +363,7 @@ def _status(record: TaskRecord) -> dict[str, object]:
         "attempts": record.attempts,
         "created_at_ms": record.created_at_ms,
         "started_at_ms": record.started_at_ms,
-        "finished_at_ms": record.finished_at_ms,
+        "finished_at_ms": record.finished_at_ms if ended else None,
         "ttft_ms": record.ttft_ms,
         "decode_time_ms": record.decode_time_ms,
         "finish_reason": record.finish_reason,

@@ -19,6 +19,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pydantic
@@ -37,7 +38,7 @@ from orchestratord.errors import ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import read_json_body
 from orchestratord.http.sse import SseResponse
-from orchestratord.http.translate import task_from_wire
+from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
 from orchestratord.logprobs import CompletionLogprobs
 from orchestratord.tasks import TaskRecord
@@ -266,7 +267,7 @@ def _stream(
             if not record.done:
                 orchestrator.subscriber_left(record.task_id)
 
-    return SseResponse(chunks(), headers=_SSE_HEADERS)
+    return SseResponse(chunks(), headers={**_SSE_HEADERS, TASK_ID_HEADER: record.task_id})
 
 
 def _logprobs_shaper(
@@ -316,15 +317,38 @@ async def _collect(
 def openai_routes(orchestrator: Orchestrator) -> list[Route]:
     config = orchestrator.config
 
-    async def admit(request: Request, wire: dict[str, Any], correlation_id: str) -> TaskRecord:
+    async def admit(
+        request: Request,
+        wire: dict[str, Any],
+        correlation_id: str,
+        route: str,
+        body: pydantic.BaseModel,
+        *,
+        streamed: bool,
+    ) -> TaskRecord:
+        task_request = _task_request(wire)
         spec = task_from_wire(
-            _task_request(wire),
+            task_request,
             correlation_id=correlation_id,
             max_prompt_bytes=config.max_prompt_bytes,
             allow_embedding=True,
             api_key=request.scope.get("state", {}).get("api_key"),
         )
-        return await orchestrator.submit(spec, trace_parent=client_trace(request.headers))
+        submission = submission_for(
+            request.headers,
+            task_request,
+            route,
+            digest_of=body.model_dump_json(),
+            two_step=False,
+            journaled=route != "embedding",
+        )
+        if not streamed and submission.idempotency_key is not None:
+            # A client retrying a plain request is waiting for the job's result: it
+            # must not be cancelled by the first request's disconnect.
+            submission = replace(submission, detached=True)
+        return await orchestrator.submit(
+            spec, submission, trace_parent=client_trace(request.headers)
+        )
 
     async def body_of(request: Request) -> bytes:
         return await read_json_body(request, config.max_body_bytes)
@@ -345,7 +369,14 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
 
     async def chat(request: Request) -> Response:
         body: OpenAIChatRequest = _parse(OpenAIChatRequest, await body_of(request))
-        record = await admit(request, _chat_wire(body), correlation(request))
+        record = await admit(
+            request,
+            _chat_wire(body),
+            correlation(request),
+            "chat",
+            body,
+            streamed=bool(body.stream),
+        )
         if body.stream:
             options = body.stream_options
             return _stream(orchestrator, record, True, bool(options and options.include_usage))
@@ -371,11 +402,19 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                 }
             ),
             media_type="application/json",
+            headers={TASK_ID_HEADER: record.task_id},
         )
 
     async def completions(request: Request) -> Response:
         body: OpenAICompletionRequest = _parse(OpenAICompletionRequest, await body_of(request))
-        record = await admit(request, _completion_wire(body), correlation(request))
+        record = await admit(
+            request,
+            _completion_wire(body),
+            correlation(request),
+            "completion",
+            body,
+            streamed=bool(body.stream),
+        )
         if body.stream:
             options = body.stream_options
             return _stream(orchestrator, record, False, bool(options and options.include_usage))
@@ -402,6 +441,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                 }
             ),
             media_type="application/json",
+            headers={TASK_ID_HEADER: record.task_id},
         )
 
     async def embeddings(request: Request) -> Response:
@@ -414,7 +454,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             )
         inputs = [body.input] if isinstance(body.input, str) else list(body.input.root)
         wire = {"model": body.model, "workload": "embedding", "inputs": inputs}
-        record = await admit(request, wire, correlation(request))
+        record = await admit(request, wire, correlation(request), "embedding", body, streamed=False)
         _, started, _ = await _collect(record)
         vectors = record.embeddings
         return Response(

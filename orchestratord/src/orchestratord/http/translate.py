@@ -7,20 +7,32 @@ raise `ApiError(INVALID_PARAMS)` naming the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 
 from specs.api.models import TaskRequest
 from worker_adapters import ChatTurn, GenerateRequest, Sampling
 
 from orchestratord.errors import ApiError, Detail
+from orchestratord.journal.store import JournaledTask
 from orchestratord.placement import JobNeeds, Overrides
 from orchestratord.sessions import SessionOptions
 from orchestratord.stats import prefix_keys
-from orchestratord.tasks import TaskSpec
+from orchestratord.tasks import Submission, TaskSpec
 
-__all__ = ["prompt_token_bound", "task_from_wire"]
+__all__ = [
+    "TASK_ID_HEADER",
+    "prompt_token_bound",
+    "spec_from_journal",
+    "submission_for",
+    "task_from_wire",
+]
+
+ON_DISCONNECT = "x-llorch-on-disconnect"
+TASK_ID_HEADER = "X-Llorch-Task-Id"  # on /v1 responses: the job behind them
 
 # Upper bound on template tokens around each chat message, and around the whole chat.
 _CHAT_TOKENS_PER_MESSAGE = 32
@@ -184,4 +196,43 @@ def _overrides(body: TaskRequest) -> Overrides:
         prefer_pools=frozenset(p.root for p in placement.prefer_pools or ()),
         avoid_pools=frozenset(p.root for p in placement.avoid_pools or ()),
         allow_fallback=placement.allow_fallback if placement.allow_fallback is not None else True,
+    )
+
+
+def submission_for(
+    headers: Mapping[str, str],
+    wire: TaskRequest,
+    route: str,
+    *,
+    digest_of: str,
+    two_step: bool,
+    journaled: bool = True,
+) -> Submission:
+    """How a request came in: its `Idempotency-Key`, its digest (route and `digest_of`,
+    the request in canonical form) and whether it runs on without a reader: always for
+    two-step submits, and when a stream asks with `X-Llorch-On-Disconnect: continue`
+    (`cancel`, the default for one-round-trip streams, ends it after the disconnect
+    grace)."""
+    on_disconnect = headers.get(ON_DISCONNECT, "").strip().lower()
+    if on_disconnect not in ("", "continue", "cancel"):
+        raise _invalid("X-Llorch-On-Disconnect", "must be continue or cancel")
+    digest = hashlib.sha256(f"{route}\n{digest_of}".encode()).hexdigest()
+    return Submission(
+        wire=wire.model_dump_json(exclude_none=True) if journaled else "",
+        route=route,
+        idempotency_key=headers.get("idempotency-key"),
+        digest=digest,
+        detached=two_step or on_disconnect == "continue",
+        client_task_id=wire.task_id is not None,
+    )
+
+
+def spec_from_journal(row: JournaledTask) -> TaskSpec:
+    """A journaled job's spec, rebuilt from its request as accepted (same task id)."""
+    wire = TaskRequest.model_validate_json(row.wire).model_copy(update={"task_id": row.task_id})
+    return task_from_wire(
+        wire,
+        correlation_id=row.correlation_id,
+        max_prompt_bytes=1 << 62,  # checked when it was accepted
+        api_key=row.api_key,
     )

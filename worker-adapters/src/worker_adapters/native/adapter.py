@@ -31,7 +31,7 @@ from worker_adapters.native.translate import (
     props_from_wire,
     request_to_wire,
 )
-from worker_adapters.protocol import Endpoint, register
+from worker_adapters.protocol import Endpoint, one_per_batch, register
 from worker_adapters.types import (
     End,
     EngineHealth,
@@ -107,6 +107,9 @@ class NativeAdapter:
             return self._generate(request, self._metadata)
         metadata = (*self._metadata, *tracing.inject(span).items())
         return traced_stream(self._generate(request, metadata), span)
+
+    def submit_batches(self, request: GenerateRequest) -> AsyncIterator[Sequence[StreamEvent]]:
+        return one_per_batch(self.submit(request))
 
     async def _generate(
         self, request: GenerateRequest, metadata: Sequence[tuple[str, str]]

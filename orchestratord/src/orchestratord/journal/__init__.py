@@ -1,0 +1,8 @@
+"""The job journal (REL-01..05): `store` (the SQLite store behind the `JournalStore`
+interface), `writer` (`Journal`, group commits off the token path), `recovery` (what a
+restart does with each unfinished job, and reading ended jobs back)."""
+
+from orchestratord.journal.store import JournalStore, SqliteJournal
+from orchestratord.journal.writer import EVENT_ID_GAP, Journal, JournalUnavailable
+
+__all__ = ["EVENT_ID_GAP", "Journal", "JournalStore", "JournalUnavailable", "SqliteJournal"]
