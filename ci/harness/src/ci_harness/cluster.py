@@ -202,12 +202,6 @@ class Cluster:
         process.wait()
         return process.pid
 
-    def restart_orchestrator(self) -> None:
-        """Start orchestratord again on the same state_dir, config and ports (after
-        `kill` or a stop)."""
-        assert self.processes["orchestratord"].poll() is not None, "orchestratord still runs"
-        self.start_orchestrator(self.ports)
-
     def restart_manager(self, host_id: str) -> None:
         """Start a host's pool manager again on the same state_dir and config."""
         name = f"pool-managerd-{host_id}"
@@ -215,21 +209,13 @@ class Cluster:
         self.start_manager(host_id)
 
     def restart_orchestrator(self, sig: int = signal.SIGKILL, timeout_s: float = 30.0) -> int:
-        """Stop the orchestrator with `sig` (SIGKILL: a crash) and start it again on the
-        same state directory and ports; its exit code."""
+        """Stop the orchestrator with `sig` (SIGKILL: a crash; nothing when it has exited
+        already, e.g. after `kill`) and start it again on the same state directory, config
+        and ports; the old process's exit code."""
         process = self.processes["orchestratord"]
-        process.send_signal(sig)
+        process.send_signal(sig)  # Popen: no effect once the process has been reaped
         code = process.wait(timeout=timeout_s)
-        config_path = self.root / "orchestratord.yaml"
-        config = yaml.safe_load(config_path.read_text())
-        config["http_port"] = int(self.url.rsplit(":", 1)[1])
-        config["control_port"] = int(self.control.rsplit(":", 1)[1])
-        config_path.write_text(yaml.safe_dump(config))
-        ready = self.root / "orchestratord.ready"
-        ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "orchestratord", "--config", str(config_path)]
-        self._spawn("orchestratord", [*argv, "--ready-file", str(ready)])
-        wait_for(lambda: ready.exists(), "orchestratord to listen again")
+        self.start_orchestrator(self.ports)
         return code
 
     def start_manager(self, host_id: str) -> None:

@@ -142,7 +142,7 @@ class Nemesis:
         self._plans = plans
         self._history = history
         self._locks = {p.resource: threading.Lock() for p in plans}
-        self._spawns: queue.Queue[tuple[Callable[[], None], list[BaseException | None]]] = (
+        self._spawns: queue.Queue[tuple[Callable[[], object], list[BaseException | None]]] = (
             queue.Queue()
         )
         self._threads: list[threading.Thread] = []
@@ -178,7 +178,7 @@ class Nemesis:
                 done.append(exc)
             done.append(None)
 
-    def _spawn(self, spawn: Callable[[], None]) -> None:
+    def _spawn(self, spawn: Callable[[], object]) -> None:
         """Run `spawn` on the run() thread (see there) and wait until it has run."""
         done: list[BaseException | None] = []
         self._spawns.put((spawn, done))
