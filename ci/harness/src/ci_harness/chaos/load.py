@@ -47,6 +47,9 @@ RETRY_PAUSE_S = 0.2  # between retries when the server said nothing about when
 OPS = ("submit", "submit", "stream_v2", "chat", "completion")
 TERMINAL = ("end", "error")
 TASK_HEADER = "x-llorch-task-id"
+# A finished job's replay is read within this long (one that never ends is a finding).
+REPLAY_DEADLINE_S = 10.0
+REPLAY_TIMEOUT = httpx.Timeout(connect=5.0, read=5.0, write=5.0, pool=5.0)
 ON_DISCONNECT = "X-Llorch-On-Disconnect"
 
 
@@ -128,6 +131,7 @@ class _Client:
         self.rng = random.Random(seed * 1000 + number)
         self.http = httpx.Client(base_url=base_url, timeout=TIMEOUT)
         self.accepted_last = False  # whether the last job got as far as a job id
+        self.deadline = 0.0  # monotonic time the running job is given up at
 
     # -- one HTTP exchange, recorded ---------------------------------------------------------
 
@@ -142,7 +146,7 @@ class _Client:
     # -- submitting ----------------------------------------------------------------------------
 
     def run(self, plan: JobPlan) -> None:
-        deadline = time.monotonic() + JOB_DEADLINE_S
+        deadline = self.deadline = time.monotonic() + JOB_DEADLINE_S
         self.accepted_last = False
         try:
             if plan.op == "submit":
@@ -242,7 +246,7 @@ class _Client:
     ) -> str:
         """Record a /v2 stream's events, moving `cursor`; 'terminal', 'left' or 'eof'."""
         tokens = 0
-        for event in _sse_events(response.iter_lines()):
+        for event in _sse_events(self._lines(req, task_id, response)):
             self._event_v2(req, task_id, event)
             cursor.after_id = event["id"]
             if event["name"] in TERMINAL:
@@ -254,6 +258,15 @@ class _Client:
                 return "left"
         self._end(req, task_id, "eof")
         return "eof"
+
+    def _lines(self, req: int, task_id: str | None, response: httpx.Response) -> Iterator[str]:
+        """The stream's lines until the job's deadline: a stream that never ends (only
+        heart-beats) is given up, recorded as such."""
+        for line in response.iter_lines():
+            if time.monotonic() > self.deadline:
+                self._end(req, task_id, "deadline")
+                raise _Stop
+            yield line
 
     def _event_v2(self, req: int, task_id: str | None, event: dict[str, Any]) -> None:
         data, name = event["data"], event["name"]
@@ -333,7 +346,7 @@ class _Client:
     def _consume_v1(self, req: int, read: _StreamRead, response: httpx.Response) -> str:
         """Record an OpenAI stream's chunks as events (content chunk n is token n)."""
         index = 0
-        for line in response.iter_lines():
+        for line in self._lines(req, read.task_id, response):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[len("data: ") :])
@@ -528,12 +541,13 @@ def _status_when_terminal(
 def _replay(http: httpx.Client, history: History, task_id: str) -> None:
     req = history.new_request_id()
     history.record("request", req=req, job=None, op="replay", task_id=task_id, idem=None, digest="")
+    deadline = time.monotonic() + REPLAY_DEADLINE_S
     try:
-        with http.stream("GET", f"/v2/tasks/{task_id}/events") as response:
+        with http.stream("GET", f"/v2/tasks/{task_id}/events", timeout=REPLAY_TIMEOUT) as response:
             history.record("response", req=req, status=response.status_code, task_id=task_id)
             if response.status_code != 200:
                 return
-            for event in _sse_events(response.iter_lines()):
+            for event in _sse_events(_lines_until(response.iter_lines(), deadline)):
                 data, name = event["data"], event["name"]
                 fields: dict[str, Any] = {"id": event["id"], "name": name}
                 if name == "token":
@@ -545,3 +559,12 @@ def _replay(http: httpx.Client, history: History, task_id: str) -> None:
                     break
     except httpx.HTTPError as exc:
         history.record("read_end", req=req, task_id=task_id, why=f"broken: {type(exc).__name__}")
+    except TimeoutError:
+        history.record("read_end", req=req, task_id=task_id, why="deadline")
+
+
+def _lines_until(lines: Iterator[str], deadline: float) -> Iterator[str]:
+    for line in lines:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        yield line
