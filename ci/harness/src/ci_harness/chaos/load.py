@@ -32,6 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,8 @@ TERMINAL = ("end", "error")
 TASK_HEADER = "x-llorch-task-id"
 # A finished job's replay is read within this long (one that never ends is a finding).
 REPLAY_DEADLINE_S = 10.0
-REPLAY_TIMEOUT = httpx.Timeout(connect=5.0, read=5.0, write=5.0, pool=5.0)
+FINAL_READERS = 8
+REPLAY_TIMEOUT = httpx.Timeout(connect=5.0, read=3.0, write=5.0, pool=5.0)
 ON_DISCONNECT = "X-Llorch-On-Disconnect"
 
 
@@ -109,6 +111,7 @@ class _Cursor:
 @dataclass(slots=True)
 class _StreamRead:
     task_id: str | None = None
+    opened: bool = False  # an answer (any status) came
     answered: bool = False  # 200 received
     outcome: str = "broken"  # or 'terminal', 'left', 'eof'
     cursor: _Cursor = field(default_factory=_Cursor)
@@ -214,10 +217,12 @@ class _Client:
             req = self._request(
                 plan, "events", task_id=task_id, after_id=after, idem=None, digest=""
             )
+            opened = False
             try:
                 with self.http.stream(
                     "GET", f"/v2/tasks/{task_id}/events", headers=headers
                 ) as response:
+                    opened = True
                     self._answer(req, response.status_code, task_id=task_id)
                     if response.status_code != 200:
                         if response.status_code in (400, 404):
@@ -227,7 +232,7 @@ class _Client:
                         continue
                     outcome = self._consume_v2(req, task_id, response, cursor, leave)
             except httpx.HTTPError as exc:
-                self._end(req, task_id, f"broken: {type(exc).__name__}")
+                self._broken(req, task_id, exc, answered=opened)
                 self._retry_pause(None)
                 continue
             if outcome == "terminal":
@@ -279,6 +284,16 @@ class _Client:
             fields["code"] = data.get("code")
         self.history.record("event", req=req, task_id=task_id, **fields)
 
+    def _broken(
+        self, req: int, task_id: str | None, exc: httpx.HTTPError, *, answered: bool
+    ) -> None:
+        """A read that failed: no answer at all (recorded as a response without status),
+        or a stream cut after its answer."""
+        if answered:
+            self._end(req, task_id, f"broken: {type(exc).__name__}")
+        else:
+            self._answer(req, None, error=type(exc).__name__, task_id=task_id)
+
     def _end(self, req: int, task_id: str | None, why: str) -> None:
         self.history.record("read_end", req=req, task_id=task_id, why=why)
 
@@ -300,6 +315,7 @@ class _Client:
             read = _StreamRead()
             try:
                 with self.http.stream("POST", path, json=body, headers=headers) as response:
+                    read.opened = True
                     read.task_id = response.headers.get(TASK_HEADER)
                     if response.status_code != 200:
                         code = _code(_json_read(response))
@@ -312,7 +328,7 @@ class _Client:
                     read.answered = self.accepted_last = True
                     self._consume_stream(plan, req, response, read)
             except httpx.HTTPError as exc:
-                self._end(req, read.task_id, f"broken: {type(exc).__name__}")
+                self._broken(req, read.task_id, exc, answered=read.opened)
             if read.task_id and read.answered:
                 self._probe(plan, read.task_id)
                 plan = _without_probe(plan)
@@ -501,24 +517,32 @@ def final_phase(
     progress: Callable[[str], None] = print,
 ) -> None:
     """For every task: its state once terminal (or the last one seen at the deadline),
-    and its events replayed from the start."""
+    and its events replayed from the start. FINAL_READERS tasks are read at a time (a
+    replay that never ends costs its deadline, not the others')."""
     deadline = time.monotonic() + timeout_s
     history.record("phase", name="final", tasks=len(task_ids))
-    with httpx.Client(base_url=base_url, timeout=TIMEOUT) as http:
-        for task_id in task_ids:
-            status, payload = _status_when_terminal(http, task_id, deadline)
-            error = payload.get("error") or {}
-            history.record(
-                "final",
-                task_id=task_id,
-                status=status,
-                state=payload.get("state"),
-                code=error.get("code") if isinstance(error, dict) else None,
-                pool=payload.get("pool_id"),
-            )
-            if status == 200 and payload.get("state") in ("completed", "failed", "cancelled"):
-                _replay(http, history, task_id)
+    limits = httpx.Limits(max_connections=FINAL_READERS)
+    with (
+        httpx.Client(base_url=base_url, timeout=TIMEOUT, limits=limits) as http,
+        ThreadPoolExecutor(FINAL_READERS, thread_name_prefix="final") as readers,
+    ):
+        list(readers.map(lambda task_id: _final_read(http, history, task_id, deadline), task_ids))
     progress(f"final phase: {len(task_ids)} tasks read")
+
+
+def _final_read(http: httpx.Client, history: History, task_id: str, deadline: float) -> None:
+    status, payload = _status_when_terminal(http, task_id, deadline)
+    error = payload.get("error") or {}
+    history.record(
+        "final",
+        task_id=task_id,
+        status=status,
+        state=payload.get("state"),
+        code=error.get("code") if isinstance(error, dict) else None,
+        pool=payload.get("pool_id"),
+    )
+    if status == 200 and payload.get("state") in ("completed", "failed", "cancelled"):
+        _replay(http, history, task_id)
 
 
 def _status_when_terminal(
