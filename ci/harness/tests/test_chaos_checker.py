@@ -166,6 +166,12 @@ def test_a_one_round_trip_stream_counts_as_accepted_from_its_first_event() -> No
     assert lost_jobs(Story().submit("j1", None, status=503).records) == []
 
 
+def test_a_stream_answered_with_its_job_id_but_cut_before_any_event_is_accepted() -> None:
+    story = Story()
+    story.read("j1", "t5", [], op="stream_v2")  # 200, X-Llorch-Task-Id: t5, then cut
+    assert [v.task_id for v in lost_jobs(story.records)] == ["t5"]
+
+
 # -- rule 2 ------------------------------------------------------------------------------
 
 
@@ -222,6 +228,13 @@ def test_a_replay_that_kept_fewer_tokens_than_the_client_saw_is_consistent() -> 
     story.replay("t1", [("started", 0), *tokens(1, 0, "ab"), ("error", 100, "WORKER_RESET")])
     assert resume_mismatches(story.records) == []
     assert double_terminals(story.records) == []
+
+
+def test_a_completed_job_whose_replay_lacks_tokens_a_client_read_is_a_mismatch() -> None:
+    story = Story().submit("j1", "t1").read("j1", "t1", FULL)
+    story.final("t1").replay("t1", [("started", 0), *tokens(1, 0, "ab"), ("end", 5)])
+    (found,) = resume_mismatches(story.records)
+    assert "lacks tokens 2..3" in found.detail
 
 
 def test_a_second_fresh_read_of_a_v1_retry_starts_again_from_index_zero() -> None:

@@ -5,8 +5,9 @@ of violations per rule. Nothing here does I/O or reads a clock.
 
 The rules, one function each:
 
-- `lost_jobs` (REL-01/03): every accepted job (202 received, or the first SSE byte of a
-  one-round-trip stream) has a terminal state in the final phase: `GET /v2/tasks/{id}`
+- `lost_jobs` (REL-01/03): every accepted job (202 received, or a one-round-trip stream
+  answered 200 with its job's id in `X-Llorch-Task-Id`, or its first SSE byte) has a
+  terminal state in the final phase: `GET /v2/tasks/{id}`
   answers with `completed`, `failed` or `cancelled`, and its replay from the start ends
   with a terminal event.
 - `double_terminals` (REL-01): every terminal observation of a job (a terminal event on
@@ -15,8 +16,10 @@ The rules, one function each:
 - `resume_mismatches` (REL-04): across one client's reads of a job (a first read and the
   resumes that follow it with `Last-Event-ID`) token indices run 0, 1, 2, ... with no gap
   or repeat and event ids increase; for every index both a client's reads and the final
-  replay hold, the token text is the same. (After an orchestrator crash the replay may
-  hold fewer tokens than a client saw: the journal keeps tokens in batches.)
+  replay hold, the token text is the same. (After an orchestrator crash the replay of a
+  job that was running may hold fewer tokens than a client saw: the journal keeps
+  tokens in batches, and such a job ends with an error. A job that completed keeps every
+  token a client read.)
 - `idempotency_mismatches` (REL-05): every request with one `Idempotency-Key` and the
   same body that was answered with a job names the same job; a deliberate reuse of a key
   with another body, sent after the key's job was accepted, is answered 422.
@@ -139,8 +142,8 @@ def terminal_of(event: Record) -> Terminal | None:
 
 
 def accepted_tasks(records: Iterable[Record]) -> dict[str, float]:
-    """Task id -> monotonic time it was first known accepted (202, or a stream's first
-    event)."""
+    """Task id -> monotonic time it was first known accepted (202; a stream's 200 that
+    named its job; a stream's first event)."""
     accepted: dict[str, float] = {}
     for read in _Index.of(records).reads.values():
         op, response = read.request["op"], read.response
@@ -149,6 +152,8 @@ def accepted_tasks(records: Iterable[Record]) -> dict[str, float]:
             when = response["mono"]
         elif op in STREAM_OPS and read.events:
             when = read.events[0]["mono"]
+        elif op in STREAM_OPS and response and response.get("status") == 200:
+            when = response["mono"]  # the stream's answer named the job (X-Llorch-Task-Id)
         task_id = read.task_id
         if when is not None and task_id and (task_id not in accepted or when < accepted[task_id]):
             accepted[task_id] = when
@@ -261,6 +266,12 @@ def resume_mismatches(records: list[Record]) -> list[Violation]:
             if replayed[i] != seen[i]:
                 detail = f"token {i}: the client read {seen[i]!r}, the replay has {replayed[i]!r}"
                 found.append(Violation("resume", task_id, detail))
+        missing = sorted(set(seen) - set(replayed))
+        if missing and index.finals.get(task_id, {}).get("state") == "completed":
+            detail = (
+                f"completed, but its replay lacks tokens {missing[0]}..{missing[-1]} a client read"
+            )
+            found.append(Violation("resume", task_id, detail))
     for task_id in sorted(
         {r.request["task_id"] for r in index.reads.values() if r.request["op"] == "replay"}
     ):
