@@ -65,6 +65,7 @@ class JobPlan:
     away_s: float  # and resumes after this pause
     probe: bool  # after acceptance, the key is sent again with another body
     think_s: float  # the client's pause before its next job
+    pin: str | None = None  # a pool the job is pinned to (PLC-02), else placement chooses
 
     def body(self, *, probe: bool = False) -> dict[str, Any]:
         prompt = f"chaos job {self.job}" + (" with another body" if probe else "")
@@ -76,12 +77,21 @@ class JobPlan:
                 "max_tokens": self.max_tokens,
                 "stream": True,
             }
-        body = {"model": "default", "prompt": prompt, "max_tokens": self.max_tokens}
+        body: dict[str, Any] = {"model": "default", "prompt": prompt, "max_tokens": self.max_tokens}
+        if self.pin is not None:
+            body["placement"] = {"pin_pool_id": self.pin}
         return {**body, "stream": True} if self.op == "completion" else body
 
 
-def plan_job(rng: random.Random, client: int, n: int) -> JobPlan:
+def plan_job(rng: random.Random, client: int, n: int, pools: tuple[str, ...] = ()) -> JobPlan:
+    """The next job of a client; with `pools`, half the two-step and `/v2` stream jobs are
+    pinned to one of them (so every pool, the slow one too, has jobs when it is hit)."""
     op = rng.choice(OPS)
+    pin = (
+        rng.choice(pools)
+        if pools and op in ("submit", "stream_v2") and rng.random() < 0.5
+        else None
+    )
     keyed = rng.random() < 0.5
     resumable = op in ("submit", "stream_v2")
     leave = resumable and rng.random() < 0.35
@@ -94,6 +104,7 @@ def plan_job(rng: random.Random, client: int, n: int) -> JobPlan:
         away_s=round(rng.uniform(0.0, 0.6), 3),
         probe=keyed and rng.random() < 0.25,
         think_s=round(rng.uniform(0.0, 0.5), 3),
+        pin=pin,
     )
 
 
@@ -471,7 +482,10 @@ def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 class LoadGenerator:
     """`clients` threads running seeded jobs until `stop()`; each finishes its job."""
 
-    def __init__(self, base_url: str, history: History, clients: int, seed: int) -> None:
+    def __init__(
+        self, base_url: str, history: History, clients: int, seed: int, pools: tuple[str, ...] = ()
+    ) -> None:
+        self._pools = pools
         self._clients = [_Client(base_url, history, n, seed) for n in range(clients)]
         self._stop = threading.Event()
         self._threads = [
@@ -488,7 +502,7 @@ class LoadGenerator:
     def _loop(self, client: _Client) -> None:
         n = 0
         while not self._stop.is_set():
-            plan = plan_job(client.rng, client.number, n)
+            plan = plan_job(client.rng, client.number, n, self._pools)
             n += 1
             self.jobs += 1
             client.run(plan)

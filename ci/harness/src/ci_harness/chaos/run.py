@@ -148,7 +148,8 @@ def _chaos(
     say: Callable[[str], None],
 ) -> tuple[int, list[str]]:
     history.record("phase", name="load")
-    load = LoadGenerator(cluster.url, history, settings.clients, settings.seed).start()
+    pools = tuple(p["id"] for host in cluster.pools.values() for p in host)
+    load = LoadGenerator(cluster.url, history, settings.clients, settings.seed, pools).start()
     nemesis = Nemesis(cluster, plans, history)
     started = time.monotonic()
     nemesis.run()
