@@ -9,7 +9,7 @@ The cluster is two hosts in network namespaces (`ci_harness.chaos.run`): one wit
 in-process llama.cpp workers, one with two llama-server engines, both serving the tiny
 fixture model. The table (per fault kind: injected, jobs affected, outcomes; totals;
 verdicts) is printed; a failing run is replayed with the printed seed through
-`python -m ci_harness.chaos --faults 180 --span 150 --seed 7`.
+`python -m ci_harness.chaos --faults 180 --span 180 --seed 7`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from provisioners.testing import llama_server_for_tests
 # The first run on a machine builds llama-server in the (unbounded) fixture.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900, func_only=True)]
 PER_KIND = 30
-SETTINGS = ChaosSettings(seed=7, per_kind=PER_KIND, span_s=150.0, clients=4)
+SETTINGS = ChaosSettings(seed=7, per_kind=PER_KIND, span_s=180.0, clients=4)
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ FAULT_KINDS = (
     "partition",
 )
 SIGSTOP_ROLES = ("orchestratord", "pool-managerd", "worker", "engine")
-TARGET_WAIT_S = 30.0  # how long a fault waits for a process to hit before it is skipped
+TARGET_WAIT_S = 60.0  # how long a fault waits for a process to hit before it is skipped
 READY_WAIT_S = 60.0  # how long a restarted daemon may take to serve again
 
 
@@ -239,14 +239,10 @@ class Nemesis:
         return {"start": start, "end": time.monotonic()}
 
     def _sigstop(self, plan: FaultPlan) -> dict[str, Any]:
-        process = self._target(plan)
+        process = self._signal_target(plan, signal.SIGSTOP)
         if process is None:
             return {"skipped": f"no {plan.role} process to stop"}
         start = time.monotonic()
-        try:
-            process.send_signal(signal.SIGSTOP)
-        except psutil.NoSuchProcess:
-            return {"skipped": f"the {plan.role} process {process.pid} exited"}
         try:
             _pause_until(start + plan.duration_s)
         finally:
@@ -256,24 +252,38 @@ class Nemesis:
         return {"start": start, "end": time.monotonic(), "pid": process.pid}
 
     def _kill_child(self, plan: FaultPlan) -> dict[str, Any]:
-        process = self._target(plan)
+        start = time.monotonic()
+        process = self._signal_target(plan, signal.SIGKILL)
         if process is None:
             return {"skipped": f"no {plan.role} process to kill"}
-        start = time.monotonic()
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            return {"skipped": f"the {plan.role} process {process.pid} exited"}
         return {"start": start, "end": start, "pid": process.pid}
+
+    def _signal_target(self, plan: FaultPlan, sig: signal.Signals) -> psutil.Process | None:
+        """Send `sig` to the fault's target; a target that exits as it is picked is
+        picked again (three times). None when there was nothing to hit."""
+        for _ in range(3):
+            process = self._target(plan)
+            if process is None:
+                return None
+            try:
+                process.send_signal(sig)
+            except psutil.NoSuchProcess:
+                continue
+            return process
+        return None
 
     # -- targets ------------------------------------------------------------------------------
 
     def _target(self, plan: FaultPlan) -> psutil.Process | None:
-        """The process a fault hits, waiting up to TARGET_WAIT_S for one to exist."""
-        if _await(lambda: self._candidates(plan), TARGET_WAIT_S) is None:
-            return None
-        candidates = self._candidates(plan)
-        return candidates[plan.pick % len(candidates)] if candidates else None
+        """The process a fault hits (`pick` among the candidates), waiting up to
+        TARGET_WAIT_S for one to exist (an engine restarting, a manager starting)."""
+        deadline = time.monotonic() + TARGET_WAIT_S
+        while time.monotonic() < deadline:
+            candidates = self._candidates(plan)
+            if candidates:
+                return candidates[plan.pick % len(candidates)]
+            time.sleep(0.05)
+        return None
 
     def _candidates(self, plan: FaultPlan) -> list[psutil.Process]:
         if plan.role == "orchestratord":

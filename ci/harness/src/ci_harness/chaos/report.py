@@ -9,11 +9,12 @@ an engine (the pool a job ran on comes from its final status or its `started` ev
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ci_harness.chaos.checker import Verdict, accepted_tasks, terminal_of
+from ci_harness.chaos.checker import Verdict, Violation, accepted_tasks, terminal_of
 from ci_harness.chaos.nemesis import FAULT_KINDS
 
 __all__ = ["FaultCounts", "fault_counts", "table"]
@@ -127,12 +128,21 @@ def table(records: list[Record], verdict: Verdict) -> str:
     verdicts = [
         f"accepted jobs: {verdict.accepted}; jobs never accepted: {verdict.never_accepted}; "
         f"streams that never named their job (not checked): {verdict.untracked}",
-        f"lost jobs: {len(verdict.lost)}",
-        f"double terminals: {len(verdict.double_terminals)}",
-        f"resume mismatches: {len(verdict.resume_mismatches)}",
-        f"idempotency mismatches: {len(verdict.idempotency_mismatches)}",
+        f"lost jobs: {len(verdict.lost)}{_reasons(verdict.lost)}",
+        f"double terminals: {len(verdict.double_terminals)}{_reasons(verdict.double_terminals)}",
+        f"resume mismatches: {len(verdict.resume_mismatches)}{_reasons(verdict.resume_mismatches)}",
+        f"idempotency mismatches: {len(verdict.idempotency_mismatches)}"
+        f"{_reasons(verdict.idempotency_mismatches)}",
     ]
     return text + "\n" + "\n".join(verdicts)
+
+
+def _reasons(violations: list[Violation]) -> str:
+    """The commonest reasons, with counts (numbers in a reason are folded into `N`)."""
+    if not violations:
+        return ""
+    kinds = Counter(re.sub(r"\d+", "N", v.detail) for v in violations)
+    return " (" + "; ".join(f"{n}x {why}" for why, n in kinds.most_common(3)) + ")"
 
 
 def _render(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
