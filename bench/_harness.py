@@ -689,12 +689,15 @@ async def stream_once(
     started = perf()
     headers = {"Content-Type": "application/json", **system.headers}
     url = system.url + system.path
+    cancel_url = ""
     if system.two_step:
         async with session.post(url, data=body, headers=headers) as accepted:
             if accepted.status != 202:
                 record.error(f"HTTP {accepted.status}: {(await accepted.read())[:200]!r}")
                 return
-            url = system.url + str((await accepted.json())["events_url"])
+            admitted = await accepted.json()
+            url = system.url + str(admitted["events_url"])
+            cancel_url = f"{system.url}/v2/tasks/{admitted['task_id']}/cancel"
         request = _request(record, session, "GET", url, headers=system.headers)
     else:
         if system.protocol == "llorch":
@@ -742,6 +745,10 @@ async def stream_once(
                 pass
     except asyncio.CancelledError:
         record.requests_cut += 1
+        if cancel_url:  # a two-step job runs on without its reader: cancel it, as a client
+            cancelling = asyncio.ensure_future(_cancel(session, cancel_url, system.headers))
+            _CANCELS.add(cancelling)
+            cancelling.add_done_callback(_CANCELS.discard)
         raise
     finally:
         record.token_events += tokens
@@ -755,6 +762,17 @@ async def stream_once(
             record.requests_in_window += 1
     elif outcome == 0:
         record.error(f"stream ended without a terminal event after {tokens} tokens")
+
+
+_CANCELS: set[asyncio.Future[None]] = set()
+
+
+async def _cancel(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
+    try:
+        async with session.post(url, headers=headers) as response:
+            await response.read()
+    except (aiohttp.ClientError, RuntimeError):
+        pass  # the session closed first: the job ends with the next run's drain anyway
 
 
 def client_session(connections: int, *, keepalive: bool = True) -> aiohttp.ClientSession:

@@ -140,3 +140,22 @@ def test_a_stray_key_error_while_relaying_is_an_internal_error_not_a_lost_engine
 def test_replica_not_bound_raised_from_the_stream_is_a_lost_engine() -> None:
     outcome = asyncio.run(_attempt_with(_HostRaising(ReplicaNotBound("p1/0"))))
     assert isinstance(outcome, Failed) and outcome.engine_lost
+
+
+def test_a_reader_arriving_while_the_end_waits_for_the_journal_gets_the_end() -> None:
+    async def scenario() -> list[bytes]:
+        record = _record()
+        record.events.append_token("a", 0)
+        record.finish("completed", 1, end_json="{}", publish=False)
+        assert not record.events.append_token("late", 1)  # nothing slips in before the end
+        subscriber = record.events.subscribe(None)
+        chunks = [await subscriber.next_chunk(5.0)]
+        record.publish_terminal()
+        while (chunk := await subscriber.next_chunk(5.0)) is not None:
+            chunks.append(chunk)
+        return [c for c in chunks if c is not None]
+
+    chunks = asyncio.run(scenario())
+    joined = b"".join(chunks)
+    assert b"event: token" in joined and joined.endswith(b"event: end\ndata: {}\n\n")
+    assert b"late" not in joined

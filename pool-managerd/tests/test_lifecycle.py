@@ -139,6 +139,28 @@ def test_drain_keeps_the_engine_until_stop() -> None:
     assert state.phase == "draining" and actions[-1] == []
 
 
+def test_undrain_puts_a_drained_ready_replica_back_in_service_without_a_restart() -> None:
+    state, actions = run([*READY_PATH, lc.Drain(), lc.Undrain()])
+    assert state.phase == "ready" and actions[-1] == []
+
+
+def test_a_replica_drained_while_warming_up_warms_up_again_after_undrain() -> None:
+    # The warm-up's answer arrived while draining and was dropped: a new one is needed.
+    events: list[lc.Event] = [lc.Start(), lc.Health("ready"), lc.Drain(), lc.WarmedUp(True)]
+    events.append(lc.Undrain())
+    state, _ = run(events)
+    assert state.phase == "loading" and not state.warming
+    state, actions = run([lc.Health("ready"), lc.WarmedUp(True)], start=state)
+    assert actions[0] == [lc.WarmUp()] and state.phase == "ready"
+
+
+def test_undrain_does_not_revive_a_replica_that_is_stopping() -> None:
+    state, _ = run([*READY_PATH, lc.Drain(), lc.Stop(), lc.Undrain()])
+    assert state.stopping and state.phase == "draining"
+    state, actions = run([lc.Exited(0)], start=state)
+    assert state.phase == "stopped" and actions == [[]]
+
+
 def test_provisioning_failure_is_reported_and_nothing_starts() -> None:
     state, actions = run([lc.ProvisionFailed("digest mismatch")])
     assert state.phase == "failed" and state.last_error == "digest mismatch" and actions == [[]]
@@ -157,6 +179,7 @@ events_st = st.lists(
             lc.Exited(1),
             lc.RestartDue(),
             lc.Drain(),
+            lc.Undrain(),
             lc.Stop(),
         ]
     ),
@@ -184,7 +207,9 @@ def test_ready_is_reached_only_through_a_warm_up(events: list[lc.Event]) -> None
         before = state
         state, _ = lc.transition(state, event, now=float(index), policy=POLICY, jitter=0.3)
         if state.phase == "ready" and before.phase != "ready":
-            assert event == lc.WarmedUp(True) and before.warming
+            warmed = event == lc.WarmedUp(True) and before.warming
+            back_in_service = event == lc.Undrain() and before.ready_since is not None
+            assert warmed or back_in_service
 
 
 def test_a_warm_up_result_nobody_asked_for_does_not_make_a_loading_replica_ready() -> None:

@@ -24,7 +24,7 @@ from worker_adapters import (
     Token,
     create_adapter,
 )
-from worker_adapters.errors import AdapterError
+from worker_adapters.errors import AdapterError, RequestRejected
 from worker_adapters.protocol import Adapter
 
 KEY = "worker-test-key"
@@ -206,3 +206,51 @@ async def test_a_prompt_sharing_a_prefix_lands_on_the_slot_that_cached_it(adapte
     again = await run(adapter, prompt=shared + "Question two?", sampling={"max_tokens": 4})
     assert isinstance(first[0], Started) and isinstance(again[0], Started)
     assert again[0].tokens_cached >= first[0].tokens_in - 8
+
+
+# -- hostile input (SEC-03): refused with a reason, and the worker lives on -------------
+
+TINY_VOCAB = 512
+
+
+async def _still_serves(adapter: Adapter) -> None:
+    assert (await adapter.health()).state == "ready"
+    assert isinstance(
+        (await run(adapter, prompt="still here", sampling={"max_tokens": 2}))[-1], End
+    )
+
+
+@pytest.mark.parametrize("token", [TINY_VOCAB, TINY_VOCAB + 10**6, -1, -(2**31)])
+async def test_detokenize_refuses_ids_outside_the_vocabulary_and_the_worker_lives(
+    adapter: Adapter, token: int
+) -> None:
+    with pytest.raises(RequestRejected) as refused:
+        await adapter.detokenize((5, token))
+    assert refused.value.code == "INVALID_PARAMS" and "tokens[1]" in str(refused.value)
+    assert await adapter.detokenize((TINY_VOCAB - 1,)) is not None  # the last id is fine
+    await _still_serves(adapter)
+
+
+async def test_detokenize_of_many_ids_matches_the_text_piece_by_piece(adapter: Adapter) -> None:
+    text = "Hello wörld, tokens! " * 2000
+    ids = (await adapter.tokenize(text)).ids
+    assert len(ids) > 5000
+    assert await adapter.detokenize(ids) == text
+
+
+@pytest.mark.parametrize(
+    "schema", [{"foo": []}, {"type": "no-such-type"}, {"$ref": "#/nowhere"}, {"enum": 5}]
+)
+async def test_a_json_schema_the_converter_refuses_is_invalid_params_not_retriable(
+    adapter: Adapter, schema: dict[str, object]
+) -> None:
+    events = await run(adapter, prompt="x", sampling={"json_schema": json.dumps(schema)})
+    assert [type(e) for e in events] == [Failed]
+    failure = events[0]
+    assert isinstance(failure, Failed)
+    assert (failure.code, failure.retriable, failure.before_first_token) == (
+        "INVALID_PARAMS",
+        False,
+        True,
+    )
+    await _still_serves(adapter)

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from catalog_core import write_tiny_model
+from ci_harness import secret_scan
 from ci_harness.cluster import Event, parse_events
 from ci_harness.containers import (
     Compose,
@@ -67,14 +68,14 @@ def compose(docker: None, tmp_path: Path) -> Iterator[tuple[Compose, str]]:
     models.mkdir()
     keys.mkdir()
     write_tiny_model(models / "model.gguf")
-    key = secrets.token_urlsafe(24)
+    key = secret_scan.new_api_key()
     digest = hashlib.sha256(key.encode()).hexdigest()
     (keys / "api-keys.yaml").write_text(yaml.safe_dump([{"name": "test", "key_sha256": digest}]))
     project = Compose(
         REPO / "compose.yaml",
         f"llorchtest{secrets.token_hex(4)}",
         {
-            "LLORCH_JOIN_TOKEN": secrets.token_urlsafe(16),
+            "LLORCH_JOIN_TOKEN": secret_scan.register(secrets.token_urlsafe(16), "join token"),
             "LLORCH_MODELS": str(models),
             "LLORCH_SECRETS": str(keys),
             "LLORCH_HTTP_PORT": "",  # any free host port

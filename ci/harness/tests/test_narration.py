@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ci_harness import secret_scan
 from ci_harness.cluster import Cluster, tiny_pool, wait_for
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,9 @@ def test_a_jobs_story_is_narrated_in_order_and_no_secret_reaches_a_log(
     pool_key = next(
         v.split(b"=", 1)[1] for v in environ if v.startswith(b"LLORCH_WORKER_API_KEY=")
     ).decode()
+    registered = secret_scan.registered()  # for the session's scan of every log (last test)
+    assert registered[cluster.token] == "join token" and registered[CLIENT_KEY] == "API key"
+    assert registered[pool_key] == "engine key (LLORCH_WORKER_API_KEY)"
     cluster.stop()
     secrets = {"join token": cluster.token, "client key": CLIENT_KEY, "pool key": pool_key}
     for log in [*cluster.root.glob("*.log"), *cluster.root.glob("*/logs/*.log")]:

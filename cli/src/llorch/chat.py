@@ -3,8 +3,9 @@
 `chat` is an interactive chat with history: every line you type is sent with the
 conversation so far as a `chat` task in one session (so turns land on the pool whose
 cache is warm), and the answer streams live. `/reset` starts over, `/exit` (or end of
-input) quits. `caps` prints what the fleet can do (API-09). Exit codes: 0 success; 1 a
-turn failed or the orchestrator refused; 3 unreachable.
+input) quits. `caps` prints what the fleet can do (API-09). The API key, when the
+orchestrator needs one, is `$LLORCH_API_KEY`. Exit codes: 0 success; 1 a turn failed or
+the orchestrator refused; 3 unreachable.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from llorch.api_key import auth_headers
 from llorch.catalog import table
 from llorch.sse import parse_sse
 
@@ -53,7 +55,9 @@ async def _chat(args: argparse.Namespace) -> int:
         history.append({"role": "system", "content": args.system})
     session = args.session or f"chat-{uuid.uuid4().hex[:12]}"
     interactive = sys.stdin.isatty()
-    async with httpx.AsyncClient(base_url=args.url, timeout=httpx.Timeout(10, read=None)) as client:
+    async with httpx.AsyncClient(
+        base_url=args.url, timeout=httpx.Timeout(10, read=None), headers=auth_headers()
+    ) as client:
         while True:
             if interactive:
                 print("you> ", end="", flush=True)
@@ -89,7 +93,7 @@ async def _chat(args: argparse.Namespace) -> int:
 
 def _caps(args: argparse.Namespace) -> int:
     try:
-        response = httpx.get(f"{args.url}/v2/meta/capabilities", timeout=30)
+        response = httpx.get(f"{args.url}/v2/meta/capabilities", timeout=30, headers=auth_headers())
     except httpx.TransportError as exc:
         print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

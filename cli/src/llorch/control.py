@@ -3,12 +3,14 @@
     llorch deploy apply FILE      PUT each deployment in a YAML/JSON file (one mapping with
                                   `name`, or a list of them); prints their status
     llorch deploy ls | show NAME | rm NAME
-    llorch pools ls | show ID | drain ID [--deadline-ms N] | reload ID MODEL
+    llorch pools ls | show ID | drain ID [--deadline-ms N] | undrain ID | reload ID MODEL
     llorch hosts ls | cordon HOST [--device ID] | uncordon HOST [--device ID]
 
 Human tables by default, `--json` for scripts. The orchestrator is `--url` (default
-`$LLORCH_URL` or http://127.0.0.1:8080). Exit codes: 0 success; 1 the orchestrator
-refused (its error code and message are printed); 2 usage error; 3 unreachable.
+`$LLORCH_URL` or http://127.0.0.1:8080); the API key is `$LLORCH_API_KEY` (`llorch.api_key`):
+the commands that change the fleet need an `admin` key (SEC-05). Exit codes: 0 success;
+1 the orchestrator refused (its error code and message are printed, e.g. `FORBIDDEN`
+for a client key); 2 usage error; 3 unreachable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
+from llorch.api_key import auth_headers
 from llorch.catalog import table
 
 __all__ = ["add_parsers"]
@@ -48,7 +51,7 @@ class _Refused(Exception):
 def _call(
     args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = 30.0
 ) -> Any:
-    with httpx.Client(base_url=args.url, timeout=timeout_s) as client:
+    with httpx.Client(base_url=args.url, timeout=timeout_s, headers=auth_headers()) as client:
         response = client.request(method, path, json=body)
     if response.status_code >= 400:
         raise _Refused(response)
@@ -120,7 +123,11 @@ def _pools(args: argparse.Namespace) -> Any:
         )
         print(result["message"], file=sys.stderr)
         return [_call(args, "GET", f"/v2/pools/{args.target}")]
-    _call(args, "POST", f"/v2/pools/{args.target}/drain", {"deadline_ms": args.deadline_ms})
+    if args.action == "undrain":
+        _call(args, "POST", f"/v2/pools/{args.target}/undrain")
+        return []
+    deadline_ms = 30_000 if args.deadline_ms is None else args.deadline_ms
+    _call(args, "POST", f"/v2/pools/{args.target}/drain", {"deadline_ms": deadline_ms})
     return []
 
 
@@ -179,6 +186,9 @@ def _run(kind: str, args: argparse.Namespace) -> int:
     if needs_target and not args.target:
         print(f"llorch {kind} {args.action}: a target is required", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "deadline_ms", None) is not None and args.action != "drain":
+        print(f"llorch {kind} {args.action}: --deadline-ms is for drain only", file=sys.stderr)
+        return EXIT_USAGE
     try:
         items = handler(args)
     except _Refused as exc:
@@ -204,12 +214,12 @@ def add_parsers(commands: Any) -> None:
     url = os.environ.get("LLORCH_URL", "http://127.0.0.1:8080")
     actions = {
         "deploy": ("apply", "ls", "show", "rm"),
-        "pools": ("ls", "show", "drain", "reload"),
+        "pools": ("ls", "show", "drain", "undrain", "reload"),
         "hosts": ("ls", "cordon", "uncordon"),
     }
     helps = {
         "deploy": "apply and inspect deployments",
-        "pools": "list, show, drain and reload pools",
+        "pools": "list, show, drain, undrain and reload pools",
         "hosts": "list hosts; cordon and uncordon them",
     }
     for kind, choices in actions.items():
@@ -220,7 +230,9 @@ def add_parsers(commands: Any) -> None:
         parser.add_argument("--json", action="store_true")
         if kind == "pools":
             parser.add_argument("model", nargs="?", help="reload: the model to load")
-            parser.add_argument("--deadline-ms", type=int, default=30_000)
+            parser.add_argument(
+                "--deadline-ms", type=int, default=None, help="drain: default 30000"
+            )
         if kind == "hosts":
             parser.add_argument("--device", help="cordon only this device")
         parser.set_defaults(handler=lambda a, k=kind: _run(k, a))

@@ -3,7 +3,7 @@
 Tokens go to stdout as they arrive; the summary (tokens, time to first token, decode
 time, tokens per second) goes to stderr. Exit codes: 0 completed, 1 the task failed or
 was refused (the error code and message are printed), 3 the orchestrator could not be
-reached.
+reached. The API key, when the orchestrator needs one, is `$LLORCH_API_KEY`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from llorch.api_key import auth_headers
 from llorch.sse import parse_sse
 
 __all__ = ["add_parser", "run"]
@@ -56,6 +57,7 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> int:
     headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+    headers.update(auth_headers())
     started = time.perf_counter()
     try:
         async with (

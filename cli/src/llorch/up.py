@@ -10,9 +10,14 @@ and the orchestrator. Exit codes: 0 after a clean stop, 1 if a daemon failed to 
 or died, 2 for a usage error.
 
 Other hosts join with `llorch join` (issue 10): `--listen ADDR` puts the control link on
-ADDR (the HTTP API stays on `--http-host`, loopback by default; another address needs
-`--api-keys-file`). Off loopback the links are TLS unless `--insecure` (the daemons warn
-at every start): the fleet CA and the orchestrator's certificate for ADDR are made once
+ADDR (the HTTP API stays on `--http-host`, loopback by default). On loopback the API is
+open; on another address it needs API keys (SEC-01, SEC-05): `--api-keys-file`, or else
+`up` makes two, kept in `<state-dir>/api-keys/` (0600) across restarts and printed with
+the URL: an `admin` key for the operator (deployments, drain, reload, cordon; the `llorch`
+CLI sends `$LLORCH_API_KEY`) and a `client` key for applications (jobs and reads); the
+orchestrator gets only their sha256 (`<state-dir>/api-keys/api-keys.yaml`). Off
+loopback the links are TLS unless `--insecure` (the daemons warn at every start): the
+fleet CA and the orchestrator's certificate for ADDR are made once
 under `<state-dir>/tls/` (`llorch.certs`; this host's pool manager gets a host
 certificate, `hosts/local.pem`, so its engines serve TLS too) and the control port is
 8090 unless `--control-port` says otherwise, so the join command printed after
@@ -24,6 +29,7 @@ banner, and reaches the daemons through their environment, never a file or a log
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -73,7 +79,12 @@ def add_parser(commands: Any) -> None:
         "else any)",
     )
     parser.add_argument("--http-host", default="127.0.0.1", help="address of the HTTP API")
-    parser.add_argument("--api-keys-file", type=Path, help="client API keys (see orchestratord)")
+    parser.add_argument(
+        "--api-keys-file",
+        type=Path,
+        help="API keys with roles (see orchestratord); off loopback without it, up makes an "
+        "admin and a client key",
+    )
     parser.add_argument(
         "--insecure",
         action="store_true",
@@ -116,6 +127,26 @@ def _join_token(state_dir: Path, rotate: bool) -> str:
     return token
 
 
+def _api_keys(state_dir: Path) -> dict[str, str]:
+    """{role: key} for `admin` and `client`, kept in `<state-dir>/api-keys/ROLE` (0600)
+    across restarts, with their digests and roles in `api-keys.yaml` beside them."""
+    folder = state_dir / "api-keys"
+    keys: dict[str, str] = {}
+    for role in ("admin", "client"):
+        path = folder / role
+        key = path.read_text().strip() if path.exists() else ""
+        if not key:
+            key = f"llorch-{role}-{secrets.token_urlsafe(32)}"
+            certs.write_file(path, key.encode() + b"\n", 0o600)
+        keys[role] = key
+    entries = [
+        {"name": f"up-{role}", "role": role, "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+        for role, key in keys.items()
+    ]
+    certs.write_file(folder / "api-keys.yaml", yaml.safe_dump(entries).encode(), 0o600)
+    return keys
+
+
 def _off_host(args: argparse.Namespace) -> bool:
     return not is_loopback(args.listen)
 
@@ -148,7 +179,9 @@ def _link_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     return {"tls": orchestrator}, {"tls": manager}
 
 
-def _orchestrator_config(args: argparse.Namespace, run_dir: Path, link: dict[str, Any]) -> Path:
+def _orchestrator_config(
+    args: argparse.Namespace, run_dir: Path, link: dict[str, Any], keys: dict[str, str]
+) -> Path:
     path = run_dir / "orchestratord.yaml"
     settings: dict[str, Any] = {
         "http_host": args.http_host,
@@ -160,6 +193,8 @@ def _orchestrator_config(args: argparse.Namespace, run_dir: Path, link: dict[str
     }
     if args.api_keys_file:
         settings["api_keys_file"] = str(args.api_keys_file.expanduser().resolve())
+    elif keys:
+        settings["api_keys_file"] = str(args.state_dir / "api-keys" / "api-keys.yaml")
     path.write_text(yaml.safe_dump(settings))
     return path
 
@@ -229,14 +264,29 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], logs: Path) -
     raise RuntimeError(f"the pool was not ready within {_READY_TIMEOUT_S:.0f} s")
 
 
-def _banner(url: str) -> str:
+def _banner(url: str, keys: dict[str, str], keys_file: Path | None) -> str:
+    """The URL, the API keys `up` made (if it made any) and a ready-to-run example."""
     body = json.dumps({"model": "default", "prompt": "The capital of France is", "max_tokens": 32})
+    auth, submit, access = "", "", ""
+    if keys:
+        auth = f"-H 'Authorization: Bearer {keys['client']}' "
+        submit = f"LLORCH_API_KEY={keys['client']} "
+        access = (
+            "API keys (kept in the state directory's api-keys/; the API needs one):\n"
+            f"  admin  (deployments, drain, reload, cordon): {keys['admin']}\n"
+            f"  client (jobs and reads):                     {keys['client']}\n"
+            f"The llorch CLI sends $LLORCH_API_KEY: export LLORCH_API_KEY={keys['admin']}\n\n"
+        )
+    elif keys_file is not None:
+        auth = '-H "Authorization: Bearer $LLORCH_API_KEY" '
+        access = f"API keys: {keys_file} (the CLI sends $LLORCH_API_KEY).\n\n"
     return (
         f"\nllorch is up: {url}\n\n"
+        f"{access}"
         f"Stream a completion (one round trip):\n"
         f"  curl -N -X POST {url}/v2/tasks -H 'Content-Type: application/json' "
-        f"-H 'Accept: text/event-stream' -d '{body}'\n\n"
-        f"Or: llorch submit --url {url} 'The capital of France is'\n"
+        f"-H 'Accept: text/event-stream' {auth}-d '{body}'\n\n"
+        f"Or: {submit}llorch submit --url {url} 'The capital of France is'\n"
         f"Stop with Ctrl-C.\n"
     )
 
@@ -271,8 +321,6 @@ def _check_args(args: argparse.Namespace) -> str:
             f"--listen {args.listen}: give the address other hosts dial (it goes into the "
             "orchestrator's certificate and the join command)"
         )
-    if not is_loopback(args.http_host) and not args.api_keys_file:
-        return f"--http-host {args.http_host} is off loopback: give --api-keys-file (SEC-01)"
     return ""
 
 
@@ -289,6 +337,8 @@ def run(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     model, sha256 = (args.model.resolve(), "") if args.model else _default_model(args.state_dir)
     token = _join_token(args.state_dir, args.rotate_token)
+    needs_keys = not is_loopback(args.http_host) and not args.api_keys_file
+    keys = _api_keys(args.state_dir) if needs_keys else {}
     env = {**os.environ, "LLORCH_JOIN_TOKEN": token}
     ready_file = run_dir / "orchestratord.ready"
     ready_file.unlink(missing_ok=True)
@@ -302,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     died = False
     try:
         orchestrator_link, manager_link = _link_settings(args)
-        orchestrator_cfg = _orchestrator_config(args, run_dir, orchestrator_link)
+        orchestrator_cfg = _orchestrator_config(args, run_dir, orchestrator_link, keys)
         argv = [sys.executable, "-m", "orchestratord", "--config", str(orchestrator_cfg)]
         argv += ["--ready-file", str(ready_file)]
         children.append(_spawn(argv, logs / "orchestratord.log", env))
@@ -316,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://{host_port(http_host, ports['http_port'])}"
         print(f"llorch: starting (model {model}); logs in {logs}", file=sys.stderr)
         _wait_ready(url, children, logs)
-        print(_banner(url), flush=True)
+        print(_banner(url, keys, args.api_keys_file), flush=True)
         if _off_host(args):
             print(_join_banner(args, ports["control_port"], token), flush=True)
         while all(c.poll() is None for c in children):

@@ -29,6 +29,7 @@ from orchestratord.control_link import ControlCommands, ControlLinkServicer
 from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.http.app import build_app
+from orchestratord.http.timeouts import guarded_protocol
 from orchestratord.http.translate import spec_from_journal
 from orchestratord.registry import PoolRegistry
 
@@ -176,7 +177,10 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
             host=config.http_host,
             port=config.http_port,
             loop="none",
-            http="httptools",
+            # httptools with deadlines on reading requests and on idle connections
+            # (slowloris; `http_request_read_timeout_s`, `http_keep_alive_s`).
+            http=guarded_protocol(config.http_request_read_timeout_s),
+            timeout_keep_alive=config.http_keep_alive_s,  # type: ignore[arg-type]
             lifespan="off",
             access_log=False,
             log_config=None,

@@ -7,6 +7,14 @@ by adding the new one, moving the hosts to it, then removing the old. For the sa
 reason `api_keys_file` may name a YAML file holding the `api_keys` list. Durations are
 in milliseconds unless the name says `_s`.
 
+API keys (SEC-01, SEC-05): each entry is `{name, key_sha256, role, ...limits}` with
+`role` `admin` (deployments, drain, reload, cordon, catalog writes, and everything a
+client may do) or `client` (jobs and reads). An entry without `role` is a `client` key:
+the secure default, so a key written before roles existed can no longer change the
+fleet until its entry says `role: admin` (it keeps submitting jobs and reading as
+before). Any other role is a ConfigError. With no keys at all (loopback only) every
+route is open.
+
 Links across hosts (FLT-02): `tls` (see `specs.tls`) gives the control link's server
 certificate (`cert_file`, `key_file`), the CA that pool managers' client certificates
 must come from when `client_auth: true` (mutual TLS), and the CA engines' certificates
@@ -27,7 +35,7 @@ from specs.net import is_loopback
 from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
 from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
-from orchestratord.quotas import ApiKey
+from orchestratord.quotas import ROLES, ApiKey
 
 __all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
 
@@ -52,7 +60,15 @@ class OrchestratorConfig:
     full_queue_policy: FullQueuePolicy = "reject"
     reject_retry_after_ms: int = 1000
     max_body_bytes: int = 4 << 20
-    max_prompt_bytes: int = 1 << 20
+    max_prompt_bytes: int = 1 << 20  # also the limit on text to tokenize
+    max_token_ids: int = 131_072  # token ids in one detokenize request (SEC-03)
+    # Slow and idle HTTP connections (slowloris): a connection that has not sent a whole
+    # request (headers and body) this long after its first byte is answered 408 and
+    # closed; an idle keep-alive connection (no request in progress) is closed after
+    # `http_keep_alive_s`, counted from its opening or its last response. Responses,
+    # SSE streams included, are never cut by either.
+    http_request_read_timeout_s: float = 30.0
+    http_keep_alive_s: float = 5.0
     max_attempts: int = 3
     requeue_backoff_ms: int = 200
     max_queue_wait_ms: int = 300_000
@@ -114,9 +130,14 @@ class OrchestratorConfig:
             "lease_ms",
             "max_body_bytes",
             "max_prompt_bytes",
+            "max_token_ids",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for name in ("http_request_read_timeout_s", "http_keep_alive_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
         if self.journal_sync not in ("normal", "full"):
             raise ConfigError("journal_sync must be normal or full")
         if self.journal_flush_ms < 1 or self.journal_retention_s < 1:
@@ -162,6 +183,10 @@ def _api_keys(raw: Any) -> tuple[ApiKey, ...]:
         digest = str(item["key_sha256"]).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ConfigError(f"api_keys[{index}].key_sha256 must be 64 hex characters")
+        if "role" in item and item["role"] not in ROLES:
+            raise ConfigError(
+                f"api_keys[{index}].role must be one of {', '.join(ROLES)}, not {item['role']!r}"
+            )
         try:
             keys.append(ApiKey(**{**item, "key_sha256": digest}))
         except TypeError as exc:

@@ -206,7 +206,7 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
 
 class ControlCommands:
     """Commands over the control link: the deployments' `CommandPort` (Preload, Stop)
-    and the control plane's Drain, Reload, VerifyModel and Cordon."""
+    and the control plane's Drain, Undrain, Reload, VerifyModel and Cordon."""
 
     def __init__(self, servicer: ControlLinkServicer) -> None:
         self._servicer = servicer
@@ -232,6 +232,11 @@ class ControlCommands:
     async def drain(self, host_id: str, pool_id: str, deadline_ms: int) -> None:
         command = pb.Command(drain=pb.Drain(pool_id=pool_id, deadline_ms=deadline_ms))
         await self._servicer.send(host_id, command)
+
+    async def undrain(self, host_id: str, pool_id: str) -> None:
+        """Undo a drain; answers once the host's snapshot says the pool is not draining
+        (its engines may still be starting)."""
+        await self._servicer.send(host_id, pb.Command(undrain=pb.Undrain(pool_id=pool_id)))
 
     async def reload(self, host_id: str, pool_id: str, model: str, timeout_s: float) -> str:
         """Reload a pool to another model; returns the outcome in words, CommandFailed

@@ -343,6 +343,8 @@ class Orchestrator:
     async def shutdown(self, grace_s: float) -> None:
         """SIGTERM (REL-06): admit nothing more; give running jobs `grace_s` to end."""
         self.intake.draining = True
+        if self.journal is not None:  # queued jobs wait in the journal for the next start
+            self.dispatcher.paused = True
         runners = [r.runner for r in self.tasks.live() if r.runner is not None]
         if runners and grace_s > 0:
             await asyncio.wait(runners, timeout=grace_s)

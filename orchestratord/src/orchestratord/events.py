@@ -126,7 +126,15 @@ def _frame(event_id: int, name: str, data: str) -> bytes:
 
 
 class EventLog:
-    __slots__ = ("_decoded", "_frames", "_next_id", "_subscribers", "closed", "unjournaled")
+    __slots__ = (
+        "_decoded",
+        "_frames",
+        "_next_id",
+        "_subscribers",
+        "closed",
+        "held",
+        "unjournaled",
+    )
 
     def __init__(self, replay_capacity: int, *, journaled: bool = False) -> None:
         # (id, name, data); a replaying subscriber gets the frames built again.
@@ -135,6 +143,8 @@ class EventLog:
         self._subscribers: list[Subscriber] = []
         self._decoded: list[DecodedSubscriber] = []
         self.closed = False
+        # The job ended; its terminal event waits for the journal: nothing else may come.
+        self.held = False
         # Events the journal has not taken yet (`take_unjournaled`); None: not journaled.
         self.unjournaled: list[tuple[int, str, str]] | None = [] if journaled else None
 
@@ -174,7 +184,7 @@ class EventLog:
 
     def append(self, name: str, data: str) -> bool:
         """Add one event; False (and nothing added) when the log is already closed."""
-        if self.closed:
+        if self.closed or self.held:
             return False
         event_id = self._next_id
         self._next_id += 1
@@ -202,7 +212,7 @@ class EventLog:
         """The hot path: `token` events that arrived together, indexes counting from
         `first_index`; the subscribers are woken once. Returns how many were added (0
         when the log is already closed)."""
-        if self.closed:
+        if self.closed or self.held:
             return 0
         first_id = event_id = self._next_id
         index = first_index

@@ -1,7 +1,10 @@
-"""API keys and per-key limits (SEC-01, ADM-05).
+"""API keys, their roles and per-key limits (SEC-01, SEC-05, ADM-05).
 
 Keys are configured by the sha256 of the bearer token, never the token itself; a
 presented token is hashed and compared with every configured digest in constant time.
+Each key has a role (`http.auth` says which routes need which): `admin` may do
+everything, `client` jobs and reads; a key configured without a role is `client`, the
+least privilege (`config` documents it).
 Per key: concurrent tasks, requests per minute and tokens per minute (prompt + output
 tokens of finished tasks), each optional. `Quotas.admit` refuses with `QUOTA_EXCEEDED`
 and a `retry_after_ms` that says when the limit will allow the request: when the oldest
@@ -15,10 +18,21 @@ import hashlib
 import hmac
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from orchestratord.errors import ApiError
 
-__all__ = ["ApiKey", "KeyUsage", "Quotas"]
+__all__ = ["DEFAULT_ROLE", "ROLES", "ApiKey", "KeyUsage", "Quotas", "Role", "permits"]
+
+Role = Literal["admin", "client"]
+ROLES: tuple[Role, ...] = ("admin", "client")
+DEFAULT_ROLE: Role = "client"
+
+
+def permits(role: Role, needed: Role) -> bool:
+    """Whether a key of `role` may use a route that needs `needed` (admin is a superset)."""
+    return role == "admin" or needed == "client"
+
 
 _WINDOW_S = 60.0
 
@@ -30,9 +44,10 @@ class ApiKey:
     max_concurrent: int | None = None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    role: Role = DEFAULT_ROLE
 
     def __repr__(self) -> str:  # the digest is not secret, but keep logs short
-        return f"ApiKey(name={self.name!r})"
+        return f"ApiKey(name={self.name!r}, role={self.role!r})"
 
 
 @dataclass(slots=True)

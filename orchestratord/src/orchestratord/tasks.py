@@ -152,12 +152,12 @@ class TaskRecord:
         if publish:
             self.publish_terminal()
         else:
-            self.events.closed = True  # no event may slip in before the terminal one
+            self.events.held = True  # no event may slip in before the terminal one
         return True
 
     def publish_terminal(self) -> None:
         self.published = True
-        self.events.closed = False
+        self.events.held = False
         if self.error is not None:
             self.events.append("error", self.error.to_json())
         else:

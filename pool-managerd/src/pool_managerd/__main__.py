@@ -1,7 +1,16 @@
 """`pool-managerd --config FILE`: run the host daemon.
 
-Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for an invalid configuration
-(including a plaintext control link off this machine without `insecure: true`).
+| code | when                                                                          |
+|------|-------------------------------------------------------------------------------|
+| 0    | clean shutdown on SIGTERM/SIGINT: pools drained within `shutdown_grace_s`,    |
+|      | every engine stopped (also when signalled before the network was settled)     |
+| 1    | an unexpected error (a bug): the traceback is in the log                      |
+| 2    | invalid configuration or command line: the file, a setting, TLS files, the    |
+|      | join token, an unusable `state_dir`, or a plaintext control link off this     |
+|      | machine without `insecure: true`                                              |
+| 3    | another pool-managerd holds this `state_dir` (nothing was started or stopped) |
+
+The first line of the reason for 1, 2 and 3 goes to stderr and the log.
 """
 
 from __future__ import annotations
@@ -16,8 +25,11 @@ from specs.narration import configure_logging
 
 from pool_managerd.config import ConfigError, load_config
 from pool_managerd.manager import serve
+from pool_managerd.records import StateLocked
 
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_STATE_IN_USE = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve(config, tls))
     except ConfigError as exc:
         return _invalid(exc)
+    except StateLocked as exc:
+        logging.getLogger("pool_managerd").error("%s", exc)
+        print(f"pool-managerd: {exc}", file=sys.stderr)
+        return EXIT_STATE_IN_USE
+    except Exception as exc:  # a bug: say so, with the traceback, under a documented code
+        logging.getLogger("pool_managerd").exception("pool-managerd failed: %s", exc)
+        print(f"pool-managerd: failed: {exc!r} (traceback in the log)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _invalid(exc: Exception) -> int:

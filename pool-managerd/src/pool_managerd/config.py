@@ -21,7 +21,15 @@ join_token_env: LLORCH_JOIN_TOKEN   # the join token is read from this variable
 state_dir: /var/lib/llorch          # logs/ and run/ go under it
 heartbeat_interval_ms: 2000
 shutdown_grace_s: 10
-restart: {initial_backoff_s: 1, max_backoff_s: 60, max_crashes: 5, crash_window_s: 600}
+restart:                            # POOL-04: crash back-off and the breaker (defaults shown)
+  initial_backoff_s: 1              # first delay after a crash
+  factor: 2                         # ×factor per further crash
+  max_backoff_s: 60                 # cap of the delay
+  jitter_ratio: 0.2                 # ±20 % of the delay, at random
+  reset_after_s: 600                # ready this long: the next crash starts at the first delay
+  max_crashes: 5                    # more crashes than this within crash_window_s open the
+  crash_window_s: 600               # breaker: the replica is failed, the reason in last_error
+  probe_failures_to_restart: 3      # failed health probes in a row that restart a ready engine
 pools:
   - id: tiny
     model: /models/tiny.gguf        # a GGUF file
@@ -190,6 +198,31 @@ def _port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def _restart_policy(raw: Any) -> RestartPolicy:
+    """`restart`: every key optional; numbers, positive (`jitter_ratio` within [0, 1),
+    counts whole)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("restart: expected a mapping")
+    defaults = RestartPolicy()
+    known = {f.name for f in fields(RestartPolicy)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"restart: unknown settings {', '.join(unknown)}")
+    for name, value in raw.items():
+        whole = isinstance(getattr(defaults, name), int)
+        allowed = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise ConfigError(f"restart.{name}: expected a {'whole ' if whole else ''}number")
+        if name == "jitter_ratio" and not 0 <= value < 1:
+            raise ConfigError("restart.jitter_ratio must lie within [0, 1)")
+        if name != "jitter_ratio" and value <= 0:
+            raise ConfigError(f"restart.{name} must be greater than 0")
+    policy = RestartPolicy(**raw)
+    if policy.max_backoff_s < policy.initial_backoff_s:
+        raise ConfigError("restart.max_backoff_s must not be below initial_backoff_s")
+    return policy
+
+
 def _pool(raw: Any, index: int) -> PoolConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"pools[{index}]: expected a mapping")
@@ -256,7 +289,7 @@ def load_config(path: Path) -> ManagerConfig:
     ids = [p.id for p in pools]
     if len(ids) != len(set(ids)):
         raise ConfigError("pool ids must be unique")
-    restart = RestartPolicy(**(raw.pop("restart", None) or {}))
+    restart = _restart_policy(raw.pop("restart", None) or {})
     if "state_dir" in raw:
         raw["state_dir"] = Path(raw["state_dir"]).expanduser()
     if "worker_command" in raw:

@@ -10,6 +10,7 @@ number in [0, 1), are passed in).
        failed ◄── breaker: more than `max_crashes` crashes within `crash_window_s`  │
                                         backoff ─RestartDue─► starting             │
     ready ─Drain─► draining ─Stop─► (kill) ─Exited─► stopped ◄──────── Stop ──────┘
+                   draining ─Undrain─► ready (was ready) | loading (warms up again)
 
 Back-off after a crash: `initial_backoff_s`, ×`factor` per crash, capped at
 `max_backoff_s`, ±`jitter_ratio`; reset to the initial value once a replica has been
@@ -38,6 +39,7 @@ __all__ = [
     "Spawn",
     "Start",
     "Stop",
+    "Undrain",
     "WarmUp",
     "WarmedUp",
     "transition",
@@ -120,12 +122,26 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Undrain:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     pass
 
 
 Event = (
-    Start | ProvisionFailed | Health | ProbeFailed | WarmedUp | Exited | RestartDue | Drain | Stop
+    Start
+    | ProvisionFailed
+    | Health
+    | ProbeFailed
+    | WarmedUp
+    | Exited
+    | RestartDue
+    | Drain
+    | Undrain
+    | Stop
 )
 
 # -- actions ---------------------------------------------------------------------------
@@ -187,6 +203,8 @@ def transition(
             return replace(state, phase="starting", restarts=state.restarts + 1), [Spawn()]
         case Drain() if state.phase in _LIVE:
             return replace(state, phase="draining"), []
+        case Undrain() if state.phase == "draining" and not state.stopping:
+            return _undrain(state), []
         case Stop():
             return _stop(state)
     return state, []
@@ -248,6 +266,15 @@ def _exited(
         last_error=error,
     )
     return next_state, [ScheduleRestart(delay)]
+
+
+def _undrain(state: ReplicaState) -> ReplicaState:
+    """Back in service: a replica that was ready is ready again; one drained while it
+    started goes on loading and is warmed up at its next `ready` probe (a warm-up that
+    ended while it drained was ignored)."""
+    if state.ready_since is not None:
+        return replace(state, phase="ready")
+    return replace(state, phase="loading", warming=False)
 
 
 def _stop(state: ReplicaState) -> tuple[ReplicaState, list[Action]]:

@@ -3,15 +3,22 @@
 Static pools come from the config; deployment pools arrive as `Preload` commands and
 leave with `Stop` (POOL-05, PLC-04/06). `Reload` swaps a static pool's model
 (`pool_managerd.reload`; the result is the outcome in words, or the reason it failed).
-`Cordon` marks the host or one device (POOL-08; persisted). Every command's result is
-sent after a fresh snapshot, so the orchestrator sees a command's effect before its
-result. Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
+`Cordon` marks the host or one device (POOL-08; persisted). `Drain` takes a pool out of
+service in the background; `Undrain` puts it back (`Pool.undrain`). Every command's
+result is sent after a fresh snapshot, so the orchestrator sees a command's effect
+before its result. Inventory: the CPU and GPUs measured (NVML), plus devices declared in the
 config (simulated), whose free memory is their total minus foreign use minus the
 estimates of the pools placed on them.
 
 SIGTERM or SIGINT (POOL-07, REL-06): report every pool draining, let in-flight work
 finish within `shutdown_grace_s`, stop every engine (SIGTERM to its process group, then
 SIGKILL), report the final state, and exit 0. No engine process survives.
+
+After a SIGKILL (issue 11): at start, before any engine is spawned, the engines the
+previous pool manager left running are found by their records under `state_dir/run`
+and stopped (`records.recover_engines`; why stop and not adopt: `recovery`), so a
+restart never runs a second set beside them. The state_dir is locked for the pool
+manager's life (`records.StateLock`): a second pool manager on it exits with code 3.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from catalog_core import sha256_file
 from specs.control.v1 import control_pb2 as pb
 from specs.tls import TlsMaterial
 
-from pool_managerd.config import ManagerConfig, PoolConfig
+from pool_managerd.config import ConfigError, ManagerConfig, PoolConfig
 from pool_managerd.control_link import ControlLink
 from pool_managerd.control_translate import inventory_to_wire, pool_to_wire
 from pool_managerd.cordon import CordonState
@@ -37,6 +44,7 @@ from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.network import HostNetwork, settle_network
 from pool_managerd.pool import Pool
+from pool_managerd.records import StateLock, recover_engines
 from pool_managerd.reload import ReloadError, reload, target_config
 
 __all__ = ["PoolManager", "serve"]
@@ -44,6 +52,7 @@ __all__ = ["PoolManager", "serve"]
 VERSION = "0.1.0"
 log = logging.getLogger("pool_managerd")
 _LIVE_STATES = frozenset({"provisioning", "starting", "loading", "ready", "draining", "backoff"})
+_RECOVER_GRACE_S = 5.0  # a left-over engine gets what a stopping one gets (Pool.stop)
 
 
 def _ok() -> pb.CommandResult:
@@ -64,7 +73,7 @@ class PoolManager:
         self.cordon = CordonState.load(config.state_dir)
         self._hardware: Inventory | None = None
         self._seq = 0
-        self._background: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
 
     # -- reports -------------------------------------------------------------------------
 
@@ -122,6 +131,8 @@ class PoolManager:
             return await self._preload(command.preload.spec)
         if kind == "drain":
             return self._drain(command.drain.pool_id, command.drain.deadline_ms / 1000.0)
+        if kind == "undrain":
+            return await self._undrain(command.undrain.pool_id)
         if kind == "stop":
             return await self._stop(command.stop.pool_id)
         if kind == "reload":
@@ -212,9 +223,19 @@ class PoolManager:
         pool = self.pools.get(pool_id)
         if pool is None:
             return _refuse("NOT_FOUND", f"no pool {pool_id}")
-        task = asyncio.create_task(pool.drain(deadline_s))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        pool.begin_drain(deadline_s)
+        return _ok()
+
+    async def _undrain(self, pool_id: str) -> pb.CommandResult:
+        """Back in service (idempotent: a pool that is not draining is left as it is)."""
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return _refuse("NOT_FOUND", f"no pool {pool_id}")
+        if pool.reloading:
+            return _refuse("POOL_UNREADY", f"pool {pool_id} is reloading")
+        if self.shutting_down:  # its engines must stay stopped: the process is leaving
+            return _refuse("POOL_UNREADY", "the pool manager is shutting down")
+        await pool.undrain()
         return _ok()
 
     async def _stop(self, pool_id: str) -> pb.CommandResult:
@@ -232,6 +253,15 @@ class PoolManager:
     # -- life ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        recovered = await recover_engines(self.config.state_dir / "run", _RECOVER_GRACE_S)
+        if recovered.stopped or recovered.forgotten:
+            log.warning(
+                "stopped %d engines left running by a previous pool manager "
+                "(%d more records were of engines already gone)",
+                recovered.stopped,
+                recovered.forgotten,
+                extra={"action": "recover"},
+            )
         await self.refresh_inventory()
         self.models = await asyncio.to_thread(
             LocalModels.load, self.config.models, self.config.state_dir
@@ -240,6 +270,7 @@ class PoolManager:
             await pool.start()
 
     async def shutdown(self) -> None:
+        self.shutting_down = True
         grace = self.config.shutdown_grace_s
         log.info(
             "shutting down: draining %d pools (grace %.0f s)",
@@ -251,6 +282,18 @@ class PoolManager:
 
 
 async def serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
+    """Run until SIGTERM/SIGINT; StateLocked when another pool manager holds state_dir."""
+    try:
+        lock = StateLock(config.state_dir / "run")
+    except OSError as exc:
+        raise ConfigError(f"state_dir {config.state_dir} is not usable: {exc}") from exc
+    try:
+        return await _serve(config, tls)
+    finally:
+        lock.release()
+
+
+async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -31,6 +31,7 @@ from pool_managerd import lifecycle as lc
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch, serves_tls
 from pool_managerd.network import HostNetwork
+from pool_managerd.records import RECORD_SUFFIX
 from pool_managerd.replica import ReplicaDriver, ReplicaPaths
 
 __all__ = ["Pool", "PoolStatus", "PoolStopping", "ReplicaStatus", "check_model", "model_id_for"]
@@ -39,6 +40,9 @@ log = logging.getLogger("pool_managerd.pool")
 _RANK = ("ready", "draining", "loading", "starting", "backoff", "provisioning", "stopped", "failed")
 _SETTLED_BAD = frozenset({"backoff", "failed", "stopped"})
 _RETIRE_SETTLE_S = 1.0  # jobs placed just before a swap reach the old engine's gauge by then
+# A drain is in every snapshot at once; jobs placed before the orchestrator saw it reach
+# the engine's busy gauge within this (also what every shutdown waits at least).
+_DRAIN_SETTLE_S = 0.5
 
 
 class PoolStopping(RuntimeError):
@@ -133,6 +137,7 @@ class Pool:
         self.replicas = [self._driver(config, index, 0) for index in range(config.replicas)]
         self._runners: dict[ReplicaDriver, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._drain_task: asyncio.Task[None] | None = None
 
     def _driver(self, config: PoolConfig, index: int, generation: int) -> ReplicaDriver:
         state = self._manager.state_dir
@@ -141,10 +146,12 @@ class Pool:
             log=state / "logs" / f"{name}.log",
             port_file=state / "run" / f"{name}.port",
             workdir=state,
+            record=state / "run" / f"{name}{RECORD_SUFFIX}",
         )
         return ReplicaDriver(
             pool_id=config.id,
             index=index,
+            engine=config.engine,
             make_launch=lambda: launch(
                 config, self._manager, paths.port_file, self._api_key, self._network
             ),
@@ -212,9 +219,10 @@ class Pool:
 
     # -- generations (used by reload) -----------------------------------------------------
 
-    def start_generation(self, config: PoolConfig) -> list[ReplicaDriver]:
-        """Start the replicas of `config` (its model already checked) beside the current
-        ones; they serve nothing until `swap`. PoolStopping once the pool is stopping."""
+    def start_generation(self, config: PoolConfig, model_error: str = "") -> list[ReplicaDriver]:
+        """Start the replicas of `config` (its model already checked: `model_error` fails
+        them at once) beside the current ones; they serve nothing until `swap` (or
+        `report`). PoolStopping once the pool is stopping."""
         if self.stopping:
             raise PoolStopping(f"pool {self.config.id} is stopping")
         self._generation += 1
@@ -223,7 +231,7 @@ class Pool:
         ]
         self._run(drivers)
         for driver in drivers:
-            driver.post(lc.Start())
+            driver.post(lc.ProvisionFailed(model_error) if model_error else lc.Start())
         return drivers
 
     async def wait_settled(self, drivers: list[ReplicaDriver], timeout_s: float) -> str:
@@ -267,13 +275,21 @@ class Pool:
 
     async def retire(self, drivers: list[ReplicaDriver], deadline_s: float) -> None:
         """Drain `drivers`: no new work, in-flight jobs finish until the deadline, then
-        stop them. Idle means: a health answer given after the settle time (jobs placed
-        just before the swap have reached the engine by then) reports no busy slot; a
-        replica that stops answering (paused, hung) is waited for until the deadline."""
+        stop them."""
         for driver in drivers:
             driver.post(lc.Drain())
+        await self._wait_idle(drivers, deadline_s, _RETIRE_SETTLE_S)
+        await self.stop_drivers(drivers, grace_s=5.0)
+
+    async def _wait_idle(
+        self, drivers: list[ReplicaDriver], deadline_s: float, settle_s: float
+    ) -> None:
+        """Until every driver is idle or `deadline_s` passed. Idle means: a health answer
+        given after `settle_s` (jobs placed just before the drain have reached the engine
+        by then) reports no busy slot; a replica that stops answering (paused, hung) is
+        waited for until the deadline."""
         loop = asyncio.get_running_loop()
-        settled_at = time.monotonic() + min(_RETIRE_SETTLE_S, deadline_s)
+        settled_at = time.monotonic() + min(settle_s, deadline_s)
         until = loop.time() + deadline_s
 
         def idle(driver: ReplicaDriver) -> bool:
@@ -283,7 +299,6 @@ class Pool:
         # Busy slots are a fact of the engines, refreshed by the health probes: poll it.
         while loop.time() < until and not all(idle(d) for d in drivers):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        await self.stop_drivers(drivers, grace_s=5.0)
 
     async def stop_drivers(self, drivers: list[ReplicaDriver], grace_s: float) -> None:
         await asyncio.gather(*(d.stop(grace_s) for d in drivers))
@@ -295,18 +310,52 @@ class Pool:
 
     # -- drain and stop ---------------------------------------------------------------------
 
+    def begin_drain(self, deadline_s: float) -> None:
+        """`drain` in the background, owned by the pool (`undrain` can call it off)."""
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain(deadline_s))
+
     async def drain(self, deadline_s: float) -> None:
         """Stop taking work, let running jobs finish until the deadline, then stop."""
         self.draining = True
         for replica in self.replicas:
             replica.post(lc.Drain())
         self._changed.set()
-        loop = asyncio.get_running_loop()
-        until = loop.time() + deadline_s
-        # Busy slots are a fact of the engines, refreshed by the health probes: poll it.
-        while loop.time() < until and any(r.slots_busy for r in self.replicas):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+        await self._wait_idle(self.replicas, deadline_s, _DRAIN_SETTLE_S)
         await self.stop(grace_s=5.0)
+
+    async def undrain(self) -> None:
+        """Back in service after a drain: a drain still waiting for running jobs is called
+        off and its replicas serve on; a drain that stopped the engines (or is stopping
+        them) is followed by a fresh start of the pool's replicas, the model checked
+        again. Nothing to do for a pool that is not draining."""
+        task = self._drain_task
+        if not self.draining:
+            return
+        if task is not None and not task.done() and not self.stopping:
+            task.cancel()  # it waits for running jobs: nothing is stopped yet
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        self.draining = False
+        if not self.stopping:
+            for replica in self.replicas:
+                replica.post(lc.Undrain())
+            # The next snapshot (sent before the command's result) shows them serving.
+            await asyncio.gather(*(r.caught_up() for r in self.replicas))
+        else:
+            self.stopping = False
+            await self._restart_replicas()
+        log.info(
+            "pool %s is back in service",
+            self.config.id,
+            extra={"pool_id": self.config.id, "action": "undrain"},
+        )
+        self._changed.set()
+
+    async def _restart_replicas(self) -> None:
+        """Start the pool's replicas afresh (after they were all stopped)."""
+        self.digest, self.provision_error = await asyncio.to_thread(check_model, self.config)
+        self.report(self.start_generation(self.config, self.provision_error))
 
     async def stop(self, grace_s: float) -> None:
         """Stop every replica of every generation (serving, starting or retiring)."""

@@ -9,6 +9,11 @@ than `LOG_ROTATE_BYTES`, keeping `LOG_KEEP` old files: at start by renaming
 (`rotate_log`), and while the engine runs by copy-then-truncate (`trim_log`; the engine
 writes with O_APPEND, so after the truncation its next line lands at the new start).
 `log_tail` returns the last lines for `last_error`.
+
+Process facts for recovery (`recovery.py`): `process_facts` reads one process from
+/proc (its group, session, start time in clock ticks, command line), `scan_processes`
+reads them all, `boot_id` names this boot; `stop_group` stops a process group that is
+not our child (a previous pool manager's engine), waiting on /proc.
 """
 
 from __future__ import annotations
@@ -23,7 +28,19 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["EngineProcess", "log_needs_trim", "log_tail", "rotate_log", "trim_log"]
+from pool_managerd.recovery import ProcessFacts
+
+__all__ = [
+    "EngineProcess",
+    "boot_id",
+    "log_needs_trim",
+    "log_tail",
+    "process_facts",
+    "rotate_log",
+    "scan_processes",
+    "stop_group",
+    "trim_log",
+]
 
 LOG_ROTATE_BYTES = 10 << 20
 LOG_KEEP = 3
@@ -145,3 +162,77 @@ class EngineProcess:
                 pass
         self.signal_group(signal.SIGKILL)  # also reaps children of an exited leader
         return await self._process.wait()
+
+
+# -- processes of a previous pool manager (recovery) -----------------------------------
+
+_PROC = Path("/proc")
+_GONE_POLL_S = 0.05
+
+
+def boot_id() -> str:
+    """This boot's id (a pid and a start time mean something only within one boot)."""
+    return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+
+
+def process_facts(pid: int) -> ProcessFacts | None:
+    """One process as /proc shows it; None when it is gone or a zombie. Blocking reads
+    of two small files."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+        raw_cmdline = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces and parentheses): state is
+    # field 3, pgrp 5, session 6, starttime 22 (proc(5)).
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    cmdline = tuple(part.decode(errors="replace") for part in raw_cmdline.split(b"\0")[:-1])
+    return ProcessFacts(pid, int(fields[2]), int(fields[3]), int(fields[19]), cmdline)
+
+
+def scan_processes() -> dict[int, ProcessFacts]:
+    """Every live process of the machine, by pid (blocking: reads /proc)."""
+    found = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            facts = process_facts(int(entry.name))
+            if facts is not None:
+                found[facts.pid] = facts
+    return found
+
+
+def _alive(pids: Sequence[int], starts: Mapping[int, int]) -> list[int]:
+    """Those of `pids` still running as the process first seen (same start time)."""
+    alive = []
+    for pid in pids:
+        facts = process_facts(pid)
+        if facts is not None and facts.start_ticks == starts[pid]:
+            alive.append(pid)
+    return alive
+
+
+async def _wait_gone(pids: Sequence[int], starts: Mapping[int, int], timeout_s: float) -> bool:
+    """Whether all of `pids` are gone within `timeout_s`. They are not our children, so
+    no wait(2): poll /proc (the process's exit is only visible there)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while _alive(pids, starts):
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(_GONE_POLL_S)
+    return True
+
+
+async def stop_group(pgid: int, pids: Sequence[int], grace_s: float) -> bool:
+    """SIGTERM process group `pgid`, wait up to `grace_s` for `pids` to be gone, then
+    SIGKILL it and wait again (5 s). Returns whether they are all gone."""
+    starts = {pid: f.start_ticks for pid in pids if (f := process_facts(pid)) is not None}
+    left = [pid for pid in pids if pid in starts]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    if await _wait_gone(left, starts, grace_s):
+        return True
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    return await _wait_gone(left, starts, 5.0)

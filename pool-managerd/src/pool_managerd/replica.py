@@ -14,6 +14,8 @@ warm-up generation succeeds. Only then is the replica `ready`. The warm-up is na
 When an engine's leader process exits, what is left of its process group is killed
 (an engine server's helpers die with it). The engine's log is trimmed while it runs
 (`process.trim_log`, checked with every probe), so a chatty engine cannot fill the disk.
+Each engine start is recorded in `paths.record` (`records.py`) until the engine exits,
+so a pool manager killed by SIGKILL leaves a trace of what its successor must stop.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pool_managerd import lifecycle as lc
 from pool_managerd.engines import Launch
 from pool_managerd.network import HostNetwork
 from pool_managerd.process import EngineProcess, log_needs_trim, log_tail, trim_log
+from pool_managerd.records import remove_record, write_record
 
 __all__ = ["ReplicaDriver", "ReplicaPaths"]
 
@@ -53,6 +56,7 @@ class ReplicaPaths:
     log: Path
     port_file: Path
     workdir: Path
+    record: Path  # `<name>.engine.json` under state_dir/run while the engine runs
 
 
 class ReplicaDriver:
@@ -61,6 +65,7 @@ class ReplicaDriver:
         *,
         pool_id: str,
         index: int,
+        engine: str,
         make_launch: Callable[[], Launch],
         api_key: str,
         network: HostNetwork,
@@ -72,6 +77,7 @@ class ReplicaDriver:
     ) -> None:
         self.pool_id = pool_id
         self.index = index
+        self.engine = engine
         self._make_launch = make_launch
         self._api_key = api_key
         self._network = network
@@ -104,13 +110,23 @@ class ReplicaDriver:
         """Process events until cancelled."""
         try:
             while True:
-                self._handle(await self._events.get())
+                event = await self._events.get()
+                try:
+                    self._handle(event)
+                finally:
+                    self._events.task_done()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             if self._process is not None:
                 await self._process.stop(0.5)
+                remove_record(self._paths.record, self._process.pid)
             await self._close_adapter()
+
+    async def caught_up(self, timeout_s: float = 5.0) -> None:
+        """Until every event posted so far has been handled (or `timeout_s` passed)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._events.join(), timeout_s)
 
     def memory_bytes(self) -> int:
         """Resident memory of the engine process and its children (0 when not running)."""
@@ -194,6 +210,13 @@ class ReplicaDriver:
             self.post(lc.Exited(None, f"cannot start engine: {exc}"))
             return
         self._process = process
+        write_record(
+            self._paths.record,
+            pool_id=self.pool_id,
+            replica=self.index,
+            engine=self.engine,
+            pid=process.pid,
+        )
         self.incarnation = time.time_ns()  # one value per engine start, for the orchestrator
         self._spawn_task(self._watch_exit(process))
         port = spec.port if spec.port is not None else await self._wait_port(process)
@@ -225,6 +248,7 @@ class ReplicaDriver:
     async def _watch_exit(self, process: EngineProcess) -> None:
         code = await process.wait()
         process.reap_group()
+        remove_record(self._paths.record, process.pid)
         if self._process is process:
             self._process = None
         self.endpoint = ""

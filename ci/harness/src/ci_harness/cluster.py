@@ -9,6 +9,10 @@ host's certificate (and the orchestrator's client certificate under `engine_clie
 Timing knobs are shortened for tests (heartbeat 300 ms, lease 1.5 s, probe 200 ms,
 restart back-off 0.3 s) so failures are detected quickly; behaviour is otherwise the
 production code path. Every wait is bounded and polls a real condition.
+
+Every secret a cluster uses is registered for the session's log scan (`secret_scan`):
+its join token, the bearer keys in its headers, and its engines' per-pool keys (read
+from their environments once the pools are ready and before they stop).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import psutil
 import yaml
 from specs.net import host_port
 
+from ci_harness import secret_scan
 from ci_harness.fleet import Fleet
 from ci_harness.tls import FleetCerts
 
@@ -108,6 +113,20 @@ class Cluster:
     tls: FleetCerts | None = None
     engine_client_auth: bool = False
     ipv6: bool = False  # on a fleet: the control link, and so every link, over IPv6
+
+    def __post_init__(self) -> None:
+        secret_scan.register(self.token, "join token")
+        for name, value in self.headers.items():
+            scheme, _, key = value.partition(" ")
+            if name.lower() == "authorization" and scheme.lower() == "bearer":
+                secret_scan.register(key.strip(), "API key")
+
+    def register_engine_keys(self) -> None:
+        """Register the per-pool keys the pool managers gave their engines (SEC-02)."""
+        for name, process in self.processes.items():
+            if name.startswith("pool-managerd-") and process.poll() is None:
+                for key, what in secret_scan.engine_keys(process.pid).items():
+                    secret_scan.register(key, what)
 
     @property
     def control_host(self) -> str:
@@ -262,6 +281,7 @@ class Cluster:
             return all(pools.get(i, {}).get("ready") for i in pool_ids)
 
         wait_for(ready, f"pools {pool_ids} to be ready", timeout_s)
+        self.register_engine_keys()
 
     def worker_pids(self, host_id: str, pool_id: str) -> list[int]:
         return workers_under(self.root / host_id / "run" / f"{pool_id}-r")
@@ -270,6 +290,7 @@ class Cluster:
         return terminate(self.processes[name], timeout_s, name)
 
     def stop(self) -> dict[str, int]:
+        self.register_engine_keys()
         codes = {}
         for name in sorted(self.processes, key=lambda n: n == "orchestratord"):
             codes[name] = self.stop_process(name)

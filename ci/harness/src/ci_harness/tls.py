@@ -4,7 +4,8 @@ Made fresh for each test with `trustme` (never checked in): the orchestrator's
 certificate names the addresses pool managers dial (the bridge address, loopback); each
 host's certificate names that host's own address, which its engines serve with and its
 pool manager presents as its client certificate. Files go under `root` and the returned
-mappings are the daemons' `tls:` sections.
+mappings are the daemons' `tls:` sections. Private keys are registered for the
+session's log scan (`secret_scan`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import trustme
+
+from ci_harness import secret_scan
 
 __all__ = ["FleetCerts"]
 
@@ -34,6 +37,8 @@ class FleetCerts:
         cert = self.ca.issue_cert(*identities)
         cert_file, key_file = self.root / f"{name}.pem", self.root / f"{name}.key"
         cert.private_key_pem.write_to_path(str(key_file))
+        for line in secret_scan.pem_private_lines(cert.private_key_pem.bytes().decode()):
+            secret_scan.register(line, "TLS private key material")
         for index, blob in enumerate(cert.cert_chain_pems):
             blob.write_to_path(str(cert_file), append=index > 0)
         return {"cert_file": str(cert_file), "key_file": str(key_file)}

@@ -29,7 +29,7 @@ from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.errors import ApiError, Detail
 from orchestratord.http.auth import AuthMiddleware
-from orchestratord.http.body import read_json_body
+from orchestratord.http.body import read_json_body, validate_strict
 from orchestratord.http.catalog import catalog_routes
 from orchestratord.http.control import control_routes
 from orchestratord.http.errors import error_response
@@ -65,7 +65,7 @@ def _json(body: object, status: int = 200) -> Response:
 
 def _parse_task(raw: bytes) -> TaskRequest:
     try:
-        return TaskRequest.model_validate_json(raw, strict=True)
+        return validate_strict(TaskRequest, raw)
     except pydantic.ValidationError as exc:
         details = [
             Detail(error["msg"], field=".".join(str(p) for p in error["loc"]) or "body")

@@ -1,4 +1,5 @@
-"""Control-plane routes: deployments, hosts, cordon, drain and reload (API-11, POOL-05/08).
+"""Control-plane routes: deployments, hosts, cordon, drain, undrain and reload (API-11,
+POOL-05/08).
 
 Wire bodies are the generated models; replies are assembled here from the deployment
 manager's and the registry's state. Engine credentials never appear (SEC-04).
@@ -12,7 +13,13 @@ import time
 from typing import Any
 
 import pydantic
-from specs.api.models import CordonRequest, DeploymentRequest, DrainRequest, ReloadRequest
+from specs.api.models import (
+    CordonRequest,
+    DeploymentRequest,
+    DrainRequest,
+    ReloadRequest,
+    UndrainRequest,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -47,6 +54,12 @@ def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
         ]
         summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
         raise ApiError("INVALID_PARAMS", f"invalid body: {summary}", details=details) from None
+
+
+def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
 
 
 def _name(request: Request) -> str:
@@ -248,7 +261,8 @@ def control_routes(
         if pool is None:
             raise ApiError("NOT_FOUND", f"no pool {pool_id}")
         try:
-            await commands.drain(pool.host_id, pool_id, body.deadline_ms or 30_000)
+            deadline_ms = 30_000 if body.deadline_ms is None else body.deadline_ms
+            await commands.drain(pool.host_id, pool_id, deadline_ms)
         except CommandFailed as exc:
             raise ApiError(
                 "POOL_UNREADY",
@@ -258,6 +272,27 @@ def control_routes(
                 pool_id=pool_id,
             ) from exc
         registry.mark_draining(pool_id)
+        return Response(status_code=202)
+
+    async def undrain_pool(request: Request) -> Response:
+        pool_id = str(request.path_params["pool_id"])
+        if _has_body(request):  # optional; when given, an empty object
+            _parse(UndrainRequest, await read_json_body(request, max_body_bytes))
+        pool = registry.pool(pool_id)
+        if pool is None:
+            raise ApiError("NOT_FOUND", f"no pool {pool_id}")
+        try:
+            await commands.undrain(pool.host_id, pool_id)
+        except CommandFailed as exc:
+            if exc.code == "NOT_FOUND":  # the host no longer has it
+                raise ApiError("NOT_FOUND", f"pool {pool_id}: {exc}") from exc
+            raise ApiError(
+                "POOL_UNREADY",
+                f"pool {pool_id}: {exc}",
+                retriable=True,
+                retry_after_ms=1000,
+                pool_id=pool_id,
+            ) from exc
         return Response(status_code=202)
 
     async def reload_pool(request: Request) -> Response:
@@ -291,6 +326,7 @@ def control_routes(
 
     return [
         Route("/v2/pools/{pool_id}/drain", drain_pool, methods=["POST"]),
+        Route("/v2/pools/{pool_id}/undrain", undrain_pool, methods=["POST"]),
         Route("/v2/pools/{pool_id}/reload", reload_pool, methods=["POST"]),
         Route("/v2/deployments", list_deployments, methods=["GET"]),
         Route("/v2/deployments/{name}", put_deployment, methods=["PUT"]),

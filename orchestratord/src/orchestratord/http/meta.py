@@ -2,7 +2,10 @@
 
 Capabilities are computed from the registry's latest snapshots on each call (cheap:
 one pass over the pools). Tokenize and detokenize are served by the first ready replica
-of a pool of the model; a model with no ready pool is 503 `POOL_UNREADY`.
+of a pool of the model; a model with no ready pool is 503 `POOL_UNREADY`. Their input is
+checked first (SEC-03): text under the prompt limit, at most `max_token_ids` ids, each
+within the model's vocabulary (its size comes from the host's inventory; llama.cpp
+aborts the whole worker on an id outside it, so the worker checks too).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from worker_adapters.errors import AdapterError, RequestRejected
 
+from orchestratord.admission.validate import Refusal, text_within_limit, token_ids_valid
 from orchestratord.core import Orchestrator
 from orchestratord.errors import ApiError, Detail
-from orchestratord.http.body import read_json_body
+from orchestratord.http.body import read_json_body, validate_strict
+from orchestratord.http.translate import refusal_error
 
 __all__ = ["API_VERSION", "meta_routes", "version_in_range"]
 
@@ -64,7 +69,7 @@ def _json(body: object) -> Response:
 
 def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
     try:
-        return model.model_validate_json(raw, strict=True)
+        return validate_strict(model, raw)
     except pydantic.ValidationError as exc:
         details = [
             Detail(e["msg"], field=".".join(str(p) for p in e["loc"]) or "body")
@@ -172,10 +177,14 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
         try:
             return await coroutine
         except RequestRejected as exc:
+            code = exc.code if exc.code != "ENGINE_ERROR" else "INVALID_PARAMS"
+            unready = code == "POOL_UNREADY"
             raise ApiError(
-                exc.code if exc.code != "ENGINE_ERROR" else "INVALID_PARAMS",
+                code,
                 str(exc),
                 pool_id=key.pool_id,
+                retriable=unready,
+                retry_after_ms=1000 if unready else None,
             ) from exc
         except (AdapterError, LookupError) as exc:
             raise ApiError(
@@ -186,10 +195,25 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
                 pool_id=key.pool_id,
             ) from exc
 
+    def vocab_size(pool_id: str) -> int | None:
+        """The vocabulary size of the pool's model, from its host's inventory (the
+        model file's GGUF metadata); None when unknown (the engine checks then)."""
+        pool = orchestrator.registry.pool(pool_id)
+        host = orchestrator.registry.host(pool.host_id) if pool is not None else None
+        if pool is None or host is None:
+            return None
+        sizes = [m.vocab_size for m in host.inventory.models if m.sha256 == pool.model_digest]
+        return sizes[0] if sizes and sizes[0] > 0 else None
+
+    def refuse(refusal: Refusal | None) -> None:
+        if refusal is not None:
+            raise refusal_error(refusal)
+
     async def tokenize(request: Request) -> Response:
         body: TokenizeRequest = _parse(
             TokenizeRequest, await read_json_body(request, config.max_body_bytes)
         )
+        refuse(text_within_limit(body.text, max_bytes=config.max_prompt_bytes))
         key = replica_for(body.model)
         result = await call(
             key, orchestrator.host.tokenize(key, body.text, with_offsets=bool(body.with_offsets))
@@ -207,10 +231,12 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
         body: DetokenizeRequest = _parse(
             DetokenizeRequest, await read_json_body(request, config.max_body_bytes)
         )
+        ids = tuple(t.root for t in body.tokens)
+        refuse(token_ids_valid(ids, max_token_ids=config.max_token_ids, vocab_size=None))
         key = replica_for(body.model)
-        text = await call(
-            key, orchestrator.host.detokenize(key, tuple(t.root for t in body.tokens))
-        )
+        vocab = vocab_size(key.pool_id)
+        refuse(token_ids_valid(ids, max_token_ids=config.max_token_ids, vocab_size=vocab))
+        text = await call(key, orchestrator.host.detokenize(key, ids))
         return _json({"model": body.model, "pool_id": key.pool_id, "text": text})
 
     return [

@@ -147,7 +147,8 @@ def _chat_wire(body: OpenAIChatRequest) -> dict[str, Any]:
 
 
 def _completion_wire(body: OpenAICompletionRequest) -> dict[str, Any]:
-    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt.root[0]
+    given = body.prompt.root
+    prompt = given if isinstance(given, str) else given[0].root
     wire = {
         "model": body.model,
         "workload": "completion",

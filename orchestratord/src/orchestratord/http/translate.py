@@ -1,8 +1,8 @@
 """Wire (the generated `specs.api.models.TaskRequest`) -> domain `TaskSpec`.
 
 Nothing past this module sees generated types. Checks that the schema cannot express
-(which input each workload needs, grammar xor json_schema, prompt size) are made here and
-raise `ApiError(INVALID_PARAMS)` naming the field.
+(which input each workload needs, grammar xor json_schema, prompt size, and the rules of
+`admission.validate`) are made here and raise `ApiError(INVALID_PARAMS)` naming the field.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from dataclasses import replace
 
 from specs.api.models import TaskRequest
 from worker_adapters import ChatTurn, GenerateRequest, Sampling
+from worker_adapters.constraints import json_schema_converter
 
+from orchestratord.admission.validate import (
+    Refusal,
+    grammar_defines_root,
+    json_schema_valid,
+    prompt_not_empty,
+)
 from orchestratord.errors import ApiError, Detail
 from orchestratord.journal.store import JournaledTask
 from orchestratord.placement import JobNeeds, Overrides
@@ -24,13 +31,17 @@ from orchestratord.stats import prefix_keys
 from orchestratord.tasks import Submission, TaskSpec
 
 __all__ = [
+    "DEFAULT_MAX_GRAMMAR_BYTES",
     "TASK_ID_HEADER",
     "prompt_token_bound",
+    "refusal_error",
     "spec_from_journal",
     "submission_for",
     "task_from_wire",
 ]
 
+# The document's limit on `grammar` (SEC-03); a JSON schema and its grammar share it.
+DEFAULT_MAX_GRAMMAR_BYTES = 65_536
 ON_DISCONNECT = "x-llorch-on-disconnect"
 TASK_ID_HEADER = "X-Llorch-Task-Id"  # on /v1 responses: the job behind them
 
@@ -59,9 +70,12 @@ def task_from_wire(
     max_prompt_bytes: int,
     allow_embedding: bool = False,
     api_key: str | None = None,
+    max_grammar_bytes: int = DEFAULT_MAX_GRAMMAR_BYTES,
 ) -> TaskSpec:
     """The domain task for a validated request. Embedding tasks are accepted only where
-    the caller can deliver vectors (the OpenAI facade), not on `/v2/tasks`."""
+    the caller can deliver vectors (the OpenAI facade), not on `/v2/tasks`. Checks of
+    `admission.validate` run here, before the task exists (SEC-03): an empty prompt, a
+    grammar without `root`, a JSON schema the engine's converter cannot take."""
     workload = body.workload or "completion"
     if workload == "embedding":
         spec = _embedding_task(body, correlation_id, max_prompt_bytes, allow_embedding)
@@ -75,6 +89,15 @@ def task_from_wire(
         )
     if body.grammar is not None and body.json_schema is not None:
         raise _invalid("grammar", "give at most one of grammar and json_schema")
+    _refuse(
+        prompt_not_empty(prompt),
+        grammar_defines_root(body.grammar),
+        json_schema_valid(
+            body.json_schema,
+            max_grammar_bytes=max_grammar_bytes,
+            convert=json_schema_converter(),
+        ),
+    )
     max_tokens = body.max_tokens or 128
     sampling = Sampling(
         max_tokens=max_tokens,
@@ -115,6 +138,22 @@ def task_from_wire(
         correlation_id=correlation_id,
         session_options=_session_options(body),
         api_key=api_key,
+    )
+
+
+def _refuse(*refusals: Refusal | None) -> None:
+    """ApiError for the first refusal (400 INVALID_PARAMS, or 413 for a size limit)."""
+    refusal = next((r for r in refusals if r is not None), None)
+    if refusal is not None:
+        raise refusal_error(refusal)
+
+
+def refusal_error(refusal: Refusal) -> ApiError:
+    return ApiError(
+        "INVALID_PARAMS",
+        f"{refusal.field}: {refusal.reason}",
+        status=refusal.status,
+        details=[Detail(refusal.reason, field=refusal.field)],
     )
 
 

@@ -83,6 +83,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.paused = False  # shutting down: no new attempt; queued jobs wait for the next start
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -163,6 +164,8 @@ class Dispatcher:
 
     def cycle(self, views: tuple[PoolView, ...] | None = None) -> None:
         """Place every waiting task it can; `views`: this instant's pools, if taken."""
+        if self.paused:
+            return
         now = self._clock()
         pools = CycleViews(views if views is not None else self.views(now))
         blocked: set[JobNeeds] = set()  # needs without prefix keys: those only score

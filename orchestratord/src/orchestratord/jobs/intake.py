@@ -10,6 +10,7 @@ Nothing here waits for capacity: a task that can never be served is refused now
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +19,7 @@ from adapter_host import AdapterHost, ReplicaKey
 from worker_adapters.errors import AdapterError
 
 from orchestratord.admission import Admit, TaskQueue, decide
+from orchestratord.admission.availability import PoolState, unavailable
 from orchestratord.catalog import FleetCatalog
 from orchestratord.config import OrchestratorConfig
 from orchestratord.deployments.manager import DeploymentManager
@@ -38,6 +40,7 @@ from orchestratord.tasks import Submission, TaskError, TaskRecord, TaskSpec, Tas
 __all__ = ["Intake"]
 
 log = logging.getLogger("orchestratord.core")
+_UNAVAILABLE_RETRY_MS = 5000  # a failed pool restarts or is replaced in about this time
 
 
 class Intake:
@@ -144,17 +147,12 @@ class Intake:
             self._clock(),
         )
         record.detached = submission.detached
+        accepted: asyncio.Future[None] | None = None
         if journal is not None:
+            # Durable before anyone is told it was accepted (REL-01); the placement below
+            # rides in the same commit, the engine starts meanwhile.
             record.journaled = True
-            try:  # durable before anyone is told it was accepted (REL-01)
-                await journal.accept(record, submission.wire, submission.route, idempotency)
-            except JournalUnavailable as exc:
-                raise ApiError(
-                    "INTERNAL", f"the job was not accepted: {exc}", retriable=True
-                ) from None
-            if spec.task_id in self._tasks:  # the same id, admitted while we wrote
-                raise ApiError("IDEMPOTENCY_CONFLICT", f"task {spec.task_id} already exists")
-            views = self._dispatcher.views(self._clock())  # others moved while we waited
+            accepted = journal.accept(record, submission.wire, submission.route, idempotency)
         record.queue_position = self._queue.push(spec.task_id, spec.priority)
         self._metrics.enqueued.labels(spec.priority).inc()
         serving = [v for v in views if v.serves(spec.model)]
@@ -180,6 +178,13 @@ class Intake:
             self._dispatcher.cycle(views)
         else:
             self._dispatcher.wake()
+        if accepted is not None:
+            try:
+                await accepted
+            except JournalUnavailable as exc:
+                error = TaskError("INTERNAL", f"the job was not accepted: {exc}", True)
+                self._dispatcher.cancel_with(record, error)
+                raise ApiError("INTERNAL", error.message, retriable=True) from None
         return record
 
     async def _check_feasible(self, spec: TaskSpec, views: tuple[PoolView, ...]) -> TaskSpec:
@@ -189,6 +194,7 @@ class Intake:
         model_ids = {v.model_id for v in views if v.serves(needs.model)}
         if all(self._catalog.retired(model_id) for model_id in model_ids):
             raise ApiError("FORBIDDEN", f"model {needs.model!r} is retired and takes no new jobs")
+        self._check_available(needs.model)
         pin = needs.overrides.pin_pool_id
         if pin is not None:
             self._check_pin(pin)
@@ -228,6 +234,24 @@ class Intake:
                 f"{deployment.spec.name}",
             )
         return spec
+
+    def _check_available(self, model: str) -> None:
+        """Refuse at once when every pool of the model is failed, stopped or draining
+        (unless a deployment will place a new one): queued, the job would only time out."""
+        pools = [
+            PoolState(p.pool_id, p.state, p.draining, p.last_error)
+            for p in self._registry.pools()
+            if p.model_id == model or model in p.model_aliases
+        ]
+        reason = unavailable(pools)
+        if reason is None or (self.deployments and self.deployments.serving(model)):
+            return
+        raise ApiError(
+            "POOL_UNREADY",
+            f"no pool of model {model!r} can take work now ({reason})",
+            retriable=True,
+            retry_after_ms=_UNAVAILABLE_RETRY_MS,
+        )
 
     def _check_pin(self, pool_id: str) -> None:
         pool = self._registry.pool(pool_id)

@@ -104,7 +104,7 @@ class Journal:
     async def stop(self, live: Iterable[TaskRecord]) -> None:
         """Write what is left and stop the writer thread."""
         self.collect(live)
-        await self._submit_wait()
+        await self._committed()
         self._queue.put(_STOP)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 10.0)
@@ -119,14 +119,16 @@ class Journal:
                 self._pending.batch.events.append((record.task_id, events))
         self._kick()
 
-    async def accept(
+    def accept(
         self,
         record: TaskRecord,
         wire: str,
         route: str,
         idempotency: IdempotencyRecord | None,
-    ) -> None:
-        """Record an accepted job; returns once committed (JournalUnavailable if not)."""
+    ) -> asyncio.Future[None]:
+        """Record an accepted job: the future resolves once committed (JournalUnavailable
+        if not). Whatever else happens to the job in this loop iteration (its placement)
+        rides in the same transaction."""
         spec = record.spec
         self._pending.batch.accepted.append(
             Accepted(
@@ -140,12 +142,13 @@ class Journal:
                 idempotency,
             )
         )
-        await self._submit_wait()
+        return self._committed()
 
     def running(self, record: TaskRecord) -> None:
         """An attempt starts: `record.journaled_running` resolves once it is durable."""
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
+        future.add_done_callback(_retrieved)
         record.journaled_running = future
         self._change(record, lambda error: _resolve(future, error))
 
@@ -185,12 +188,12 @@ class Journal:
         if pending.batch or pending.done:
             self._queue.put(pending)
 
-    async def _submit_wait(self) -> None:
+    def _committed(self) -> asyncio.Future[None]:
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending.done.append(lambda error: _resolve(future, error))
         self._kick()
-        await future
+        return future
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -242,6 +245,12 @@ class Journal:
 
     async def prune(self, before_ms: int) -> int:
         return await asyncio.to_thread(self.store.prune, before_ms)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a failure as seen (its attempt may have ended before it awaited)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -103,11 +103,21 @@ class TaskError(BaseModel):
     retry_after_ms: int | None = Field(default=None, ge=0)
 
 
-class EventStream(RootModel[str]):
-    root: str = Field(
-        ...,
-        description='Server-Sent Events. Every event carries `id:` (increasing integers, per task) and\n`event:` with one of the names below; `data:` is one line of JSON with the\npayload schema named for it. Order: `started`, then `token`* and `metrics`*, then\nexactly one of `end` or `error`, after which nothing follows (API-04). Comment\nlines (`:`) are heart-beats.\n',
-    )
+class EventStream(BaseModel):
+    """
+    Server-Sent Events; this schema is one event as read off the stream (OpenAPI 3.1
+    describes an event stream by its events). Every event carries `id:` (increasing
+    integers, per task) and `event:` with one of the names below; `data:` is one
+    line of JSON with the payload schema named for it. Order: `started`, then
+    `token`* and `metrics`*, then exactly one of `end` or `error`, after which
+    nothing follows (API-04). Comment lines (`:`) are heart-beats.
+
+    """
+
+    event: Literal['started', 'token', 'metrics', 'end', 'error']
+    data: str = Field(..., min_length=2)
+    id: str = Field(..., pattern='^[0-9]+$')
+    retry: int | None = None
 
 
 class StartedEvent(BaseModel):
@@ -363,7 +373,10 @@ class TokenizeRequest(BaseModel):
         extra='forbid',
     )
     model: str = Field(..., max_length=256, min_length=1)
-    text: str
+    text: str = Field(
+        ...,
+        description='Under the same limit as a prompt (`max_prompt_bytes` of UTF-8, default 1 MiB);\nlonger text is refused with 400 INVALID_PARAMS (SEC-03).\n',
+    )
     with_offsets: bool | None = False
 
 
@@ -385,7 +398,11 @@ class DetokenizeRequest(BaseModel):
         extra='forbid',
     )
     model: str = Field(..., max_length=256, min_length=1)
-    tokens: list[Token] = Field(..., max_length=1048576)
+    tokens: list[Token] = Field(
+        ...,
+        description="At most `max_token_ids` ids (default and most 131072), each an id of the\nmodel's vocabulary (0 to its size - 1); anything else is refused with 400\nINVALID_PARAMS naming the first offending position, before any engine sees it.\n",
+        max_length=131072,
+    )
 
 
 class DetokenizeResponse(BaseModel):
@@ -439,6 +456,12 @@ class DrainRequest(BaseModel):
         extra='forbid',
     )
     deadline_ms: int | None = Field(default=30000, ge=0, le=86400000)
+
+
+class UndrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
 
 
 class ReloadRequest(BaseModel):
@@ -507,6 +530,20 @@ class OpenAIChatMessage(BaseModel):
     name: str | None = None
 
 
+class OpenAIStreamEvent(BaseModel):
+    """
+    One event of an OpenAI stream, as read off it: `data:` is a chunk object as JSON
+    (`chat.completion.chunk` or `text_completion`, the usage chunk, or an error body
+    `{"error": ...}` after which the stream ends), and finally `[DONE]`.
+
+    """
+
+    event: Literal['message'] | None = None
+    data: str = Field(..., min_length=1)
+    id: str | None = None
+    retry: int | None = None
+
+
 class OpenAIStreamOptions(BaseModel):
     model_config = ConfigDict(
         extra='allow',
@@ -570,8 +607,16 @@ class OpenAIChatRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
 
 
-class Prompt(RootModel[list[str]]):
-    root: list[str] = Field(..., max_length=1, min_length=1)
+class Prompt(RootModel[str]):
+    root: str = Field(..., min_length=1)
+
+
+class Prompt1Item(RootModel[str]):
+    root: str = Field(..., min_length=1)
+
+
+class Prompt1(RootModel[list[Prompt1Item]]):
+    root: list[Prompt1Item] = Field(..., max_length=1, min_length=1)
 
 
 class Stop2(RootModel[str]):
@@ -591,7 +636,7 @@ class OpenAICompletionRequest(BaseModel):
         extra='allow',
     )
     model: str = Field(..., max_length=256, min_length=1)
-    prompt: str | Prompt
+    prompt: Prompt | Prompt1
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -646,7 +691,9 @@ class TaskRequest(BaseModel):
     session: SessionOptions | None = None
     workload: Literal['completion', 'chat', 'embedding'] | None = 'completion'
     model: str = Field(..., max_length=256, min_length=1)
-    prompt: str | None = None
+    prompt: str | None = Field(
+        default=None, description='Not empty (SEC-03).', min_length=1
+    )
     messages: list[ChatMessage] | None = Field(
         default=None, max_length=1024, min_length=1
     )
@@ -667,8 +714,16 @@ class TaskRequest(BaseModel):
         ge=0,
         le=20,
     )
-    grammar: str | None = Field(default=None, max_length=65536, min_length=1)
-    json_schema: dict[str, Any] | None = None
+    grammar: str | None = Field(
+        default=None,
+        description='GBNF with a `root` rule; compiled by the engine before it takes a slot.',
+        max_length=65536,
+        min_length=1,
+    )
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema (2020-12) of at most 65536 bytes as JSON, that llama.cpp's\nJSON-schema converter can turn into a grammar of at most 65536 bytes; checked\nat admission (400 INVALID_PARAMS, 413 past the size), never on an engine.\n",
+    )
     priority: Literal['interactive', 'batch'] | None = 'interactive'
     deadline_ms: int | None = Field(default=None, ge=1, le=86400000)
     placement: PlacementOverrides | None = None

@@ -20,7 +20,7 @@ looks are merged (`coalesce_tokens`).
 from __future__ import annotations
 
 import asyncio
-import json
+import ctypes
 import secrets
 import threading
 import time
@@ -36,6 +36,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from worker_adapters.constraints import json_schema_grammar
 from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
 from worker_adapters.llamacpp_inproc.logprobs import sampled_logprobs
@@ -54,7 +55,7 @@ from worker_adapters.types import (
     TokenLogprob,
 )
 
-__all__ = ["LlamaBackend", "LlamaSettings"]
+__all__ = ["LlamaBackend", "LlamaSettings", "check_token_ids"]
 
 ENGINE = "llamacpp-inproc"
 # Used when a model carries no chat template of its own; props report chat_template=False.
@@ -197,9 +198,9 @@ class LlamaBackend:
             yield Failed("POOL_UNREADY", "engine is not ready", True, True)
             return
         job = _Job(threading.Event(), time.perf_counter())
-        try:  # tokenizing reads only the vocabulary: safe beside generations on the slots
-            prompt = await asyncio.to_thread(self._prompt_tokens, self._slots[0].llama, request)
-        except ValueError as exc:
+        try:  # reads only the vocabulary: safe beside generations on the slots
+            prompt, grammar = await asyncio.to_thread(self._checked_input, request)
+        except ValueError as exc:  # the request, not the engine: refused, never retried
             yield Failed("INVALID_PARAMS", str(exc), False, True)
             return
         slot = await self._acquire(prompt)
@@ -210,7 +211,9 @@ class LlamaBackend:
         def emit(event: StreamEvent | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        future = loop.run_in_executor(slot.executor, self._run, slot, request, prompt, job, emit)
+        future = loop.run_in_executor(
+            slot.executor, self._run, slot, request, (prompt, grammar), job, emit
+        )
         # The slot goes back only when its thread is done with the Llama instance.
         future.add_done_callback(lambda _: self._release(slot))
         try:
@@ -252,15 +255,17 @@ class LlamaBackend:
         self,
         slot: _Slot,
         request: GenerateRequest,
-        prompt: list[int],
+        checked: tuple[list[int], LlamaGrammar | None],
         job: _Job,
         emit: Callable[[StreamEvent | None], None],
     ) -> None:
-        """Runs on the slot's thread: the only place its Llama instance is used."""
+        """Runs on the slot's thread: the only place its Llama instance is used. A
+        failure here is ours or llama.cpp's, and the same request would fail the same
+        way again: ENGINE_ERROR, not retriable (a retry would only repeat it elsewhere)."""
         try:
-            emit(self._generate(slot.llama, request, prompt, job, emit))
+            emit(self._generate(slot.llama, request, checked, job, emit))
         except Exception as exc:  # noqa: BLE001 - any native failure ends this job, typed
-            emit(Failed("ENGINE_ERROR", f"llama.cpp failed: {exc}", True, False))
+            emit(Failed("ENGINE_ERROR", f"llama.cpp failed: {exc}", False, False))
         finally:
             emit(None)
 
@@ -268,15 +273,12 @@ class LlamaBackend:
         self,
         llama: Llama,
         request: GenerateRequest,
-        prompt: list[int],
+        checked: tuple[list[int], LlamaGrammar | None],
         job: _Job,
         emit: Callable[[StreamEvent | None], None],
     ) -> StreamEvent:
         sampling = request.sampling
-        try:
-            grammar = _grammar(sampling, llama)
-        except ValueError as exc:
-            return Failed("INVALID_PARAMS", str(exc), False, True)
+        prompt, grammar = checked
         if len(prompt) + sampling.max_tokens > self._settings.ctx:
             return Failed(
                 "CONTEXT_OVERFLOW",
@@ -331,6 +333,15 @@ class LlamaBackend:
             decode_time_ms=(done - first_at) * 1000.0 if first_at else 0.0,
         )
 
+    def _checked_input(self, request: GenerateRequest) -> tuple[list[int], LlamaGrammar | None]:
+        """The prompt's tokens and the compiled constraint, or ValueError naming what is
+        wrong with the request. Runs before a slot is taken, so bad input never holds one."""
+        llama = self._slots[0].llama
+        prompt = self._prompt_tokens(llama, request)
+        if not prompt:
+            raise ValueError("the prompt is empty (no tokens to start from)")
+        return prompt, _grammar(request.sampling, llama)
+
     def _prompt_tokens(self, llama: Llama, request: GenerateRequest) -> list[int]:
         if request.messages is not None:
             assert self._template is not None
@@ -356,8 +367,11 @@ class LlamaBackend:
         return Tokenized(tuple(ids), tuple(offsets))
 
     async def detokenize(self, ids: tuple[int, ...]) -> str:
+        """The text of `ids`; RequestRejected(INVALID_PARAMS) for an id outside the
+        vocabulary (llama.cpp aborts the whole process on one: `std::out_of_range`)."""
         llama = self._any_llama()
-        data = await asyncio.to_thread(llama._model.detokenize, list(ids))
+        check_token_ids(ids, llama.n_vocab())
+        data = await asyncio.to_thread(_detokenize, llama, ids)
         return data.decode("utf-8", errors="replace")
 
     async def embed(self, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]:
@@ -391,6 +405,37 @@ def _sampling_args(sampling: Sampling) -> dict[str, Any]:
     return args
 
 
+def check_token_ids(ids: tuple[int, ...], vocab_size: int) -> None:
+    """RequestRejected(INVALID_PARAMS) naming the first id outside `0..vocab_size-1`."""
+    for position, token in enumerate(ids):
+        if not 0 <= token < vocab_size:
+            raise RequestRejected(
+                "INVALID_PARAMS",
+                f"tokens[{position}]: {token} is not a token id of this model "
+                f"(its vocabulary has {vocab_size} tokens: 0..{vocab_size - 1})",
+            )
+
+
+def _detokenize(llama: Llama, ids: tuple[int, ...]) -> bytes:
+    """llama-cpp-python's detokenize, in linear time (it appends to `bytes`, quadratic
+    for long inputs) and without its 32-byte limit per piece. Ids must be checked."""
+    vocab = llama._model.vocab
+    size = 64
+    buffer = ctypes.create_string_buffer(size)
+    pieces = []
+    for token in ids:
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        if n < 0:  # the piece needs -n bytes
+            size = -n
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        pieces.append(buffer.raw[:n])
+    data = b"".join(pieces)
+    if ids and ids[0] == llama.token_bos() and data[:1] == b" ":
+        return data[1:]  # as llama-cpp-python: no space after a leading BOS
+    return data
+
+
 def _grammar(sampling: Sampling, llama: Llama) -> LlamaGrammar | None:
     """Build the constraint; ValueError (INVALID_PARAMS) when it cannot be compiled.
 
@@ -399,16 +444,12 @@ def _grammar(sampling: Sampling, llama: Llama) -> LlamaGrammar | None:
     that cannot be constrained fails closed instead of running unconstrained (or killing
     the worker).
     """
-    try:
-        if sampling.grammar is not None:
-            grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
-        elif sampling.json_schema is not None:
-            json.loads(sampling.json_schema)
-            grammar = LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
-        else:
-            return None
-    except (ValueError, RuntimeError, TypeError, KeyError, RecursionError) as exc:
-        raise ValueError(f"constraint cannot be compiled: {exc}") from exc
+    if sampling.grammar is not None:
+        grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
+    elif sampling.json_schema is not None:
+        grammar = LlamaGrammar.from_string(json_schema_grammar(sampling.json_schema))
+    else:
+        return None
     sampler = llama_cpp.llama_sampler_init_grammar(
         llama._model.vocab, grammar._grammar.encode(), grammar._root.encode()
     )

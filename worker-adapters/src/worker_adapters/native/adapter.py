@@ -5,7 +5,9 @@ server-streaming `Generate` call; the stream is checked for protocol order (Star
 first, Token*, then one End or Error) and any violation ends the job with a typed
 `Failed` instead of being passed on (ADP-03). gRPC errors are mapped here, once:
 UNAVAILABLE (worker gone) is `WORKER_RESET` with `engine_lost`, DEADLINE_EXCEEDED is
-`DECODE_TIMEOUT`, and so is a stream that yields nothing for `stall_timeout_s`. Cancel
+`DECODE_TIMEOUT`, and so is a stream that yields nothing for `stall_timeout_s`. A unary
+call (tokenize, detokenize, ...) on a channel closed under it (the replica was unbound)
+is `EngineUnavailable`, never a bare `CancelledError`. Cancel
 sends the worker's `Cancel` RPC and closes the stream, so the worker stops between two
 tokens (ADP-04). With tracing on (OBS-03) a generation is a client span whose W3C
 `traceparent` travels in the call's gRPC metadata.
@@ -50,6 +52,7 @@ RequestT = TypeVar("RequestT")
 ReplyT = TypeVar("ReplyT")
 
 _CONTROL_TIMEOUT_S = 5.0
+_MAX_WIRE_ID = 2**32 - 1  # token ids are uint32 on the worker wire
 # A backstop: the orchestrator's watchdog (ADM-06) normally ends a stalled job first.
 DEFAULT_STALL_TIMEOUT_S = 300.0
 _CHANNEL_OPTIONS = (
@@ -188,6 +191,11 @@ class NativeAdapter:
         return Tokenized(tuple(reply.ids), tuple(reply.byte_offsets))
 
     async def detokenize(self, ids: tuple[int, ...]) -> str:
+        wrong = next((i for i, t in enumerate(ids) if not 0 <= t <= _MAX_WIRE_ID), None)
+        if wrong is not None:  # the wire carries uint32: refuse before building it
+            raise RequestRejected(
+                "INVALID_PARAMS", f"tokens[{wrong}]: {ids[wrong]} is not a token id"
+            )
         reply = await self._unary(self._stub.Detokenize, pb.DetokenizeRequest(ids=list(ids)))
         return str(reply.text)
 
@@ -205,6 +213,15 @@ class NativeAdapter:
             return await method(request, metadata=self._metadata, timeout=_CONTROL_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise _control_error(exc) from exc
+        except grpc.aio.UsageError as exc:  # the channel was closed before the call
+            raise EngineUnavailable(f"worker channel closed: {exc}") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller is being cancelled: not an engine failure
+            # Closing the channel (the replica was unbound: its worker died or left)
+            # cancels the calls in flight on it; to the caller the worker is gone.
+            raise EngineUnavailable("worker channel closed during the call") from None
 
 
 def _order_problem(event: StreamEvent | None, started: bool, finished: bool) -> str:

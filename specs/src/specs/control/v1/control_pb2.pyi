@@ -622,6 +622,27 @@ class Drain(_message.Message):
 Global___Drain: _TypeAlias = Drain  # noqa: Y015
 
 @_typing.final
+class Undrain(_message.Message):
+    """Undo a Drain: the pool serves again (its engines started again if the drain stopped them)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_ID_FIELD_NUMBER: _builtins.int
+    pool_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Undrain: _TypeAlias = Undrain  # noqa: Y015
+
+@_typing.final
 class Reload(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -716,6 +737,7 @@ class Command(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     CORDON_FIELD_NUMBER: _builtins.int
     VERIFY_MODEL_FIELD_NUMBER: _builtins.int
+    UNDRAIN_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def preload(self) -> Global___Preload: ...
@@ -729,6 +751,8 @@ class Command(_message.Message):
     def cordon(self) -> Global___Cordon: ...
     @_builtins.property
     def verify_model(self) -> Global___VerifyModel: ...
+    @_builtins.property
+    def undrain(self) -> Global___Undrain: ...
     def __init__(
         self,
         *,
@@ -739,12 +763,13 @@ class Command(_message.Message):
         stop: Global___Stop | None = ...,
         cordon: Global___Cordon | None = ...,
         verify_model: Global___VerifyModel | None = ...,
+        undrain: Global___Undrain | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "verify_model", b"verify_model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "undrain", b"undrain", "verify_model", b"verify_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "verify_model", b"verify_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "undrain", b"undrain", "verify_model", b"verify_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["preload", "drain", "reload", "stop", "cordon", "verify_model"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["preload", "drain", "reload", "stop", "cordon", "verify_model", "undrain"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
