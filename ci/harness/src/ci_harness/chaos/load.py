@@ -19,8 +19,7 @@ job runs on while the reader is away. Some keyed jobs send the key again with an
 body, which must be refused with 422 (a probe). The job id of a one-round-trip stream
 comes from its `X-Llorch-Task-Id` header (or the `/v1` chunk ids).
 
-`final_phase` is the run's last read, after faults stopped: every accepted job's state
-(`GET /v2/tasks/{id}`, waiting until it is terminal) and its replay from the start.
+The run's last read, after the faults, is `final.final_phase`.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +38,7 @@ import httpx
 
 from ci_harness.chaos.history import History
 
-__all__ = ["JobPlan", "LoadGenerator", "final_phase", "plan_job"]
+__all__ = ["TERMINAL", "TIMEOUT", "JobPlan", "LoadGenerator", "json_of", "plan_job", "sse_events"]
 
 TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=5.0, pool=5.0)
 JOB_DEADLINE_S = 90.0  # a client gives a job up after this long
@@ -48,10 +46,6 @@ RETRY_PAUSE_S = 0.2  # between retries when the server said nothing about when
 OPS = ("submit", "submit", "stream_v2", "chat", "completion")
 TERMINAL = ("end", "error")
 TASK_HEADER = "x-llorch-task-id"
-# A finished job's replay is read within this long (one that never ends is a finding).
-REPLAY_DEADLINE_S = 10.0
-FINAL_READERS = 8
-REPLAY_TIMEOUT = httpx.Timeout(connect=5.0, read=3.0, write=5.0, pool=5.0)
 ON_DISCONNECT = "X-Llorch-On-Disconnect"
 
 
@@ -186,7 +180,7 @@ class _Client:
                 self._answer(req, None, error=type(exc).__name__)
                 self._retry_pause(None)
                 continue
-            payload = _json(response)
+            payload = json_of(response)
             task_id = payload.get("task_id")
             code = _code(payload)
             self._answer(req, response.status_code, code=code, task_id=task_id)
@@ -210,7 +204,7 @@ class _Client:
         except httpx.HTTPError as exc:
             self._answer(req, None, error=type(exc).__name__)
             return
-        payload = _json(response)
+        payload = json_of(response)
         task = payload.get("task_id") or _task_of_v1(payload.get("id"))
         self._answer(req, response.status_code, code=_code(payload), task_id=task)
 
@@ -262,7 +256,7 @@ class _Client:
     ) -> str:
         """Record a /v2 stream's events, moving `cursor`; 'terminal', 'left' or 'eof'."""
         tokens = 0
-        for event in _sse_events(self._lines(req, task_id, response)):
+        for event in sse_events(self._lines(req, task_id, response)):
             self._event_v2(req, task_id, event)
             cursor.after_id = event["id"]
             if event["name"] in TERMINAL:
@@ -432,7 +426,7 @@ def _code(payload: dict[str, Any]) -> str | None:
     return str(code) if code else None
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_of(response: httpx.Response) -> dict[str, Any]:
     try:
         payload = response.json()
     except ValueError:
@@ -442,7 +436,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 def _json_read(response: httpx.Response) -> dict[str, Any]:
     response.read()
-    return _json(response)
+    return json_of(response)
 
 
 def _task_of_v1(chunk_id: Any) -> str | None:
@@ -454,7 +448,7 @@ def _task_of_v1(chunk_id: Any) -> str | None:
     return None
 
 
-def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     """SSE events as {id, name, data} as they arrive; comments (heart-beats) skipped."""
     event_id: int | None = None
     name, data = "message", list[str]()
@@ -518,91 +512,3 @@ class LoadGenerator:
         for client in self._clients:
             client.http.close()
         return not any(t.is_alive() for t in self._threads)
-
-
-# -- the final read -----------------------------------------------------------------------------
-
-
-def final_phase(
-    base_url: str,
-    history: History,
-    task_ids: list[str],
-    timeout_s: float = 120.0,
-    progress: Callable[[str], None] = print,
-) -> None:
-    """For every task: its state once terminal (or the last one seen at the deadline),
-    and its events replayed from the start. FINAL_READERS tasks are read at a time (a
-    replay that never ends costs its deadline, not the others')."""
-    deadline = time.monotonic() + timeout_s
-    history.record("phase", name="final", tasks=len(task_ids))
-    limits = httpx.Limits(max_connections=FINAL_READERS)
-    with (
-        httpx.Client(base_url=base_url, timeout=TIMEOUT, limits=limits) as http,
-        ThreadPoolExecutor(FINAL_READERS, thread_name_prefix="final") as readers,
-    ):
-        list(readers.map(lambda task_id: _final_read(http, history, task_id, deadline), task_ids))
-    progress(f"final phase: {len(task_ids)} tasks read")
-
-
-def _final_read(http: httpx.Client, history: History, task_id: str, deadline: float) -> None:
-    status, payload = _status_when_terminal(http, task_id, deadline)
-    error = payload.get("error") or {}
-    history.record(
-        "final",
-        task_id=task_id,
-        status=status,
-        state=payload.get("state"),
-        code=error.get("code") if isinstance(error, dict) else None,
-        pool=payload.get("pool_id"),
-    )
-    if status == 200 and payload.get("state") in ("completed", "failed", "cancelled"):
-        _replay(http, history, task_id)
-
-
-def _status_when_terminal(
-    http: httpx.Client, task_id: str, deadline: float
-) -> tuple[int | None, dict[str, Any]]:
-    status: int | None = None
-    payload: dict[str, Any] = {}
-    while True:
-        try:
-            response = http.get(f"/v2/tasks/{task_id}")
-            status, payload = response.status_code, _json(response)
-        except httpx.HTTPError:
-            status, payload = None, {}
-        terminal = payload.get("state") in ("completed", "failed", "cancelled")
-        if terminal or status == 404 or time.monotonic() > deadline:
-            return status, payload
-        time.sleep(0.1)
-
-
-def _replay(http: httpx.Client, history: History, task_id: str) -> None:
-    req = history.new_request_id()
-    history.record("request", req=req, job=None, op="replay", task_id=task_id, idem=None, digest="")
-    deadline = time.monotonic() + REPLAY_DEADLINE_S
-    try:
-        with http.stream("GET", f"/v2/tasks/{task_id}/events", timeout=REPLAY_TIMEOUT) as response:
-            history.record("response", req=req, status=response.status_code, task_id=task_id)
-            if response.status_code != 200:
-                return
-            for event in _sse_events(_lines_until(response.iter_lines(), deadline)):
-                data, name = event["data"], event["name"]
-                fields: dict[str, Any] = {"id": event["id"], "name": name}
-                if name == "token":
-                    fields |= {"i": data.get("i"), "t": data.get("t")}
-                elif name == "error":
-                    fields["code"] = data.get("code")
-                history.record("event", req=req, task_id=task_id, **fields)
-                if name in TERMINAL:
-                    break
-    except httpx.HTTPError as exc:
-        history.record("read_end", req=req, task_id=task_id, why=f"broken: {type(exc).__name__}")
-    except TimeoutError:
-        history.record("read_end", req=req, task_id=task_id, why="deadline")
-
-
-def _lines_until(lines: Iterator[str], deadline: float) -> Iterator[str]:
-    for line in lines:
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        yield line

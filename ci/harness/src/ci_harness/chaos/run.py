@@ -30,8 +30,9 @@ import psutil
 from catalog_core import TinyModelSpec, write_tiny_model
 
 from ci_harness.chaos.checker import Verdict, accepted_tasks, check
+from ci_harness.chaos.final import final_phase
 from ci_harness.chaos.history import History, read_history
-from ci_harness.chaos.load import LoadGenerator, final_phase
+from ci_harness.chaos.load import LoadGenerator
 from ci_harness.chaos.nemesis import FaultPlan, Nemesis, Topology, schedule
 from ci_harness.chaos.report import FaultCounts, fault_counts, table
 from ci_harness.cluster import Cluster, tiny_pool
