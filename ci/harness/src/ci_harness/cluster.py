@@ -106,6 +106,7 @@ class Cluster:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     url: str = ""
     control: str = ""
+    ports: dict[str, int] = field(default_factory=dict)  # orchestratord's, once it listens
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env_extra: dict[str, str] = field(default_factory=dict)  # more environment for daemons
     fleet: Fleet | None = None
@@ -164,6 +165,16 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.start_orchestrator()
+        for host_id in self.pools:
+            self.start_manager(host_id)
+        self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
+        return self
+
+    def start_orchestrator(self, ports: dict[str, int] | None = None) -> None:
+        """Start orchestratord on its state_dir; on `ports` (`http_port`, `control_port`)
+        when given (a restart answers where clients and pool managers look), else on
+        ports the kernel picks. Returns once it listens."""
         config = {
             "http_port": 0,
             "control_port": 0,
@@ -175,9 +186,11 @@ class Cluster:
             "state_dir": str(self.root / "orchestratord"),
             **self._link_settings(),
             **self.orchestrator,
+            **(ports or {}),
         }
         (self.root / "orchestratord.yaml").write_text(yaml.safe_dump(config))
         ready = self.root / "orchestratord.ready"
+        ready.unlink(missing_ok=True)
         self._spawn(
             "orchestratord",
             [
@@ -190,32 +203,38 @@ class Cluster:
                 str(ready),
             ],
         )
-        ports = wait_for(
+        listening = wait_for(
             lambda: ready.exists() and json.loads(ready.read_text()), "orchestratord to listen"
         )
-        self.url = f"http://127.0.0.1:{ports['http_port']}"
-        self.control = host_port(self.control_host, ports["control_port"])
-        for host_id in self.pools:
-            self.start_manager(host_id)
-        self.wait_ready([p["id"] for pools in self.pools.values() for p in pools])
-        return self
+        self.ports = {k: int(listening[k]) for k in ("http_port", "control_port")}
+        self.url = f"http://127.0.0.1:{self.ports['http_port']}"
+        self.control = host_port(self.control_host, self.ports["control_port"])
+
+    # -- crashes, for the recovery tests and the chaos harness ------------------------------
+
+    def kill(self, name: str) -> int:
+        """SIGKILL a daemon this cluster started (`orchestratord`, `pool-managerd-<host>`)
+        and reap it; its children (engines, workers) are left as a crash leaves them.
+        Returns its pid."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+        return process.pid
+
+    def restart_manager(self, host_id: str) -> None:
+        """Start a host's pool manager again on the same state_dir and config."""
+        name = f"pool-managerd-{host_id}"
+        assert self.processes[name].poll() is not None, f"{name} still runs"
+        self.start_manager(host_id)
 
     def restart_orchestrator(self, sig: int = signal.SIGKILL, timeout_s: float = 30.0) -> int:
-        """Stop the orchestrator with `sig` (SIGKILL: a crash) and start it again on the
-        same state directory and ports; its exit code."""
+        """Stop the orchestrator with `sig` (SIGKILL: a crash; nothing when it has exited
+        already, e.g. after `kill`) and start it again on the same state directory, config
+        and ports; the old process's exit code."""
         process = self.processes["orchestratord"]
-        process.send_signal(sig)
+        process.send_signal(sig)  # Popen: no effect once the process has been reaped
         code = process.wait(timeout=timeout_s)
-        config_path = self.root / "orchestratord.yaml"
-        config = yaml.safe_load(config_path.read_text())
-        config["http_port"] = int(self.url.rsplit(":", 1)[1])
-        config["control_port"] = int(self.control.rsplit(":", 1)[1])
-        config_path.write_text(yaml.safe_dump(config))
-        ready = self.root / "orchestratord.ready"
-        ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "orchestratord", "--config", str(config_path)]
-        self._spawn("orchestratord", [*argv, "--ready-file", str(ready)])
-        wait_for(lambda: ready.exists(), "orchestratord to listen again")
+        self.start_orchestrator(self.ports)
         return code
 
     def start_manager(self, host_id: str) -> None:
