@@ -146,3 +146,19 @@ def test_a_job_that_ended_before_a_restart_replays_whole_with_its_end(cluster: C
     assert [(e.id, e.name, e.data) for e in after] == [(e.id, e.name, e.data) for e in before]
     resumed = cluster.events(task_id, last_event_id=before[-2].id)
     assert [e.name for e in resumed] == ["end"]
+
+
+def test_after_a_restart_a_model_whose_pool_manager_has_not_rejoined_is_503_not_404(
+    cluster: Cluster,
+) -> None:
+    assert cluster.stop_process("pool-managerd-host-a") == 0
+    cluster.restart_orchestrator(signal.SIGKILL)
+
+    early = cluster.submit({"model": "default", "prompt": "early", "max_tokens": 4})
+    assert early.status_code == 503, early.text
+    assert early.json()["code"] == "POOL_UNREADY" and early.json()["retriable"] is True
+    assert int(early.headers["retry-after"]) >= 1
+
+    cluster.start_manager("host-a")
+    cluster.wait_ready(["tiny-a"])
+    assert _end_of(cluster, _submit(cluster, 4))["state"] == "completed"

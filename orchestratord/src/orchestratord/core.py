@@ -77,6 +77,7 @@ class Orchestrator:
         self.quotas = Quotas(config.api_keys)
         self.catalog = FleetCatalog(registry, Path(config.state_dir) / "catalog.sqlite")
         self.journal: Journal | None = None
+        self._restarted = (Path(config.state_dir) / "journal.sqlite").exists()
         if config.journal:
             store = SqliteJournal(
                 Path(config.state_dir) / "journal.sqlite", sync=config.journal_sync
@@ -247,6 +248,8 @@ class Orchestrator:
         journal = self.journal
         if journal is None:
             return
+        if self._restarted:
+            self.intake.restarted()
         journal.start()
         rows = await asyncio.to_thread(journal.store.unfinished)
         requeued = ended = 0

@@ -77,6 +77,14 @@ class Intake:
         self._metrics = metrics
         self._clock = clock
         self.deployments: DeploymentManager | None = None
+        # Right after a restart, a model no pool serves yet may be one whose pool manager
+        # has not dialled in again: 503 (retriable) until then (`restarted`), then 404.
+        self._joining_until = 0.0
+
+    def restarted(self) -> None:
+        """This start follows an earlier run (its journal exists): for two leases, a
+        model no pool serves yet is 503 POOL_UNREADY, not 404 MODEL_NOT_FOUND."""
+        self._joining_until = self._clock() + 2 * self._config.lease_ms / 1000.0
 
     def queue_depth(self) -> dict[str, int]:
         return {p: self._queue.lane_length(p) for p in ("interactive", "batch")}
@@ -219,6 +227,15 @@ class Intake:
         """A model with no pool yet: admitted when a deployment will load it (PLC-06)."""
         deployment = self.deployments.serving(spec.model) if self.deployments else None
         if deployment is None:
+            joining_s = self._joining_until - self._clock()
+            if joining_s > 0:  # just started: pool managers are still dialling in
+                raise ApiError(
+                    "POOL_UNREADY",
+                    f"no pool serves model {spec.model!r} yet: the orchestrator started "
+                    "moments ago and pool managers are still joining",
+                    retriable=True,
+                    retry_after_ms=max(1000, int(joining_s * 1000)),
+                )
             known = sorted(
                 {v.model_id for v in views} | {a for v in views for a in v.model_aliases}
             )
