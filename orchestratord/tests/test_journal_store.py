@@ -72,7 +72,8 @@ def test_pruning_forgets_ended_jobs_and_old_keys_but_not_unfinished_ones(tmp_pat
     key = IdempotencyRecord("s", "d", "a", 1000)
     store.write(WriteBatch([_accept("a", key), _accept("b")], [("a", [(0, "end", "{}")])], []))
     store.write(WriteBatch([], [], [StateChange("a", "completed", 1, None, None, 2000)]))
-    assert store.prune(3000) == 1
+    assert store.prune(3000, limit=10) == 1
+    assert store.prune(3000, limit=10) == 0
     assert store.task("a") is None and store.events("a", -1) == []
     assert store.idempotency("s", 0) is None
     assert [r.task_id for r in store.unfinished()] == ["b"]

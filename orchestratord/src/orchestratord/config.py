@@ -97,7 +97,7 @@ class OrchestratorConfig:
     # (24 h: as long as an Idempotency-Key is honoured). `journal_sync: full` adds an
     # fsync per commit (power loss); `normal` survives any crash of the process.
     journal: bool = True
-    journal_flush_ms: int = 50
+    journal_flush_ms: int = 1000  # running jobs' token events (an end carries its own)
     journal_sync: str = "normal"
     journal_retention_s: int = 86_400
     # SIGTERM (REL-06): stop admitting (503 SHUTTING_DOWN + Retry-After), give running

@@ -170,7 +170,6 @@ def _starlette(
             request.headers,
             wire,
             "v2-stream" if streamed else "v2",
-            digest_of=wire.model_dump_json(exclude_none=True),
             two_step=not streamed,
         )
         record = await orchestrator.submit(

@@ -339,7 +339,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             request.headers,
             task_request,
             route,
-            digest_of=body.model_dump_json(),
+            digest_of=body.model_dump_json,
             two_step=False,
             journaled=route != "embedding",
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from specs.api.models import TaskRequest
@@ -243,23 +243,28 @@ def submission_for(
     wire: TaskRequest,
     route: str,
     *,
-    digest_of: str,
     two_step: bool,
+    digest_of: Callable[[], str] | None = None,
     journaled: bool = True,
 ) -> Submission:
-    """How a request came in: its `Idempotency-Key`, its digest (route and `digest_of`,
-    the request in canonical form) and whether it runs on without a reader: always for
-    two-step submits, and when a stream asks with `X-Llorch-On-Disconnect: continue`
-    (`cancel`, the default for one-round-trip streams, ends it after the disconnect
-    grace)."""
+    """How a request came in: its `Idempotency-Key` and the request's digest (route and
+    `digest_of()`, the request in canonical form; by default the wire form; computed only
+    when a key came), and whether it runs on without a reader: always for two-step
+    submits, and when a stream asks with `X-Llorch-On-Disconnect: continue` (`cancel`,
+    the default for one-round-trip streams, ends it after the disconnect grace)."""
     on_disconnect = headers.get(ON_DISCONNECT, "").strip().lower()
     if on_disconnect not in ("", "continue", "cancel"):
         raise _invalid("X-Llorch-On-Disconnect", "must be continue or cancel")
-    digest = hashlib.sha256(f"{route}\n{digest_of}".encode()).hexdigest()
+    key = headers.get("idempotency-key")
+    wire_json = wire.model_dump_json(exclude_none=True) if journaled or key else ""
+    digest = ""
+    if key is not None:
+        canonical = digest_of() if digest_of is not None else wire_json
+        digest = hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
     return Submission(
-        wire=wire.model_dump_json(exclude_none=True) if journaled else "",
+        wire=wire_json if journaled else "",
         route=route,
-        idempotency_key=headers.get("idempotency-key"),
+        idempotency_key=key,
         digest=digest,
         detached=two_step or on_disconnect == "continue",
         client_task_id=wire.task_id is not None,

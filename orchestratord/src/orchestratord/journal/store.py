@@ -151,7 +151,9 @@ class JournalStore(Protocol):
 
     def idempotency(self, scope: str, since_ms: int) -> IdempotencyRecord | None: ...
 
-    def prune(self, before_ms: int) -> int: ...
+    def prune(self, before_ms: int, limit: int) -> int: ...
+
+    def checkpoint(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -191,6 +193,7 @@ class SqliteJournal:
             conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._sync}")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # `checkpoint`, off the event loop
             self._local.conn = conn
         return conn
 
@@ -282,16 +285,18 @@ class SqliteJournal:
         )
         return IdempotencyRecord(*row) if row is not None else None
 
-    def prune(self, before_ms: int) -> int:
-        """Forget jobs that ended before `before_ms`, their events, and older keys."""
+    def prune(self, before_ms: int, limit: int) -> int:
+        """Forget up to `limit` jobs that ended before `before_ms`, their events, and
+        keys older than that; how many jobs were forgotten."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             old = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT task_id FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ?",
-                    (before_ms,),
+                    "SELECT task_id FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ? "
+                    "LIMIT ?",
+                    (before_ms, limit),
                 )
             ]
             conn.executemany("DELETE FROM event_batches WHERE task_id = ?", [(t,) for t in old])
@@ -302,6 +307,10 @@ class SqliteJournal:
             conn.execute("ROLLBACK")
             raise
         return len(old)
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database (PASSIVE: writers go on meanwhile)."""
+        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
