@@ -191,6 +191,16 @@ def test_a_drain_can_be_undone_while_it_waits_for_jobs_and_after_it_stopped_the_
     assert cluster.worker_pids(HOST, "d1") == []
     refused = cluster.submit(pinned_job("default", "d1"))
     assert refused.status_code == 503 and refused.json()["code"] == "POOL_UNREADY"
+    # Work for the model whose only pool is drained is refused at once, not queued
+    # until max_queue_wait_ms (issue 11: /v2/tasks and /v1/completions hung 300 s).
+    with cluster.client() as client:
+        for path, body in (
+            ("/v2/tasks", {"model": "default", "prompt": "x", "max_tokens": 4}),
+            ("/v1/completions", {"model": "default", "prompt": "x", "max_tokens": 4}),
+        ):
+            answer = client.post(path, json=body)
+            assert answer.status_code == 503, (path, answer.text)
+            assert "POOL_UNREADY" in answer.text and int(answer.headers["retry-after"]) >= 1
     assert cluster.stream_pinned("d2", model="other")[-1].name == "end"  # work goes elsewhere
     misused = llorch_pools(cluster, "undrain", "d1", "--deadline-ms", "5")
     assert misused.returncode == 2 and "--deadline-ms is for drain only" in misused.stderr
