@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from adapter_host import AdapterHost
+from worker_adapters import GenerateRequest, Sampling
 
 from orchestratord.admission import TaskQueue
 from orchestratord.catalog import FleetCatalog
@@ -44,7 +45,7 @@ from orchestratord.journal import Journal, SqliteJournal
 from orchestratord.journal.recovery import EndRestarted, ended_record, plan, restart_error
 from orchestratord.journal.store import IdempotencyRecord, JournaledTask
 from orchestratord.metrics import Metrics
-from orchestratord.placement import PoolView
+from orchestratord.placement import JobNeeds, PoolView
 from orchestratord.quotas import Quotas
 from orchestratord.registry import PoolRegistry
 from orchestratord.sessions import SessionOptions, SessionStore
@@ -144,7 +145,7 @@ class Orchestrator:
         self.intake.deployments = manager
 
     def queue_depth(self) -> dict[str, int]:
-        return {p: self._queue.lane_length(p) for p in ("interactive", "batch")}
+        return self.intake.queue_depth()
 
     def queued_for(self, models: frozenset[str]) -> int:
         return self.intake.queued_for(models)
@@ -298,10 +299,8 @@ class Orchestrator:
 
     @staticmethod
     def _placeholder_spec(row: JournaledTask) -> TaskSpec:
-        from worker_adapters import GenerateRequest, Sampling
-
-        from orchestratord.placement import JobNeeds
-
+        """A journaled job's spec when its request cannot be read back (only to end it
+        and answer for it)."""
         return TaskSpec(
             task_id=row.task_id,
             model="",

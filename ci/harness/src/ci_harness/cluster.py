@@ -62,16 +62,16 @@ class Event:
     data: dict[str, Any]
 
 
-def parse_events(lines: Iterator[str]) -> Iterator[Event]:
-    """Parse SSE lines; comments are skipped; every event must carry an id."""
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[int | None, str, Any]]:
+    """SSE lines as (id or None, name, decoded JSON data), as they arrive; comments
+    (heart-beats) are skipped."""
     event_id: int | None = None
     name = "message"
     data: list[str] = []
     for line in lines:
         if not line:
             if data:
-                assert event_id is not None, "an event without id"
-                yield Event(event_id, name, json.loads("\n".join(data)))
+                yield event_id, name, json.loads("\n".join(data))
             event_id, name, data = None, "message", []
         elif line.startswith(":"):
             continue
@@ -84,6 +84,13 @@ def parse_events(lines: Iterator[str]) -> Iterator[Event]:
                 name = value
             elif key == "data":
                 data.append(value)
+
+
+def parse_events(lines: Iterator[str]) -> Iterator[Event]:
+    """Parse SSE lines; comments are skipped; every event must carry an id."""
+    for event_id, name, data in sse_events(lines):
+        assert event_id is not None, "an event without id"
+        yield Event(event_id, name, data)
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:

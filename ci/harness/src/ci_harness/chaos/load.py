@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from ci_harness.chaos.history import History
+from ci_harness.cluster import sse_events as cluster_sse_events
 
 __all__ = ["TERMINAL", "TIMEOUT", "JobPlan", "LoadGenerator", "json_of", "plan_job", "sse_events"]
 
@@ -450,27 +451,8 @@ def _task_of_v1(chunk_id: Any) -> str | None:
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     """SSE events as {id, name, data} as they arrive; comments (heart-beats) skipped."""
-    event_id: int | None = None
-    name, data = "message", list[str]()
-    for line in lines:
-        if not line:
-            if data:
-                yield {"id": event_id, "name": name, "data": json.loads("\n".join(data))}
-            event_id, name, data = None, "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            key, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if key == "id":
-                event_id = int(value)
-            elif key == "event":
-                name = value
-            elif key == "data":
-                data.append(value)
-
-
-# -- the generator -----------------------------------------------------------------------------
+    for event_id, name, data in cluster_sse_events(lines):
+        yield {"id": event_id, "name": name, "data": data}
 
 
 class LoadGenerator:
