@@ -34,8 +34,9 @@ def test_a_docker_container_gets_gpus_loopback_ports_mounts_and_the_key_by_name_
     assert "127.0.0.1:18000:8000" in argv and "--ipc=host" in argv
     profile = ENGINES["vllm"].container
     assert profile is not None and profile.cache_path is not None
-    image_cache = profile.cache_path  # where the vLLM image keeps its cache (not a host path)
+    image_cache = profile.cache_path  # where the container keeps its cache (not a host path)
     assert f"/c:{image_cache}" in argv and "/m:/models:ro" in argv
+    assert f"HF_HOME={image_cache}" in argv  # vLLM is pointed at the mounted cache
     assert argv[argv.index("-e") : argv.index("-e") + 2] == ("-e", "VLLM_API_KEY")
     assert all(KEY not in part for part in argv)
     assert command.env == {"VLLM_API_KEY": KEY}

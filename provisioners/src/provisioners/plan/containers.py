@@ -62,6 +62,8 @@ def container_run(tool: str, image: str, engine: str, launch: ContainerLaunch) -
             raise ValueError(f"{engine} has no API key support; keep it on loopback instead")
         argv += ["-e", profile.api_key_env]  # the name only: the value travels in env
         env[profile.api_key_env] = launch.api_key
+    if launch.cache_dir is not None and container.cache_env is not None:
+        argv += ["-e", f"{container.cache_env}={container.cache_path}"]  # the mounted cache
     return LaunchCommand((*argv, image), env)
 
 

@@ -85,11 +85,14 @@ class PackageProfile:
 
 @dataclass(frozen=True, slots=True)
 class ContainerProfile:
-    """A pinned image and where, inside it, the server listens and keeps its cache."""
+    """A pinned image and where, inside it, the server listens and keeps its cache
+    (`cache_env`: the variable that points the server at `cache_path`, when the image's
+    own default is elsewhere)."""
 
     image: str
     ports: Mapping[str, int]
     cache_path: str | None = None
+    cache_env: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,8 @@ ENGINES: Mapping[str, EngineProfile] = _profiles(
         container=ContainerProfile(
             "docker.io/vllm/vllm-openai:v0.11.0",
             MappingProxyType({"http": 8000}),
-            "/root/.cache/huggingface",  # inside the image (root's HF cache), not a host path
+            "/hf-cache",  # inside the container
+            cache_env="HF_HOME",
         ),
     ),
     EngineProfile(
