@@ -71,6 +71,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import uvloop
+import yaml
 from ci_harness.fleet import Fleet, unavailable
 
 from bench._harness import (
@@ -435,6 +436,80 @@ def comparison_table(pairs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compare_baseline(
+    rows: list[dict[str, Any]], runs: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Each llorch system beside its `--baseline` twin (`base-*`), per scenario and
+    concurrency: CPU per event and tokens/s as ratios now / baseline, from the medians of
+    the rounds and `paired` (the median over rounds of the round's own ratio: the twins
+    run in the same round, so load that drifts between rounds cancels out)."""
+    index = {(r["scenario"], r["concurrency"], r["system"]): r for r in rows}
+    by_round: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        key = (run["scenario"], run["concurrency"], run["round"])
+        by_round.setdefault(key, {})[run["system"]] = run
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        twin = BASELINE.get(row["system"], "")
+        base = index.get((row["scenario"], row["concurrency"], twin))
+        if base is None:
+            continue
+        rounds = [g for k, g in by_round.items() if k[:2] == (row["scenario"], row["concurrency"])]
+        paired: dict[str, float | None] = {}
+        for field in ("cpu_us_per_event", "tokens_per_s"):
+            paired[field] = median(
+                [
+                    _ratio(seen[row["system"]][field], seen[twin], field)
+                    for seen in rounds
+                    if row["system"] in seen and twin in seen
+                ]
+            )
+        out.append(
+            {
+                "scenario": row["scenario"],
+                "concurrency": row["concurrency"],
+                "system": row["system"],
+                "baseline": twin,
+                "cpu_us_per_event": row["cpu_us_per_event"],
+                "cpu_us_per_event_baseline": base["cpu_us_per_event"],
+                "cpu_ratio": _ratio(row["cpu_us_per_event"], base, "cpu_us_per_event"),
+                "cpu_ratio_paired": paired["cpu_us_per_event"],
+                "tokens_per_s": row["tokens_per_s"],
+                "tokens_per_s_baseline": base["tokens_per_s"],
+                "tokens_ratio": _ratio(row["tokens_per_s"], base, "tokens_per_s"),
+                "tokens_ratio_paired": paired["tokens_per_s"],
+            }
+        )
+    return out
+
+
+def baseline_table(pairs: list[dict[str, Any]], rev: str | None) -> str:
+    if not pairs:
+        return ""
+    header = (
+        f"{'system':<15}{'c':>4}{'CPU us/ev':>11}{'base':>8}{'ratio':>8}{'paired':>8}"
+        f"{'tok/s':>10}{'base':>10}{'ratio':>8}{'paired':>8}"
+    )
+    lines = [
+        "",
+        f"now vs --baseline {rev} (base-*): ratios now / baseline, from the medians of the "
+        "rounds; paired = median of each round's own ratio",
+    ]
+    last = None
+    for pair in pairs:
+        if pair["scenario"] != last:
+            lines += ["", f"scenario {pair['scenario']}", header, "-" * len(header)]
+            last = pair["scenario"]
+        lines.append(
+            f"{pair['system']:<15}{pair['concurrency']:>4}"
+            f"{_fmt(pair['cpu_us_per_event']):>11}{_fmt(pair['cpu_us_per_event_baseline']):>8}"
+            f"{_fmt(pair['cpu_ratio'], 3):>8}{_fmt(pair['cpu_ratio_paired'], 3):>8}"
+            f"{_fmt(pair['tokens_per_s'], 0):>10}{_fmt(pair['tokens_per_s_baseline'], 0):>10}"
+            f"{_fmt(pair['tokens_ratio'], 3):>8}{_fmt(pair['tokens_ratio_paired'], 3):>8}"
+        )
+    return "\n".join(lines)
+
+
 def _yes(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
@@ -557,7 +632,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline",
         metavar="REV",
-        help="also run the llorch systems with orchestratord at git revision REV (before/after)",
+        help="also run the llorch systems with orchestratord at git revision REV (before/after); "
+        "`.`: the working tree (with --baseline-config: the cost of a setting)",
+    )
+    parser.add_argument(
+        "--baseline-config",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="orchestratord setting of the baseline only (YAML value), e.g. journal=false",
     )
     parser.add_argument("--llorch-log-level", default="INFO")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -620,8 +703,12 @@ def main(argv: list[str] | None = None) -> int:
                 logs,
                 slots=args.slots,
                 log_level=args.llorch_log_level,
-                source=baseline_tree(args.baseline),
+                source=None if args.baseline == "." else baseline_tree(args.baseline),
                 name="-base",
+                orchestrator={
+                    key: yaml.safe_load(value)
+                    for key, _, value in (item.partition("=") for item in args.baseline_config)
+                },
             )
             procs.append(baseline)
             engines.append(baseline.engine_url)
@@ -661,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = loadavg()
     rows = summarize(result["runs"])
     pairs = compare_netns(rows, result["runs"])
+    against_baseline = compare_baseline(rows, result["runs"])
     report = {
         **report_head("gateway_overhead", started, load_before, load_after),
         "method": {
@@ -682,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": result["scenarios"],
         "summary": rows,
         "netns_comparison": pairs,
+        "baseline_comparison": against_baseline,
         "runs": result["runs"],
         "engine_stats": stats,
     }
@@ -690,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, result["scenarios"]))
     if pairs:
         print(comparison_table(pairs))
+    if against_baseline:
+        print(baseline_table(against_baseline, args.baseline))
     print(
         f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
         f"{report['elapsed_s']:.0f} s; JSON: {args.out}"

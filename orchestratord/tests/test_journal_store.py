@@ -1,34 +1,65 @@
-"""The journal's SQLite store and the restart plan (REL-01..03): one terminal state per
-job, events kept in order without duplicates, idempotency keys within retention, pruning,
-and what a restart does with queued and running jobs."""
+"""The journal's log and its SQLite index, and the restart plan (REL-01..03): one terminal
+state per job, events kept in order without duplicates and read back from the log,
+idempotency keys within retention, pruning (rows and log files), what a crash leaves
+in the log only, and what a restart does with queued and running jobs."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
-from orchestratord.journal.recovery import EndRestarted, Requeue, plan, restart_error
-from orchestratord.journal.store import (
+import pytest
+from orchestratord.journal.log import JournalLog
+from orchestratord.journal.records import (
     Accepted,
+    Event,
     IdempotencyRecord,
-    SqliteJournal,
+    JournaledTask,
     StateChange,
     WriteBatch,
 )
-from orchestratord.journal.writer import EVENT_ID_GAP
+from orchestratord.journal.recovery import EndRestarted, Requeue, plan, restart_error
+from orchestratord.journal.store import JournalFormatError, SqliteJournal
+from orchestratord.journal.writer import EVENT_ID_GAP, Journal
 
 
 def _accept(task_id: str, key: IdempotencyRecord | None = None) -> Accepted:
     return Accepted(task_id, '{"model":"m"}', "v2", "client-a", "corr", True, 1000, key)
 
 
-def _store(tmp_path: Path) -> SqliteJournal:
-    return SqliteJournal(tmp_path / "journal.sqlite")
+class _Files:
+    """A journal's log and store in `tmp_path`, written the way `Journal` writes them."""
+
+    def __init__(self, root: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.root = root
+        self.log = JournalLog(root / "journal.log", max_bytes=max_bytes)
+        self.store = SqliteJournal(root / "journal.sqlite")
+        self.journal = Journal(self.store, self.log)
+
+    def write(self, *batches: WriteBatch, index: bool = True) -> None:
+        located = [self.log.append(b) for b in batches]
+        if index:
+            self.store.apply(located, self.log.position)
+
+    def events(self, task_id: str, after_id: int = -1) -> list[Event]:
+        return self.journal._events(task_id, after_id)
+
+    def close(self) -> None:
+        self.log.close()
+        self.store.close()
+
+
+def _row(files: _Files, task_id: str) -> JournaledTask:
+    row = files.store.task(task_id)
+    assert row is not None
+    return row
 
 
 def test_an_accepted_job_is_unfinished_and_queued_until_it_changes(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    store.write(WriteBatch([_accept("a"), _accept("b")], [], []))
-    rows = store.unfinished()
+    files = _Files(tmp_path)
+    files.write(WriteBatch([_accept("a"), _accept("b")], [], []))
+    rows = files.store.unfinished()
     assert [(r.task_id, r.state, r.last_event_id) for r in rows] == [
         ("a", "queued", -1),
         ("b", "queued", -1),
@@ -37,74 +68,131 @@ def test_an_accepted_job_is_unfinished_and_queued_until_it_changes(tmp_path: Pat
 
 
 def test_only_the_first_terminal_state_of_a_job_is_kept(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    store.write(WriteBatch([_accept("a")], [], [StateChange("a", "running", 1, "p1", 5)]))
+    files = _Files(tmp_path)
+    files.write(WriteBatch([_accept("a")], [], [StateChange("a", "running", 1, "p1", 5)]))
     done = StateChange("a", "completed", 1, "p1", 5, 9, None, '{"tokens_out":3}', 2, 3, "stop")
     late = StateChange("a", "failed", 1, "p1", 5, 10, '{"code":"X"}')
-    store.write(WriteBatch([], [], [done, late]))
-    row = store.task("a")
-    assert row is not None and row.state == "completed" and row.error is None
+    files.write(WriteBatch([], [], [done]), WriteBatch([], [], [late]))
+    files.write(WriteBatch([], [], [late]))
+    row = _row(files, "a")
+    assert row.state == "completed" and row.error is None
     assert row.end_json == '{"tokens_out":3}' and row.finished_ms == 9
-    assert store.unfinished() == []
+    assert files.store.unfinished() == []
 
 
-def test_events_are_kept_in_order_once_each(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    store.write(WriteBatch([_accept("a")], [("a", [(1, "token", "x"), (0, "started", "{}")])], []))
-    store.write(WriteBatch([], [("a", [(1, "token", "x"), (2, "token", "y")])], []))
-    assert store.events("a", -1) == [(0, "started", "{}"), (1, "token", "x"), (2, "token", "y")]
-    assert store.events("a", 1) == [(2, "token", "y")]
-    row = store.task("a")
-    assert row is not None and row.last_event_id == 2
+def test_a_job_accepted_and_ended_in_one_transaction_keeps_its_first_end(tmp_path: Path) -> None:
+    files = _Files(tmp_path)
+    running = StateChange("a", "running", 1, "p1", 5)
+    done = StateChange("a", "completed", 1, "p1", 5, 9, None, "{}", 2, 3, "stop")
+    late = StateChange("a", "failed", 1, "p1", 5, 10, '{"code":"X"}')
+    files.write(WriteBatch([_accept("a")], [], [running]), WriteBatch([], [], [done, late]))
+    row = _row(files, "a")
+    assert (row.state, row.finished_ms, row.tokens_out, row.started_ms) == ("completed", 9, 3, 5)
+
+
+def test_events_are_read_back_from_the_log_in_order_once_each(tmp_path: Path) -> None:
+    files = _Files(tmp_path)
+    files.write(
+        WriteBatch(
+            [_accept("a"), _accept("b")], [("a", [(1, "token", "x"), (0, "started", "{}")])], []
+        )
+    )
+    files.write(
+        WriteBatch(
+            [],
+            [("b", [(0, "started", "{}")]), ("a", [(1, "token", "x"), (2, "token", "y")])],
+            [],
+        )
+    )
+    assert files.events("a") == [(0, "started", "{}"), (1, "token", "x"), (2, "token", "y")]
+    assert files.events("a", 1) == [(2, "token", "y")]
+    assert files.events("b") == [(0, "started", "{}")]
+    assert _row(files, "a").last_event_id == 2
 
 
 def test_an_idempotency_key_is_found_within_retention_only(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+    files = _Files(tmp_path)
     key = IdempotencyRecord("client-a\x00k1", "digest", "a", 1000)
-    store.write(WriteBatch([_accept("a", key)], [], []))
-    assert store.idempotency("client-a\x00k1", 500) == key
-    assert store.idempotency("client-a\x00k1", 1001) is None
-    assert store.idempotency("client-b\x00k1", 0) is None
+    files.write(WriteBatch([_accept("a", key)], [], []))
+    assert files.store.idempotency("client-a\x00k1", 500) == key
+    assert files.store.idempotency("client-a\x00k1", 1001) is None
+    assert files.store.idempotency("client-b\x00k1", 0) is None
 
 
-def test_pruning_forgets_ended_jobs_and_old_keys_but_not_unfinished_ones(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_pruning_forgets_ended_jobs_old_keys_and_the_log_files_no_kept_job_needs(
+    tmp_path: Path,
+) -> None:
+    files = _Files(tmp_path, max_bytes=1)  # a file per record
     key = IdempotencyRecord("s", "d", "a", 1000)
-    store.write(WriteBatch([_accept("a", key), _accept("b")], [("a", [(0, "end", "{}")])], []))
-    store.write(WriteBatch([], [], [StateChange("a", "completed", 1, None, None, 2000)]))
-    assert store.prune(3000, limit=10) == 1
-    assert store.prune(3000, limit=10) == 0
-    assert store.task("a") is None and store.events("a", -1) == []
-    assert store.idempotency("s", 0) is None
-    assert [r.task_id for r in store.unfinished()] == ["b"]
+    files.write(WriteBatch([_accept("a", key)], [("a", [(0, "end", "{}")])], []))
+    files.write(WriteBatch([], [], [StateChange("a", "completed", 1, None, None, 2000)]))
+    files.write(WriteBatch([_accept("b")], [("b", [(0, "started", "{}")])], []))
+    files.write(WriteBatch([_accept("c")], [], []))
+    logs = sorted((tmp_path / "journal.log").iterdir())
+    assert len(logs) == 4
+
+    pruned = asyncio.run(files.journal.prune(3000))
+
+    assert pruned == 1
+    assert files.store.task("a") is None and files.events("a") == []
+    assert files.store.idempotency("s", 0) is None
+    assert [r.task_id for r in files.store.unfinished()] == ["b", "c"]
+    assert sorted((tmp_path / "journal.log").iterdir()) == logs[2:]  # from b's acceptance on
+    assert files.events("b") == [(0, "started", "{}")]
 
 
-def test_the_journal_survives_reopening(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    store.write(WriteBatch([_accept("a")], [("a", [(0, "started", "{}")])], []))
-    store.close()
-    again = _store(tmp_path)
-    row = again.task("a")
-    assert row is not None and row.last_event_id == 0
+def test_records_a_crash_left_in_the_log_only_are_indexed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    files = _Files(tmp_path)
+    files.write(WriteBatch([_accept("a")], [("a", [(0, "started", "{}")])], []))
+    files.write(
+        WriteBatch(
+            [_accept("b")], [("a", [(1, "token", "x")])], [StateChange("a", "running", 1, "p")]
+        ),
+        index=False,  # the crash came before the store took it
+    )
+    files.close()
+    with (tmp_path / "journal.log" / "000000000001.log").open("ab") as torn:
+        torn.write(b"\x40\x00\x00\x00\x00\x00")  # half a record: a write cut by the crash
+
+    again = _Files(tmp_path)
+    asyncio.run(again.journal.start())
+
+    assert [(r.task_id, r.state) for r in again.store.unfinished()] == [
+        ("a", "running"),
+        ("b", "queued"),
+    ]
+    assert again.events("a") == [(0, "started", "{}"), (1, "token", "x")]
+    asyncio.run(again.journal.start())  # nothing is indexed twice
+    assert len(again.store.unfinished()) == 2 and len(again.events("a")) == 2
+
+
+def test_a_journal_of_another_layout_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE tasks (seq INTEGER PRIMARY KEY)")
+    with pytest.raises(JournalFormatError, match="move it"):
+        SqliteJournal(path)
 
 
 def test_a_restart_requeues_queued_jobs_after_their_events(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    store.write(WriteBatch([_accept("a")], [("a", [(0, "started", "{}")])], []))
-    (row,) = store.unfinished()
+    files = _Files(tmp_path)
+    files.write(WriteBatch([_accept("a")], [("a", [(0, "started", "{}")])], []))
+    (row,) = files.store.unfinished()
     assert plan(row) == Requeue(1)
 
 
 def test_a_restart_ends_running_jobs_typed_past_any_id_a_client_saw(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    store.write(
+    files = _Files(tmp_path)
+    files.write(
         WriteBatch(
             [_accept("a")],
             [("a", [(0, "started", "{}"), (1, "token", "x")])],
             [StateChange("a", "running", 2, "pool-7")],
         )
     )
-    (row,) = store.unfinished()
+    (row,) = files.store.unfinished()
     assert plan(row) == EndRestarted(1 + EVENT_ID_GAP)
     error = restart_error(row)
     assert error.code == "ORCHESTRATOR_RESTART" and error.retriable

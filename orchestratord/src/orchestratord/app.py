@@ -29,9 +29,12 @@ from orchestratord.control_link import ControlCommands, ControlLinkServicer
 from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
 from orchestratord.http.app import build_app
+from orchestratord.http.openai import journaled_spec
 from orchestratord.http.timeouts import guarded_protocol
 from orchestratord.http.translate import spec_from_journal
+from orchestratord.journal.records import JournaledTask
 from orchestratord.registry import PoolRegistry
+from orchestratord.tasks import TaskSpec
 
 __all__ = ["Services", "build", "serve"]
 
@@ -102,7 +105,7 @@ def build(config: OrchestratorConfig) -> Services:
         on_host_lost=on_host_lost,
     )
     orchestrator = Orchestrator(config, registry, host)
-    orchestrator.rebuild = spec_from_journal
+    orchestrator.rebuild = _journaled_spec
     holder.append(orchestrator)
     control = ControlLinkServicer(
         registry,
@@ -242,3 +245,11 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
     await services.host.close()
     log.info("orchestratord stopped")
     return 0
+
+
+def _journaled_spec(row: JournaledTask) -> TaskSpec:
+    """A journaled job's spec: the facade's requests are kept as they came (OpenAI's
+    form), the others as `TaskRequest`."""
+    if row.route in ("chat", "completion"):
+        return journaled_spec(row)
+    return spec_from_journal(row)

@@ -41,9 +41,9 @@ from orchestratord.jobs.dispatch import Dispatcher
 from orchestratord.jobs.idempotency import IdempotencyKeys, key_scope
 from orchestratord.jobs.intake import Intake
 from orchestratord.jobs.ledger import Ledger, task_fields, wall_ms
-from orchestratord.journal import Journal, SqliteJournal
+from orchestratord.journal import Journal, JournalLog, SqliteJournal
+from orchestratord.journal.records import IdempotencyRecord, JournaledTask
 from orchestratord.journal.recovery import EndRestarted, ended_record, plan, restart_error
-from orchestratord.journal.store import IdempotencyRecord, JournaledTask
 from orchestratord.metrics import Metrics
 from orchestratord.placement import JobNeeds, PoolView
 from orchestratord.quotas import Quotas
@@ -80,10 +80,10 @@ class Orchestrator:
         self.journal: Journal | None = None
         self._restarted = (Path(config.state_dir) / "journal.sqlite").exists()
         if config.journal:
-            store = SqliteJournal(
-                Path(config.state_dir) / "journal.sqlite", sync=config.journal_sync
-            )
-            self.journal = Journal(store, flush_ms=config.journal_flush_ms)
+            state_dir = Path(config.state_dir)
+            store = SqliteJournal(state_dir / "journal.sqlite", sync=config.journal_sync)
+            journal_log = JournalLog(state_dir / "journal.log", sync=config.journal_sync == "full")
+            self.journal = Journal(store, journal_log, flush_ms=config.journal_flush_ms)
         # Rebuilds a journaled job's spec from its wire form (set by the HTTP layer).
         self.rebuild: Callable[[JournaledTask], TaskSpec] | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -251,8 +251,8 @@ class Orchestrator:
             return
         if self._restarted:
             self.intake.restarted()
-        journal.start()
-        rows = await asyncio.to_thread(journal.store.unfinished)
+        await journal.start()
+        rows = await journal.unfinished()
         requeued = ended = 0
         for row in rows:
             events = await journal.events(row.task_id, -1)

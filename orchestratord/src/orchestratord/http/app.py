@@ -7,6 +7,7 @@ Every error is the API-07 envelope; unknown routes are 404 `NOT_FOUND`, wrong me
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -152,13 +153,23 @@ class DataPlane:
         await response(scope, receive, send)
 
 
+def _wire_text(body: bytes, wire: TaskRequest) -> str:
+    """The request as the journal keeps it: the body as it came (it parsed as a
+    `TaskRequest`, so it reads back as one), else encoded again."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return wire.model_dump_json(exclude_none=True)
+
+
 def _starlette(
     orchestrator: Orchestrator, deployments: DeploymentManager, commands: ControlCommands
 ) -> Starlette:
     config = orchestrator.config
 
     async def submit_task(request: Request) -> Response:
-        wire = _parse_task(await read_json_body(request, config.max_body_bytes))
+        body = await read_json_body(request, config.max_body_bytes)
+        wire = _parse_task(body)
         spec = task_from_wire(
             wire,
             correlation_id=_correlation_id(request),
@@ -171,6 +182,7 @@ def _starlette(
             wire,
             "v2-stream" if streamed else "v2",
             two_step=not streamed,
+            wire_text=functools.partial(_wire_text, body, wire),
         )
         record = await orchestrator.submit(
             spec, submission, trace_parent=client_trace(request.headers)

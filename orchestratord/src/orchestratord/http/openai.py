@@ -40,10 +40,11 @@ from orchestratord.http.body import read_json_body
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
+from orchestratord.journal.records import JournaledTask
 from orchestratord.logprobs import CompletionLogprobs
-from orchestratord.tasks import TaskRecord
+from orchestratord.tasks import TaskRecord, TaskSpec
 
-__all__ = ["openai_routes"]
+__all__ = ["journaled_spec", "openai_routes"]
 
 DEFAULT_MAX_TOKENS = 256
 _ERROR_TYPES = {
@@ -87,6 +88,34 @@ def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
         return model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise _invalid(exc) from None
+
+
+def _raw_text(raw: bytes, task_request: TaskRequest) -> str:
+    """The journal's copy of an OpenAI request: the body as it came (no second encoding
+    per job; `journaled_spec` translates it again after a restart)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:  # not JSON as OpenAI's clients send it: keep ours
+        return task_request.model_dump_json(exclude_none=True)
+
+
+def journaled_spec(row: JournaledTask) -> TaskSpec:
+    """A journaled facade job's spec, from its request as it came (`route` chat or
+    completion), translated as when it was accepted; same task id."""
+    task_request: TaskRequest
+    if row.route == "chat":
+        task_request = _task_request(_chat_wire(_parse(OpenAIChatRequest, row.wire.encode())))
+    else:
+        task_request = _task_request(
+            _completion_wire(_parse(OpenAICompletionRequest, row.wire.encode()))
+        )
+    return task_from_wire(
+        task_request.model_copy(update={"task_id": row.task_id}),
+        correlation_id=row.correlation_id,
+        max_prompt_bytes=1 << 62,  # checked when it was accepted
+        allow_embedding=True,
+        api_key=row.api_key,
+    )
 
 
 def _task_request(wire: dict[str, Any]) -> TaskRequest:
@@ -326,6 +355,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         body: pydantic.BaseModel,
         *,
         streamed: bool,
+        raw: bytes | None = None,
     ) -> TaskRecord:
         task_request = _task_request(wire)
         spec = task_from_wire(
@@ -339,6 +369,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             request.headers,
             task_request,
             route,
+            wire_text=None if raw is None else lambda: _raw_text(raw, task_request),
             digest_of=body.model_dump_json,
             two_step=False,
             journaled=route != "embedding",
@@ -369,7 +400,8 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         return run
 
     async def chat(request: Request) -> Response:
-        body: OpenAIChatRequest = _parse(OpenAIChatRequest, await body_of(request))
+        raw = await body_of(request)
+        body: OpenAIChatRequest = _parse(OpenAIChatRequest, raw)
         record = await admit(
             request,
             _chat_wire(body),
@@ -377,6 +409,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             "chat",
             body,
             streamed=bool(body.stream),
+            raw=raw,
         )
         if body.stream:
             options = body.stream_options
@@ -407,7 +440,8 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         )
 
     async def completions(request: Request) -> Response:
-        body: OpenAICompletionRequest = _parse(OpenAICompletionRequest, await body_of(request))
+        raw = await body_of(request)
+        body: OpenAICompletionRequest = _parse(OpenAICompletionRequest, raw)
         record = await admit(
             request,
             _completion_wire(body),
@@ -415,6 +449,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             "completion",
             body,
             streamed=bool(body.stream),
+            raw=raw,
         )
         if body.stream:
             options = body.stream_options

@@ -24,7 +24,7 @@ from orchestratord.admission.validate import (
     prompt_not_empty,
 )
 from orchestratord.errors import ApiError, Detail
-from orchestratord.journal.store import JournaledTask
+from orchestratord.journal.records import JournaledTask
 from orchestratord.placement import JobNeeds, Overrides
 from orchestratord.sessions import SessionOptions
 from orchestratord.stats import prefix_keys
@@ -244,6 +244,7 @@ def submission_for(
     route: str,
     *,
     two_step: bool,
+    wire_text: Callable[[], str] | None = None,
     digest_of: Callable[[], str] | None = None,
     journaled: bool = True,
 ) -> Submission:
@@ -251,24 +252,55 @@ def submission_for(
     `digest_of()`, the request in canonical form; by default the wire form; computed only
     when a key came), and whether it runs on without a reader: always for two-step
     submits, and when a stream asks with `X-Llorch-On-Disconnect: continue` (`cancel`,
-    the default for one-round-trip streams, ends it after the disconnect grace)."""
-    on_disconnect = headers.get(ON_DISCONNECT, "").strip().lower()
+    the default for one-round-trip streams, ends it after the disconnect grace).
+
+    What the journal keeps is `wire_text()` (the caller's JSON of the request, e.g. the
+    body as it came: no second encoding per job) or else `wire` encoded."""
+    on_disconnect, key = _submission_headers(headers)
     if on_disconnect not in ("", "continue", "cancel"):
         raise _invalid("X-Llorch-On-Disconnect", "must be continue or cancel")
-    key = headers.get("idempotency-key")
-    wire_json = wire.model_dump_json(exclude_none=True) if journaled or key else ""
+    canonical = ""
     digest = ""
     if key is not None:
-        canonical = digest_of() if digest_of is not None else wire_json
+        canonical = (
+            digest_of() if digest_of is not None else wire.model_dump_json(exclude_none=True)
+        )
         digest = hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
+    text = ""
+    if journaled:
+        if wire_text is not None:
+            text = wire_text()
+        elif digest_of is None and canonical:
+            text = canonical
+        else:
+            text = wire.model_dump_json(exclude_none=True)
     return Submission(
-        wire=wire_json if journaled else "",
+        wire=text,
         route=route,
         idempotency_key=key,
         digest=digest,
         detached=two_step or on_disconnect == "continue",
         client_task_id=wire.task_id is not None,
     )
+
+
+_ON_DISCONNECT_RAW = ON_DISCONNECT.encode()
+_IDEMPOTENCY_KEY_RAW = b"idempotency-key"
+
+
+def _submission_headers(headers: Mapping[str, str]) -> tuple[str, str | None]:
+    """`X-Llorch-On-Disconnect` (lowercased, "" when absent) and `Idempotency-Key`, in
+    one pass over the raw headers when they are Starlette's (a lookup each costs more)."""
+    raw: list[tuple[bytes, bytes]] | None = getattr(headers, "raw", None)
+    if raw is None:
+        return headers.get(ON_DISCONNECT, "").strip().lower(), headers.get("idempotency-key")
+    on_disconnect, key = "", None
+    for name, value in raw:  # ASGI servers give header names lowercased
+        if name == _ON_DISCONNECT_RAW:
+            on_disconnect = value.decode("latin-1").strip().lower()
+        elif name == _IDEMPOTENCY_KEY_RAW and key is None:
+            key = value.decode("latin-1")
+    return on_disconnect, key
 
 
 def spec_from_journal(row: JournaledTask) -> TaskSpec:

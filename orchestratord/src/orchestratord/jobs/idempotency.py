@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from orchestratord.errors import ApiError
-from orchestratord.journal.store import IdempotencyRecord
+from orchestratord.journal.records import IdempotencyRecord
 from orchestratord.journal.writer import Journal
 from orchestratord.tasks import TaskRecord
 

@@ -28,7 +28,7 @@ from orchestratord.events import EventLog
 from orchestratord.job_trace import JobTrace
 from orchestratord.jobs.dispatch import Dispatcher
 from orchestratord.jobs.ledger import Ledger, task_fields, wall_ms
-from orchestratord.journal.store import IdempotencyRecord
+from orchestratord.journal.records import IdempotencyRecord
 from orchestratord.journal.writer import Journal, JournalUnavailable
 from orchestratord.metrics import Metrics
 from orchestratord.placement import PoolView, Unplaceable, feasible_ever

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from orchestratord.events import EventLog
-from orchestratord.journal.store import Event, JournaledTask
+from orchestratord.journal.records import Event, JournaledTask
 from orchestratord.journal.writer import EVENT_ID_GAP
 from orchestratord.tasks import TaskError, TaskRecord, TaskSpec
 

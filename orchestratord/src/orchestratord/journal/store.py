@@ -1,13 +1,16 @@
-"""Where the journal keeps jobs: the `JournalStore` interface and its SQLite store.
+"""Where the journal finds jobs again: the `JournalStore` interface and its SQLite index.
 
-One row per accepted job (what it asked, in wire form, and where it stands), its SSE
-events (one row per batch the journal took: `id TAB name TAB data` lines, since event
-data is JSON, which has no raw tab or newline; a row per event cost ~10 µs of CPU per
-token), and its idempotency key. A batch of writes is one transaction. SQLite runs in
-WAL mode; `synchronous=NORMAL` keeps every committed batch across a crash of the
-process (SIGKILL included) and, on power loss, all but the last batches; `FULL` (the
-`journal_sync: full` setting) keeps those too, at one fsync per batch. A server database
-can take this store's place behind the same interface (`JournalStore`).
+The journal's log (`JournalLog`) holds every batch; the store indexes them, a log file at
+a time, in bulk (`apply`): one row per accepted job (what it asked, in wire form, and
+where it stands), one row per batch of its SSE events pointing at the log record that
+holds them (`EventSpan`: the events themselves are read from the log), and its
+idempotency key. It records how far into the log it has taken (`applied_position`), in
+the same transaction, so a restart hands it exactly what it lacks.
+
+SQLite runs in WAL mode; `synchronous=NORMAL` keeps every committed transaction across a
+crash of the process and, on power loss, all but the last; `FULL` (`journal_sync:
+full`) keeps those too. A server database can take this store's place behind the same
+interface.
 """
 
 from __future__ import annotations
@@ -15,26 +18,22 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = [
-    "Accepted",
-    "Event",
-    "IdempotencyRecord",
-    "JournalStore",
-    "JournaledTask",
-    "SqliteJournal",
-    "StateChange",
-    "WriteBatch",
-]
+from orchestratord.journal.records import (
+    EventSpan,
+    IdempotencyRecord,
+    JournaledTask,
+    Located,
+    StateChange,
+)
 
-Event = tuple[int, str, str]  # (id, name, data) of one SSE event
+__all__ = ["JournalFormatError", "JournalStore", "SqliteJournal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY,  -- acceptance order (no AUTOINCREMENT: one page write less)
+    seq INTEGER PRIMARY KEY,  -- acceptance order, given by the store (no AUTOINCREMENT)
     task_id TEXT NOT NULL UNIQUE,
     wire TEXT NOT NULL,
     route TEXT NOT NULL,
@@ -51,15 +50,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     end_json TEXT,
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
-    finish_reason TEXT
+    finish_reason TEXT,
+    log_file INTEGER NOT NULL  -- of its acceptance: the log is kept from the oldest job's
 );
-CREATE TABLE IF NOT EXISTS event_batches (
-    task_id TEXT NOT NULL,
+-- Keyed by the job's seq, which only grows: a new span lands on the last page.
+CREATE TABLE IF NOT EXISTS events (
+    task_seq INTEGER NOT NULL,
     first_id INTEGER NOT NULL,
     last_id INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (task_id, first_id)
-);
+    log_file INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    PRIMARY KEY (task_seq, first_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY,
     digest TEXT NOT NULL,
@@ -67,91 +69,44 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_ms);
+-- How far into the journal's log this store has taken: (file, end offset).
+CREATE TABLE IF NOT EXISTS applied (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    log_file INTEGER NOT NULL,
+    offset INTEGER NOT NULL
+);
 """
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    scope: str  # the client's key name and its Idempotency-Key
-    digest: str  # of the route and the request body
-    task_id: str
-    created_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    task_id: str
-    wire: str  # the request as `TaskRequest` JSON
-    route: str  # v2, v2-stream, chat, completion, embedding
-    api_key: str | None  # the key's name, never the key
-    correlation_id: str
-    detached: bool
-    created_ms: int
-    idempotency: IdempotencyRecord | None
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    task_id: str
-    state: str
-    attempts: int
-    pool_id: str | None
-    started_ms: int | None = None
-    finished_ms: int | None = None
-    error: str | None = None  # TaskError JSON
-    end_json: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    finish_reason: str | None = None
-
-
-@dataclass(slots=True)
-class WriteBatch:
-    accepted: list[Accepted]
-    events: list[tuple[str, Sequence[Event]]]
-    changes: list[StateChange]
-
-    def __bool__(self) -> bool:
-        return bool(self.accepted or self.events or self.changes)
-
-
-@dataclass(frozen=True, slots=True)
-class JournaledTask:
-    seq: int
-    task_id: str
-    wire: str
-    route: str
-    api_key: str | None
-    correlation_id: str
-    detached: bool
-    state: str
-    attempts: int
-    pool_id: str | None
-    created_ms: int
-    started_ms: int | None
-    finished_ms: int | None
-    error: str | None
-    end_json: str | None
-    tokens_in: int
-    tokens_out: int
-    finish_reason: str | None
-    last_event_id: int  # -1 when none
+_FORMAT = 3  # PRAGMA user_version of this layout
 
 
 class JournalStore(Protocol):
-    """Blocking calls; the journal's writer thread and `asyncio.to_thread` make them."""
+    """Blocking calls, made off the event loop (`asyncio.to_thread`), one writer at a
+    time (the journal serializes `apply` and `prune`)."""
 
-    def write(self, batch: WriteBatch) -> None: ...
+    def apply(self, located: Sequence[Located], position: tuple[int, int]) -> None:
+        """The log's batches up to `position` (log file, end offset), in one transaction
+        that records `position` as taken."""
+        ...
+
+    def applied_position(self) -> tuple[int, int]:
+        """How far into the log the store has taken: (0, 0) when nothing."""
+        ...
 
     def unfinished(self) -> list[JournaledTask]: ...
 
     def task(self, task_id: str) -> JournaledTask | None: ...
 
-    def events(self, task_id: str, after_id: int) -> list[Event]: ...
+    def event_spans(self, task_id: str, after_id: int) -> list[EventSpan]:
+        """Where the job's events after `after_id` are, in order."""
+        ...
 
     def idempotency(self, scope: str, since_ms: int) -> IdempotencyRecord | None: ...
 
     def prune(self, before_ms: int, limit: int) -> int: ...
+
+    def oldest_log_file(self) -> int | None:
+        """The log file of the oldest job kept (None: none): the log is kept from it."""
+        ...
 
     def checkpoint(self) -> None: ...
 
@@ -161,13 +116,19 @@ class JournalStore(Protocol):
 _TASK_COLUMNS = (
     "seq, task_id, wire, route, api_key, correlation_id, detached, state, attempts, pool_id, "
     "created_ms, started_ms, finished_ms, error, end_json, tokens_in, tokens_out, finish_reason, "
-    "(SELECT COALESCE(MAX(last_id), -1) FROM event_batches e WHERE e.task_id = tasks.task_id)"
+    "(SELECT COALESCE(MAX(last_id), -1) FROM events e WHERE e.task_seq = tasks.seq)"
 )
-
-
-def _event_row(task_id: str, events: Sequence[Event]) -> tuple[str, int, int, str]:
-    body = "\n".join([f"{i}\t{name}\t{data}" for i, name, data in events])
-    return task_id, min(e[0] for e in events), max(e[0] for e in events), body
+_INSERT_TASK = (
+    "INSERT OR IGNORE INTO tasks (seq, task_id, wire, route, api_key, correlation_id, detached, "
+    "state, attempts, pool_id, created_ms, started_ms, finished_ms, error, end_json, tokens_in, "
+    "tokens_out, finish_reason, log_file) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_TASK = (
+    "UPDATE tasks SET state = ?, attempts = ?, pool_id = ?, started_ms = COALESCE(?, started_ms), "
+    "finished_ms = ?, error = ?, end_json = ?, tokens_in = ?, tokens_out = ?, finish_reason = ? "
+    "WHERE task_id = ? AND finished_ms IS NULL"
+)
 
 
 def _task(row: tuple[object, ...]) -> JournaledTask:
@@ -176,16 +137,53 @@ def _task(row: tuple[object, ...]) -> JournaledTask:
     return JournaledTask(*values)  # type: ignore[arg-type]
 
 
+def _span(events: Sequence[tuple[int, str, str]]) -> tuple[int, int]:
+    first, last = events[0][0], events[-1][0]
+    if last - first + 1 == len(events):  # always, as the journal takes them
+        return first, last
+    ids = [e[0] for e in events]
+    return min(ids), max(ids)
+
+
+def _effective(changes: Sequence[StateChange]) -> dict[str, StateChange]:
+    """Each job's state after `changes` (whole snapshots, in order): its first end, else
+    its last change."""
+    latest: dict[str, StateChange] = {}
+    for change in changes:
+        seen = latest.get(change.task_id)
+        if seen is None or seen.finished_ms is None:
+            latest[change.task_id] = change
+    return latest
+
+
+class JournalFormatError(Exception):
+    """The journal was written in another layout (an older build)."""
+
+
 class SqliteJournal:
-    """The SQLite store. One connection per thread (the writer's, and readers')."""
+    """The SQLite index. One connection per thread (the writer's, and readers')."""
 
     def __init__(self, path: Path, *, sync: str = "normal") -> None:
         self._path = path
         self._sync = "FULL" if sync == "full" else "NORMAL"
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as conn:
-            conn.executescript(_SCHEMA)
+        conn = self._connection()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version != _FORMAT and tables:
+            raise JournalFormatError(
+                f"{path} is a job journal of layout {version}, this build keeps layout "
+                f"{_FORMAT}: move it (and journal.log beside it) away to start afresh"
+            )
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {_FORMAT}")
+        self._next_seq = self._max_seq(conn) + 1
+        self._seqs: dict[str, int] = {}  # seq of the jobs indexed and not ended
+
+    @staticmethod
+    def _max_seq(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()[0])
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -193,97 +191,100 @@ class SqliteJournal:
             conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._sync}")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # `checkpoint`, off the event loop
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # `checkpoint`, every few seconds
             self._local.conn = conn
         return conn
 
-    def write(self, batch: WriteBatch) -> None:
+    def _seq(self, conn: sqlite3.Connection, task_id: str) -> int | None:
+        seq = self._seqs.get(task_id)
+        if seq is None:  # a job indexed before a restart
+            row = conn.execute("SELECT seq FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            seq = self._seqs[task_id] = int(row[0])
+        return seq
+
+    # -- writes ------------------------------------------------------------------------
+
+    def apply(self, located: Sequence[Located], position: tuple[int, int]) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if batch.accepted:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO tasks (task_id, wire, route, api_key, correlation_id, "
-                    "detached, state, created_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                    [
-                        (a.task_id, a.wire, a.route, a.api_key, a.correlation_id, a.detached,
-                         a.created_ms)
-                        for a in batch.accepted
-                    ],
-                )  # fmt: skip
-                keys = [
-                    (i.scope, i.digest, i.task_id, i.created_ms)
-                    for a in batch.accepted
-                    if (i := a.idempotency) is not None
-                ]
-                if keys:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO idempotency (scope, digest, task_id, created_ms) "
-                        "VALUES (?, ?, ?, ?)",
-                        keys,
-                    )
-            if batch.events:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO event_batches (task_id, first_id, last_id, body) "
-                    "VALUES (?, ?, ?, ?)",
-                    [_event_row(task_id, events) for task_id, events in batch.events if events],
-                )
-            if batch.changes:
-                conn.executemany(
-                    "UPDATE tasks SET state = ?, attempts = ?, pool_id = ?, "
-                    "started_ms = COALESCE(?, started_ms), finished_ms = ?, error = ?, "
-                    "end_json = ?, tokens_in = ?, tokens_out = ?, finish_reason = ? "
-                    "WHERE task_id = ? AND finished_ms IS NULL",
-                    [
-                        (c.state, c.attempts, c.pool_id, c.started_ms, c.finished_ms, c.error,
-                         c.end_json, c.tokens_in, c.tokens_out, c.finish_reason, c.task_id)
-                        for c in batch.changes
-                    ],
-                )  # fmt: skip
+            ended = self._write(conn, located)
+            conn.execute(
+                "INSERT OR REPLACE INTO applied (one, log_file, offset) VALUES (1, ?, ?)",
+                position,
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            self._seqs.clear()  # some were given in the transaction rolled back
+            self._next_seq = self._max_seq(conn) + 1
             raise
+        for task_id in ended:
+            self._seqs.pop(task_id, None)
 
-    def unfinished(self) -> list[JournaledTask]:
-        rows = self._connection().execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE finished_ms IS NULL ORDER BY seq"
-        )
-        return [_task(row) for row in rows]
-
-    def task(self, task_id: str) -> JournaledTask | None:
-        row = (
-            self._connection()
-            .execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
-            .fetchone()
-        )
-        return _task(row) if row is not None else None
-
-    def events(self, task_id: str, after_id: int) -> list[Event]:
-        rows = self._connection().execute(
-            "SELECT body FROM event_batches WHERE task_id = ? AND last_id > ? ORDER BY first_id",
-            (task_id, after_id),
-        )
-        seen: dict[int, Event] = {}
-        for (body,) in rows:
-            for line in str(body).split("\n"):
-                event_id, name, data = line.split("\t", 2)
-                number = int(event_id)
-                if number > after_id and number not in seen:
-                    seen[number] = (number, name, data)
-        return [seen[i] for i in sorted(seen)]
-
-    def idempotency(self, scope: str, since_ms: int) -> IdempotencyRecord | None:
-        row = (
-            self._connection()
-            .execute(
-                "SELECT scope, digest, task_id, created_ms FROM idempotency "
-                "WHERE scope = ? AND created_ms >= ?",
-                (scope, since_ms),
+    def _write(self, conn: sqlite3.Connection, located: Sequence[Located]) -> list[str]:
+        """Index the batches; the jobs that ended in them."""
+        seqs = self._seqs
+        changes = _effective([c for item in located for c in item.batch.changes])
+        tasks = []
+        keys = []
+        for item in located:
+            for a in item.batch.accepted:
+                seq = self._next_seq
+                self._next_seq += 1
+                seqs[a.task_id] = seq
+                c = changes.pop(a.task_id, None)  # its state so far rides with its row
+                tasks.append(
+                    (seq, a.task_id, a.wire, a.route, a.api_key, a.correlation_id, a.detached)
+                    + (
+                        ("queued", 0, None, a.created_ms, None, None, None, None, 0, 0, None)
+                        if c is None
+                        else (c.state, c.attempts, c.pool_id, a.created_ms, c.started_ms,
+                              c.finished_ms, c.error, c.end_json, c.tokens_in, c.tokens_out,
+                              c.finish_reason)
+                    )
+                    + (item.log_file,)
+                )  # fmt: skip
+                if (i := a.idempotency) is not None:
+                    keys.append((i.scope, i.digest, i.task_id, i.created_ms))
+        if tasks:
+            conn.executemany(_INSERT_TASK, tasks)
+        if keys:
+            conn.executemany(
+                "INSERT OR REPLACE INTO idempotency (scope, digest, task_id, created_ms) "
+                "VALUES (?, ?, ?, ?)",
+                keys,
             )
-            .fetchone()
-        )
-        return IdempotencyRecord(*row) if row is not None else None
+        spans = []
+        for item in located:
+            for task_id, events in item.batch.events:
+                task_seq = self._seq(conn, task_id) if events else None
+                if task_seq is not None:
+                    spans.append((task_seq, *_span(events), item.log_file, item.offset))
+        if spans:
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (task_seq, first_id, last_id, log_file, offset) "
+                "VALUES (?, ?, ?, ?, ?)",
+                spans,
+            )
+        if changes:
+            conn.executemany(
+                _UPDATE_TASK,
+                [
+                    (c.state, c.attempts, c.pool_id, c.started_ms, c.finished_ms, c.error,
+                     c.end_json, c.tokens_in, c.tokens_out, c.finish_reason, c.task_id)
+                    for c in changes.values()
+                ],
+            )  # fmt: skip
+        return [
+            c.task_id for item in located for c in item.batch.changes if c.finished_ms is not None
+        ]
+
+    def applied_position(self) -> tuple[int, int]:
+        row = self._connection().execute("SELECT log_file, offset FROM applied").fetchone()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
     def prune(self, before_ms: int, limit: int) -> int:
         """Forget up to `limit` jobs that ended before `before_ms`, their events, and
@@ -292,15 +293,15 @@ class SqliteJournal:
         conn.execute("BEGIN IMMEDIATE")
         try:
             old = [
-                r[0]
+                (r[0],)
                 for r in conn.execute(
-                    "SELECT task_id FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ? "
+                    "SELECT seq FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ? "
                     "LIMIT ?",
                     (before_ms, limit),
                 )
             ]
-            conn.executemany("DELETE FROM event_batches WHERE task_id = ?", [(t,) for t in old])
-            conn.executemany("DELETE FROM tasks WHERE task_id = ?", [(t,) for t in old])
+            conn.executemany("DELETE FROM events WHERE task_seq = ?", old)
+            conn.executemany("DELETE FROM tasks WHERE seq = ?", old)
             conn.execute("DELETE FROM idempotency WHERE created_ms < ?", (before_ms,))
             conn.execute("COMMIT")
         except BaseException:
@@ -317,3 +318,46 @@ class SqliteJournal:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    # -- reads -------------------------------------------------------------------------
+
+    def unfinished(self) -> list[JournaledTask]:
+        rows = self._connection().execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE finished_ms IS NULL ORDER BY seq"
+        )
+        return [_task(row) for row in rows]
+
+    def task(self, task_id: str) -> JournaledTask | None:
+        row = (
+            self._connection()
+            .execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
+            .fetchone()
+        )
+        return _task(row) if row is not None else None
+
+    def event_spans(self, task_id: str, after_id: int) -> list[EventSpan]:
+        rows = self._connection().execute(
+            "SELECT e.first_id, e.last_id, e.log_file, e.offset FROM tasks t "
+            "JOIN events e ON e.task_seq = t.seq "
+            "WHERE t.task_id = ? AND e.last_id > ? ORDER BY e.first_id",
+            (task_id, after_id),
+        )
+        return [EventSpan(*row) for row in rows]
+
+    def idempotency(self, scope: str, since_ms: int) -> IdempotencyRecord | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT scope, digest, task_id, created_ms FROM idempotency "
+                "WHERE scope = ? AND created_ms >= ?",
+                (scope, since_ms),
+            )
+            .fetchone()
+        )
+        return IdempotencyRecord(*row) if row is not None else None
+
+    def oldest_log_file(self) -> int | None:
+        row = (
+            self._connection().execute("SELECT log_file FROM tasks ORDER BY seq LIMIT 1").fetchone()
+        )
+        return int(row[0]) if row is not None else None

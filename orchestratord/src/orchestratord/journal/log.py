@@ -1,0 +1,215 @@
+"""`JournalLog`: the journal's log, the one write on the event loop, and where a job's
+events are read back from.
+
+A commit is one `write` of one framed record (a batch) at the end of the current log
+file: durable against a crash of the process (SIGKILL included) once the call returns,
+and against power loss once the file is synced (every record with `sync=True`, the
+`journal_sync: full` setting). The store indexes the records in bulk, off the loop, and
+points at them for events; a file is removed once no job the store keeps was accepted in
+it or before (`remove_before`). Files are rotated at `max_bytes`; each start begins a new
+file, so a record torn by a crash ends its file for good.
+
+A record is `length (4 bytes LE) | crc32 (4 bytes LE) | payload`, the payload the batch
+in `marshal` form (plain tuples, strings and numbers: C speed both ways; it reads only
+what this module wrote, in the daemon's own state directory). A torn last record (a crash or
+power loss in the middle of a write) was never acknowledged: reading stops there.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestratord.journal.records import (
+    Accepted,
+    IdempotencyRecord,
+    Located,
+    StateChange,
+    WriteBatch,
+)
+
+__all__ = ["JournalLog", "LogCorrupt", "decode", "encode"]
+
+log = logging.getLogger("orchestratord.journal")
+
+_HEADER = struct.Struct("<II")
+_SUFFIX = ".log"
+_MARSHAL_VERSION = 4
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class LogCorrupt(Exception):
+    """A record the store points at cannot be read back (the file was damaged)."""
+
+
+def encode(batch: WriteBatch) -> bytes:
+    payload = marshal.dumps(
+        (
+            [
+                (
+                    a.task_id,
+                    a.wire,
+                    a.route,
+                    a.api_key,
+                    a.correlation_id,
+                    a.detached,
+                    a.created_ms,
+                    None
+                    if (i := a.idempotency) is None
+                    else (i.scope, i.digest, i.task_id, i.created_ms),
+                )
+                for a in batch.accepted
+            ],
+            batch.events,
+            [
+                (
+                    c.task_id,
+                    c.state,
+                    c.attempts,
+                    c.pool_id,
+                    c.started_ms,
+                    c.finished_ms,
+                    c.error,
+                    c.end_json,
+                    c.tokens_in,
+                    c.tokens_out,
+                    c.finish_reason,
+                )
+                for c in batch.changes
+            ],
+        ),
+        _MARSHAL_VERSION,
+    )
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode(payload: bytes) -> WriteBatch:
+    accepted, events, changes = marshal.loads(payload)
+    return WriteBatch(
+        [_accepted(*fields) for fields in accepted],
+        [(task_id, [tuple(e) for e in batch]) for task_id, batch in events],
+        [StateChange(*fields) for fields in changes],
+    )
+
+
+def _accepted(
+    task_id: str,
+    wire: str,
+    route: str,
+    api_key: str | None,
+    correlation_id: str,
+    detached: bool,
+    created_ms: int,
+    idempotency: tuple[str, str, str, int] | None,
+) -> Accepted:
+    key = None if idempotency is None else IdempotencyRecord(*idempotency)
+    return Accepted(task_id, wire, route, api_key, correlation_id, detached, created_ms, key)
+
+
+class JournalLog:
+    def __init__(self, directory: Path, *, sync: bool = False, max_bytes: int = MAX_BYTES) -> None:
+        self._dir = directory
+        self._sync = sync
+        self._max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        numbers = self._numbers()
+        self.file = (numbers[-1] if numbers else 0) + 1  # the file appends go to
+        self._fd: int | None = None
+        self.offset = 0  # the end of the current file
+
+    def _numbers(self) -> list[int]:
+        return sorted(int(p.stem) for p in self._dir.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+
+    def _path(self, number: int) -> Path:
+        return self._dir / f"{number:012d}{_SUFFIX}"
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where the next record goes: everything before it is written."""
+        return self.file, self.offset
+
+    # -- writes (on the event loop) ----------------------------------------------------
+
+    def append(self, batch: WriteBatch) -> Located:
+        """One record, one write (OSError when it cannot be written: nothing is)."""
+        record = encode(batch)
+        if self._fd is not None and self.offset + len(record) > self._max_bytes:
+            self._rotate()
+        if self._fd is None:
+            self._fd = os.open(self._path(self.file), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        written = os.write(self._fd, record)
+        if written != len(record):  # a short write: the disk is full; take it back
+            os.ftruncate(self._fd, self.offset)
+            raise OSError(f"journal log: wrote {written} of {len(record)} bytes")
+        if self._sync:
+            os.fdatasync(self._fd)
+        located = Located(batch, self.file, self.offset)
+        self.offset += written
+        return located
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.file += 1
+        self.offset = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- off the loop ------------------------------------------------------------------
+
+    def read(self, number: int, offset: int) -> WriteBatch:
+        """The batch of the record at `offset` of file `number`."""
+        try:
+            with open(self._path(number), "rb") as file:
+                file.seek(offset)
+                header = file.read(_HEADER.size)
+                length, crc = _HEADER.unpack(header)
+                payload = file.read(length)
+        except (OSError, struct.error) as exc:
+            raise LogCorrupt(f"journal log {number} at {offset}: {exc}") from exc
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            raise LogCorrupt(f"journal log {number} at {offset}: damaged record")
+        return decode(payload)
+
+    def after(self, position: tuple[int, int]) -> Iterator[Located]:
+        """The records after `position` (a file and an offset), oldest first: what a
+        store that took the log up to `position` lacks."""
+        start_file, start_offset = position
+        for number in self._numbers():
+            if number < start_file or number >= self.file:
+                continue
+            data = self._path(number).read_bytes()
+            offset = start_offset if number == start_file else 0
+            while offset + _HEADER.size <= len(data):
+                length, crc = _HEADER.unpack_from(data, offset)
+                start = offset + _HEADER.size
+                payload = data[start : start + length]
+                if len(payload) < length or zlib.crc32(payload) != crc:
+                    break
+                yield Located(decode(payload), number, offset)
+                offset = start + length
+            if offset != len(data):
+                log.warning(
+                    "journal log %s ends with %d bytes of a record never completed (a crash "
+                    "during its write); they are ignored",
+                    self._path(number).name,
+                    len(data) - offset,
+                )
+
+    def remove_before(self, number: int) -> int:
+        """Remove the files before `number` (never the current one); how many."""
+        removed = 0
+        for old in self._numbers():
+            if old < min(number, self.file):
+                self._path(old).unlink(missing_ok=True)
+                removed += 1
+        return removed
