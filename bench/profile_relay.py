@@ -33,6 +33,7 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+import yaml
 
 from bench._harness import (
     LOAD_CORE,
@@ -198,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         "fixed + per-token x tokens",
     )
     parser.add_argument("--llorch-log-level", default="INFO")
+    parser.add_argument(
+        "--config",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="orchestratord setting (YAML value), e.g. journal=false",
+    )
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and profiles here")
     args = parser.parse_args(argv)
 
@@ -215,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             slots=max(64, args.concurrency + 8),
             log_level=args.llorch_log_level,
             launcher=launcher,
+            orchestrator={
+                key: yaml.safe_load(value)
+                for key, _, value in (item.partition("=") for item in args.config)
+            },
         )
         stack.callback(llorch.stop)
         set_engine(llorch.engine_url, interval_ms=args.interval_ms)
