@@ -96,11 +96,14 @@ class Ledger:
             )
         if record.trace is not None:
             first = record.first_token_mono
+            pool_id = record.pool_id
             record.trace.end(
                 state,
                 error.code if error else None,
                 (record.tokens_in, record.tokens_out),
                 self._clock() - first if first is not None else None,
+                model_id=self.model_label(record.spec.model, pool_id) if pool_id else None,
+                finish_reason=record.finish_reason if state == "completed" else None,
             )
         log.info(
             "ends the stream of task %s: %s%s",
