@@ -167,6 +167,7 @@ class Metrics:
         self.placements = Counter(
             "llorch_placement_decisions", "Placement decisions.", ["outcome"], registry=r
         )
+        self._by_model_pool: dict[tuple[str, str], tuple[Histogram, ...]] = {}
         r.register(_StateCollector(registry, queue_depth))
         info = build_info("orchestratord")
         Gauge(
@@ -185,9 +186,27 @@ class Metrics:
         for outcome in ("placed", "waiting", "unplaceable"):
             self.placements.labels(outcome)
 
+    def _latencies(self, model: str, pool: str) -> tuple[Histogram, ...]:
+        """The five latency series of a (model, pool), looked up once (`labels()` is
+        the costly part of an observation)."""
+        key = (model, pool)
+        found = self._by_model_pool.get(key)
+        if found is None:
+            found = self._by_model_pool[key] = tuple(
+                h.labels(model, pool)
+                for h in (
+                    self.queue_wait,
+                    self.ttft,
+                    self.decode,
+                    self.inter_token,
+                    self.end_to_end,
+                )
+            )
+        return found
+
     def placed(self, model: str, pool: str, wait_s: float) -> None:
         """A task's first placement, `wait_s` after its admission."""
-        self.queue_wait.labels(model, pool).observe(wait_s)
+        self._latencies(model, pool)[0].observe(wait_s)
 
     def completed(
         self,
@@ -200,11 +219,12 @@ class Metrics:
         tokens_out: int,
     ) -> None:
         """A completed task's latencies, observed once at its end."""
-        self.ttft.labels(model, pool).observe(ttft_s)
-        self.decode.labels(model, pool).observe(decode_s)
-        self.end_to_end.labels(model, pool).observe(end_to_end_s)
+        _, ttft, decode, inter_token, end_to_end = self._latencies(model, pool)
+        ttft.observe(ttft_s)
+        decode.observe(decode_s)
+        end_to_end.observe(end_to_end_s)
         if tokens_out > 1:  # a gap needs two tokens
-            self.inter_token.labels(model, pool).observe(decode_s / (tokens_out - 1))
+            inter_token.observe(decode_s / (tokens_out - 1))
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)
