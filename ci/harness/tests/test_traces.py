@@ -130,18 +130,18 @@ def test_otlp_export_carries_the_service_name_and_gen_ai_attributes(
     protocol: str,
     route: str,
 ) -> None:
-    receiver_kind = GrpcReceiver if protocol == "grpc" else HttpReceiver
-    with receiver_kind() as receiver:
-        monkeypatch.setenv("OTEL_SERVICE_NAME", "llorch-front-door")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # ms: export without waiting 5 s
-        cluster = cluster_factory({"host-a": [tiny_pool("p1", tiny_model)]})
-        body: dict[str, Any] = {"model": "default", "max_tokens": 3, "temperature": 0.5}
-        if route == "/v1/completions":
-            body["prompt"] = "hello"
-        else:
-            body["messages"] = [{"role": "user", "content": "hello"}]
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()  # bound, not serving
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "llorch-front-door")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # ms: export without waiting 5 s
+    cluster = cluster_factory({"host-a": [tiny_pool("p1", tiny_model)]})
+    body: dict[str, Any] = {"model": "default", "max_tokens": 3, "temperature": 0.5}
+    if route == "/v1/completions":
+        body["prompt"] = "hello"
+    else:
+        body["messages"] = [{"role": "user", "content": "hello"}]
+    with receiver:
         with cluster.client() as client:
             reply = client.post(route, json=body)
         assert reply.status_code == 200, reply.text

@@ -2,9 +2,14 @@
 receive from llorch's processes, over gRPC (the collector's `TraceService`, served by
 grpcio) and over HTTP/protobuf (`POST /v1/traces`).
 
-    with GrpcReceiver() as receiver:            # endpoint: http://127.0.0.1:PORT
-        ... OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
+    receiver = GrpcReceiver()       # bound: receiver.endpoint is http://127.0.0.1:PORT
+    ... start daemons with OTEL_EXPORTER_OTLP_PROTOCOL=grpc,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
+    with receiver:                  # serving (its threads start here)
         spans = receiver.wait_for(lambda spans: ..., "what")
+
+A receiver binds its port when made and starts its threads only when entered, so a test
+can start its daemons (fork and exec) before any receiver thread runs.
 
 Each received span is flattened to a `ReceivedSpan` (its service, name, ids, kind and
 attributes as Python values), in arrival order.
@@ -109,7 +114,8 @@ class GrpcReceiver(_Receiver):
 
     def __init__(self) -> None:
         super().__init__()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self._executor = futures.ThreadPoolExecutor(max_workers=2)
+        self._server = grpc.server(self._executor)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _TraceService(self), self._server
         )
@@ -123,7 +129,8 @@ class GrpcReceiver(_Receiver):
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._server.stop(grace=None)
+        self._server.stop(grace=None).wait(10)
+        self._executor.shutdown(wait=True)
 
 
 class HttpReceiver(_Receiver):
