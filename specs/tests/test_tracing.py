@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ci_harness.otlp import GrpcReceiver
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from specs import tracing
@@ -162,3 +163,57 @@ def test_otlp_export_posts_the_spans_to_the_configured_collector() -> None:
     assert service["service.name"] == "otlp-unit"
     names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
     assert names == ["exported"]
+
+
+def test_otel_service_name_names_the_service(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    env = {tracing.TRACE_FILE_ENV: str(path), "OTEL_SERVICE_NAME": "front-door"}
+    assert tracing.setup_tracing("orchestratord", env)
+    tracing.start_span("named").end()
+    tracing.shutdown_tracing()
+    assert _spans(path)["named"]["service"] == "front-door"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+    ],
+)
+def test_an_unsupported_otlp_protocol_is_a_typed_configuration_error(
+    environ: dict[str, str],
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", **environ}
+    with pytest.raises(tracing.TracingConfigError, match="protocol"):
+        tracing.setup_tracing("unit", env)
+    assert not tracing.enabled()
+
+
+def test_otlp_over_grpc_exports_to_the_configured_collector() -> None:
+    with GrpcReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "grpc-unit",
+        }
+        assert tracing.setup_tracing("unit", env)
+        tracing.start_span("over-grpc", attributes={"gen_ai.request.max_tokens": 3}).end()
+        tracing.shutdown_tracing()  # flushes the batch
+        (span,) = receiver.spans
+    assert (span.service, span.name) == ("grpc-unit", "over-grpc")
+    assert span.attributes == {"gen_ai.request.max_tokens": 3}
+
+
+def test_the_grpc_protocol_names_the_signal_endpoint_first_and_keeps_the_path() -> None:
+    with GrpcReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+        }
+        assert tracing.setup_tracing("unit", env)
+        tracing.start_span("signal-endpoint").end()
+        tracing.shutdown_tracing()
+        assert [s.name for s in receiver.spans] == ["signal-endpoint"]

@@ -71,7 +71,7 @@ async def test_http_adapters_send_their_client_span_as_traceparent(
     assert engine["kind"] == "CLIENT" and engine["attrs"]["llorch.engine_kind"] == kind
     assert engine["attrs"]["llorch.job_id"] == "job-1"
     end = events[-1]
-    assert isinstance(end, End) and engine["attrs"]["llorch.tokens_out"] == end.tokens_out
+    assert isinstance(end, End) and engine["attrs"]["gen_ai.usage.output_tokens"] == end.tokens_out
 
 
 async def test_with_tracing_off_the_stream_is_unwrapped_and_sends_no_traceparent() -> None:
@@ -119,7 +119,7 @@ async def test_the_workers_span_continues_the_native_adapters_trace(
     trace_ids = {s["trace_id"] for s in (dispatch, engine, server, prefill, decode)}
     assert trace_ids == {dispatch["trace_id"]}
     assert prefill["end_ns"] <= decode["start_ns"] <= decode["end_ns"] <= server["end_ns"]
-    assert server["attrs"]["llorch.tokens_out"] == events[-1].tokens_out == 4
+    assert server["attrs"]["gen_ai.usage.output_tokens"] == events[-1].tokens_out == 4
 
 
 async def test_a_failed_generation_marks_both_sides_with_its_error_code(

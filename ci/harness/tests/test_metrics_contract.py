@@ -4,6 +4,7 @@ no per-task labels — and check the counters tell the truth about the work done
 
 from __future__ import annotations
 
+import platform
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,64 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from ci_harness.cluster import Cluster, tiny_pool, wait_for
-from prometheus_client.parser import text_string_to_metric_families
-
-from specs import metrics_contract
+from ci_harness.metrics_lint import scrape_problems
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., Cluster]
-CONTRACT = yaml.safe_load(metrics_contract())
-_TASK_ID_LIKE = re.compile(r"^[0-9a-f]{32}$")
-
-
-def lint(scrape: str, exporter: str) -> dict[str, Any]:
-    """Problems found, as a list; and the parsed families by contract name."""
-    prefix = CONTRACT["prefix"]
-    families = {
-        f.name: f for f in text_string_to_metric_families(scrape) if f.name.startswith(prefix)
-    }
-    problems: list[str] = []
-    for name, family in families.items():
-        spec = CONTRACT["metrics"].get(
-            name.removeprefix(prefix) + ("_total" if family.type == "counter" else "")
-        )
-        if spec is None:
-            problems.append(f"{name} is not in the contract")
-            continue
-        if spec["type"] != family.type:
-            problems.append(f"{name} is a {family.type}, the contract says {spec['type']}")
-        values: dict[str, set[str]] = {}
-        for sample in family.samples:
-            for label, value in sample.labels.items():
-                if label in ("le", "quantile"):
-                    continue
-                values.setdefault(label, set()).add(value)
-                if label in CONTRACT["forbidden_labels"] or _TASK_ID_LIKE.match(value):
-                    problems.append(f"{name} carries a per-task label {label}={value}")
-        for label, seen in values.items():
-            budget = spec["labels"].get(label)
-            if budget is None:
-                problems.append(f"{name} has label {label} not in the contract")
-            elif len(seen) > budget:
-                problems.append(f"{name}{{{label}}} has {len(seen)} values, budget {budget}")
-    expected = {n for n, s in CONTRACT["metrics"].items() if s["exporter"] == exporter}
-    present = {
-        n.removeprefix(prefix) + ("_total" if f.type == "counter" else "")
-        for n, f in families.items()
-    }
-    problems += [f"{n} is missing from the scrape" for n in sorted(expected - present)]
-    return {"problems": problems, "families": families}
-
-
-def value(families: dict[str, Any], name: str, **labels: str) -> float:
-    for sample in families[name].samples:
-        if sample.name in (name, name + "_total") and all(
-            sample.labels.get(k) == v for k, v in labels.items()
-        ):
-            return float(sample.value)
-    raise KeyError((name, labels))
+_LATENCIES = (
+    "llorch_latency_queue_wait_seconds",
+    "llorch_latency_first_token_seconds",
+    "llorch_latency_decode_seconds",
+    "llorch_latency_inter_token_seconds",
+    "llorch_latency_end_to_end_seconds",
+)
 
 
 def test_live_scrapes_match_the_contract_and_count_the_work(
@@ -92,21 +47,56 @@ def test_live_scrapes_match_the_contract_and_count_the_work(
 
     with cluster.client() as client:
         scrape = client.get("/metrics").text
-    result = lint(scrape, "orchestratord")
-    assert result["problems"] == []
-    families = result["families"]
-    assert value(families, "llorch_tokens_out") == tokens == 21  # per task, never per token
-    assert value(families, "llorch_tasks_finished", state="completed") == 3
-    assert value(families, "llorch_tasks_canceled", reason="client") == 1
-    assert value(families, "llorch_tasks_rejected", reason="MODEL_NOT_FOUND") == 1
-    assert value(families, "llorch_pool_ready", pool_id="p1") == 1
-    assert value(families, "llorch_tasks_enqueued", priority="interactive") == 4
+    result = scrape_problems(scrape, "orchestratord")
+    assert result.problems == []
+    assert result.value("llorch_tokens_out") == tokens == 21  # per task, never per token
+    assert result.value("llorch_tasks_finished", state="completed") == 3
+    assert result.value("llorch_tasks_canceled", reason="client") == 1
+    assert result.value("llorch_tasks_rejected", reason="MODEL_NOT_FOUND") == 1
+    assert result.value("llorch_pool_ready", pool_id="p1") == 1
+    assert result.value("llorch_tasks_enqueued", priority="interactive") == 4
+    # Latencies in seconds, by the pool's model id (the tasks asked for the alias).
+    by = {"model": cluster.pool("p1")["model_id"], "pool": "p1"}
+    assert by["model"] != "default"
+    counts = {name: _sample(result.samples(name), f"{name}_count", by) for name in _LATENCIES}
+    assert counts == {
+        "llorch_latency_queue_wait_seconds": 4,  # every placed task, the cancelled one too
+        "llorch_latency_first_token_seconds": 3,  # completed tasks only
+        "llorch_latency_decode_seconds": 3,
+        "llorch_latency_inter_token_seconds": 3,
+        "llorch_latency_end_to_end_seconds": 3,
+    }
+    ttft = _sample(result.samples(_LATENCIES[1]), f"{_LATENCIES[1]}_sum", by) / 3
+    e2e = _sample(result.samples(_LATENCIES[4]), f"{_LATENCIES[4]}_sum", by) / 3
+    itl = _sample(result.samples(_LATENCIES[3]), f"{_LATENCIES[3]}_sum", by) / 3
+    assert 0 < ttft < e2e < 60  # seconds, not milliseconds
+    assert 0 < itl < e2e
+    (build,) = result.samples("llorch_build_info")
+    assert build.value == 1
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", build.labels["version"])
+    assert build.labels["python"] == platform.python_version()
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", build.labels["commit"])
 
     port = (cluster.root / "host-a" / "run" / "metrics.port").read_text().strip()
-    manager = lint(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text, "pool-managerd")
-    assert manager["problems"] == []
-    assert value(manager["families"], "llorch_engine_restarts", pool_id="p1") == 0
-    assert value(manager["families"], "llorch_pool_memory_bytes", pool_id="p1", kind="actual") > 0
+    manager = scrape_problems(
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text, "pool-managerd"
+    )
+    assert manager.problems == []
+    assert manager.value("llorch_engine_restarts", pool_id="p1") == 0
+    assert manager.value("llorch_pool_memory_bytes", pool_id="p1", kind="actual") > 0
+    (manager_build,) = manager.samples("llorch_build_info")
+    assert manager_build.value == 1
+    assert manager_build.labels["python"] == build.labels["python"]
+    assert manager_build.labels["commit"] == build.labels["commit"]
+
+
+def _sample(samples: list[Any], name: str, labels: dict[str, str]) -> float:
+    (value,) = [
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    return float(value)
 
 
 def test_the_lint_catches_a_per_task_label_and_an_unknown_metric() -> None:
@@ -115,6 +105,6 @@ def test_the_lint_catches_a_per_task_label_and_an_unknown_metric() -> None:
         'llorch_tokens_out_total{task_id="0123456789abcdef0123456789abcdef"} 3\n'
         "# TYPE llorch_mystery gauge\nllorch_mystery 1\n"
     )
-    problems = lint(scrape, "none")["problems"]
+    problems = scrape_problems(scrape, "none").problems
     assert any("per-task label task_id" in p for p in problems)
     assert any("llorch_mystery is not in the contract" in p for p in problems)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from ci_harness.cluster import Cluster, tiny_pool, wait_for
+from ci_harness.otlp import GrpcReceiver, HttpReceiver
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., Cluster]
@@ -116,3 +117,50 @@ def test_the_openai_facade_continues_the_clients_trace(
     )
     assert spans["task"]["parent_span_id"] == OPENAI_SPAN_ID
     assert spans["worker.generate"]["parent_span_id"] == spans["engine.generate"]["span_id"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "route"),
+    [("grpc", "/v1/chat/completions"), ("http/protobuf", "/v1/completions")],
+)
+def test_otlp_export_carries_the_service_name_and_gen_ai_attributes(
+    cluster_factory: Factory,
+    tiny_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    route: str,
+) -> None:
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()  # bound, not serving
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "llorch-front-door")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # ms: export without waiting 5 s
+    cluster = cluster_factory({"host-a": [tiny_pool("p1", tiny_model)]})
+    body: dict[str, Any] = {"model": "default", "max_tokens": 3, "temperature": 0.5}
+    if route == "/v1/completions":
+        body["prompt"] = "hello"
+    else:
+        body["messages"] = [{"role": "user", "content": "hello"}]
+    with receiver:
+        with cluster.client() as client:
+            reply = client.post(route, json=body)
+        assert reply.status_code == 200, reply.text
+        usage = reply.json()["usage"]
+        spans = receiver.wait_for(
+            lambda spans: any(s.name == "task" for s in spans), "the task span over OTLP"
+        )
+    (task,) = [s for s in spans if s.name == "task"]
+    assert task.service == "llorch-front-door"
+    attrs = task.attributes
+    assert attrs["gen_ai.operation.name"] == (
+        "text_completion" if route == "/v1/completions" else "chat"
+    )
+    assert attrs["gen_ai.provider.name"] == "llorch"
+    assert attrs["gen_ai.request.model"] == "default"
+    assert attrs["gen_ai.response.model"] == cluster.pool("p1")["model_id"]
+    assert attrs["gen_ai.request.max_tokens"] == 3
+    assert attrs["gen_ai.request.temperature"] == 0.5
+    assert attrs["gen_ai.usage.input_tokens"] == usage["prompt_tokens"] > 0
+    assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"] == 3
+    assert attrs["gen_ai.response.finish_reasons"] == ["length"]
+    assert "gen_ai.system" not in attrs  # the current name is gen_ai.provider.name

@@ -199,7 +199,7 @@ class Orchestrator:
         if not tracing.enabled():
             record = await self.intake.admit(spec, None, submission, idempotency)
         else:
-            trace = JobTrace(spec.task_id, spec.model, spec.priority, trace_parent)
+            trace = JobTrace(spec, trace_parent)
             try:
                 record = await self.intake.admit(spec, trace, submission, idempotency)
             except ApiError as exc:

@@ -11,6 +11,17 @@
 A `JobTrace` holds its spans explicitly and never makes one current in the
 orchestrator's own context. Nothing here runs per token: the first token's time is read
 from the record when the task ends.
+
+The `task` span carries the OpenTelemetry GenAI semantic-convention attributes
+(`gen_ai_request` at admission, `gen_ai_response` at the end): `gen_ai.operation.name`
+(`chat`, `text_completion`, `embeddings`), `gen_ai.provider.name` (`llorch`; the name
+that replaced `gen_ai.system`), `gen_ai.request.model` (as the client named it), the
+sampling parameters the client set (`gen_ai.request.max_tokens`, `.temperature`,
+`.top_p`, `.top_k`, `.seed`, `.frequency_penalty`, `.presence_penalty`,
+`.stop_sequences`), and at the end `gen_ai.response.id` (the task id),
+`gen_ai.response.model` (the serving pool's model id), `gen_ai.usage.input_tokens`,
+`gen_ai.usage.output_tokens` and `gen_ai.response.finish_reasons`. llorch's own
+attributes are `llorch.*`.
 """
 
 from __future__ import annotations
@@ -18,12 +29,61 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from worker_adapters import End, Failed, StreamEvent
 
 from specs import tracing
 
-__all__ = ["JobTrace", "client_trace"]
+if TYPE_CHECKING:
+    from orchestratord.tasks import TaskSpec
+
+__all__ = ["PROVIDER", "JobTrace", "client_trace", "gen_ai_request", "gen_ai_response"]
+
+PROVIDER = "llorch"
+_OPERATIONS = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
+Attributes = dict[str, str | int | float | bool | list[str]]
+
+
+def gen_ai_request(spec: TaskSpec) -> Attributes:
+    """The GenAI request attributes of a task: what was asked, as the client set it."""
+    attributes: Attributes = {
+        "gen_ai.operation.name": _OPERATIONS[spec.workload],
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.request.model": spec.model,
+    }
+    if spec.workload == "embedding":
+        return attributes
+    sampling = spec.request.sampling
+    attributes["gen_ai.request.max_tokens"] = sampling.max_tokens
+    optional = {
+        "gen_ai.request.temperature": sampling.temperature,
+        "gen_ai.request.top_p": sampling.top_p,
+        "gen_ai.request.top_k": sampling.top_k,
+        "gen_ai.request.seed": sampling.seed,
+        "gen_ai.request.frequency_penalty": sampling.frequency_penalty,
+        "gen_ai.request.presence_penalty": sampling.presence_penalty,
+    }
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    if sampling.stop:
+        attributes["gen_ai.request.stop_sequences"] = list(sampling.stop)
+    return attributes
+
+
+def gen_ai_response(
+    task_id: str, tokens: tuple[int, int], model_id: str | None, finish_reason: str | None
+) -> Attributes:
+    """The GenAI response attributes of an ended task."""
+    attributes: Attributes = {
+        "gen_ai.response.id": task_id,
+        "gen_ai.usage.input_tokens": tokens[0],
+        "gen_ai.usage.output_tokens": tokens[1],
+    }
+    if model_id is not None:
+        attributes["gen_ai.response.model"] = model_id
+    if finish_reason is not None:
+        attributes["gen_ai.response.finish_reasons"] = [finish_reason]
+    return attributes
 
 
 def client_trace(headers: Mapping[str, str]) -> dict[str, str] | None:
@@ -44,19 +104,27 @@ def client_trace(headers: Mapping[str, str]) -> dict[str, str] | None:
 class JobTrace:
     """The live spans of one task. Not thread-safe; lives on the orchestrator's loop."""
 
-    __slots__ = ("_admission", "_dispatch", "_inside", "_queued_ns", "_root", "trace_id")
+    __slots__ = (
+        "_admission",
+        "_dispatch",
+        "_inside",
+        "_queued_ns",
+        "_root",
+        "task_id",
+        "trace_id",
+    )
 
-    def __init__(
-        self, task_id: str, model: str, priority: str, client: Mapping[str, str] | None
-    ) -> None:
+    def __init__(self, spec: TaskSpec, client: Mapping[str, str] | None) -> None:
+        self.task_id = spec.task_id
         self._root = tracing.start_span(
             "task",
             kind=tracing.SpanKind.SERVER,
             parent=tracing.extract(client),
             attributes={
-                "llorch.task_id": task_id,
-                "llorch.model": model,
-                "llorch.priority": priority,
+                "llorch.task_id": spec.task_id,
+                "llorch.model": spec.model,
+                "llorch.priority": spec.priority,
+                **gen_ai_request(spec),
             },
         )
         self._inside = tracing.context_with(self._root)
@@ -113,17 +181,21 @@ class JobTrace:
         error_code: str | None,
         tokens: tuple[int, int],
         first_token_age_s: float | None,
+        *,
+        model_id: str | None = None,
+        finish_reason: str | None = None,
     ) -> None:
         """The task reached its terminal `state`; `tokens` is (in, out) and
-        `first_token_age_s` how long ago its first token arrived (None: no token)."""
+        `first_token_age_s` how long ago its first token arrived (None: no token);
+        `model_id` the serving pool's model and `finish_reason` why generation stopped
+        (None when it did not end by itself)."""
         now_ns = time.time_ns()
         if self._dispatch is not None:  # cancelled or timed out mid-attempt
             self._dispatch.end(now_ns)
             self._dispatch = None
         root = self._root
         root.set_attribute("llorch.state", state)
-        root.set_attribute("llorch.tokens_in", tokens[0])
-        root.set_attribute("llorch.tokens_out", tokens[1])
+        root.set_attributes(gen_ai_response(self.task_id, tokens, model_id, finish_reason))
         if error_code is not None:
             root.set_attribute("llorch.error_code", error_code)
             root.set_status(tracing.StatusCode.ERROR, error_code)

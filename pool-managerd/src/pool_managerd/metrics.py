@@ -3,8 +3,9 @@
 All series mirror state the manager already keeps, so they are read at scrape time by
 one collector: engine restarts per pool, memory in use per device (measured for real
 devices; the pools' estimates for simulated ones), and each pool's estimated and
-measured memory. Served by prometheus-client's own HTTP server on `metrics_port`
-(0 picks a free port, written to `state_dir/run/metrics.port`).
+measured memory; and `llorch_build_info` (1, labelled by what runs). Served by
+prometheus-client's own HTTP server on `metrics_port` (0 picks a free port, written
+to `state_dir/run/metrics.port`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from specs.build_info import build_info
 
 from pool_managerd.inventory import Inventory
 from pool_managerd.pool import PoolStatus
@@ -48,9 +50,15 @@ class _ManagerCollector(Collector):
         )
         for device in self._inventory().devices:
             used.add_metric([device.id], device.memory_total_bytes - device.memory_free_bytes)
+        info = build_info("pool_managerd")
+        build = GaugeMetricFamily(
+            "llorch_build_info", "What runs: 1, labelled by its build.", labels=list(info)
+        )
+        build.add_metric(list(info.values()), 1.0)
         yield restarts
         yield memory
         yield used
+        yield build
 
 
 def serve_metrics(

@@ -7,12 +7,18 @@ Off by default. `setup_tracing(service)` reads the environment once, at daemon s
   `end_ns`, `status`, `attrs`, `events`), one `write` per line on an `O_APPEND` file, so
   several processes can share the file. Written synchronously as each span ends (a few
   spans per job, never per token): meant for tests and debugging.
-- OTLP over HTTP/protobuf when `OTEL_TRACES_EXPORTER` names `otlp`, or when it is unset
-  and `OTEL_EXPORTER_OTLP_ENDPOINT` (base URL, `/v1/traces` appended) or
-  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (full URL) is set; the exporter reads the other
-  standard `OTEL_EXPORTER_OTLP_*` variables (headers, timeout, compression) itself and
-  is imported only then. Spans are batched off the event loop. `console` prints spans.
+- OTLP when `OTEL_TRACES_EXPORTER` names `otlp`, or when it is unset and
+  `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. The
+  protocol is `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`:
+  `http/protobuf` (the default; a base endpoint gets `/v1/traces` appended, a traces
+  endpoint is the full URL) or `grpc` (the endpoint as given, e.g.
+  `http://collector:4317`; `http://` means no TLS). The exporter reads the other
+  standard `OTEL_EXPORTER_OTLP_*` variables (headers, timeout, compression,
+  certificates) itself and is imported only then. Spans are batched off the event
+  loop. `console` prints spans.
 - `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` keep tracing off.
+- `OTEL_SERVICE_NAME` names the process's service (`service.name`) in place of the
+  daemon's own name.
 
 When off, nothing is created or imported beyond the OpenTelemetry API: `enabled()` is
 False and callers check it once per job, so the token path never touches a span. Child
@@ -20,7 +26,7 @@ processes inherit the configuration through their environment.
 
 Trace context crosses processes as W3C `traceparent`/`tracestate`: HTTP headers towards
 engine servers and from clients, gRPC metadata towards `llorch worker`. An unknown
-exporter name raises `TracingConfigError` (a `ValueError`).
+exporter name or OTLP protocol raises `TracingConfigError` (a `ValueError`).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ __all__ = [
 
 TRACE_FILE_ENV = "LLORCH_TRACE_FILE"
 _EXPORTERS = frozenset({"otlp", "console", "none"})
+_PROTOCOLS = frozenset({"grpc", "http/protobuf"})
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 _tracer: trace.Tracer | None = None
@@ -87,9 +94,11 @@ def setup_tracing(service: str, environ: Mapping[str, str] | None = None) -> boo
     trace_file = env.get(TRACE_FILE_ENV, "")
     if not exporters and not trace_file:
         return False
+    otlp = _otlp_target(env) if "otlp" in exporters else None
     global _tracer, _provider
     shutdown_tracing()
-    _provider = _build_provider(service, exporters, trace_file, _otlp_endpoint(env))
+    service = env.get("OTEL_SERVICE_NAME", "").strip() or service
+    _provider = _build_provider(service, exporters, trace_file, otlp)
     _tracer = _provider.get_tracer("llorch")
     return True
 
@@ -125,17 +134,32 @@ def _exporter_names(env: Mapping[str, str]) -> frozenset[str]:
     return names
 
 
-def _otlp_endpoint(env: Mapping[str, str]) -> str | None:
-    """The OTLP/HTTP traces URL, as the OpenTelemetry spec derives it; None: the default."""
+def _otlp_target(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The OTLP protocol and traces endpoint, as the OpenTelemetry spec derives them
+    (None: the exporter's default endpoint)."""
+    raw = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+    )
+    protocol = raw.strip().lower() or "http/protobuf"
+    if protocol not in _PROTOCOLS:
+        raise TracingConfigError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol {raw.strip()!r}; "
+            f"supported: {', '.join(sorted(_PROTOCOLS))}"
+        )
     signal = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if signal:
-        return signal
+        return protocol, signal
     base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return base.rstrip("/") + "/v1/traces" if base else None
+    if not base:
+        return protocol, None
+    return protocol, base if protocol == "grpc" else base.rstrip("/") + "/v1/traces"
 
 
 def _build_provider(
-    service: str, exporters: frozenset[str], trace_file: str, otlp_endpoint: str | None
+    service: str,
+    exporters: frozenset[str],
+    trace_file: str,
+    otlp: tuple[str, str | None] | None,
 ) -> TracerProvider:
     # The SDK is imported here, so a process with tracing off never loads it.
     from opentelemetry.sdk.resources import Resource
@@ -151,13 +175,23 @@ def _build_provider(
     )
     if trace_file:
         provider.add_span_processor(SimpleSpanProcessor(_json_lines_exporter(trace_file)))
-    if "otlp" in exporters:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    if otlp is not None:
+        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(*otlp)))
     if "console" in exporters:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     return provider
+
+
+def _otlp_exporter(protocol: str, endpoint: str | None) -> Any:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint)
 
 
 def _json_lines_exporter(path: str) -> Any:
@@ -214,7 +248,7 @@ def start_span(
     *,
     kind: SpanKind = SpanKind.INTERNAL,
     parent: Context | None = None,
-    attributes: Mapping[str, str | int | float | bool] | None = None,
+    attributes: Mapping[str, str | int | float | bool | Sequence[str]] | None = None,
     start_ns: int | None = None,
 ) -> Span:
     """A started span (end it yourself); `parent` None means the current context.

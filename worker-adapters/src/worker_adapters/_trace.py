@@ -7,6 +7,10 @@ find the first token and the terminal event.
 
     orchestrator dispatch ─► engine.generate (CLIENT, here) ──traceparent──►
         worker.generate (SERVER, in `llorch worker`) ─► prefill ─► decode
+
+Token counts and the finish reason use the OpenTelemetry GenAI names
+(`gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
+`gen_ai.response.finish_reasons`), as the orchestrator's `task` span does.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ async def traced_generation(
             if decode is None:
                 if type(event) is Started:
                     prefill = tracing.start_span("prefill", parent=inside)
-                    prefill.set_attribute("llorch.tokens_in", event.tokens_in)
+                    prefill.set_attribute("gen_ai.usage.input_tokens", event.tokens_in)
                     prefill.set_attribute("llorch.tokens_cached", event.tokens_cached)
                 elif type(event) is Token:
                     if prefill is not None:
@@ -99,8 +103,9 @@ def _end(span: tracing.Span, terminal: StreamEvent | None) -> None:
         span.set_attribute("llorch.error_code", terminal.code)
         span.set_status(tracing.StatusCode.ERROR, terminal.code)
     elif isinstance(terminal, End):
-        span.set_attribute("llorch.tokens_in", terminal.tokens_in)
-        span.set_attribute("llorch.tokens_out", terminal.tokens_out)
+        span.set_attribute("gen_ai.usage.input_tokens", terminal.tokens_in)
+        span.set_attribute("gen_ai.usage.output_tokens", terminal.tokens_out)
+        span.set_attribute("gen_ai.response.finish_reasons", [terminal.finish_reason])
     else:
         span.set_attribute("llorch.outcome", "closed before a terminal event")
     span.end()

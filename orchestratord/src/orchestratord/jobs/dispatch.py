@@ -230,6 +230,9 @@ class Dispatcher:
         record.last_activity_mono = self._clock()
         record.attempts += 1
         record.pool_id, record.replica = placed.pool_id, placed.replica
+        if record.attempts == 1:
+            model = self._ledger.model_label(record.spec.model, placed.pool_id)
+            self._metrics.placed(model, placed.pool_id, self._clock() - record.created_mono)
         record.engine_job_id = f"{record.task_id}.{record.attempts}"
         if record.started_at_ms is None:
             record.started_at_ms = wall_ms()

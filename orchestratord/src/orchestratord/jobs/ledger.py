@@ -96,11 +96,14 @@ class Ledger:
             )
         if record.trace is not None:
             first = record.first_token_mono
+            pool_id = record.pool_id
             record.trace.end(
                 state,
                 error.code if error else None,
                 (record.tokens_in, record.tokens_out),
                 self._clock() - first if first is not None else None,
+                model_id=self.model_label(record.spec.model, pool_id) if pool_id else None,
+                finish_reason=record.finish_reason if state == "completed" else None,
             )
         log.info(
             "ends the stream of task %s: %s%s",
@@ -130,14 +133,27 @@ class Ledger:
         self.finish(record, "completed", end_json=json.dumps(body))
         self._metrics.tokens_in.inc(record.tokens_in)
         self._metrics.tokens_out.inc(record.tokens_out)
-        self._metrics.ttft.observe(record.ttft_ms)
-        self._metrics.decode.observe(record.decode_time_ms)
+        if record.pool_id is not None:
+            self._metrics.completed(
+                self.model_label(record.spec.model, record.pool_id),
+                record.pool_id,
+                ttft_s=record.ttft_ms / 1000.0,
+                decode_s=record.decode_time_ms / 1000.0,
+                end_to_end_s=now - record.created_mono,
+                tokens_out=record.tokens_out,
+            )
         self._learn(record, attempt_started, now)
         elapsed_ms = (now - attempt_started) * 1000.0
         previous = self.job_ms.get(record.spec.model)
         self.job_ms[record.spec.model] = (
             elapsed_ms if previous is None else previous + _EWMA_WEIGHT * (elapsed_ms - previous)
         )
+
+    def model_label(self, requested: str, pool_id: str) -> str:
+        """The `model` label of a task's series: its pool's model id (an alias the client
+        used would split one model's series), or the name it asked for."""
+        pool = self._registry.pool(pool_id)
+        return pool.model_id if pool is not None else requested
 
     def _learn(self, record: TaskRecord, attempt_started: float, now: float) -> None:
         """Feed the completed turn to the pool's measurements and the task's session."""
