@@ -98,7 +98,7 @@ def queue_eta_ms(
     the free slots of the ready pools serving it, in waves of all their slots, each a
     job's measured length. None when no ready pool serves the model (it waits for a
     load) or no job of it has ended yet (nothing measured)."""
-    serving = [v for v in views if v.serves(model) and v.ready and not v.draining]
+    serving = [v for v in views if v.serves(model) and v.ready and v.lease_fresh and not v.draining]
     if not serving:
         return None
     free = sum(v.slots_free for v in serving)
