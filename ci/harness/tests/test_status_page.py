@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import httpx
 import pytest
 from ci_harness import secret_scan
 from ci_harness.browser import CHROMEDRIVER, CHROMIUM, chromium_arguments, ensure_chromium
-from ci_harness.cluster import Cluster, sse_events, tiny_pool
+from ci_harness.cluster import Cluster, sse_events, tiny_pool, wait_for
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -215,3 +217,25 @@ def test_the_status_snapshot_shows_a_client_key_only_its_own_jobs_and_an_admin_a
     snapshots = _stream_snapshots(cluster, tokens["app"], 2)
     assert snapshots[0]["generated_at_ms"] < snapshots[1]["generated_at_ms"]
     assert [j["task_id"] for j in snapshots[1]["jobs"]] == [longer, mine]  # newest first
+
+
+def test_an_open_status_stream_ends_when_the_orchestrator_shuts_down(
+    cluster_factory: Factory,
+) -> None:
+    cluster = cluster_factory({"host-a": []})  # no keys (loopback): every job is shown
+    with cluster.client() as http:  # the manager is up (its signal handlers too)
+        wait_for(lambda: http.get("/v2/status").json()["hosts"], "host-a to join")
+    with (
+        httpx.Client(base_url=cluster.url, timeout=30) as http,
+        http.stream("GET", "/v2/status/events") as stream,
+    ):
+        events = sse_events(stream.iter_lines())
+        _, name, first = next(events)
+        assert name == "status" and first["viewer"] == {"api_key": None, "sees_all_jobs": True}
+        began = time.monotonic()
+        cluster.processes["orchestratord"].send_signal(signal.SIGTERM)
+        rest = list(events)  # ends when the server closes the stream (or the read times out)
+        held_s = time.monotonic() - began
+    assert all(name == "status" for _, name, _ in rest)
+    assert held_s < 4.0, f"the stream held the shutdown up for {held_s:.1f} s"
+    assert cluster.stop_process("orchestratord") == 0
