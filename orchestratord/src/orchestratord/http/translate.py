@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -283,12 +284,14 @@ def spec_from_journal(row: JournaledTask) -> TaskSpec:
     )
 
 
-def task_summary(record: TaskRecord, now_ms: int) -> dict[str, object]:
+def task_summary(record: TaskRecord, now_ms: int | None = None) -> dict[str, object]:
     """One job as lists show it (the status page, job listings): who, where, its state
     as clients may see it, and its timings on the wall clock (ms since the epoch):
     queued (`created_at_ms`) -> started -> first token -> end, with the waits between
     them and its rate. Never the prompt, the output or the API key itself (only its
-    name). `now_ms`: the wall clock now, for the age of a job still running."""
+    name). `now_ms`: the wall clock now (default: read it), for a job still running."""
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
     state = record.shown_state
     ended = state == record.state and record.done
     created, started = record.created_at_ms, record.started_at_ms
