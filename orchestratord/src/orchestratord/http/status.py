@@ -58,6 +58,7 @@ __all__ = [
 SNAPSHOT_INTERVAL_S = 1.0
 RECENT_JOBS = 50  # jobs a snapshot lists: every live one first, then the newest ended
 _RATE_WINDOW_S = 5.0
+_FINISHED_SCANNED = RECENT_JOBS * 20  # ended jobs looked through for a viewer's own
 # The page's files (package data), by the name they are served under.
 _ASSETS = {
     "status.js": "text/javascript; charset=utf-8",
@@ -196,18 +197,15 @@ class StatusBoard:
             (r for r in live if viewer.sees(r)), key=lambda r: r.created_at_ms, reverse=True
         )[:RECENT_JOBS]
         if len(shown) < RECENT_JOBS:
-            ended = self._orchestrator.tasks.recent_finished(self._finished_scan())
+            ended = self._orchestrator.tasks.recent_finished(_FINISHED_SCANNED)
             shown += [r for r in ended if viewer.sees(r)][: RECENT_JOBS - len(shown)]
         return [task_summary(r, now_ms) for r in shown]
-
-    def _finished_scan(self) -> int:
-        """How many ended jobs to look through for a viewer's own (bounded work)."""
-        return RECENT_JOBS * 20
 
 
 def status_routes(orchestrator: Orchestrator, deployments: DeploymentManager) -> list[Route]:
     board = StatusBoard(orchestrator, deployments)
     page = _asset_bytes("status.html")
+    assets = {name: _asset_bytes(name) for name in _ASSETS}
 
     def viewer(request: Request) -> Viewer:
         name = request.scope.get("state", {}).get("api_key")
@@ -218,10 +216,9 @@ def status_routes(orchestrator: Orchestrator, deployments: DeploymentManager) ->
 
     async def status_asset(request: Request) -> Response:
         name = str(request.path_params["asset"])
-        media_type = _ASSETS.get(name)
-        if media_type is None:
-            raise ApiError("NOT_FOUND", f"no asset {name}; the page's are {sorted(_ASSETS)}")
-        return Response(_asset_bytes(name), media_type=media_type, headers=_PAGE_HEADERS)
+        if name not in _ASSETS:
+            raise ApiError("NOT_FOUND", f"no asset {name[:64]!r}; the page's: {sorted(_ASSETS)}")
+        return Response(assets[name], media_type=_ASSETS[name], headers=_PAGE_HEADERS)
 
     async def status_json(request: Request) -> Response:
         body = json.dumps(board.snapshot(viewer(request)))
