@@ -35,6 +35,9 @@ OPEN_ROUTES = {
     ("GET", "/readyz"),
     ("GET", "/openapi.yaml"),
     ("GET", "/metrics"),
+    ("GET", "/"),  # the status page and its files: no data (OBS-04)
+    ("GET", "/ui"),
+    ("GET", "/ui/{asset}"),
 }
 
 

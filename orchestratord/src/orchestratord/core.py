@@ -338,8 +338,7 @@ class Orchestrator:
         record = ended_record(row, spec, events)
         if not record.done:  # unfinished rows are all in memory after start()
             return None
-        self.tasks.add(record)
-        self.tasks.retire(record)
+        self.tasks.add_finished(record)
         return record
 
     async def shutdown(self, grace_s: float) -> None:

@@ -168,12 +168,17 @@ class TaskRecord:
 
 
 class TaskTable:
-    """All known tasks: live ones, and the most recent finished ones (bounded)."""
+    """All known tasks: live ones, and the most recent finished ones (bounded).
+
+    It also keeps the tokens streamed by the tasks it retired, in all and per pool, so
+    that with the live tasks' counts they make a total that only grows (the status
+    page's tokens/s is its rate)."""
 
     def __init__(self, finished_kept: int) -> None:
         self._live: dict[str, TaskRecord] = {}
         self._finished: OrderedDict[str, TaskRecord] = OrderedDict()
         self._finished_kept = finished_kept
+        self._retired_tokens: dict[str, int] = {}  # per pool ("" for none)
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._live or task_id in self._finished
@@ -188,9 +193,39 @@ class TaskTable:
         """Move a finished task out of the live set; the oldest finished ones are forgotten."""
         if self._live.pop(record.task_id, None) is None:
             return
+        self._remember(record)
+        if record.token_events:
+            pool = record.pool_id or ""
+            self._retired_tokens[pool] = self._retired_tokens.get(pool, 0) + record.token_events
+
+    def add_finished(self, record: TaskRecord) -> None:
+        """Keep a task that finished elsewhere (read back from the journal)."""
+        if record.task_id not in self._live:
+            self._remember(record)
+
+    def _remember(self, record: TaskRecord) -> None:
         self._finished[record.task_id] = record
         while len(self._finished) > self._finished_kept:
             self._finished.popitem(last=False)
 
     def live(self) -> list[TaskRecord]:
         return list(self._live.values())
+
+    def tokens_streamed(self) -> dict[str, int]:
+        """Tokens streamed so far per pool ("" for none), by the live tasks and by every
+        task retired: each count only grows."""
+        totals = dict(self._retired_tokens)
+        for record in self._live.values():
+            if record.token_events:
+                pool = record.pool_id or ""
+                totals[pool] = totals.get(pool, 0) + record.token_events
+        return totals
+
+    def recent_finished(self, limit: int) -> list[TaskRecord]:
+        """The `limit` most recently finished tasks, newest first."""
+        recent: list[TaskRecord] = []
+        for record in reversed(self._finished.values()):
+            if len(recent) >= limit:
+                break
+            recent.append(record)
+        return recent

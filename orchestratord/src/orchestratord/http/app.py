@@ -38,9 +38,10 @@ from orchestratord.http.meta import meta_routes
 from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.openai import openai_routes
 from orchestratord.http.sse import SseResponse
+from orchestratord.http.status import status_routes
 from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
+from orchestratord.http.views import pool_json
 from orchestratord.job_trace import client_trace
-from orchestratord.registry import PoolInfo
 from orchestratord.tasks import TaskRecord
 from specs import openapi_document
 
@@ -237,49 +238,16 @@ def _starlette(
         orchestrator.cancel(str(request.path_params["task_id"]))
         return Response(status_code=204)
 
-    def _pool_json(pool: PoolInfo, now: float) -> dict[str, object]:
-        view = next(
-            (v for v in orchestrator.registry.views(now) if v.pool_id == pool.pool_id), None
-        )
-        return {
-            "pool_id": pool.pool_id,
-            "host_id": pool.host_id,
-            "state": pool.state,
-            "live": orchestrator.registry.pool_live(pool.pool_id, now),
-            "ready": pool.ready,
-            "draining": pool.draining,
-            "engine": pool.engine,
-            "engine_version": pool.engine_version,
-            "model_id": pool.model_id,
-            "model_digest": pool.model_digest,
-            "model_aliases": sorted(pool.model_aliases),
-            "ctx": pool.ctx,
-            "slots_total": pool.slots_total,
-            "slots_free": view.slots_free if view is not None else 0,
-            "in_flight": orchestrator.registry.in_flight(pool.pool_id),
-            "last_error": pool.last_error,
-            "restarts": pool.restarts,
-            "replicas": [
-                {
-                    "index": r.index,
-                    "ready": r.ready,
-                    "slots_total": r.slots_total,
-                    "endpoint": r.endpoint,
-                }
-                for r in pool.replicas
-            ],
-        }
-
     async def list_pools(request: Request) -> Response:
-        now = time.monotonic()
-        return _json({"pools": [_pool_json(p, now) for p in orchestrator.registry.pools()]})
+        now, registry = time.monotonic(), orchestrator.registry
+        return _json({"pools": [pool_json(registry, p, now) for p in registry.pools()]})
 
     async def get_pool(request: Request) -> Response:
         pool_id = str(request.path_params["pool_id"])
         pool = orchestrator.registry.pool(pool_id)
         if pool is None:
             raise ApiError("NOT_FOUND", f"no pool {pool_id}")
-        return _json(_pool_json(pool, time.monotonic()))
+        return _json(pool_json(orchestrator.registry, pool, time.monotonic()))
 
     async def get_session(request: Request) -> Response:
         session_id = str(request.path_params["session_id"])
@@ -344,6 +312,7 @@ def _starlette(
         *meta_routes(orchestrator),
         *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
         *catalog_routes(orchestrator.catalog, commands, config.max_body_bytes),
+        *status_routes(orchestrator, deployments),
     ]
     app = Starlette(
         routes=routes,

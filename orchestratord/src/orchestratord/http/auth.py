@@ -2,13 +2,14 @@
 configured.
 
 `ROUTE_ROLES` is the one table of which route needs which role: `None` for the ops
-endpoints (`/healthz`, `/readyz`, `/openapi.yaml`, `/metrics`, open to all), `client`
-for jobs and reads, `admin` for what changes the fleet (deployments, drain, reload,
-cordon, catalog writes). An admin key may do everything a client key may. Every other
-route needs `Authorization: Bearer <key>`: a missing or unknown key is 401
-`UNAUTHORIZED`, a key of the wrong role 403 `FORBIDDEN` naming the role needed. The
-key's name (never the key) is put in the scope (`state["api_key"]`) for quotas and logs.
-With no keys configured (loopback only) everything is open.
+endpoints (`/healthz`, `/readyz`, `/openapi.yaml`, `/metrics`) and the status page's
+files (`/`, `/ui`, `/ui/{asset}`: no data), open to all; `client` for jobs and reads,
+`admin` for what changes the fleet (deployments, drain, reload, cordon, catalog writes).
+An admin key may do everything a client key may. Every other route needs
+`Authorization: Bearer <key>`: a missing or unknown key is 401 `UNAUTHORIZED`, a key of
+the wrong role 403 `FORBIDDEN` naming the role needed. The key's name (never the key)
+is put in the scope (`state["api_key"]`) for quotas and logs. With no keys configured
+(loopback only) everything is open.
 
 The table must list every route the app serves (a test compares it with the app and
 with the OpenAPI document's `security`). It fails closed: a path it does not know needs
@@ -64,6 +65,12 @@ ROUTE_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "/v2/catalog/models/{model_id}", "client"),
     ("POST", "/v2/catalog/models/{model_id}/verify", "admin"),
     ("POST", "/v2/catalog/models/{model_id}/state", "admin"),
+    # The status page (OBS-04): the page and its files hold no data; the snapshot does.
+    ("GET", "/", None),
+    ("GET", "/ui", None),
+    ("GET", "/ui/{asset}", None),
+    ("GET", "/v2/status", "client"),
+    ("GET", "/v2/status/events", "client"),
 )
 
 _PARAM = re.compile(r"\{[^}]+\}")

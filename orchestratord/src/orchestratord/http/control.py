@@ -29,6 +29,7 @@ from orchestratord.deployments import Constraints, DeploymentSpec
 from orchestratord.deployments.manager import DeploymentManager, DeploymentState
 from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.http.body import read_json_body
+from orchestratord.http.views import host_json
 from orchestratord.registry import PoolRegistry
 
 __all__ = ["control_routes"]
@@ -203,40 +204,7 @@ def control_routes(
 
     async def list_hosts(request: Request) -> Response:
         now = time.monotonic()
-        hosts = []
-        for host in registry.hosts():
-            inventory = host.inventory
-            hosts.append(
-                {
-                    "host_id": host.host_id,
-                    "live": registry.host_live(host.host_id, now),
-                    "cordoned": host.cordoned,
-                    "lost_reason": host.lost_reason,
-                    "address": host.address,
-                    "link": host.link,
-                    "last_snapshot_age_ms": round((now - host.last_seen) * 1000.0),
-                    "refused_pools": [
-                        {"pool_id": pool_id, "reason": reason}
-                        for pool_id, reason in sorted(host.refused.items())
-                    ],
-                    "devices": [
-                        {
-                            "id": d.id,
-                            "kind": d.kind,
-                            "name": d.name,
-                            "memory_total_bytes": d.memory_total_bytes,
-                            "memory_free_bytes": d.memory_free_bytes,
-                            "compute_capability": d.compute_capability,
-                            "simulated": d.simulated,
-                            "cordoned": d.cordoned,
-                        }
-                        for d in inventory.devices
-                    ],
-                    "engines": sorted(inventory.engines),
-                    "models": sorted(m.id for m in inventory.models),
-                    "pools": sorted(host.pools),
-                }
-            )
+        hosts = [host_json(registry, host, now) for host in registry.hosts()]
         return _json({"hosts": hosts})
 
     async def cordon_host(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -28,7 +29,7 @@ from orchestratord.journal.records import JournaledTask
 from orchestratord.placement import JobNeeds, Overrides
 from orchestratord.sessions import SessionOptions
 from orchestratord.stats import prefix_keys
-from orchestratord.tasks import Submission, TaskSpec
+from orchestratord.tasks import Submission, TaskRecord, TaskSpec
 
 __all__ = [
     "DEFAULT_MAX_GRAMMAR_BYTES",
@@ -38,6 +39,7 @@ __all__ = [
     "spec_from_journal",
     "submission_for",
     "task_from_wire",
+    "task_summary",
 ]
 
 # The document's limit on `grammar` (SEC-03); a JSON schema and its grammar share it.
@@ -312,3 +314,47 @@ def spec_from_journal(row: JournaledTask) -> TaskSpec:
         max_prompt_bytes=1 << 62,  # checked when it was accepted
         api_key=row.api_key,
     )
+
+
+def task_summary(record: TaskRecord, now_ms: int | None = None) -> dict[str, object]:
+    """One job as lists show it (the status page, job listings): who, where, its state
+    as clients may see it, and its timings on the wall clock (ms since the epoch):
+    queued (`created_at_ms`) -> started -> first token -> end, with the waits between
+    them and its rate. Never the prompt, the output or the API key itself (only its
+    name). `now_ms`: the wall clock now (default: read it), for a job still running."""
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    state = record.shown_state
+    ended = state == record.state and record.done
+    created, started = record.created_at_ms, record.started_at_ms
+    first_token_at = None if record.ttft_ms is None else created + round(record.ttft_ms)
+    finished = record.finished_at_ms if ended else None
+    decode_ms = record.decode_time_ms
+    if decode_ms is None and first_token_at is not None:
+        decode_ms = float(max(0, (finished or now_ms) - first_token_at))
+    tokens = record.tokens_out if ended else record.token_events
+    rate = tokens / (decode_ms / 1000.0) if decode_ms and tokens > 1 else None
+    error = record.error if ended else None
+    return {
+        "task_id": record.task_id,
+        "state": state,
+        "model": record.spec.model,
+        "workload": record.spec.workload,
+        "priority": record.spec.priority,
+        "api_key": record.spec.api_key,
+        "pool_id": record.pool_id,
+        "attempts": record.attempts,
+        "created_at_ms": created,
+        "started_at_ms": started,
+        "first_token_at_ms": first_token_at,
+        "finished_at_ms": finished,
+        "queue_wait_ms": None if started is None else max(0, started - created),
+        "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 3),
+        "decode_time_ms": None if decode_ms is None else round(decode_ms, 3),
+        "total_ms": max(0, (finished or now_ms) - created),
+        "tokens_in": record.tokens_in,
+        "tokens_out": tokens,
+        "tokens_per_s": None if rate is None else round(rate, 2),
+        "finish_reason": record.finish_reason if ended else None,
+        "error_code": None if error is None else error.code,
+    }

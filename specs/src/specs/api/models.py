@@ -497,6 +497,93 @@ class CordonRequest(BaseModel):
     )
 
 
+class StatusPool(Pool):
+    """
+    A pool as `GET /v2/pools` shows it, with the tokens per second it streams now.
+    """
+
+    tokens_per_s: float = Field(..., description='Over the last few seconds.', ge=0.0)
+
+
+class TaskSummary(BaseModel):
+    """
+    One job in a list: its state as clients see it and its timings on the wall clock
+    (Unix ms): queued (`created_at_ms`) -> started -> first token -> end. Never the
+    prompt, the output or a key (only the key's name).
+
+    """
+
+    task_id: str
+    state: Literal['queued', 'running', 'completed', 'failed', 'cancelled']
+    model: str
+    workload: Literal['completion', 'chat', 'embedding']
+    priority: Literal['interactive', 'batch']
+    api_key: str | None = Field(
+        ..., description='The name of the key that submitted it.'
+    )
+    pool_id: str | None
+    attempts: int = Field(..., ge=0)
+    created_at_ms: int
+    started_at_ms: int | None
+    first_token_at_ms: int | None
+    finished_at_ms: int | None
+    queue_wait_ms: int | None = Field(..., ge=0)
+    ttft_ms: float | None = Field(..., ge=0.0)
+    decode_time_ms: float | None = Field(..., ge=0.0)
+    total_ms: int = Field(..., description='Queued to end', ge=0)
+    tokens_in: int = Field(..., ge=0)
+    tokens_out: int = Field(..., description='Streamed so far while it runs.', ge=0)
+    tokens_per_s: float | None = Field(..., ge=0.0)
+    finish_reason: str | None
+    error_code: str | None
+
+
+class QueueModel(BaseModel):
+    model: str
+    queued: int = Field(..., ge=0)
+    eta_ms: int | None = Field(
+        ...,
+        description='Until the last of them may start, from the free slots of the ready pools\nserving the model and its measured job length; null when unknown (no ready\npool, or no job of it has ended yet).\n',
+        ge=0,
+    )
+
+
+class ByPriority(RootModel[int]):
+    root: int = Field(..., ge=0)
+
+
+class QueueStatus(BaseModel):
+    depth: int = Field(..., ge=0)
+    by_priority: dict[str, ByPriority]
+    by_model: list[QueueModel]
+    eta_ms: int | None = Field(
+        ...,
+        description="The longest of the models' ETAs; null when one is unknown.",
+        ge=0,
+    )
+
+
+class Viewer(BaseModel):
+    api_key: str | None = Field(
+        ..., description="The reader's key name; null without keys."
+    )
+    sees_all_jobs: bool
+
+
+class StatusSnapshot(BaseModel):
+    generated_at_ms: int = Field(..., description='Unix time in milliseconds.')
+    viewer: Viewer
+    tokens_per_s: float = Field(..., description="The fleet's", ge=0.0)
+    hosts: list[Host1]
+    pools: list[StatusPool]
+    queue: QueueStatus
+    deployments: list[Deployment]
+    jobs: list[TaskSummary] = Field(
+        ...,
+        description='Up to 50 jobs the reader may see, the live ones first, newest first.',
+    )
+
+
 class PoolList(BaseModel):
     pools: list[Pool]
 
