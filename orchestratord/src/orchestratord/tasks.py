@@ -194,3 +194,7 @@ class TaskTable:
 
     def live(self) -> list[TaskRecord]:
         return list(self._live.values())
+
+    def finished(self) -> list[TaskRecord]:
+        """The finished tasks still kept, most recent first."""
+        return list(reversed(self._finished.values()))

@@ -44,6 +44,7 @@ from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.network import HostNetwork, settle_network
 from pool_managerd.pool import Pool
+from pool_managerd.process import read_log
 from pool_managerd.records import StateLock, recover_engines
 from pool_managerd.reload import ReloadError, reload, target_config
 
@@ -52,6 +53,7 @@ __all__ = ["PoolManager", "serve"]
 VERSION = "0.1.0"
 log = logging.getLogger("pool_managerd")
 _LIVE_STATES = frozenset({"provisioning", "starting", "loading", "ready", "draining", "backoff"})
+_LOG_CHUNK_BYTES = 256 << 10  # the most one TailLog answer carries (the link's messages stay small)
 _RECOVER_GRACE_S = 5.0  # a left-over engine gets what a stopping one gets (Pool.stop)
 
 
@@ -139,6 +141,8 @@ class PoolManager:
             return await self._reload(command.reload.pool_id, command.reload.model)
         if kind == "verify_model":
             return await self._verify(command.verify_model.model)
+        if kind == "tail_log":
+            return await self._tail_log(command.tail_log)
         if kind == "cordon":
             self.cordon.set(command.cordon.cordoned, command.cordon.device)
             self.changed.set()
@@ -237,6 +241,19 @@ class PoolManager:
             return _refuse("POOL_UNREADY", "the pool manager is shutting down")
         await pool.undrain()
         return _ok()
+
+    async def _tail_log(self, ask: pb.TailLog) -> pb.CommandResult:
+        """A chunk of one replica's engine log (`llorch logs POOL`)."""
+        pool = self.pools.get(ask.pool_id)
+        if pool is None:
+            return _refuse("NOT_FOUND", f"no pool {ask.pool_id}")
+        if ask.replica >= len(pool.replicas):
+            return _refuse("INVALID_PARAMS", f"pool {ask.pool_id} has no replica {ask.replica}")
+        path = pool.replicas[ask.replica].log_path
+        limit = min(ask.max_bytes or _LOG_CHUNK_BYTES, _LOG_CHUNK_BYTES)
+        text, after, size = await asyncio.to_thread(read_log, path, ask.offset, limit)
+        chunk = pb.LogChunk(file=path.name, text=text, next_offset=after, size=size)
+        return pb.CommandResult(ok=True, log=chunk)
 
     async def _stop(self, pool_id: str) -> pb.CommandResult:
         pool = self.pools.get(pool_id)

@@ -28,7 +28,7 @@ from orchestratord.journal.store import JournaledTask
 from orchestratord.placement import JobNeeds, Overrides
 from orchestratord.sessions import SessionOptions
 from orchestratord.stats import prefix_keys
-from orchestratord.tasks import Submission, TaskSpec
+from orchestratord.tasks import Submission, TaskRecord, TaskSpec
 
 __all__ = [
     "DEFAULT_MAX_GRAMMAR_BYTES",
@@ -38,6 +38,7 @@ __all__ = [
     "spec_from_journal",
     "submission_for",
     "task_from_wire",
+    "task_summary",
 ]
 
 # The document's limit on `grammar` (SEC-03); a JSON schema and its grammar share it.
@@ -280,3 +281,31 @@ def spec_from_journal(row: JournaledTask) -> TaskSpec:
         max_prompt_bytes=1 << 62,  # checked when it was accepted
         api_key=row.api_key,
     )
+
+
+def task_summary(record: TaskRecord) -> dict[str, object]:
+    """One job in a listing (`GET /v2/tasks`, `llorch ps`, the status page): its state as
+    clients may see it (`shown_state`), where it runs, its timings and, once ended, its
+    error code. The owner is the API key's name (never the key); no prompt text."""
+    state = record.shown_state
+    ended = state == record.state and record.done
+    return {
+        "task_id": record.task_id,
+        "state": state,
+        "model": record.spec.model,
+        "workload": record.spec.workload,
+        "priority": record.spec.priority,
+        "owner": record.spec.api_key,
+        "session_id": record.spec.session_id,
+        "pool_id": record.pool_id,
+        "queue_position": record.queue_position if state == "queued" else None,
+        "tokens_in": record.tokens_in,
+        "tokens_out": record.tokens_out,
+        "created_at_ms": record.created_at_ms,
+        "started_at_ms": record.started_at_ms,
+        "finished_at_ms": record.finished_at_ms if ended else None,
+        "ttft_ms": record.ttft_ms,
+        "decode_time_ms": record.decode_time_ms,
+        "finish_reason": record.finish_reason if ended else None,
+        "error_code": record.error.code if ended and record.error is not None else None,
+    }

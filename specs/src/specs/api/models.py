@@ -87,6 +87,49 @@ class AdmissionResponse(BaseModel):
     events_url: str
 
 
+class TaskSummary(BaseModel):
+    """
+    One job in a listing (`task_summary` in orchestratord); no prompt text.
+    """
+
+    task_id: str
+    state: Literal['queued', 'running', 'completed', 'failed', 'cancelled']
+    model: str
+    workload: Literal['completion', 'chat', 'embedding']
+    priority: Literal['interactive', 'batch']
+    owner: str | None = Field(
+        default=None, description="The submitting API key's name (never the key)."
+    )
+    session_id: str | None = None
+    pool_id: str | None = None
+    queue_position: int | None = Field(default=None, description='While queued.')
+    tokens_in: int = Field(..., ge=0)
+    tokens_out: int = Field(..., ge=0)
+    created_at_ms: int = Field(..., description='Unix time in milliseconds.')
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    ttft_ms: float | None = None
+    decode_time_ms: float | None = None
+    finish_reason: str | None = None
+    error_code: str | None = None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary]
+
+
+class PoolLogChunk(BaseModel):
+    pool_id: str
+    host_id: str
+    replica: int = Field(..., ge=0)
+    file: str = Field(..., description="The log file's name on the host.")
+    text: str
+    next_offset: int = Field(
+        ..., description='Where the next read starts (follow with it).'
+    )
+    size: int = Field(..., description="The log's size in bytes when read.")
+
+
 class ErrorDetail(BaseModel):
     field: str | None = None
     pool_id: str | None = None
