@@ -3,7 +3,8 @@
 REF is `file:/abs/path` (only inside an allowed root: `--root`, repeatable, plus the
 state dir's `models/`), `hf:org/repo[@rev]/path/file.gguf` or `https://...`. Downloads
 go under `<state dir>/models`, resume where an earlier try stopped, and show a progress
-bar (bytes, percent, rate) on stderr; each step is narrated on stderr as it starts. The
+bar (bytes, percent, rate, ETA) on stderr when it is a terminal; each step is narrated
+on stderr as it starts. The
 entry is registered Active only after its sha256 verifies (`--sha256` pins it).
 `--dry-run` prints the plan without running it. Prints the entry (a line, or `--json`)
 on stdout. Exit codes: 0 provisioned; 1 it failed (the error says why, and whether
@@ -26,11 +27,11 @@ from catalog_core import CatalogError, CatalogStore, ModelEntry
 from provisioners.plan import ModelPlan
 
 from llorch.catalog import EXIT_FAILED, EXIT_OK, add_location_options, open_store, state_dir
-from llorch.progress import NarrationLines, ProgressBar, human_bytes
+from llorch.progress import NarrationLines, Progress, human_bytes
 from llorch.provision_engine import add_engine_parser
 from provisioners import ModelProvisioner, ModelProvisionerSettings, ProvisionError
 
-__all__ = ["add_parser", "run_model"]
+__all__ = ["add_parser", "provision_quietly", "run_model"]
 
 _narration = logging.getLogger("provisioners")
 
@@ -73,8 +74,8 @@ async def _provision(args: argparse.Namespace, store: CatalogStore) -> int:
     settings = ModelProvisionerSettings(
         models_dir=models_dir, allowed_roots=(*args.root, models_dir)
     )
-    bar = ProgressBar(sys.stderr, label="download")
-    handler = NarrationLines(bar)
+    bar = Progress("download")
+    handler = NarrationLines()
     _narration.addHandler(handler)
     _narration.setLevel(logging.INFO)
     try:
@@ -112,3 +113,21 @@ def _print_entry(entry: ModelEntry, as_json: bool) -> None:
         f"{entry.id}: {entry.architecture} {entry.quantization}, {human_bytes(entry.size)}, "
         f"sha256 {entry.sha256}, at {entry.local_path} ({entry.lifecycle})"
     )
+
+
+async def provision_quietly(args: argparse.Namespace, ref: str) -> ModelEntry:
+    """Provision `ref` into the state dir's catalog (`--state-dir`, `--catalog`), with
+    the download bar and the narrated steps: `llorch run` and `llorch up --model`."""
+    with open_store(args) as store:
+        models_dir = state_dir(args) / "models"
+        settings = ModelProvisionerSettings(models_dir=models_dir, allowed_roots=(models_dir,))
+        bar = Progress("download")
+        handler = NarrationLines()
+        _narration.addHandler(handler)
+        _narration.setLevel(logging.INFO)
+        try:
+            async with ModelProvisioner(store, settings) as provisioner:
+                return await provisioner.provision(ref, progress=bar)
+        finally:
+            bar.close()
+            _narration.removeHandler(handler)
