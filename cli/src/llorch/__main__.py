@@ -19,28 +19,32 @@ Models are named by catalog id or alias, path, `hf:ORG/REPO[:QUANT]`,
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from llorch import (
-    catalog,
-    certs,
-    chat,
-    completion,
-    control,
-    exits,
-    jobs,
-    join,
-    pool_ops,
-    provision,
-    run,
-    submit,
-    up,
-)
+from llorch import exits
 from llorch.api_key import resolve_connection
 
 __all__ = ["build_parser", "main"]
+
+# Each command's module, in the order `--help` lists them. Only the module of the
+# command being run is imported (a fast start: `up --model missing.gguf` fails at once);
+# `--help`, completion and a mistyped command build them all.
+_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("up", ("up",)),
+    ("run", ("run",)),
+    ("jobs", ("ps", "cancel")),
+    ("pool_ops", ("logs", "stop")),
+    ("join", ("join",)),
+    ("certs", ("certs",)),
+    ("submit", ("submit",)),
+    ("provision", ("provision",)),
+    ("catalog", ("catalog",)),
+    ("control", ("deploy", "pools", "hosts")),
+    ("chat", ("chat", "caps")),
+)
 
 
 def _worker(commands: Any) -> None:
@@ -55,7 +59,14 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _register(commands: Any, module: str) -> None:
+    loaded = importlib.import_module(f"llorch.{module}")
+    register = getattr(loaded, "add_parsers", None) or loaded.add_parser
+    register(commands)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only that command's (when it is one)."""
     parser = argparse.ArgumentParser(
         prog="llorch",
         description=__doc__.splitlines()[0],
@@ -64,19 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llorch {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up.add_parser(commands)
-    run.add_parser(commands)
-    jobs.add_parsers(commands)
-    pool_ops.add_parsers(commands)
-    join.add_parser(commands)
-    certs.add_parser(commands)
-    submit.add_parser(commands)
-    provision.add_parser(commands)
-    catalog.add_parser(commands)
-    control.add_parsers(commands)
-    chat.add_parsers(commands)
-    completion.add_parser(commands, parser)
-    _worker(commands)
+    only = [module for module, names in _MODULES if command in names]
+    for module in only or [module for module, _ in _MODULES]:
+        _register(commands, module)
+    if not only:
+        from llorch import completion
+
+        completion.add_parser(commands, parser)
+        _worker(commands)
     for sub in commands.choices.values():
         if sub.epilog is None and sub.prog != "llorch worker":
             sub.epilog = exits.EXIT_CODES_HELP
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         from worker_adapters.worker.main import main as worker_main
 
         return worker_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     resolve_connection(args)
     try:
         result: int = args.handler(args)
