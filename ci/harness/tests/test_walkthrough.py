@@ -1,7 +1,8 @@
 """A new user's walk-through of the `llorch` CLI on real processes (issue 14 acceptance):
 `up` on the tiny fixture model, `ps` during a job, `logs`, `cancel`, `run` against the
-catalog id, `stop`; a bad config file gives one line naming it; `up --model
-missing.gguf` exits non-zero within 5 s with the reason."""
+catalog id and `run URL` (fetched, loaded as a deployment, answered), `stop`; a bad
+config file gives one line naming it; `up --model missing.gguf` exits non-zero within
+5 s with the reason."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from catalog_core import TinyModelSpec, write_tiny_model
 from ci_harness.cluster import wait_for
+from provisioners.testing import RangeFileServer
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +115,18 @@ def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
         assert answer.returncode == 0, answer.stderr
         missing = _llorch("run", "no-such-model", *connect, "--pending-timeout", "2", stdin="hi")
         assert missing.returncode == 1 and "no-such-model" in missing.stderr
+
+        # `run URL`: fetched into the catalog, loaded as a deployment, answered
+        other = write_tiny_model(tmp_path / "other.gguf", TinyModelSpec())
+        with RangeFileServer({"other.gguf": other.read_bytes()}) as files:
+            fetched = _llorch(
+                "run", files.url("other.gguf"), "Hello", *connect, "--max-tokens", "8",
+                "--ctx", "2048", "--state-dir", str(tmp_path / "state"), timeout=300,
+            )  # fmt: skip
+        assert fetched.returncode == 0, fetched.stderr
+        assert "llorch: register" in fetched.stderr  # narrated steps, no bar (not a terminal)
+        deployed = _llorch("deploy", "show", "run-other", *connect, "--json")
+        assert json.loads(deployed.stdout)[0]["phase"] == "ready"
 
         stop = _llorch("stop", "default", *connect, "--deadline-ms", "0")
         assert stop.returncode == 0 and "default: stopped" in stop.stdout, stop.stderr

@@ -54,6 +54,7 @@ VERSION = "0.1.0"
 log = logging.getLogger("pool_managerd")
 _LIVE_STATES = frozenset({"provisioning", "starting", "loading", "ready", "draining", "backoff"})
 _LOG_CHUNK_BYTES = 256 << 10  # the most one TailLog answer carries (the link's messages stay small)
+_CATALOG_POLL_S = 2.0  # how often the local catalog is checked for new models
 _RECOVER_GRACE_S = 5.0  # a left-over engine gets what a stopping one gets (Pool.stop)
 
 
@@ -286,6 +287,39 @@ class PoolManager:
         for pool in self.pools.values():
             await pool.start()
 
+    async def watch_catalog(self, stop: asyncio.Event) -> None:
+        """Offer models added to the local catalog while running: its files' sizes and
+        times are compared every `_CATALOG_POLL_S`; on a change new entries are loaded
+        and the next snapshot carries them (the orchestrator can then place them)."""
+        base = self.config.state_dir / "catalog.sqlite"
+        files = (base, base.with_name(base.name + "-wal"))
+
+        def stamp() -> tuple[tuple[int, int], ...]:
+            found = []
+            for path in files:
+                try:
+                    info = path.stat()
+                except OSError:
+                    found.append((0, 0))
+                    continue
+                found.append((info.st_size, info.st_mtime_ns))
+            return tuple(found)
+
+        seen = stamp()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _CATALOG_POLL_S)
+            now = stamp()
+            if now == seen or stop.is_set():
+                continue
+            seen = now
+            models = await asyncio.to_thread(
+                self.models.with_new_catalog_entries, self.config.state_dir
+            )
+            if models is not self.models:
+                self.models = models
+                self.changed.set()
+
     async def shutdown(self) -> None:
         self.shutting_down = True
         grace = self.config.shutdown_grace_s
@@ -356,6 +390,7 @@ async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
         return now
 
     link_task = asyncio.create_task(link.run())
+    catalog_task = asyncio.create_task(manager.watch_catalog(stop))
     status: dict[str, object] = {}
     while config.status_file is not None and not stop.is_set():
         status = publish_status(config.status_file, status)
@@ -365,7 +400,7 @@ async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
     await manager.shutdown()
     await link.send_final_snapshot()
     link_task.cancel()
-    await asyncio.gather(link_task, return_exceptions=True)
+    await asyncio.gather(link_task, catalog_task, return_exceptions=True)
     if config.status_file is not None:
         link.connected.clear()
         publish_status(config.status_file, status)
