@@ -255,3 +255,18 @@ def test_the_completion_tree_has_every_command_and_bash_completes_with_it() -> N
             capture_output=True, text=True, check=True, timeout=60,
         ).stdout  # fmt: skip
         assert marker in out and "logs" in out
+
+
+def test_provision_model_takes_every_reference_form_and_refuses_an_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write_tiny_model(tmp_path / "tiny.gguf")
+    state = ["--state-dir", str(tmp_path / "state")]
+    argv = ["provision", "model", str(model), "--root", str(tmp_path), "--dry-run", *state]
+    assert cli.main(argv) == 0
+    assert f"plan for file:{model} -> tiny" in capsys.readouterr().out
+    assert cli.main(["provision", "model", "tiny", *state]) == 2
+    assert "INVALID_MODEL_REF: tiny" in capsys.readouterr().err
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert cli.main(["provision", "model", "hf:org/repo:Q8_0", *state]) == 1
+    assert "SOURCE_UNREACHABLE: hf:org/repo:Q8_0" in capsys.readouterr().err

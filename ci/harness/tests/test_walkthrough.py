@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from catalog_core import TinyModelSpec, write_tiny_model
 from ci_harness.cluster import wait_for
+from llorch.up_checks import physical_cores
 from provisioners.testing import RangeFileServer
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ def _lines(stream: object, sink: queue.Queue[str]) -> None:
         sink.put(line.rstrip("\n"))
 
 
-def _url_from(lines: queue.Queue[str], up: subprocess.Popen[str]) -> str:
+def _url_from(lines: queue.Queue[str], up: subprocess.Popen[str]) -> tuple[str, list[str]]:
     deadline = time.monotonic() + 240
     seen: list[str] = []
     while time.monotonic() < deadline:
@@ -55,7 +56,7 @@ def _url_from(lines: queue.Queue[str], up: subprocess.Popen[str]) -> str:
             continue
         seen.append(line)
         if line.startswith("llorch is up: "):
-            return line.removeprefix("llorch is up: ").strip()
+            return line.removeprefix("llorch is up: ").strip(), seen
     raise AssertionError(f"llorch up was not ready: {seen}")
 
 
@@ -73,8 +74,10 @@ def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
     threading.Thread(target=_lines, args=(up.stdout, lines), daemon=True).start()
     submit: subprocess.Popen[str] | None = None
     try:
-        url = _url_from(lines, up)
+        url, printed = _url_from(lines, up)
         connect = ["--url", url]
+        cores = physical_cores(sorted(os.sched_getaffinity(0)))
+        assert any(f"{cores} llama.cpp threads per slot" in line for line in printed), printed
         # a long job, streamed by `llorch submit`
         submit = subprocess.Popen(
             [sys.executable, "-m", "llorch", "submit", *connect, "--max-tokens", "16000", "x"],
@@ -99,6 +102,17 @@ def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
         logs = _llorch("logs", "default", *connect)
         assert logs.returncode == 0, logs.stderr
         assert len(logs.stdout.strip().splitlines()) >= 1
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "llorch", "logs", "default", "-f", *connect],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert follow.stdout is not None
+        first_line = follow.stdout.readline()  # what is there already, then it keeps going
+        assert first_line.strip() and follow.poll() is None
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=30) == 130
+        follow.stdout.close()
+        follow.stderr.close()  # type: ignore[union-attr]
 
         cancel = _llorch("cancel", str(job["task_id"]), *connect)
         assert (cancel.returncode, cancel.stdout.strip()) == (0, f"{job['task_id']}: cancelled")
