@@ -6,6 +6,7 @@ codes in `--help`, and completion scripts that complete."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -270,3 +271,18 @@ def test_provision_model_takes_every_reference_form_and_refuses_an_id(
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     assert cli.main(["provision", "model", "hf:org/repo:Q8_0", *state]) == 1
     assert "SOURCE_UNREACHABLE: hf:org/repo:Q8_0" in capsys.readouterr().err
+
+
+def test_a_phase_without_a_total_shows_its_state_and_time_on_a_terminal_only() -> None:
+    from llorch.progress import Phase
+
+    drawn = io.StringIO()
+    phase = Phase("starting the pool", stream=drawn, enabled=True)
+    phase.state("default loading")
+    phase.close()
+    assert "starting the pool: default loading [00:0" in drawn.getvalue()
+    quiet = io.StringIO()
+    phase = Phase("starting the pool", stream=quiet)
+    phase.state("default loading")
+    phase.close()
+    assert quiet.getvalue() == ""

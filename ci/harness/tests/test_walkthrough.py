@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -174,3 +175,23 @@ def test_up_with_a_missing_model_exits_within_5_s_with_the_reason(tmp_path: Path
     elapsed = time.monotonic() - started
     assert done.returncode == 2 and elapsed < 5.0, (done.returncode, elapsed)
     assert "missing.gguf does not exist" in done.stderr
+
+
+def test_up_on_a_busy_port_or_a_corrupt_model_exits_within_5_s_with_the_reason(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF but not really")
+    started = time.monotonic()
+    done = _llorch("up", "--model", str(corrupt), "--port", "0", "--state-dir", str(tmp_path))
+    assert done.returncode == 2 and time.monotonic() - started < 5.0
+    assert f"model file {corrupt} is not a usable GGUF file" in done.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        started = time.monotonic()
+        argv = ["up", "--model", str(tiny_model), "--port", port, "--state-dir", str(tmp_path)]
+        done = _llorch(*argv)
+        assert done.returncode == 1 and time.monotonic() - started < 5.0
+    assert f"127.0.0.1:{port} is in use" in done.stderr

@@ -97,20 +97,21 @@ class Phase:
     ) -> None:
         stream = stream if stream is not None else sys.stderr
         self._enabled = _on_terminal(stream) if enabled is None else enabled
+        self._label = label
         self._bar: tqdm[Never] | None = None
         if self._enabled:
             self._bar = tqdm(
                 desc=label,
                 total=None,
                 file=stream,
-                bar_format="{desc}: {postfix} [{elapsed}]",
+                bar_format="{desc} [{elapsed}]",
                 dynamic_ncols=True,
                 leave=True,
             )
 
     def state(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=True)
+            self._bar.set_description_str(f"{self._label}: {text}", refresh=True)
 
     def close(self) -> None:
         if self._bar is not None:
