@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -59,6 +61,39 @@ def _url_from(lines: queue.Queue[str], up: subprocess.Popen[str]) -> tuple[str, 
         if line.startswith("llorch is up: "):
             return line.removeprefix("llorch is up: ").strip(), seen
     raise AssertionError(f"llorch up was not ready: {seen}")
+
+
+def _chat_on_a_terminal(connect: list[str]) -> int:
+    """`llorch run tiny` on a pseudo-terminal: it prompts `you> `, answers a line, prompts
+    again, and `/exit` ends it; its exit code."""
+    controller, terminal = pty.openpty()
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "llorch", "run", "tiny", *connect, "--max-tokens", "4"],
+        stdin=terminal, stdout=terminal, stderr=terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    seen = b""
+
+    def read_until_prompts(count: int) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 60
+        while seen.count(b"you> ") < count:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([controller], [], [], 1)
+            if ready:
+                seen += os.read(controller, 4096)
+
+    try:
+        read_until_prompts(1)
+        os.write(controller, b"Hello there\n")
+        read_until_prompts(2)  # answered, and asking again
+        os.write(controller, b"/exit\n")
+        return chat.wait(timeout=30)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+        os.close(controller)
 
 
 def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
@@ -128,6 +163,8 @@ def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
         # `run` against the catalog id (the file tiny.gguf is `tiny`), prompt on stdin
         answer = _llorch("run", "tiny", *connect, "--max-tokens", "8", stdin="Hello there")
         assert answer.returncode == 0, answer.stderr
+        assert _chat_on_a_terminal(connect) == 0
+
         missing = _llorch("run", "no-such-model", *connect, "--pending-timeout", "2", stdin="hi")
         assert missing.returncode == 1 and "no-such-model" in missing.stderr
 
