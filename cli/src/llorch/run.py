@@ -9,7 +9,9 @@ MODEL is any model reference (`llorch.model_ref`): a catalog id or alias, a path
    `llorch provision model`), with a download bar;
 3. load: a deployment `run-<model>` (one replica) is applied and followed until ready,
    its phase shown on a terminal; a deployment left pending (no host holds the model, or
-   none has room) fails after `--pending-timeout` with the orchestrator's reasons;
+   none has room) fails after `--pending-timeout` with the orchestrator's reasons; the
+   deployment stays after `run` exits (the model stays loaded, its idle policy applies):
+   `llorch deploy rm run-<model>` unloads it;
 4. chat: on a terminal, an interactive chat with history (`/reset`, `/exit`, Ctrl-D);
    with PROMPT, or stdin not a terminal, the prompt (PROMPT, else all of stdin) is sent
    once and the answer printed.
