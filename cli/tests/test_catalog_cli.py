@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from catalog_core import write_tiny_model
 from llorch.__main__ import main
-from llorch.progress import ProgressBar, format_progress, human_bytes
+from llorch.progress import NarrationLines, Progress
 from provisioners.testing import RangeFileServer
 
 
@@ -34,7 +35,7 @@ def _catalog_json(state: Path, capsys: pytest.CaptureFixture[str], *argv: str) -
     return json.loads(capsys.readouterr().out)
 
 
-def test_provision_model_shows_progress_and_the_catalog_lists_the_entry(
+def test_provision_model_narrates_its_steps_and_the_catalog_lists_the_entry(
     tmp_path: Path, server: RangeFileServer, model_bytes: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     digest = hashlib.sha256(model_bytes).hexdigest()
@@ -43,7 +44,7 @@ def test_provision_model_shows_progress_and_the_catalog_lists_the_entry(
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith("tiny: llama F32") and digest in out
-    assert "100%" in err and f"/ {human_bytes(len(model_bytes))}" in err and "/s" in err
+    assert "\r" not in err and "%|" not in err  # stderr is not a terminal here: no bar
     for action in ("download", "verify", "inspect", "publish", "register"):
         assert f"llorch: {action}" in err
     listed = _catalog_json(tmp_path, capsys, "ls")
@@ -134,27 +135,33 @@ def test_a_bad_sha256_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert caught.value.code == 2 and "64 hex digits" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("done", "total", "rate", "expected"),
-    [
-        (0, 2048, 0.0, "[------------------------]   0%  0 B / 2.0 KiB  0 B/s"),
-        (1024, 2048, 1536.0, "[############------------]  50%  1.0 KiB / 2.0 KiB  1.5 KiB/s"),
-        (3 << 20, None, 1 << 20, "3.0 MiB  1.0 MiB/s"),
-    ],
-)
-def test_progress_is_shown_as_bar_percent_bytes_and_rate(
-    done: int, total: int | None, rate: float, expected: str
-) -> None:
-    assert format_progress(done, total, rate) == expected
+def test_the_download_bar_shows_percent_bytes_rate_and_eta_on_a_terminal_only() -> None:
+    drawn = io.StringIO()
+    bar = Progress("download", stream=drawn, enabled=True)
+    for done in (0, 512 << 10, 1 << 20, 2 << 20):
+        bar(done, 2 << 20)
+    text = drawn.getvalue()
+    assert "download" in text and "100%" in text and "2.00M" in text
+    assert "<" in text and "/s]" in text  # elapsed<remaining (the ETA) and the rate
+    assert text.endswith("\n")  # the finished bar ends its line
+    quiet = io.StringIO()  # not a terminal: nothing drawn
+    bar = Progress("download", stream=quiet)
+    bar(1, 2)
+    bar(2, 2)
+    assert not bar.enabled and quiet.getvalue() == ""
 
 
-def test_the_bar_redraws_at_most_every_interval_and_ends_its_line() -> None:
-    stream = io.StringIO()
-    now = [0.0]
-    bar = ProgressBar(stream, min_interval_s=1.0, clock=lambda: now[0])
-    for step in range(1, 11):
-        now[0] = step * 0.25
-        bar(step * 100, 1000)
-    drawn = stream.getvalue()
-    assert drawn.count("\r") == 4  # at 0.25 s, 1.25 s, 2.25 s, and the end
-    assert drawn.endswith("\n") and drawn.rstrip().endswith("1000 B / 1000 B  400 B/s")
+def test_a_resumed_download_starts_its_bar_at_the_bytes_already_there() -> None:
+    drawn = io.StringIO()
+    bar = Progress("download", stream=drawn, enabled=True)
+    bar(1 << 20, 4 << 20)
+    bar(4 << 20, 4 << 20)
+    assert "25%" in drawn.getvalue() and "100%" in drawn.getvalue()
+
+
+def test_narrated_steps_are_printed_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = NarrationLines()
+    record = logging.LogRecord("provisioners", logging.INFO, __file__, 1, "x", None, None)
+    record.action, record.target = "download", "https://example.org/x.gguf"
+    handler.emit(record)
+    assert capsys.readouterr().err == "llorch: download     https://example.org/x.gguf\n"

@@ -2,7 +2,7 @@
 
 Binary mode on the llama-server built from source (`provisioners.testing`; a machine
 builds it once, later sessions find it) is the cheap real provision; the build's
-progress line is tested on its own, with a fake clock.
+progress bar is tested on its own.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from catalog_core import CatalogStore
-from llorch.provision_engine import BuildProgress, format_build_progress
+from llorch.progress import Progress
 from provisioners.engines import PreparedEngine
 from provisioners.testing import (
     BUILD_TIMEOUT_S,
@@ -121,16 +121,13 @@ def test_a_malformed_spec_is_a_usage_error(argv: list[str], reason: str, tmp_pat
     assert done.returncode == 2 and reason in done.stderr
 
 
-def test_build_progress_shows_steps_done_of_total() -> None:
-    assert format_build_progress(103, 206) == f"[{'#' * 12}{'-' * 12}]  50%  103/206 steps"
-    assert format_build_progress(45, 100) == f"[{'#' * 11}{'-' * 13}]  45%"
+def test_build_progress_shows_steps_done_of_total_with_an_eta() -> None:
     stream = io.StringIO()
-    now = [0.0]
-    bar = BuildProgress(stream, min_interval_s=1.0, clock=lambda: now[0])
+    bar = Progress("compile", unit="step", stream=stream, enabled=True)
     bar(1, 206)
-    bar(2, 206)  # within the interval: not drawn
-    now[0] = 2.0
-    bar(206, 206)  # the end is always drawn, and ends the line
+    bar(103, 206)
+    bar(206, 206)
     drawn = stream.getvalue()
-    assert drawn.count("\r") == 2 and "1/206 steps" in drawn and "2/206" not in drawn
-    assert drawn.endswith("206/206 steps\n")
+    assert "compile" in drawn and "1/206" in drawn and "100%" in drawn and "206/206" in drawn
+    assert "step/s" in drawn and "<" in drawn  # the rate, and elapsed<remaining (the ETA)
+    assert drawn.endswith("\n")

@@ -26,6 +26,7 @@ ADMIN_ROUTES = {
     ("POST", "/v2/pools/{pool_id}/drain"),
     ("POST", "/v2/pools/{pool_id}/undrain"),
     ("POST", "/v2/pools/{pool_id}/reload"),
+    ("GET", "/v2/pools/{pool_id}/logs"),  # an engine log may quote what it served
     ("POST", "/v2/hosts/{host_id}/cordon"),
     ("POST", "/v2/catalog/models/{model_id}/verify"),
     ("POST", "/v2/catalog/models/{model_id}/state"),

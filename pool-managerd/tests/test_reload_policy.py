@@ -118,3 +118,25 @@ def test_a_running_engines_log_is_trimmed_and_its_next_lines_land_in_the_fresh_f
     assert rotated.startswith("line 00000") and "line 01999" in rotated
     assert log_tail(log) == "after the trim"
     assert not trim_log(log, limit_bytes=10_000)  # small again: left alone
+
+
+def test_a_model_added_to_the_local_catalog_while_running_is_offered_and_others_kept(
+    tmp_path: Path,
+) -> None:
+    from catalog_core import CatalogStore, ModelEntry, sha256_file
+
+    first = write_tiny_model(tmp_path / "first.gguf", TinyModelSpec(seed=3, name="first"))
+    models = LocalModels.load((ModelConfig("first", str(first)),), tmp_path)
+    assert models.with_new_catalog_entries(tmp_path) is models  # no catalog: nothing new
+    added = write_tiny_model(tmp_path / "added.gguf", TinyModelSpec(seed=5, name="added"))
+    retired = write_tiny_model(tmp_path / "old.gguf", TinyModelSpec(seed=6, name="old"))
+    with CatalogStore(tmp_path / "catalog.sqlite") as store:
+        for path, state in ((added, "Active"), (retired, "Retired")):
+            store.put_model(
+                ModelEntry(path.stem, f"file:{path}", str(path), sha256_file(path),
+                           path.stat().st_size, lifecycle=state)  # type: ignore[arg-type]
+            )  # fmt: skip
+    refreshed = models.with_new_catalog_entries(tmp_path)
+    assert [m.id for m in refreshed.all()] == ["added", "first"]
+    assert refreshed.resolve("added").path == added.resolve()
+    assert refreshed.with_new_catalog_entries(tmp_path) is refreshed  # nothing new again

@@ -175,7 +175,7 @@ def test_the_status_snapshot_shows_a_client_key_only_its_own_jobs_and_an_admin_a
         assert app["viewer"] == {"api_key": "app", "sees_all_jobs": False}
         assert [j["task_id"] for j in app["jobs"]] == [mine]
         job = app["jobs"][0]
-        assert job["state"] == "completed" and job["api_key"] == "app" and job["pool_id"] == "p1"
+        assert job["state"] == "completed" and job["owner"] == "app" and job["pool_id"] == "p1"
         assert job["tokens_out"] == 8 and job["error_code"] is None, job
         times = [job[k] for k in ("created_at_ms", "started_at_ms", "first_token_at_ms")]
         assert times == sorted(times) and job["finished_at_ms"] >= times[-1], job

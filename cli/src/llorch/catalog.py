@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from catalog_core import (
 )
 
 from llorch.progress import human_bytes
+from llorch.state import default_state_dir
 
 __all__ = [
     "EXIT_FAILED",
@@ -43,10 +43,6 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def default_state_dir() -> Path:
-    return Path(os.environ.get("LLORCH_STATE_DIR") or Path.home() / ".local/share/llorch")
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:

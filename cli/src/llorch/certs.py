@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from llorch.catalog import default_state_dir
+from llorch.state import default_state_dir
 
 __all__ = [
     "CertError",

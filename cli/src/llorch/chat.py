@@ -13,23 +13,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import uuid
 from typing import Any
 
 import httpx
 
-from llorch.api_key import auth_headers
+from llorch.api_key import auth_headers, connection_options
 from llorch.catalog import table
 from llorch.sse import parse_sse
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "converse", "turn"]
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 3
 
 
-async def _turn(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, str | None]:
+async def turn(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, str | None]:
     """Stream one answer to stdout; returns (text, error or None)."""
     headers = {"Accept": "text/event-stream"}
     parts: list[str] = []
@@ -49,14 +48,14 @@ async def _turn(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, s
     return "".join(parts), None
 
 
-async def _chat(args: argparse.Namespace) -> int:
+async def converse(args: argparse.Namespace) -> int:
     history: list[dict[str, str]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})
     session = args.session or f"chat-{uuid.uuid4().hex[:12]}"
     interactive = sys.stdin.isatty()
     async with httpx.AsyncClient(
-        base_url=args.url, timeout=httpx.Timeout(10, read=None), headers=auth_headers()
+        base_url=args.url, timeout=httpx.Timeout(10, read=None), headers=auth_headers(args)
     ) as client:
         while True:
             if interactive:
@@ -81,7 +80,7 @@ async def _chat(args: argparse.Namespace) -> int:
                 "session": {"max_turns": 10_000},
             }
             try:
-                answer, error = await _turn(client, body)
+                answer, error = await turn(client, body)
             except httpx.TransportError as exc:
                 print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
                 return EXIT_UNREACHABLE
@@ -93,7 +92,9 @@ async def _chat(args: argparse.Namespace) -> int:
 
 def _caps(args: argparse.Namespace) -> int:
     try:
-        response = httpx.get(f"{args.url}/v2/meta/capabilities", timeout=30, headers=auth_headers())
+        response = httpx.get(
+            f"{args.url}/v2/meta/capabilities", timeout=30, headers=auth_headers(args)
+        )
     except httpx.TransportError as exc:
         print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -127,15 +128,14 @@ def _caps(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands: Any) -> None:
-    url = os.environ.get("LLORCH_URL", "http://127.0.0.1:8080")
     chat = commands.add_parser("chat", help="interactive chat with history")
-    chat.add_argument("--url", default=url)
+    connection_options(chat)
     chat.add_argument("--model", default="default")
     chat.add_argument("--system", help="a system prompt")
     chat.add_argument("--max-tokens", type=int, default=256)
     chat.add_argument("--session", help="session id (default: a new one)")
-    chat.set_defaults(handler=lambda args: asyncio.run(_chat(args)))
+    chat.set_defaults(handler=lambda args: asyncio.run(converse(args)))
     caps = commands.add_parser("caps", help="what the fleet can do now")
-    caps.add_argument("--url", default=url)
+    connection_options(caps)
     caps.add_argument("--json", action="store_true")
     caps.set_defaults(handler=_caps)

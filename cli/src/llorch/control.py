@@ -7,7 +7,8 @@
     llorch hosts ls | cordon HOST [--device ID] | uncordon HOST [--device ID]
 
 Human tables by default, `--json` for scripts. The orchestrator is `--url` (default
-`$LLORCH_URL` or http://127.0.0.1:8080); the API key is `$LLORCH_API_KEY` (`llorch.api_key`):
+`$LLORCH_URL` or http://127.0.0.1:8080); the API key `--api-key` or `$LLORCH_API_KEY`
+(`llorch.api_key`):
 the commands that change the fleet need an `admin` key (SEC-05). Exit codes: 0 success;
 1 the orchestrator refused (its error code and message are printed, e.g. `FORBIDDEN`
 for a client key); 2 usage error; 3 unreachable.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +26,10 @@ from typing import Any
 import httpx
 import yaml
 
-from llorch.api_key import auth_headers
+from llorch.api_key import connection_options
 from llorch.catalog import table
+from llorch.client import Refused as _Refused
+from llorch.client import call as _call
 
 __all__ = ["add_parsers"]
 
@@ -36,26 +38,6 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 class _Usage(Exception):
     """The command line is incomplete (exit 2)."""
-
-
-class _Refused(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        try:
-            body = response.json()
-            message = f"{body.get('code')}: {body.get('message')}"
-        except ValueError:
-            message = f"HTTP {response.status_code}"
-        super().__init__(message)
-
-
-def _call(
-    args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = 30.0
-) -> Any:
-    with httpx.Client(base_url=args.url, timeout=timeout_s, headers=auth_headers()) as client:
-        response = client.request(method, path, json=body)
-    if response.status_code >= 400:
-        raise _Refused(response)
-    return response.json() if response.content else None
 
 
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -95,10 +77,30 @@ def _show_deployments(items: list[dict[str, Any]]) -> str:
     return text
 
 
+def _deployment_file(path: Path) -> list[dict[str, Any]]:
+    """The deployments of a YAML/JSON file; `_Usage` with one line naming the file."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise _Usage(f"llorch deploy apply: {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise _Usage(f"llorch deploy apply: {path}{where}: {problem}") from None
+    items = raw if isinstance(raw, list) else [raw]
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _Usage(
+                f"llorch deploy apply: {path}: deployment {index + 1} needs a mapping with a "
+                "`name` (a string)"
+            )
+    return items
+
+
 def _deploy(args: argparse.Namespace) -> Any:
     if args.action == "apply":
-        raw = yaml.safe_load(Path(args.target).read_text())
-        items = raw if isinstance(raw, list) else [raw]
+        items = _deployment_file(Path(args.target))
         return [_call(args, "PUT", f"/v2/deployments/{item.pop('name')}", item) for item in items]
     if args.action == "ls":
         return _call(args, "GET", "/v2/deployments")["deployments"]
@@ -211,7 +213,6 @@ def _run(kind: str, args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands: Any) -> None:
-    url = os.environ.get("LLORCH_URL", "http://127.0.0.1:8080")
     actions = {
         "deploy": ("apply", "ls", "show", "rm"),
         "pools": ("ls", "show", "drain", "undrain", "reload"),
@@ -226,7 +227,7 @@ def add_parsers(commands: Any) -> None:
         parser = commands.add_parser(kind, help=helps[kind])
         parser.add_argument("action", choices=choices)
         parser.add_argument("target", nargs="?", help="file, name or id")
-        parser.add_argument("--url", default=url)
+        connection_options(parser)
         parser.add_argument("--json", action="store_true")
         if kind == "pools":
             parser.add_argument("model", nargs="?", help="reload: the model to load")

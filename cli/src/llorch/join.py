@@ -45,8 +45,8 @@ from typing import Any
 import yaml
 from specs.net import AddressError, host_port, is_loopback, split_host_port
 
-from llorch.catalog import default_state_dir
 from llorch.daemons import LogTail, last_problem, problem_line, record_of, stop
+from llorch.state import default_state_dir
 
 __all__ = ["JoinFailed", "Status", "add_parser", "manager_settings", "narrate", "run"]
 

@@ -1,24 +1,25 @@
-"""A plain-text progress bar for long steps (CLI-02, PRV-03): bytes, percent and rate.
+"""Progress for long steps (CLI-02, PRV-03): downloads, engine builds, model load and
+warm-up, drawn by tqdm (a maintained library) with percent, rate and ETA.
 
-`ProgressBar(stream)` is a `(done, total)` callback: it redraws one line with `\\r` at
-most every `min_interval_s` seconds (and always at the end), padding with spaces over a
-longer earlier line (no terminal escapes, so a log file reads fine), and counts the rate only
-over the bytes moved since it was first called, so a resumed download shows its real
-speed. `format_progress` is the pure formatting, tested on its own.
+`Progress(label, unit=...)` is a `(done, total)` callback; the bar is drawn only when
+its stream is a terminal (`enabled=None`), so logs and pipes get no bar (the steps are
+still narrated, one line each). A resumed download starts its bar at the bytes already
+there (`initial`), so the rate and ETA count only what moves now. `Phase(label)` shows a
+step without a total (loading, warming up): its state and the time spent.
+`NarrationLines` prints narrated steps (`llorch: ACTION TARGET`) above any bar.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Callable
-from typing import Protocol, TextIO
+from typing import Never, TextIO
 
-__all__ = ["NarrationLines", "ProgressBar", "format_progress", "human_bytes"]
+from tqdm import tqdm
+
+__all__ = ["NarrationLines", "Phase", "Progress", "human_bytes"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-_BAR_CELLS = 24
 
 
 def human_bytes(count: float) -> str:
@@ -31,79 +32,103 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def format_progress(done: int, total: int | None, rate_bytes_per_s: float) -> str:
-    """`[#####-----]  42%  1.2 MiB / 2.9 MiB  3.1 MiB/s`; without a total, no bar."""
-    rate = f"{human_bytes(rate_bytes_per_s)}/s"
-    if not total:
-        return f"{human_bytes(done)}  {rate}"
-    fraction = min(max(done / total, 0.0), 1.0)
-    filled = round(fraction * _BAR_CELLS)
-    bar = "#" * filled + "-" * (_BAR_CELLS - filled)
-    return f"[{bar}] {fraction * 100:3.0f}%  {human_bytes(done)} / {human_bytes(total)}  {rate}"
+def _on_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
-class ProgressBar:
-    """Draws progress on one terminal line; call `close()` when the step is over."""
+class Progress:
+    """A `(done, total)` callback drawing a bar with rate and ETA; `close()` ends it.
+    `unit="B"` shows binary sizes (KiB, MiB); any other unit counts steps."""
 
     def __init__(
         self,
-        stream: TextIO,
+        label: str,
         *,
-        label: str = "",
-        min_interval_s: float = 0.1,
-        clock: Callable[[], float] = time.monotonic,
+        unit: str = "B",
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
     ) -> None:
-        self._stream = stream
-        self._label = f"{label} " if label else ""
-        self._min_interval_s = min_interval_s
-        self._clock = clock
-        self._start: tuple[float, int] | None = None  # (seconds, bytes) at the first call
-        self._last_draw_s = float("-inf")
-        self._drawn = False
-        self._width = 0  # characters of the line drawn last
+        self._label = label
+        self._unit = unit
+        self._stream = stream if stream is not None else sys.stderr
+        self._enabled = _on_terminal(self._stream) if enabled is None else enabled
+        self._bar: tqdm[Never] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
 
     def __call__(self, done: int, total: int | None) -> None:
-        now = self._clock()
-        if self._start is None:
-            self._start = (now, done)
-        finished = total is not None and done >= total
-        if not finished and now - self._last_draw_s < self._min_interval_s:
+        if not self._enabled:
             return
-        elapsed = now - self._start[0]
-        rate = (done - self._start[1]) / elapsed if elapsed > 0 else 0.0
-        line = f"{self._label}{format_progress(done, total, rate)}"
-        self._stream.write("\r" + line.ljust(self._width))
-        self._width = len(line)
-        self._stream.flush()
-        self._last_draw_s = now
-        self._drawn = True
-        if finished:
+        if self._bar is None:
+            self._bar = tqdm(
+                desc=self._label,
+                total=total or None,
+                initial=done,
+                unit=self._unit,
+                unit_scale=self._unit == "B",
+                unit_divisor=1024,
+                file=self._stream,
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.1,
+            )
+        bar = self._bar
+        if total and bar.total != total:
+            bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)
+        if total and done >= total:
             self.close()
 
     def close(self) -> None:
-        """End the bar's line so that what follows starts on a fresh one."""
-        if self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._drawn = False
-            self._width = 0
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
-class _Line(Protocol):
-    def close(self) -> None: ...
+class Phase:
+    """A step without a total: its current state and the time spent, redrawn in place."""
+
+    def __init__(
+        self, label: str, *, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
+        stream = stream if stream is not None else sys.stderr
+        self._enabled = _on_terminal(stream) if enabled is None else enabled
+        self._label = label
+        self._bar: tqdm[Never] | None = None
+        if self._enabled:
+            self._bar = tqdm(
+                desc=label,
+                total=None,
+                file=stream,
+                bar_format="{desc} [{elapsed}]",
+                dynamic_ncols=True,
+                leave=True,
+            )
+
+    def state(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description_str(f"{self._label}: {text}", refresh=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class NarrationLines(logging.Handler):
-    """Narrated steps as lines on stderr (`llorch: ACTION TARGET`), each on its own line
-    even while a progress line is drawn: `line.close()` ends that line first."""
+    """Narrated steps as lines on stderr (`llorch: ACTION TARGET`), printed above any
+    bar being drawn (tqdm clears and redraws it)."""
 
-    def __init__(self, line: _Line) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self._line = line
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._line.close()
         action = getattr(record, "action", None)
         target = getattr(record, "target", None)
         text = f"{action:<12} {target}" if action and target else record.getMessage()
-        print(f"llorch: {text}", file=sys.stderr, flush=True)
+        tqdm.write(f"llorch: {text}", file=sys.stderr)
+        sys.stderr.flush()

@@ -8,8 +8,9 @@ probes an existing executable, `vllm:container` uses a pinned image. Engines liv
 `<state dir>/engines` (`--engines-dir` overrides) and are recorded in the state dir's
 catalog; the same spec and flags a second time reuse the entry and build nothing.
 
-Each step is narrated on stderr as it starts; a compile shows a progress line (steps done
-of total, from ninja's `[12/80]` or make's `[ 45%]`). `--dry-run` prints the plan. The
+Each step is narrated on stderr as it starts; a compile shows a progress bar on a terminal
+(steps done of total, rate and ETA, from ninja's `[12/80]` or make's `[ 45%]`).
+`--dry-run` prints the plan. The
 result is a table of the entry and the command that runs it (or `--json`) on stdout.
 Exit codes: 0 provisioned; 1 it failed (a missing tool is named with how to install it;
 the message says whether trying again can help); 2 the spec or a flag is malformed.
@@ -23,10 +24,8 @@ import dataclasses
 import json
 import logging
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from catalog_core import CatalogError, CatalogStore, EngineEntry
 from provisioners.engines import EngineProvisioner, EngineProvisionerSettings, PreparedEngine
@@ -36,13 +35,12 @@ from provisioners.plan.engine_specs import BuildOptions
 
 from llorch.catalog import EXIT_FAILED, EXIT_OK, add_location_options, open_store, state_dir
 from llorch.catalog import table as format_table
-from llorch.progress import NarrationLines
+from llorch.progress import NarrationLines, Progress
 
-__all__ = ["BuildProgress", "add_engine_parser", "format_build_progress", "run_engine"]
+__all__ = ["add_engine_parser", "run_engine"]
 
 EXIT_USAGE = 2
 _narration = logging.getLogger("provisioners")
-_BAR_CELLS = 24
 
 
 def add_engine_parser(kinds: Any) -> None:
@@ -118,8 +116,8 @@ async def _provision(args: argparse.Namespace, store: CatalogStore, options: Spe
     if args.dry_run:
         _print_plan(await provisioner.plan(args.spec, options), args.json)
         return EXIT_OK
-    bar = BuildProgress(sys.stderr)
-    handler = NarrationLines(bar)
+    bar = Progress("compile", unit="step")
+    handler = NarrationLines()
     _narration.addHandler(handler)
     _narration.setLevel(logging.INFO)
     try:
@@ -129,54 +127,6 @@ async def _provision(args: argparse.Namespace, store: CatalogStore, options: Spe
         _narration.removeHandler(handler)
     _print_result(store.get_engine(prepared.entry_id), prepared, args.json)
     return EXIT_OK
-
-
-def format_build_progress(done: int, total: int) -> str:
-    """`[##########--------------]  45%  92/206 steps`; make's percent lines (total 100)
-    show the percentage alone."""
-    fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
-    filled = round(fraction * _BAR_CELLS)
-    bar = "#" * filled + "-" * (_BAR_CELLS - filled)
-    steps = "" if total == 100 else f"  {done}/{total} steps"
-    return f"[{bar}] {fraction * 100:3.0f}%{steps}"
-
-
-class BuildProgress:
-    """A `(done, total)` callback drawing build progress on one line (`\\r`, no escapes),
-    at most every `min_interval_s` seconds and always at the end; `close()` ends the line."""
-
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        min_interval_s: float = 0.2,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = stream
-        self._min_interval_s = min_interval_s
-        self._clock = clock
-        self._last_draw_s = float("-inf")
-        self._width = 0  # characters of the line drawn last; 0: no line open
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if not total:
-            return
-        now = self._clock()
-        finished = done >= total
-        if not finished and now - self._last_draw_s < self._min_interval_s:
-            return
-        line = f"compile {format_build_progress(done, total)}"
-        self._stream.write("\r" + line.ljust(self._width))
-        self._stream.flush()
-        self._width, self._last_draw_s = len(line), now
-        if finished:
-            self.close()
-
-    def close(self) -> None:
-        if self._width:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._width = 0
 
 
 def _print_plan(plan: EnginePlan, as_json: bool) -> None:

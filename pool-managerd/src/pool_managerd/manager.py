@@ -44,6 +44,7 @@ from pool_managerd.metrics import serve_metrics
 from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.network import HostNetwork, settle_network
 from pool_managerd.pool import Pool
+from pool_managerd.process import read_log
 from pool_managerd.records import StateLock, recover_engines
 from pool_managerd.reload import ReloadError, reload, target_config
 
@@ -52,6 +53,8 @@ __all__ = ["PoolManager", "serve"]
 VERSION = "0.1.0"
 log = logging.getLogger("pool_managerd")
 _LIVE_STATES = frozenset({"provisioning", "starting", "loading", "ready", "draining", "backoff"})
+_LOG_CHUNK_BYTES = 256 << 10  # the most one TailLog answer carries (the link's messages stay small)
+_CATALOG_POLL_S = 2.0  # how often the local catalog is checked for new models
 _RECOVER_GRACE_S = 5.0  # a left-over engine gets what a stopping one gets (Pool.stop)
 
 
@@ -139,6 +142,8 @@ class PoolManager:
             return await self._reload(command.reload.pool_id, command.reload.model)
         if kind == "verify_model":
             return await self._verify(command.verify_model.model)
+        if kind == "tail_log":
+            return await self._tail_log(command.tail_log)
         if kind == "cordon":
             self.cordon.set(command.cordon.cordoned, command.cordon.device)
             self.changed.set()
@@ -238,6 +243,19 @@ class PoolManager:
         await pool.undrain()
         return _ok()
 
+    async def _tail_log(self, ask: pb.TailLog) -> pb.CommandResult:
+        """A chunk of one replica's engine log (`llorch logs POOL`)."""
+        pool = self.pools.get(ask.pool_id)
+        if pool is None:
+            return _refuse("NOT_FOUND", f"no pool {ask.pool_id}")
+        if ask.replica >= len(pool.replicas):
+            return _refuse("INVALID_PARAMS", f"pool {ask.pool_id} has no replica {ask.replica}")
+        path = pool.replicas[ask.replica].log_path
+        limit = min(ask.max_bytes or _LOG_CHUNK_BYTES, _LOG_CHUNK_BYTES)
+        text, after, size = await asyncio.to_thread(read_log, path, ask.offset, limit)
+        chunk = pb.LogChunk(file=path.name, text=text, next_offset=after, size=size)
+        return pb.CommandResult(ok=True, log=chunk)
+
     async def _stop(self, pool_id: str) -> pb.CommandResult:
         pool = self.pools.get(pool_id)
         if pool is None:
@@ -268,6 +286,39 @@ class PoolManager:
         )
         for pool in self.pools.values():
             await pool.start()
+
+    async def watch_catalog(self, stop: asyncio.Event) -> None:
+        """Offer models added to the local catalog while running: its files' sizes and
+        times are compared every `_CATALOG_POLL_S`; on a change new entries are loaded
+        and the next snapshot carries them (the orchestrator can then place them)."""
+        base = self.config.state_dir / "catalog.sqlite"
+        files = (base, base.with_name(base.name + "-wal"))
+
+        def stamp() -> tuple[tuple[int, int], ...]:
+            found = []
+            for path in files:
+                try:
+                    info = path.stat()
+                except OSError:
+                    found.append((0, 0))
+                    continue
+                found.append((info.st_size, info.st_mtime_ns))
+            return tuple(found)
+
+        seen = stamp()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _CATALOG_POLL_S)
+            now = stamp()
+            if now == seen or stop.is_set():
+                continue
+            seen = now
+            models = await asyncio.to_thread(
+                self.models.with_new_catalog_entries, self.config.state_dir
+            )
+            if models is not self.models:
+                self.models = models
+                self.changed.set()
 
     async def shutdown(self) -> None:
         self.shutting_down = True
@@ -339,6 +390,7 @@ async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
         return now
 
     link_task = asyncio.create_task(link.run())
+    catalog_task = asyncio.create_task(manager.watch_catalog(stop))
     status: dict[str, object] = {}
     while config.status_file is not None and not stop.is_set():
         status = publish_status(config.status_file, status)
@@ -348,7 +400,7 @@ async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
     await manager.shutdown()
     await link.send_final_snapshot()
     link_task.cancel()
-    await asyncio.gather(link_task, return_exceptions=True)
+    await asyncio.gather(link_task, catalog_task, return_exceptions=True)
     if config.status_file is not None:
         link.connected.clear()
         publish_status(config.status_file, status)

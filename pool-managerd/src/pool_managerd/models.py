@@ -4,8 +4,10 @@ Sources: the `models:` entries of the config, and the Active entries of the host
 catalog (`state_dir/catalog.sqlite`, written by `llorch provision model`). Each file is
 inspected once at start (GGUF shape facts, sha256 — checked when the config gives one)
 and reported in the inventory, so the orchestrator can estimate a pool's memory before
-any pool exists. `resolve(ref)` turns the model reference of a Preload (catalog id,
-alias, or `file:` path of a known file) into a local path.
+any pool exists; the catalog is read again when it changes (`with_new_catalog_entries`,
+driven by the manager), so a model provisioned while the pool manager runs (`llorch run
+URL`) is offered without a restart. `resolve(ref)` turns the model reference of a
+Preload (catalog id, alias, or `file:` path of a known file) into a local path.
 """
 
 from __future__ import annotations
@@ -102,6 +104,20 @@ class LocalModels:
         seen: dict[str, ModelConfig] = {c.id: c for c in _catalog_entries(state_dir)}
         seen.update({c.id: c for c in configs})
         return cls([m for m in (_load(c) for c in seen.values()) if m is not None])
+
+    def with_new_catalog_entries(self, state_dir: Path) -> LocalModels:
+        """These models plus the local catalog's Active entries not yet known (each new
+        file inspected and hashed: blocking, call from a thread). Additive: an entry
+        retired or removed since stays offered until the pool manager restarts."""
+        new = [c for c in _catalog_entries(state_dir) if c.id not in self._models]
+        added = [m for m in (_load(c) for c in new) if m is not None]
+        for model in added:
+            log.info(
+                "model %s offered (new in the local catalog)",
+                model.id,
+                extra={"action": "inventory", "target": model.id},
+            )
+        return LocalModels([*self._models.values(), *added]) if added else self
 
     def all(self) -> list[LocalModel]:
         return sorted(self._models.values(), key=lambda m: m.id)

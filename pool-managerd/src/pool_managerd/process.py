@@ -8,7 +8,8 @@ PyTriton script). Output goes to a per-replica log file (POOL-06), rotated when 
 than `LOG_ROTATE_BYTES`, keeping `LOG_KEEP` old files: at start by renaming
 (`rotate_log`), and while the engine runs by copy-then-truncate (`trim_log`; the engine
 writes with O_APPEND, so after the truncation its next line lands at the new start).
-`log_tail` returns the last lines for `last_error`.
+`log_tail` returns the last lines for `last_error`; `read_log` a chunk of a log from a byte
+offset, for `llorch logs POOL [-f]` (the `TailLog` command).
 
 Process facts for recovery (`recovery.py`): `process_facts` reads one process from
 /proc (its group, session, start time in clock ticks, command line), `scan_processes`
@@ -36,6 +37,7 @@ __all__ = [
     "log_needs_trim",
     "log_tail",
     "process_facts",
+    "read_log",
     "rotate_log",
     "scan_processes",
     "stop_group",
@@ -236,3 +238,21 @@ async def stop_group(pgid: int, pids: Sequence[int], grace_s: float) -> bool:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     return await _wait_gone(left, starts, 5.0)
+
+
+def read_log(path: Path, offset: int, max_bytes: int) -> tuple[str, int, int]:
+    """(text, next offset, size) of a log from byte `offset` (negative: the last
+    `-offset` bytes), at most `max_bytes`, cut after the last complete line when the
+    chunk is full. An offset past the end (the log was rotated or trimmed since) reads
+    from the start again. A missing file reads as empty. Blocking file I/O."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size + offset) if offset < 0 else (offset if offset <= size else 0)
+            handle.seek(start)
+            data = handle.read(max(0, max_bytes))
+    except OSError:
+        return "", 0, 0
+    if start + len(data) < size and b"\n" in data:
+        data = data[: data.rfind(b"\n") + 1]
+    return data.decode("utf-8", errors="replace"), start + len(data), size

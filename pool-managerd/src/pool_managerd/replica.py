@@ -100,6 +100,11 @@ class ReplicaDriver:
         self._settled = asyncio.Event()
 
     @property
+    def log_path(self) -> Path:
+        """The engine's log file (its output, POOL-06)."""
+        return self._paths.log
+
+    @property
     def ready(self) -> bool:
         return self.state.phase == "ready" and bool(self.endpoint)
 

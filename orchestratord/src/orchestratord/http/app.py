@@ -39,7 +39,13 @@ from orchestratord.http.middleware import CorrelationIdMiddleware
 from orchestratord.http.openai import openai_routes
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.status import status_routes
-from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
+from orchestratord.http.task_list import listing_query, visible_tasks
+from orchestratord.http.translate import (
+    TASK_ID_HEADER,
+    submission_for,
+    task_from_wire,
+    task_summary,
+)
 from orchestratord.http.views import pool_json
 from orchestratord.job_trace import client_trace
 from orchestratord.tasks import TaskRecord
@@ -234,6 +240,15 @@ def _starlette(
     async def get_task(request: Request) -> Response:
         return _json(_status(await _existing(_task_id(request))))
 
+    async def list_tasks(request: Request) -> Response:
+        query = listing_query(request.query_params)
+        name = _api_key(request)
+        key = orchestrator.quotas.key(name) if name is not None else None
+        owner = name if key is not None and key.role != "admin" else None
+        tasks = orchestrator.tasks
+        shown = visible_tasks(tasks.live(), tasks.recent_finished(query.limit), query, owner)
+        return _json({"tasks": [task_summary(record) for record in shown]})
+
     async def cancel_task(request: Request) -> Response:
         orchestrator.cancel(str(request.path_params["task_id"]))
         return Response(status_code=204)
@@ -299,6 +314,7 @@ def _starlette(
         Route("/v2/tasks", submit_task, methods=["POST"]),
         Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
         *openai_routes(orchestrator),
+        Route("/v2/tasks", list_tasks, methods=["GET"]),
         Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
         Route("/v2/sessions/{session_id}", get_session, methods=["GET"]),

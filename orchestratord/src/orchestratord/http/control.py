@@ -1,5 +1,5 @@
-"""Control-plane routes: deployments, hosts, cordon, drain, undrain and reload (API-11,
-POOL-05/08).
+"""Control-plane routes: deployments, hosts, cordon, drain, undrain, reload and a pool's
+engine log (API-11, POOL-05/06/08).
 
 Wire bodies are the generated models; replies are assembled here from the deployment
 manager's and the registry's state. Engine credentials never appear (SEC-04).
@@ -55,6 +55,28 @@ def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
         ]
         summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
         raise ApiError("INVALID_PARAMS", f"invalid body: {summary}", details=details) from None
+
+
+_LOG_TAIL_BYTES = 8192  # `GET /v2/pools/{id}/logs` without an offset: the last 8 KiB
+_LOG_MAX_BYTES = 256 << 10
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A query parameter as an integer in [low, high]; INVALID_PARAMS naming it else."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(
+            "INVALID_PARAMS",
+            f"{name} must be an integer from {low} to {high}",
+            details=[Detail("out of range or not an integer", field=name)],
+        )
+    return value
 
 
 def _has_body(request: Request) -> bool:
@@ -292,7 +314,33 @@ def control_routes(
             }
         )
 
+    async def pool_logs(request: Request) -> Response:
+        pool_id = str(request.path_params["pool_id"])
+        replica = _int_param(request, "replica", 0, 0, 1 << 16)
+        offset = _int_param(request, "offset", -_LOG_TAIL_BYTES, -(1 << 62), 1 << 62)
+        max_bytes = _int_param(request, "max_bytes", _LOG_MAX_BYTES, 1, _LOG_MAX_BYTES)
+        pool = registry.pool(pool_id)
+        if pool is None:
+            raise ApiError("NOT_FOUND", f"no pool {pool_id}")
+        try:
+            chunk = await commands.tail_log(pool.host_id, pool_id, replica, offset, max_bytes)
+        except CommandFailed as exc:
+            code = exc.code if exc.code in ("NOT_FOUND", "INVALID_PARAMS") else "POOL_UNREADY"
+            raise ApiError(code, f"pool {pool_id}: {exc}", pool_id=pool_id) from exc
+        return _json(
+            {
+                "pool_id": pool_id,
+                "host_id": pool.host_id,
+                "replica": replica,
+                "file": chunk.file,
+                "text": chunk.text,
+                "next_offset": chunk.next_offset,
+                "size": chunk.size,
+            }
+        )
+
     return [
+        Route("/v2/pools/{pool_id}/logs", pool_logs, methods=["GET"]),
         Route("/v2/pools/{pool_id}/drain", drain_pool, methods=["POST"]),
         Route("/v2/pools/{pool_id}/undrain", undrain_pool, methods=["POST"]),
         Route("/v2/pools/{pool_id}/reload", reload_pool, methods=["POST"]),

@@ -317,11 +317,12 @@ def spec_from_journal(row: JournaledTask) -> TaskSpec:
 
 
 def task_summary(record: TaskRecord, now_ms: int | None = None) -> dict[str, object]:
-    """One job as lists show it (the status page, job listings): who, where, its state
-    as clients may see it, and its timings on the wall clock (ms since the epoch):
-    queued (`created_at_ms`) -> started -> first token -> end, with the waits between
-    them and its rate. Never the prompt, the output or the API key itself (only its
-    name). `now_ms`: the wall clock now (default: read it), for a job still running."""
+    """One job as lists show it (`GET /v2/tasks`, `llorch ps`, the status page): who,
+    where, its state as clients may see it, its queue position, and its timings on the
+    wall clock (ms since the epoch): queued (`created_at_ms`) -> started -> first token
+    -> end, with the waits between them and its rate. Never the prompt, the output or
+    the API key itself (only its name). `now_ms`: the wall clock now (default: read
+    it), for a job still running."""
     if now_ms is None:
         now_ms = time.time_ns() // 1_000_000
     state = record.shown_state
@@ -341,8 +342,10 @@ def task_summary(record: TaskRecord, now_ms: int | None = None) -> dict[str, obj
         "model": record.spec.model,
         "workload": record.spec.workload,
         "priority": record.spec.priority,
-        "api_key": record.spec.api_key,
+        "owner": record.spec.api_key,
+        "session_id": record.spec.session_id,
         "pool_id": record.pool_id,
+        "queue_position": record.queue_position if state == "queued" else None,
         "attempts": record.attempts,
         "created_at_ms": created,
         "started_at_ms": started,

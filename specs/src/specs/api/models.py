@@ -87,6 +87,18 @@ class AdmissionResponse(BaseModel):
     events_url: str
 
 
+class PoolLogChunk(BaseModel):
+    pool_id: str
+    host_id: str
+    replica: int = Field(..., ge=0)
+    file: str = Field(..., description="The log file's name on the host.")
+    text: str
+    next_offset: int = Field(
+        ..., description='Where the next read starts (follow with it).'
+    )
+    size: int = Field(..., description="The log's size in bytes when read.")
+
+
 class ErrorDetail(BaseModel):
     field: str | None = None
     pool_id: str | None = None
@@ -518,10 +530,12 @@ class TaskSummary(BaseModel):
     model: str
     workload: Literal['completion', 'chat', 'embedding']
     priority: Literal['interactive', 'batch']
-    api_key: str | None = Field(
-        ..., description='The name of the key that submitted it.'
+    owner: str | None = Field(
+        ..., description='The name of the key that submitted it (never the key).'
     )
+    session_id: str | None
     pool_id: str | None
+    queue_position: int | None = Field(..., description='While queued.')
     attempts: int = Field(..., ge=0)
     created_at_ms: int
     started_at_ms: int | None
@@ -834,6 +848,10 @@ class TaskStatus(BaseModel):
     decode_time_ms: float | None = None
     finish_reason: str | None = None
     error: TaskError | None = None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary]
 
 
 class ErrorEnvelope(BaseModel):

@@ -727,6 +727,66 @@ class VerifyModel(_message.Message):
 Global___VerifyModel: _TypeAlias = VerifyModel  # noqa: Y015
 
 @_typing.final
+class TailLog(_message.Message):
+    """Read a pool replica's engine log from byte `offset` (negative: the last -offset bytes),
+    at most `max_bytes`; the result carries the text and where to read on (`-f`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_ID_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    pool_id: _builtins.str
+    replica: _builtins.int
+    offset: _builtins.int
+    max_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        pool_id: _builtins.str = ...,
+        replica: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "offset", b"offset", "pool_id", b"pool_id", "replica", b"replica"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TailLog: _TypeAlias = TailLog  # noqa: Y015
+
+@_typing.final
+class LogChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    file: _builtins.str
+    text: _builtins.str
+    next_offset: _builtins.int
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        file: _builtins.str = ...,
+        text: _builtins.str = ...,
+        next_offset: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "next_offset", b"next_offset", "size", b"size", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -738,6 +798,7 @@ class Command(_message.Message):
     CORDON_FIELD_NUMBER: _builtins.int
     VERIFY_MODEL_FIELD_NUMBER: _builtins.int
     UNDRAIN_FIELD_NUMBER: _builtins.int
+    TAIL_LOG_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def preload(self) -> Global___Preload: ...
@@ -753,6 +814,8 @@ class Command(_message.Message):
     def verify_model(self) -> Global___VerifyModel: ...
     @_builtins.property
     def undrain(self) -> Global___Undrain: ...
+    @_builtins.property
+    def tail_log(self) -> Global___TailLog: ...
     def __init__(
         self,
         *,
@@ -764,12 +827,13 @@ class Command(_message.Message):
         cordon: Global___Cordon | None = ...,
         verify_model: Global___VerifyModel | None = ...,
         undrain: Global___Undrain | None = ...,
+        tail_log: Global___TailLog | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "undrain", b"undrain", "verify_model", b"verify_model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "tail_log", b"tail_log", "undrain", b"undrain", "verify_model", b"verify_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "undrain", b"undrain", "verify_model", b"verify_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "cordon", b"cordon", "drain", b"drain", "kind", b"kind", "preload", b"preload", "reload", b"reload", "stop", b"stop", "tail_log", b"tail_log", "undrain", b"undrain", "verify_model", b"verify_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["preload", "drain", "reload", "stop", "cordon", "verify_model", "undrain"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["preload", "drain", "reload", "stop", "cordon", "verify_model", "undrain", "tail_log"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -783,10 +847,15 @@ class CommandResult(_message.Message):
     OK_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     ok: _builtins.bool
     error_code: _builtins.str
     message: _builtins.str
+    @_builtins.property
+    def log(self) -> Global___LogChunk:
+        """the answer to TailLog"""
+
     def __init__(
         self,
         *,
@@ -794,10 +863,11 @@ class CommandResult(_message.Message):
         ok: _builtins.bool = ...,
         error_code: _builtins.str = ...,
         message: _builtins.str = ...,
+        log: Global___LogChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log", b"log"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "error_code", b"error_code", "message", b"message", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "error_code", b"error_code", "log", b"log", "message", b"message", "ok", b"ok"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,64 @@
+"""`GET /v2/tasks`: the jobs the orchestrator holds in memory (`llorch ps`).
+
+Running and queued jobs first (oldest first), then the recently ended ones the task
+table still keeps (`finished_tasks_kept`, most recent first), each as `task_summary`.
+`state=` filters (one state, or several comma-separated), `limit=` bounds the count
+(1-1000, default 100). A client key sees only the jobs it submitted; an admin key, or
+anyone when no keys are configured (loopback), sees all of them. `listing_query` parses
+the query (INVALID_PARAMS naming the parameter), `visible_tasks` decides; both pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import get_args
+
+from orchestratord.errors import ApiError, Detail
+from orchestratord.tasks import TaskRecord, TaskState
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ListingQuery", "listing_query", "visible_tasks"]
+
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+_STATES: tuple[str, ...] = get_args(TaskState)
+
+
+@dataclass(frozen=True, slots=True)
+class ListingQuery:
+    states: frozenset[str]  # empty: every state
+    limit: int
+
+
+def _invalid(field: str, reason: str) -> ApiError:
+    return ApiError("INVALID_PARAMS", f"{field}: {reason}", details=[Detail(reason, field=field)])
+
+
+def listing_query(params: Mapping[str, str]) -> ListingQuery:
+    unknown = sorted(set(params) - {"state", "limit"})
+    if unknown:
+        raise _invalid(unknown[0], "unknown query parameter (expected state, limit)")
+    states = frozenset(s.strip() for s in params.get("state", "").split(",") if s.strip())
+    wrong = sorted(states - set(_STATES))
+    if wrong:
+        raise _invalid("state", f"{wrong[0]!r} is not one of {', '.join(_STATES)}")
+    raw = params.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+    return ListingQuery(states, int(raw))
+
+
+def visible_tasks(
+    live: Iterable[TaskRecord],
+    finished: Iterable[TaskRecord],
+    query: ListingQuery,
+    owner: str | None,
+) -> list[TaskRecord]:
+    """The jobs to list, in order; `owner` None sees all, else only its own."""
+    ordered = [*sorted(live, key=lambda r: r.created_mono), *finished]
+    shown = [
+        record
+        for record in ordered
+        if (owner is None or record.spec.api_key == owner)
+        and (not query.states or record.shown_state in query.states)
+    ]
+    return shown[: query.limit]
