@@ -34,6 +34,9 @@ OPEN_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.yaml"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/assets/{name}"),
     ("GET", "/metrics"),
 }
 

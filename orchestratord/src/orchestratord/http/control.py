@@ -28,7 +28,7 @@ from orchestratord.control_link import CommandFailed, ControlCommands
 from orchestratord.deployments import Constraints, DeploymentSpec
 from orchestratord.deployments.manager import DeploymentManager, DeploymentState
 from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
-from orchestratord.http.body import read_json_body
+from orchestratord.http.body import parse_body, path_param, read_json_body
 from orchestratord.registry import PoolRegistry
 
 __all__ = ["control_routes"]
@@ -45,15 +45,7 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw, strict=True)
-    except pydantic.ValidationError as exc:
-        details = [
-            Detail(e["msg"], field=".".join(str(p) for p in e["loc"]) or "body")
-            for e in exc.errors(include_input=False, include_url=False)[:16]
-        ]
-        summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
-        raise ApiError("INVALID_PARAMS", f"invalid body: {summary}", details=details) from None
+    return parse_body(model, raw)
 
 
 def _has_body(request: Request) -> bool:
@@ -240,7 +232,7 @@ def control_routes(
         return _json({"hosts": hosts})
 
     async def cordon_host(request: Request) -> Response:
-        host_id = str(request.path_params["host_id"])
+        host_id = path_param(request, "host_id", 128)
         body: CordonRequest = _parse(CordonRequest, await read_json_body(request, max_body_bytes))
         if registry.host(host_id) is None:
             raise ApiError("NOT_FOUND", f"no host {host_id}")
@@ -255,7 +247,7 @@ def control_routes(
         return Response(status_code=204)
 
     async def drain_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         body: DrainRequest = _parse(DrainRequest, await read_json_body(request, max_body_bytes))
         pool = registry.pool(pool_id)
         if pool is None:
@@ -275,7 +267,7 @@ def control_routes(
         return Response(status_code=202)
 
     async def undrain_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         if _has_body(request):  # optional; when given, an empty object
             _parse(UndrainRequest, await read_json_body(request, max_body_bytes))
         pool = registry.pool(pool_id)
@@ -296,7 +288,7 @@ def control_routes(
         return Response(status_code=202)
 
     async def reload_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         body: ReloadRequest = _parse(ReloadRequest, await read_json_body(request, max_body_bytes))
         pool = registry.pool(pool_id)
         if pool is None:
