@@ -35,10 +35,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestratord.core import Orchestrator
-from orchestratord.errors import ApiError, Detail
+from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import parse_body, read_json_body
-from orchestratord.http.errors import error_response
+from orchestratord.http.errors import error_response, openai_error_type
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
@@ -225,10 +225,11 @@ def _stream(
                         parts.append("data: [DONE]\n\n")
                     elif name == "error":
                         error = json.loads(data)
+                        status = STATUS_BY_CODE.get(error["code"], 500)
                         body = {
                             "error": {
                                 "message": error["message"],
-                                "type": "server_error",
+                                "type": openai_error_type(status),
                                 "param": None,
                                 "code": error["code"],
                             }
