@@ -155,6 +155,31 @@ def test_a_method_a_path_does_not_serve_is_405_with_allow_in_the_paths_shape(
     assert _openai_error(chat)["code"] == "INVALID_PARAMS"
 
 
+def test_every_operation_enforces_exactly_the_security_the_document_declares(
+    cluster: Cluster,
+) -> None:
+    """No key: 401 exactly where `security` is not empty. A client key: 403 exactly where
+    it names the admin role. Each request is one no handler acts on (no body, or an id
+    nothing has), so nothing changes."""
+    document = yaml.safe_load(openapi_document())
+    checked = 0
+    with httpx.Client(base_url=cluster.url, timeout=30) as http:
+        for path, item in document["paths"].items():
+            concrete = re.sub(r"\{[^}]+\}", "x-1", path)
+            for method, operation in item.items():
+                security = operation.get("security", document["security"])
+                scopes = {s for requirement in security for s in requirement.get("apiKey", [])}
+                anonymous = http.request(method.upper(), concrete)
+                assert (anonymous.status_code == 401) == bool(security), (method, path)
+                client = http.request(
+                    method.upper(), concrete, headers={"Authorization": f"Bearer {CLIENT_KEY}"}
+                )
+                assert (client.status_code == 403) == ("admin" in scopes), (method, path)
+                assert client.status_code != 401, (method, path)
+                checked += 1
+    assert checked == sum(len(item) for item in document["paths"].values()) >= 35
+
+
 # --- /v1 errors in OpenAI's shape -----------------------------------------------------
 
 
