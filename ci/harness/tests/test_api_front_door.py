@@ -268,6 +268,8 @@ def test_null_where_the_document_allows_none_is_refused_and_8_0_is_an_integer(
             "/v2/tasks", json={"model": "default", "prompt": "x", "max_tokens": 2.5}
         )
         assert fraction.status_code == 400
+        assert http.get("/v2/catalog/models", params={"limit": "1.0"}).status_code == 200
+        assert http.get("/v2/catalog/models", params={"limit": "1.5"}).status_code == 400
         for path, body, field in [
             ("/v2/hosts/host-a/cordon", {"cordoned": False, "device": None}, "device"),
             ("/v2/pools/tiny-a/drain", {"deadline_ms": None}, "deadline_ms"),

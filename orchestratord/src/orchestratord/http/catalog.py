@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from typing import Any
 
@@ -40,6 +41,14 @@ def _model_json(model: FleetModel) -> dict[str, Any]:
     }
 
 
+def _integer(text: str) -> int | None:
+    """An integer query value; an integral number such as `8.0` is one too, as in bodies
+    (`http.body.validate_strict`) and as JSON Schema says."""
+    if re.fullmatch(r"-?[0-9]{1,18}(\.0*)?", text) is None:
+        return None
+    return int(text.split(".")[0])
+
+
 def catalog_routes(
     catalog: FleetCatalog, commands: ControlCommands, max_body_bytes: int
 ) -> list[Route]:
@@ -51,10 +60,9 @@ def catalog_routes(
         return model
 
     async def list_models(request: Request) -> Response:
-        try:
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            raise ApiError("INVALID_PARAMS", "limit must be an integer") from None
+        limit = _integer(request.query_params.get("limit", "100"))
+        if limit is None:
+            raise ApiError("INVALID_PARAMS", "limit must be an integer")
         if not 1 <= limit <= 1000:
             raise ApiError("INVALID_PARAMS", "limit must be between 1 and 1000")
         cursor = request.query_params.get("cursor")
