@@ -110,6 +110,9 @@ def test_the_docs_page_loads_every_asset_from_the_server_and_nothing_from_elsewh
         page = http.get("/docs")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
+        # and the browser is told to load nothing from anywhere else
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "script-src 'self'" in policy, policy
         html = page.text
         assert not re.search(r"https?://|//[a-z0-9]", html, re.IGNORECASE), html
         assets = re.findall(r'(?:src|href)="([^"]+)"', html)
