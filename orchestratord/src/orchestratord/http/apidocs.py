@@ -4,7 +4,8 @@
 The page is Swagger UI 5 (it reads OpenAPI 3.1). Its script and stylesheet are the
 ones bundled in the `swagger-ui-py` package (Apache-2.0; its licence is served beside
 them), served by this process at `/docs/assets/{name}` from a fixed list: nothing is
-fetched from a CDN or any other host, so the page works with no network. All of these
+fetched from a CDN or any other host, so the page works with no network, and its
+Content-Security-Policy tells the browser to load nothing from elsewhere. All of these
 are open to everyone, as the document itself is (`http.auth`).
 """
 
