@@ -35,6 +35,9 @@ OPEN_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.yaml"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/assets/{name}"),
     ("GET", "/metrics"),
     ("GET", "/"),  # the status page and its files: no data (OBS-04)
     ("GET", "/ui"),

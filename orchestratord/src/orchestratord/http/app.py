@@ -1,8 +1,9 @@
 """The Starlette application: routes of the data plane and the ops endpoints.
 
 Handlers are thin: parse and validate (`translate`), call the `Orchestrator`, render.
-Every error is the API-07 envelope; unknown routes are 404 `NOT_FOUND`, wrong methods
-405 `INVALID_PARAMS`, and anything unexpected 500 `INTERNAL` with no internals leaked.
+Every error is the API-07 envelope (OpenAI's error body under `/v1/`); unknown routes
+are 404 `NOT_FOUND`, wrong methods 405 `INVALID_PARAMS` with `Allow`, and anything
+unexpected 500 `INTERNAL` with no internals leaked.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
-import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST
 from specs.api.models import TaskRequest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from orchestratord.control_link import ControlCommands
 from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
-from orchestratord.errors import ApiError, Detail
+from orchestratord.errors import ApiError
+from orchestratord.http.apidocs import apidoc_routes
 from orchestratord.http.auth import AuthMiddleware
-from orchestratord.http.body import read_json_body, validate_strict
+from orchestratord.http.body import parse_body, path_param, read_json_body
 from orchestratord.http.catalog import catalog_routes
 from orchestratord.http.control import control_routes
 from orchestratord.http.errors import error_response
@@ -49,7 +50,6 @@ from orchestratord.http.translate import (
 from orchestratord.http.views import pool_json
 from orchestratord.job_trace import client_trace
 from orchestratord.tasks import TaskRecord
-from specs import openapi_document
 
 __all__ = ["build_app"]
 
@@ -72,15 +72,7 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 def _parse_task(raw: bytes) -> TaskRequest:
-    try:
-        return validate_strict(TaskRequest, raw)
-    except pydantic.ValidationError as exc:
-        details = [
-            Detail(error["msg"], field=".".join(str(p) for p in error["loc"]) or "body")
-            for error in exc.errors(include_input=False, include_url=False)[:32]
-        ]
-        summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
-        raise ApiError("INVALID_PARAMS", f"invalid task: {summary}", details=details) from None
+    return parse_body(TaskRequest, raw, "task")
 
 
 def _task_id(request: Request) -> str:
@@ -250,7 +242,7 @@ def _starlette(
         return _json({"tasks": [task_summary(record) for record in shown]})
 
     async def cancel_task(request: Request) -> Response:
-        orchestrator.cancel(str(request.path_params["task_id"]))
+        orchestrator.cancel(_task_id(request))
         return Response(status_code=204)
 
     async def list_pools(request: Request) -> Response:
@@ -258,14 +250,14 @@ def _starlette(
         return _json({"pools": [pool_json(registry, p, now) for p in registry.pools()]})
 
     async def get_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         pool = orchestrator.registry.pool(pool_id)
         if pool is None:
             raise ApiError("NOT_FOUND", f"no pool {pool_id}")
         return _json(pool_json(orchestrator.registry, pool, time.monotonic()))
 
     async def get_session(request: Request) -> Response:
-        session_id = str(request.path_params["session_id"])
+        session_id = path_param(request, "session_id", 128)
         now = time.monotonic()
         session = orchestrator.sessions.get(session_id, now)
         if session is None:
@@ -292,7 +284,7 @@ def _starlette(
         )
 
     async def delete_session(request: Request) -> Response:
-        orchestrator.sessions.delete(str(request.path_params["session_id"]))
+        orchestrator.sessions.delete(path_param(request, "session_id", 128))
         return Response(status_code=204)
 
     async def healthz(request: Request) -> Response:
@@ -307,9 +299,6 @@ def _starlette(
     async def metrics(request: Request) -> Response:
         return Response(orchestrator.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_document(), media_type="application/yaml")
-
     routes = [  # the data plane first: Starlette tries routes in order
         Route("/v2/tasks", submit_task, methods=["POST"]),
         Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
@@ -323,7 +312,7 @@ def _starlette(
         Route("/v2/pools/{pool_id}", get_pool, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/openapi.yaml", openapi, methods=["GET"]),
+        *apidoc_routes(),
         Route("/metrics", metrics, methods=["GET"]),
         *meta_routes(orchestrator),
         *control_routes(deployments, orchestrator.registry, commands, config.max_body_bytes),
@@ -383,20 +372,36 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     if request.method == "POST" and request.url.path in _SUBMISSIONS:
         request.app.state.metrics.rejected.labels(exc.code).inc()
-    return error_response(exc, _correlation_id(request))
+    return error_response(exc, _correlation_id(request), request.url.path)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route of this path serves (Starlette's own 405 names only the
+    first route's), HEAD with GET, for the `Allow` header of a 405."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            methods.update(route.methods or ())
+    return sorted(methods)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = request.url.path
+    headers: dict[str, str] = {}
     if exc.status_code == 404:
-        error = ApiError("NOT_FOUND", f"no route {request.url.path}")
+        error = ApiError("NOT_FOUND", f"no route {path}")
     elif exc.status_code == 405:
+        allowed = allowed_methods(request.app.routes, request.scope)
+        headers["Allow"] = ", ".join(allowed)
         error = ApiError(
-            "INVALID_PARAMS", f"method {request.method} is not allowed here", status=405
+            "INVALID_PARAMS",
+            f"method {request.method} is not allowed here; allowed: {headers['Allow']}",
+            status=405,
         )
     else:
         error = ApiError("INVALID_PARAMS", str(exc.detail), status=exc.status_code)
-    return error_response(error, _correlation_id(request))
+    return error_response(error, _correlation_id(request), path, headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -406,4 +411,5 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
         request.url.path,
         extra={"correlation_id": _correlation_id(request)},
     )
-    return error_response(ApiError("INTERNAL", "internal error"), _correlation_id(request))
+    error = ApiError("INTERNAL", "internal error")
+    return error_response(error, _correlation_id(request), request.url.path)

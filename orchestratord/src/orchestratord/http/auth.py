@@ -2,14 +2,14 @@
 configured.
 
 `ROUTE_ROLES` is the one table of which route needs which role: `None` for the ops
-endpoints (`/healthz`, `/readyz`, `/openapi.yaml`, `/metrics`) and the status page's
-files (`/`, `/ui`, `/ui/{asset}`: no data), open to all; `client` for jobs and reads,
-`admin` for what changes the fleet (deployments, drain, reload, cordon, catalog writes).
-An admin key may do everything a client key may. Every other route needs
-`Authorization: Bearer <key>`: a missing or unknown key is 401 `UNAUTHORIZED`, a key of
-the wrong role 403 `FORBIDDEN` naming the role needed. The key's name (never the key)
-is put in the scope (`state["api_key"]`) for quotas and logs. With no keys configured
-(loopback only) everything is open.
+endpoints (`/healthz`, `/readyz`, `/metrics`, the API document and its page) and the
+status page's files (`/`, `/ui`, `/ui/{asset}`: no data), open to all; `client` for jobs
+and reads, `admin` for what changes the fleet (deployments, drain, reload, cordon,
+catalog writes). An admin key may do everything a client key may. Every other route
+needs `Authorization: Bearer <key>`: a missing or unknown key is 401 `UNAUTHORIZED`, a
+key of the wrong role 403 `FORBIDDEN` naming the role needed. The key's name (never the
+key) is put in the scope (`state["api_key"]`) for quotas and logs. With no keys
+configured (loopback only) everything is open.
 
 The table must list every route the app serves (a test compares it with the app and
 with the OpenAPI document's `security`). It fails closed: a path it does not know needs
@@ -36,6 +36,9 @@ ROUTE_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/openapi.yaml", None),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
+    ("GET", "/docs/assets/{name}", None),
     ("GET", "/metrics", None),
     ("POST", "/v2/tasks", "client"),
     ("GET", "/v2/tasks", "client"),
@@ -155,7 +158,7 @@ class AuthMiddleware:
         error = authorize(key, needed)
         if error is not None:
             correlation_id = str(scope.get("state", {}).get("correlation_id", ""))
-            await error_response(error, correlation_id)(scope, receive, send)
+            await error_response(error, correlation_id, scope["path"])(scope, receive, send)
             return
         if key is not None:  # always, once authorized
             scope.setdefault("state", {})["api_key"] = key.name

@@ -8,7 +8,6 @@ import json
 import time
 from typing import Any
 
-import pydantic
 from specs.api.models import ModelStateRequest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,8 +15,8 @@ from starlette.routing import Route
 
 from orchestratord.catalog import FleetCatalog, FleetModel
 from orchestratord.control_link import CommandFailed, ControlCommands
-from orchestratord.errors import ApiError, Detail
-from orchestratord.http.body import read_json_body
+from orchestratord.errors import ApiError
+from orchestratord.http.body import parse_body, path_param, query_integer, read_json_body
 
 __all__ = ["catalog_routes"]
 
@@ -45,20 +44,23 @@ def catalog_routes(
     catalog: FleetCatalog, commands: ControlCommands, max_body_bytes: int
 ) -> list[Route]:
     def existing(request: Request) -> FleetModel:
-        model_id = str(request.path_params["model_id"])
+        model_id = path_param(request, "model_id", 256)
         model = catalog.get(model_id)
         if model is None:
             raise ApiError("NOT_FOUND", f"no model {model_id} in the catalog")
         return model
 
     async def list_models(request: Request) -> Response:
-        try:
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            raise ApiError("INVALID_PARAMS", "limit must be an integer") from None
+        limit = query_integer(request.query_params.get("limit", "100"))
+        if limit is None:
+            raise ApiError("INVALID_PARAMS", "limit must be an integer")
         if not 1 <= limit <= 1000:
             raise ApiError("INVALID_PARAMS", "limit must be between 1 and 1000")
         cursor = request.query_params.get("cursor")
+        if cursor is not None and len(cursor) > 256:
+            raise ApiError("INVALID_PARAMS", "cursor must be at most 256 characters")
+        if len(request.headers.get("if-none-match", "")) > 128:
+            raise ApiError("INVALID_PARAMS", "If-None-Match must be at most 128 characters")
         models = [m for m in catalog.models() if cursor is None or m.entry.id > cursor]
         page = models[:limit]
         body = json.dumps(
@@ -96,18 +98,7 @@ def catalog_routes(
 
     async def set_state(request: Request) -> Response:
         model = existing(request)
-        try:
-            body = ModelStateRequest.model_validate_json(
-                await read_json_body(request, max_body_bytes), strict=True
-            )
-        except pydantic.ValidationError as exc:
-            details = [
-                Detail(e["msg"], field=".".join(str(p) for p in e["loc"]))
-                for e in exc.errors(include_input=False, include_url=False)
-            ]
-            raise ApiError(
-                "INVALID_PARAMS", "state must be Active or Retired", details=details
-            ) from None
+        body = parse_body(ModelStateRequest, await read_json_body(request, max_body_bytes))
         updated = catalog.set_state(model.entry.id, body.state)
         assert updated is not None
         return Response(json.dumps(_model_json(updated)), media_type="application/json")

@@ -28,7 +28,7 @@ from orchestratord.control_link import CommandFailed, ControlCommands
 from orchestratord.deployments import Constraints, DeploymentSpec
 from orchestratord.deployments.manager import DeploymentManager, DeploymentState
 from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
-from orchestratord.http.body import read_json_body
+from orchestratord.http.body import parse_body, path_param, query_integer, read_json_body
 from orchestratord.http.views import host_json
 from orchestratord.registry import PoolRegistry
 
@@ -46,15 +46,7 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw, strict=True)
-    except pydantic.ValidationError as exc:
-        details = [
-            Detail(e["msg"], field=".".join(str(p) for p in e["loc"]) or "body")
-            for e in exc.errors(include_input=False, include_url=False)[:16]
-        ]
-        summary = "; ".join(f"{d.field}: {d.reason}" for d in details[:4])
-        raise ApiError("INVALID_PARAMS", f"invalid body: {summary}", details=details) from None
+    return parse_body(model, raw)
 
 
 _LOG_TAIL_BYTES = 8192  # `GET /v2/pools/{id}/logs` without an offset: the last 8 KiB
@@ -66,11 +58,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
+    value = query_integer(raw)
+    if value is None or not low <= value <= high:
         raise ApiError(
             "INVALID_PARAMS",
             f"{name} must be an integer from {low} to {high}",
@@ -230,7 +219,7 @@ def control_routes(
         return _json({"hosts": hosts})
 
     async def cordon_host(request: Request) -> Response:
-        host_id = str(request.path_params["host_id"])
+        host_id = path_param(request, "host_id", 128)
         body: CordonRequest = _parse(CordonRequest, await read_json_body(request, max_body_bytes))
         if registry.host(host_id) is None:
             raise ApiError("NOT_FOUND", f"no host {host_id}")
@@ -245,7 +234,7 @@ def control_routes(
         return Response(status_code=204)
 
     async def drain_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         body: DrainRequest = _parse(DrainRequest, await read_json_body(request, max_body_bytes))
         pool = registry.pool(pool_id)
         if pool is None:
@@ -265,7 +254,7 @@ def control_routes(
         return Response(status_code=202)
 
     async def undrain_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         if _has_body(request):  # optional; when given, an empty object
             _parse(UndrainRequest, await read_json_body(request, max_body_bytes))
         pool = registry.pool(pool_id)
@@ -286,7 +275,7 @@ def control_routes(
         return Response(status_code=202)
 
     async def reload_pool(request: Request) -> Response:
-        pool_id = str(request.path_params["pool_id"])
+        pool_id = path_param(request, "pool_id", 128)
         body: ReloadRequest = _parse(ReloadRequest, await read_json_body(request, max_body_bytes))
         pool = registry.pool(pool_id)
         if pool is None:

@@ -1,18 +1,68 @@
-"""Rendering errors: the one envelope of API-07, with `Retry-After` on 429 and 503."""
+"""Rendering errors, once for every layer: llorch's envelope (API-07) on `/v2` and the
+ops endpoints, OpenAI's error body on the OpenAI facade (`/v1/...`, API-13), whichever
+layer refused the request (correlation id, authentication, routing, the handler, the
+read deadline). `Retry-After` on 429 and 503 in both shapes.
+
+OpenAI's body is `{"error": {"message", "type", "param", "code"}}`: `type` is OpenAI's
+class of error for the status (`OPENAI_ERROR_TYPES`), `param` the first field a detail
+names, `code` llorch's error code (so a client can tell `ADMISSION_REJECT` from
+`QUOTA_EXCEEDED`)."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 from starlette.responses import Response
 
 from orchestratord.errors import ApiError
 
-__all__ = ["error_response"]
+__all__ = [
+    "OPENAI_ERROR_TYPES",
+    "envelope",
+    "error_body",
+    "error_headers",
+    "error_response",
+    "is_openai_path",
+    "openai_error_body",
+    "openai_error_type",
+]
+
+OPENAI_PREFIX = "/v1/"
+# OpenAI's error `type` by HTTP status; any other status is `server_error` (5xx) or
+# `invalid_request_error` (4xx).
+OPENAI_ERROR_TYPES: dict[int, str] = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
 
 
-def error_response(error: ApiError, correlation_id: str) -> Response:
+def is_openai_path(path: str) -> bool:
+    """True for the OpenAI facade's paths, whose errors are in OpenAI's shape."""
+    return path.startswith(OPENAI_PREFIX) or path == OPENAI_PREFIX.rstrip("/")
+
+
+def openai_error_type(status: int) -> str:
+    if status in OPENAI_ERROR_TYPES:
+        return OPENAI_ERROR_TYPES[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def openai_error_body(error: ApiError) -> dict[str, object]:
+    param = next((d.field for d in error.details if d.field), None)
+    return {
+        "error": {
+            "message": error.message,
+            "type": openai_error_type(error.status),
+            "param": param,
+            "code": error.code,
+        }
+    }
+
+
+def envelope(error: ApiError, correlation_id: str) -> dict[str, object]:
     body: dict[str, object] = {
         "code": error.code,
         "message": error.message,
@@ -41,10 +91,35 @@ def error_response(error: ApiError, correlation_id: str) -> Response:
             }
             for d in error.details
         ]
-    headers = {}
-    if error.status in (429, 503):
-        seconds = math.ceil((error.retry_after_ms or 1000) / 1000)
-        headers["Retry-After"] = str(max(1, seconds))
+    return body
+
+
+def error_body(error: ApiError, correlation_id: str, path: str) -> bytes:
+    """The error's JSON body in the shape `path` answers in."""
+    if is_openai_path(path):
+        return json.dumps(openai_error_body(error)).encode()
+    return json.dumps(envelope(error, correlation_id)).encode()
+
+
+def error_headers(error: ApiError) -> dict[str, str]:
+    """`Retry-After` (whole seconds, at least 1) on 429 and 503."""
+    if error.status not in (429, 503):
+        return {}
+    seconds = math.ceil((error.retry_after_ms or 1000) / 1000)
+    return {"Retry-After": str(max(1, seconds))}
+
+
+def error_response(
+    error: ApiError,
+    correlation_id: str,
+    path: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The response for `error` on `path` (OpenAI's shape under `/v1/`, else API-07's),
+    with `headers` (e.g. `Allow` on a 405) added."""
     return Response(
-        json.dumps(body), status_code=error.status, headers=headers, media_type="application/json"
+        error_body(error, correlation_id, path),
+        status_code=error.status,
+        headers={**error_headers(error), **(headers or {})},
+        media_type="application/json",
     )

@@ -25,8 +25,8 @@ from worker_adapters.errors import AdapterError, RequestRejected
 
 from orchestratord.admission.validate import Refusal, text_within_limit, token_ids_valid
 from orchestratord.core import Orchestrator
-from orchestratord.errors import ApiError, Detail
-from orchestratord.http.body import read_json_body, validate_strict
+from orchestratord.errors import ApiError
+from orchestratord.http.body import parse_body, read_json_body
 from orchestratord.http.translate import refusal_error
 
 __all__ = ["API_VERSION", "meta_routes", "version_in_range"]
@@ -34,6 +34,9 @@ __all__ = ["API_VERSION", "meta_routes", "version_in_range"]
 API_VERSION = "2.0.0"
 _WORKLOADS = ("completion", "chat", "embedding")
 _BOUND = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+(?:\.\d+){0,2})$")
+# The whole `api_version` value, as the document's pattern states it.
+_RANGE_BOUND = r" *(?:>=|<=|>|<|==)? *[0-9]+(?:\.[0-9]+){0,2} *"
+_RANGE = re.compile(f"{_RANGE_BOUND}(?:,{_RANGE_BOUND})*")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -44,6 +47,10 @@ def _version(text: str) -> tuple[int, ...]:
 def version_in_range(version: str, wanted: str) -> bool:
     """`wanted` is a major version (`2`) or bounds like `>=2.0,<3`; ValueError if malformed."""
     have = _version(version)
+    if _RANGE.fullmatch(wanted) is None:
+        raise ValueError(
+            f"cannot read api_version {wanted!r}: a major version (2) or bounds (>=2.0,<3)"
+        )
     if wanted.isdigit():
         return have[0] == int(wanted)
     for bound in wanted.split(","):
@@ -68,18 +75,7 @@ def _json(body: object) -> Response:
 
 
 def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
-    try:
-        return validate_strict(model, raw)
-    except pydantic.ValidationError as exc:
-        details = [
-            Detail(e["msg"], field=".".join(str(p) for p in e["loc"]) or "body")
-            for e in exc.errors(include_input=False, include_url=False)[:16]
-        ]
-        raise ApiError(
-            "INVALID_PARAMS",
-            "invalid body: " + "; ".join(f"{d.field}: {d.reason}" for d in details[:4]),
-            details=details,
-        ) from None
+    return parse_body(model, raw)
 
 
 def meta_routes(orchestrator: Orchestrator) -> list[Route]:

@@ -1,7 +1,8 @@
 """Correlation ids on every response (API-08), as a plain ASGI middleware.
 
 The client's `X-Correlation-Id` is echoed when it is well formed, a fresh one is
-generated when it is absent, and a malformed one is refused with `INVALID_PARAMS`. The
+generated when it is absent, and a malformed one is refused with `INVALID_PARAMS` (400,
+in OpenAI's error shape on `/v1/...`, with a fresh id on the response). The
 id is put in the ASGI scope (`scope["state"]["correlation_id"]`) for handlers and logs.
 Being outermost, it is also the last resort: an exception that escapes everything below
 before the response started becomes the 500 `INTERNAL` envelope, never a plain-text 500.
@@ -44,7 +45,7 @@ class CorrelationIdMiddleware:
                 error = ApiError(
                     "INVALID_PARAMS", "X-Correlation-Id must be 1-128 characters of [A-Za-z0-9._:-]"
                 )
-                response = error_response(error, fresh)
+                response = error_response(error, fresh, scope["path"])
                 response.headers["X-Correlation-Id"] = fresh
                 await response(scope, receive, send)
                 return
@@ -77,4 +78,5 @@ class CorrelationIdMiddleware:
                 extra={"correlation_id": correlation_id},
             )
             error = ApiError("INTERNAL", "internal error")
-            await error_response(error, correlation_id)(scope, receive, send_with_id)
+            response = error_response(error, correlation_id, scope["path"])
+            await response(scope, receive, send_with_id)

@@ -9,16 +9,17 @@ into a prebuilt template (no decode/encode per token). Usage counts come from th
 engine (`tokens_in` of `started`, `tokens_out` of `end`). Logprobs, when asked, come in
 OpenAI's shapes (`logprobs.CompletionLogprobs` for the legacy completions one); those
 streams decode each token event, the others never do. Errors use OpenAI's error
-body; its `code` is llorch's error code (so clients can tell `ADMISSION_REJECT` from
-`QUOTA_EXCEEDED`).
+body (`http.errors`, as every layer's refusals on `/v1/` do); its `code` is llorch's
+error code (so clients can tell `ADMISSION_REJECT` from `QUOTA_EXCEEDED`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import math
+import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -34,9 +35,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestratord.core import Orchestrator
-from orchestratord.errors import ApiError, Detail
+from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.events import token_text_json
-from orchestratord.http.body import read_json_body
+from orchestratord.http.body import parse_body, read_json_body
+from orchestratord.http.errors import error_response, openai_error_type
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
@@ -47,33 +49,8 @@ from orchestratord.tasks import TaskRecord, TaskSpec
 __all__ = ["journaled_spec", "openai_routes"]
 
 DEFAULT_MAX_TOKENS = 256
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _error(error: ApiError) -> Response:
-    param = next((d.field for d in error.details if d.field), None)
-    body = {
-        "error": {
-            "message": error.message,
-            "type": _ERROR_TYPES.get(error.status, "server_error"),
-            "param": param,
-            "code": error.code,
-        }
-    }
-    headers = {}
-    if error.status in (429, 503):
-        headers["Retry-After"] = str(max(1, math.ceil((error.retry_after_ms or 1000) / 1000)))
-    return Response(
-        json.dumps(body), status_code=error.status, headers=headers, media_type="application/json"
-    )
 
 
 def _invalid(exc: pydantic.ValidationError) -> ApiError:
@@ -84,10 +61,9 @@ def _invalid(exc: pydantic.ValidationError) -> ApiError:
 
 
 def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw)
-    except pydantic.ValidationError as exc:
-        raise _invalid(exc) from None
+    """As every body is read (`parse_body`): strictly, `8.0` an integer, no `null` where
+    the document allows none."""
+    return parse_body(model, raw, "request")
 
 
 def _raw_text(raw: bytes, task_request: TaskRequest) -> str:
@@ -278,10 +254,11 @@ def _stream(
                         parts.append("data: [DONE]\n\n")
                     elif name == "error":
                         error = json.loads(data)
+                        status = STATUS_BY_CODE.get(error["code"], 500)
                         body = {
                             "error": {
                                 "message": error["message"],
-                                "type": "server_error",
+                                "type": openai_error_type(status),
                                 "param": None,
                                 "code": error["code"],
                             }
@@ -344,6 +321,11 @@ async def _collect(
     return "".join(texts), started, None
 
 
+def _base64_vector(vector: Sequence[float]) -> str:
+    """OpenAI's `encoding_format: base64`: the vector as little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
 def openai_routes(orchestrator: Orchestrator) -> list[Route]:
     config = orchestrator.config
 
@@ -395,7 +377,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             except ApiError as exc:
                 if request.method == "POST":
                     orchestrator.metrics.rejected.labels(exc.code).inc()
-                return _error(exc)
+                return error_response(exc, correlation(request), request.url.path)
 
         return run
 
@@ -482,24 +464,27 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
 
     async def embeddings(request: Request) -> Response:
         body: OpenAIEmbeddingRequest = _parse(OpenAIEmbeddingRequest, await body_of(request))
-        if body.encoding_format == "base64":
-            raise ApiError(
-                "INVALID_PARAMS",
-                "encoding_format base64 is not supported; use float",
-                details=[Detail("unsupported", field="encoding_format")],
-            )
         inputs = [body.input] if isinstance(body.input, str) else list(body.input.root)
         wire = {"model": body.model, "workload": "embedding", "inputs": inputs}
         record = await admit(request, wire, correlation(request), "embedding", body, streamed=False)
         _, started, _ = await _collect(record)
         vectors = record.embeddings
+        size = len(vectors[0]) if vectors else 0
+        if body.dimensions is not None and body.dimensions != size:
+            raise ApiError(
+                "INVALID_PARAMS",
+                f"dimensions {body.dimensions} is not the model's embedding size {size}; "
+                "this server does not shorten embeddings (leave dimensions out)",
+                details=[Detail("unsupported value", field="dimensions")],
+            )
+        encode = _base64_vector if body.encoding_format == "base64" else list
         return Response(
             json.dumps(
                 {
                     "object": "list",
                     "model": body.model,
                     "data": [
-                        {"object": "embedding", "index": i, "embedding": list(v)}
+                        {"object": "embedding", "index": i, "embedding": encode(v)}
                         for i, v in enumerate(vectors)
                     ],
                     "usage": {

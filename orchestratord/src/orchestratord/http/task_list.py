@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from orchestratord.errors import ApiError, Detail
+from orchestratord.http.body import query_integer
 from orchestratord.tasks import TaskRecord, TaskState
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ListingQuery", "listing_query", "visible_tasks"]
@@ -41,10 +42,10 @@ def listing_query(params: Mapping[str, str]) -> ListingQuery:
     wrong = sorted(states - set(_STATES))
     if wrong:
         raise _invalid("state", f"{wrong[0]!r} is not one of {', '.join(_STATES)}")
-    raw = params.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = query_integer(params.get("limit", str(DEFAULT_LIMIT)))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise _invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return ListingQuery(states, int(raw))
+    return ListingQuery(states, limit)
 
 
 def visible_tasks(

@@ -10,8 +10,8 @@ with two deadlines:
   not only from its last response;
 - read: from the first byte of a request, its headers and whole body must arrive within
   `read_timeout_s` (`http_request_read_timeout_s`), else the client gets 408 with the
-  error envelope and the connection is closed. The deadline is absolute: trickling
-  bytes does not extend it.
+  error envelope (OpenAI's error body under `/v1/`) and the connection is closed. The
+  deadline is absolute: trickling bytes does not extend it.
 
 Neither touches a response in progress: once a request has been read, the deadline is
 off until the next request starts, so a long SSE stream is never cut.
@@ -20,27 +20,32 @@ off until the next request starts, so a long SSE stream is never cut.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from orchestratord.errors import ApiError
+from orchestratord.http.errors import error_body
+
 __all__ = ["guarded_protocol"]
 
 
-def _timeout_response(read_timeout_s: float) -> bytes:
-    body = json.dumps(
-        {
-            "code": "INVALID_PARAMS",
-            "message": f"the request was not received within {read_timeout_s:g} s",
-            "retriable": True,
-            "correlation_id": uuid.uuid4().hex,
-        }
-    ).encode()
+def _timeout_response(read_timeout_s: float, path: str) -> bytes:
+    """The 408, in the shape `path` answers errors in (OpenAI's under `/v1/`), with a
+    fresh correlation id (the request's own may not have arrived)."""
+    correlation_id = uuid.uuid4().hex
+    error = ApiError(
+        "INVALID_PARAMS",
+        f"the request was not received within {read_timeout_s:g} s",
+        status=408,
+        retriable=True,
+    )
+    body = error_body(error, correlation_id, path)
     head = (
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\nx-correlation-id: {correlation_id}\r\n"
+        "connection: close\r\n\r\n"
     )
     return head.encode() + body
 
@@ -75,6 +80,14 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle: Any = self.cycle
         return cycle is None or cycle.response_complete or cycle.more_body
 
+    def _request_path(self) -> str:
+        """The path of the request being read, as far as it arrived ("" before that)."""
+        cycle: Any = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return str(cycle.scope.get("path", ""))
+        raw: bytes = getattr(self, "url", b"") or b""
+        return raw.split(b"?", 1)[0].decode("latin-1")
+
     def _disarm(self) -> None:
         if self._read_deadline is not None:
             self._read_deadline.cancel()
@@ -87,7 +100,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle: Any = self.cycle
         if cycle is not None and cycle.response_started and not cycle.response_complete:
             return  # a response is going out: never cut it
-        self.transport.write(_timeout_response(self.read_timeout_s))
+        self.transport.write(_timeout_response(self.read_timeout_s, self._request_path()))
         self.transport.close()
 
 

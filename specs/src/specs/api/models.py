@@ -764,8 +764,15 @@ class OpenAIEmbeddingRequest(BaseModel):
     )
     model: str = Field(..., max_length=256, min_length=1)
     input: str | Input
-    encoding_format: Literal['float', 'base64'] | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    encoding_format: Literal['float', 'base64'] | None = Field(
+        default=None,
+        description='`base64`: each vector as little-endian float32 bytes, base64-encoded, as OpenAI does.',
+    )
+    dimensions: int | None = Field(
+        default=None,
+        description="Only the model's own embedding size is served; any other value is refused\nwith 400 (embeddings are never shortened).\n",
+        ge=1,
+    )
     user: str | None = Field(default=None, max_length=256)
 
 
