@@ -103,7 +103,8 @@ def test_a_pools_engine_log_is_read_on_its_host_and_followed_from_next_offset(
         for params in ({"max_bytes": 0}, {"offset": "x"}, {"replica": -1}):
             bad = http.get("/v2/pools/p1/logs", params=params)
             assert bad.status_code == 400 and bad.json()["code"] == "INVALID_PARAMS", params
-        assert http.get("/v2/pools/p1/logs", params={"replica": 3}).status_code == 400
+        missing = http.get("/v2/pools/p1/logs", params={"replica": 3})
+        assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
         assert http.get("/v2/pools/nope/logs").json()["code"] == "NOT_FOUND"
     refused = httpx.get(
         f"{cluster.url}/v2/pools/p1/logs", headers={"Authorization": f"Bearer {client}"}

@@ -249,7 +249,7 @@ class PoolManager:
         if pool is None:
             return _refuse("NOT_FOUND", f"no pool {ask.pool_id}")
         if ask.replica >= len(pool.replicas):
-            return _refuse("INVALID_PARAMS", f"pool {ask.pool_id} has no replica {ask.replica}")
+            return _refuse("NOT_FOUND", f"pool {ask.pool_id} has no replica {ask.replica}")
         path = pool.replicas[ask.replica].log_path
         limit = min(ask.max_bytes or _LOG_CHUNK_BYTES, _LOG_CHUNK_BYTES)
         text, after, size = await asyncio.to_thread(read_log, path, ask.offset, limit)

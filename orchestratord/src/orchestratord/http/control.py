@@ -306,7 +306,7 @@ def control_routes(
     async def pool_logs(request: Request) -> Response:
         pool_id = str(request.path_params["pool_id"])
         replica = _int_param(request, "replica", 0, 0, 1 << 16)
-        offset = _int_param(request, "offset", -_LOG_TAIL_BYTES, -(1 << 62), 1 << 62)
+        offset = _int_param(request, "offset", -_LOG_TAIL_BYTES, -(1 << 53), 1 << 53)
         max_bytes = _int_param(request, "max_bytes", _LOG_MAX_BYTES, 1, _LOG_MAX_BYTES)
         pool = registry.pool(pool_id)
         if pool is None:

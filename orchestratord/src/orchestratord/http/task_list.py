@@ -38,6 +38,10 @@ def listing_query(params: Mapping[str, str]) -> ListingQuery:
     unknown = sorted(set(params) - {"state", "limit"})
     if unknown:
         raise _invalid(unknown[0], "unknown query parameter (expected state, limit)")
+    if len(params.get("state", "")) > 64:
+        raise _invalid("state", "longer than 64 characters")
+    if "state" in params and not params["state"].strip():
+        raise _invalid("state", f"empty; name one or more of {', '.join(_STATES)}")
     states = frozenset(s.strip() for s in params.get("state", "").split(",") if s.strip())
     wrong = sorted(states - set(_STATES))
     if wrong:

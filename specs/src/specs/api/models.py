@@ -115,6 +115,19 @@ class TaskError(BaseModel):
     retry_after_ms: int | None = Field(default=None, ge=0)
 
 
+class StatusEventStream(BaseModel):
+    """
+    Server-Sent Events of `GET /v2/status/events`: one event `status` a second, its
+    `data:` one line of JSON, a `StatusSnapshot`. Comment lines (`:`) are heart-beats.
+
+    """
+
+    event: Literal['status']
+    data: str = Field(..., min_length=2)
+    id: str | None = None
+    retry: int | None = None
+
+
 class EventStream(BaseModel):
     """
     Server-Sent Events; this schema is one event as read off the stream (OpenAPI 3.1
