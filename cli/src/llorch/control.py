@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import yaml
+from specs.deployment_file import load_deployments
+from specs.settings import SettingsError
 
 from llorch.api_key import auth_headers
 from llorch.catalog import table
@@ -97,9 +99,11 @@ def _show_deployments(items: list[dict[str, Any]]) -> str:
 
 def _deploy(args: argparse.Namespace) -> Any:
     if args.action == "apply":
-        raw = yaml.safe_load(Path(args.target).read_text())
-        items = raw if isinstance(raw, list) else [raw]
-        return [_call(args, "PUT", f"/v2/deployments/{item.pop('name')}", item) for item in items]
+        try:  # every entry checked before the first is sent
+            items = load_deployments(Path(args.target))
+        except SettingsError as exc:
+            raise _Usage(f"llorch deploy: {exc}") from None
+        return [_call(args, "PUT", f"/v2/deployments/{name}", body) for name, body in items]
     if args.action == "ls":
         return _call(args, "GET", "/v2/deployments")["deployments"]
     if args.action == "show":

@@ -197,7 +197,7 @@ def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
         settings = validate_file(OrchestratorSettings, raw, source)
         keys = list(settings.api_keys)
         if settings.api_keys_file is not None:
-            keys += _keys_file(settings.api_keys_file)
+            keys += _keys_file(settings.api_keys_file, source)
         values = settings.model_dump(exclude={"api_keys", "api_keys_file", "tls"})
         values["state_dir"] = str(Path(settings.state_dir).expanduser())
         tls = parse_tls(settings.tls.model_dump() if settings.tls else None)
@@ -216,18 +216,19 @@ def _where(source: str, message: str) -> str:
     return f"{source}: {message}" if source else message
 
 
-def _keys_file(name: str) -> list[ApiKeySettings]:
+def _keys_file(name: str, source: str) -> list[ApiKeySettings]:
     """`api_keys_file`: a YAML list of {name, key_sha256, ...}, or {api_keys: [...]}."""
     path = Path(name).expanduser()
+    where = _where(source, "api_keys_file")
     try:
         loaded = read_yaml(path)
     except SettingsError as exc:
-        raise SettingsError(f"api_keys_file: {exc}") from None
+        raise SettingsError(f"{where}: {exc}") from None
     if isinstance(loaded, dict) and set(loaded) == {"api_keys"}:
         loaded = loaded["api_keys"]
     if not isinstance(loaded, list):
-        raise SettingsError(f"api_keys_file: {path}: expected a list of api keys")
-    return validate_file(_KeysFile, {"api_keys": loaded}, f"api_keys_file: {path}").api_keys
+        raise SettingsError(f"{where}: {path}: expected a list of api keys")
+    return validate_file(_KeysFile, {"api_keys": loaded}, f"{where}: {path}").api_keys
 
 
 class _KeysFile(Settings):

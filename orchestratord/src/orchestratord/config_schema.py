@@ -59,8 +59,9 @@ class OrchestratorSettings(Settings):
     batch_capacity: int = 1024
     """Queued jobs at most in the batch lane."""
     full_queue_policy: FullQueuePolicy = "reject"
-    """What a full queue does with a new job: refuse it (429 + Retry-After), drop the
-    least recently queued, or shed lower priority jobs."""
+    """When a new job does not fit (ADM-02): `reject` it (ADMISSION_REJECT with
+    Retry-After); `drop-lru`: evict the oldest batch job (else the oldest) and admit it;
+    `shed-low-priority`: refuse batch jobs whenever interactive ones wait."""
     reject_retry_after_ms: int = 1000
     """Retry-After given with a refusal for a full queue."""
     max_body_bytes: int = 4 << 20

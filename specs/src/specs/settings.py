@@ -77,41 +77,41 @@ def read_yaml(path: Path) -> Any:
         raise SettingsError(f"{path}: not valid YAML: {_one_line(str(exc))}") from exc
 
 
-def validate_file(model: type[M], raw: Any, source: str) -> M:
-    """`raw` (from YAML) as `model`, or SettingsError naming `source`, the key path and
-    what was expected."""
+def validate_file(model: type[M], raw: Any, source: str, at: tuple[Any, ...] = ()) -> M:
+    """`raw` (from YAML) as `model`, or SettingsError naming `source`, the key path
+    (below `at`, where `raw` sits in the file) and what was expected."""
     if raw is None:
         raw = {}
     try:
         return model.model_validate(raw, strict=True)
     except ValidationError as exc:
-        raise SettingsError(error_line(exc, model, source)) from None
+        raise SettingsError(error_line(exc, model, source, at)) from None
 
 
-def error_line(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+def error_line(
+    exc: ValidationError, model: type[BaseModel], source: str, at: tuple[Any, ...] = ()
+) -> str:
     """The first errors of `exc` in one line: `SOURCE: KEY.PATH: what was expected`."""
     errors = exc.errors(include_url=False)
-    shown = [_describe(error, model) for error in errors[:MAX_ERRORS_SHOWN]]
+    shown = [_describe(error, model, at) for error in errors[:MAX_ERRORS_SHOWN]]
     more = len(errors) - len(shown)
     tail = f" (and {more} more)" if more else ""
     prefix = f"{source}: " if source else ""
     return _one_line(prefix + "; ".join(shown) + tail)
 
 
-def _describe(error: Any, model: type[BaseModel]) -> str:
+def _describe(error: Any, model: type[BaseModel], at: tuple[Any, ...]) -> str:
     loc = tuple(error["loc"])
+    where = key_path(at + loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
-        name = str(loc[-1])
         known = sorted(_fields_at(model, loc[:-1]))
-        hint = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return f"{key_path(loc)}: unknown setting{suggestion}"
+        return f"{where}: unknown setting{suggestion}"
     if kind == "missing":
-        return f"{key_path(loc)}: required, missing"
-    expected = _expected(error)
-    got = error.get("input")
-    return f"{key_path(loc) or '(top level)'}: {expected}, got {_shown(got)}"
+        return f"{where}: required, missing"
+    return f"{where}: {_expected(error)}, got {_shown(error.get('input'))}"
 
 
 def _expected(error: Any) -> str:
@@ -226,11 +226,12 @@ def reference(
         out += ["| key | type | default | description |", "|---|---|---|---|"]
         for name, field in section.model_fields.items():
             qualified = f"{section.__name__}.{name}"
-            text = field.description or descriptions.get(qualified, "")
+            text = descriptions.get(qualified) or field.description or ""
             if not text:
                 raise ValueError(f"{qualified} has no description")
             default = defaults.get(qualified) or _default(field)
-            out.append(f"| `{name}` | {_type_name(field.annotation)} | {default} | {_cell(text)} |")
+            kind = _type_name(field.annotation) + _bounds(field)
+            out.append(f"| `{name}` | {kind} | {default} | {_cell(text)} |")
         out.append("")
     return "\n".join(out)
 
@@ -278,6 +279,23 @@ def _type_name(annotation: Any) -> str:
         return "mapping"
     simple = {int: "integer", float: "number", str: "string", bool: "boolean"}
     return simple.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _bounds(field: FieldInfo) -> str:
+    """`, > 0`, `, 16 to 1048576`, `, matching ^…$`: the field's constraints."""
+    words: list[str] = []
+    for item in field.metadata:
+        for attribute, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(item, attribute, None)
+            if value is not None:
+                words.append(f"{sign} {value}")
+        pattern = getattr(item, "pattern", None)
+        if pattern:
+            words.append(f"matching `{pattern}`")
+        length = getattr(item, "max_length", None)
+        if length is not None:
+            words.append(f"at most {length} long")
+    return (", " + ", ".join(words)) if words else ""
 
 
 def _default(field: FieldInfo) -> str:
