@@ -6,7 +6,9 @@ when a known key is close), types are strict (`"5"` is not a number, `1` is not 
 a string is not a list), and each field's docstring is its description on the
 reference page. `validate_file(model, raw, source)` returns the model or raises
 `SettingsError` whose message is one line naming the file, the key path
-(`pools[1].restart.max_backoff_s`) and what was expected.
+(`pools[1].restart.max_backoff_s`) and what was expected. The value written is shown
+(shortened) except under a key-like name (`key`, `token`, `secret`, `password`) or for a
+pattern mismatch: a raw key pasted where its digest belongs is never repeated.
 
 `reference(model, title)` renders a model as Markdown tables (one per nested section);
 `docs/configuration.md` is made of them by `ci/gen-config-doc`.
@@ -111,7 +113,14 @@ def _describe(error: Any, model: type[BaseModel], at: tuple[Any, ...]) -> str:
         return f"{where}: unknown setting{suggestion}"
     if kind == "missing":
         return f"{where}: required, missing"
+    if kind == "string_pattern_mismatch" or _secret_like(loc):
+        return f"{where}: {_expected(error)}"  # what was written may be a secret
     return f"{where}: {_expected(error)}, got {_shown(error.get('input'))}"
+
+
+def _secret_like(loc: tuple[Any, ...]) -> bool:
+    name = str(loc[-1]).lower() if loc else ""
+    return any(word in name for word in ("key", "token", "secret", "password"))
 
 
 def _expected(error: Any) -> str:
