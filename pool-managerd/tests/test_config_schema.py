@@ -109,6 +109,8 @@ def test_broken_yaml_and_a_list_at_the_top_are_one_line_errors(
     assert "not valid YAML" in error_of(path)
     path.write_text("- orchestrator\n")
     assert "expected a mapping" in error_of(path)
+    path.write_text("")
+    assert error_of(path) == f"{path}: orchestrator: required, missing"
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
 

@@ -224,18 +224,12 @@ def load_config(path: Path) -> ManagerConfig:
     """Read the YAML file, check types against `ManagerSettings`, then the semantic
     rules. ConfigError: one line naming the file, the key and what was expected."""
     try:
-        raw = read_yaml(path)
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping with at least 'orchestrator'")
-        settings = validate_file(ManagerSettings, raw, str(path))
+        settings = validate_file(ManagerSettings, read_yaml(path), str(path))
         config = _config(settings)
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
     except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(
-            message if message.startswith(f"{path}: ") else f"{path}: {message}"
-        ) from None
+        raise ConfigError(f"{path}: {exc}") from None
     if not config.join_token:
         raise ConfigError(f"no join token: set the environment variable {config.join_token_env}")
     return config
