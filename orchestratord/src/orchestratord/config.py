@@ -21,6 +21,10 @@ must come from when `client_auth: true` (mutual TLS), and the CA engines' certif
 are checked against (`ca_file`); the same certificate is this orchestrator's client
 certificate toward engines that ask for one. A control link on a non-loopback address
 without `tls` is refused unless `insecure: true`, which is warned about at every start.
+
+Every key is typed in `config_schema` (unknown keys and wrong types are one-line
+errors naming the file and key); the reference page `docs/configuration.md` is
+generated from it by `ci/gen-config-doc`.
 """
 
 from __future__ import annotations

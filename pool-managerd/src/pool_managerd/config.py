@@ -58,6 +58,10 @@ status_file: ""                     # when set, this file holds {"joined": bool,
 Pools listed under `pools` are static: started at boot, owned by this file. Pools of
 deployments arrive as Preload commands from the orchestrator. Cordon state is kept in
 `state_dir/cordon.json` and survives restarts (POOL-08).
+
+Every key is typed in `config_schema` (unknown keys and wrong types are one-line
+errors naming the file and key); the reference page `docs/configuration.md` is
+generated from it by `ci/gen-config-doc`.
 """
 
 from __future__ import annotations
