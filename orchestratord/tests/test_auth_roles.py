@@ -156,5 +156,5 @@ def test_api_keys_take_a_role_and_one_without_is_a_client_key(tmp_path: Path) ->
 @pytest.mark.parametrize("role", ["root", "Admin", "", None, ["admin"]])
 def test_an_unknown_role_is_a_config_error_naming_the_entry(tmp_path: Path, role: object) -> None:
     entry = {"name": "ops", "key_sha256": DIGEST, "role": role}
-    with pytest.raises(ConfigError, match=r"api_keys\[0\]\.role must be one of admin, client"):
+    with pytest.raises(ConfigError, match=r"api_keys\[0\]\.role: expected 'admin' or 'client'"):
         load_config(None, api_keys=[entry], state_dir=str(tmp_path))

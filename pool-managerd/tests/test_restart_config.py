@@ -42,11 +42,11 @@ def test_without_a_restart_section_the_documented_defaults_apply(
 @pytest.mark.parametrize(
     ("restart", "named"),
     [
-        ("{max_crash: 9}", "unknown settings max_crash"),
+        ("{max_crash: 9}", r"restart.max_crash: unknown setting \(did you mean 'max_crashes'\?\)"),
         ("{max_crashes: 2.5}", "restart.max_crashes: expected a whole number"),
         ("{crash_window_s: soon}", "restart.crash_window_s: expected a number"),
-        ("{max_crashes: 0}", "restart.max_crashes must be greater than 0"),
-        ("{jitter_ratio: 1}", r"restart.jitter_ratio must lie within \[0, 1\)"),
+        ("{max_crashes: 0}", "restart.max_crashes: expected a value > 0, got 0"),
+        ("{jitter_ratio: 1}", "restart.jitter_ratio: expected a value < 1"),
         ("{initial_backoff_s: 5, max_backoff_s: 1}", "must not be below initial_backoff_s"),
         ("[1, 2]", "restart: expected a mapping"),
     ],

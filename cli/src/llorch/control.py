@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import yaml
+from specs.deployment_file import load_deployments
+from specs.settings import SettingsError
 
 from llorch.api_key import connection_options
 from llorch.catalog import table
@@ -77,31 +79,13 @@ def _show_deployments(items: list[dict[str, Any]]) -> str:
     return text
 
 
-def _deployment_file(path: Path) -> list[dict[str, Any]]:
-    """The deployments of a YAML/JSON file; `_Usage` with one line naming the file."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise _Usage(f"llorch deploy apply: {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise _Usage(f"llorch deploy apply: {path}{where}: {problem}") from None
-    items = raw if isinstance(raw, list) else [raw]
-    for index, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise _Usage(
-                f"llorch deploy apply: {path}: deployment {index + 1} needs a mapping with a "
-                "`name` (a string)"
-            )
-    return items
-
-
 def _deploy(args: argparse.Namespace) -> Any:
     if args.action == "apply":
-        items = _deployment_file(Path(args.target))
-        return [_call(args, "PUT", f"/v2/deployments/{item.pop('name')}", item) for item in items]
+        try:  # every entry checked before the first is sent
+            items = load_deployments(Path(args.target))
+        except SettingsError as exc:
+            raise _Usage(f"llorch deploy: {exc}") from None
+        return [_call(args, "PUT", f"/v2/deployments/{name}", body) for name, body in items]
     if args.action == "ls":
         return _call(args, "GET", "/v2/deployments")["deployments"]
     if args.action == "show":

@@ -322,12 +322,25 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str]:
     join_dir = state_dir / "join"
     try:
         settings = manager_settings(args, join_dir)
+        _check_types(settings, str(args.config) if args.config else "llorch join")
         problem = _check_link(settings)
     except AddressError as exc:
         raise JoinFailed(f"{args.address}: {exc}") from exc
     if problem:
         raise JoinFailed(problem)
     return join_dir, settings, token
+
+
+def _check_types(settings: dict[str, Any], source: str) -> None:
+    """The pool manager's file checked before it starts: a typo or a wrong type in
+    `--config` is one line naming that file and the key, at once."""
+    from pool_managerd.config_schema import ManagerSettings  # only `join` needs it
+    from specs.settings import SettingsError, validate_file
+
+    try:
+        validate_file(ManagerSettings, settings, source)
+    except SettingsError as exc:
+        raise JoinFailed(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,21 +21,26 @@ must come from when `client_auth: true` (mutual TLS), and the CA engines' certif
 are checked against (`ca_file`); the same certificate is this orchestrator's client
 certificate toward engines that ask for one. A control link on a non-loopback address
 without `tls` is refused unless `insecure: true`, which is warned about at every start.
+
+Every key is typed in `config_schema` (unknown keys and wrong types are one-line
+errors naming the file and key); the reference page `docs/configuration.md` is
+generated from it by `ci/gen-config-doc`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from specs.net import is_loopback
+from specs.settings import Settings, SettingsError, read_yaml, validate_file
 from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
 from orchestratord.admission import POLICIES, FullQueuePolicy, QueueLimits
-from orchestratord.quotas import ROLES, ApiKey
+from orchestratord.config_schema import ApiKeySettings, OrchestratorSettings
+from orchestratord.quotas import ApiKey
 
 __all__ = ["ConfigError", "OrchestratorConfig", "load_config"]
 
@@ -173,61 +178,62 @@ def _loopback(host: str) -> bool:
     return is_loopback(host)
 
 
-def _api_keys(raw: Any) -> tuple[ApiKey, ...]:
-    if not isinstance(raw, list):
-        raise ConfigError("api_keys must be a list")
-    keys = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or not {"name", "key_sha256"} <= set(item):
-            raise ConfigError(f"api_keys[{index}] needs name and key_sha256")
-        digest = str(item["key_sha256"]).lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ConfigError(f"api_keys[{index}].key_sha256 must be 64 hex characters")
-        if "role" in item and item["role"] not in ROLES:
-            raise ConfigError(
-                f"api_keys[{index}].role must be one of {', '.join(ROLES)}, not {item['role']!r}"
-            )
-        try:
-            keys.append(ApiKey(**{**item, "key_sha256": digest}))
-        except TypeError as exc:
-            raise ConfigError(f"api_keys[{index}]: {exc}") from exc
-    return tuple(keys)
+def _api_keys(entries: list[ApiKeySettings]) -> tuple[ApiKey, ...]:
+    return tuple(
+        ApiKey(**{**entry.model_dump(), "key_sha256": entry.key_sha256.lower()})
+        for entry in entries
+    )
 
 
 def load_config(path: Path | None, **overrides: Any) -> OrchestratorConfig:
-    """Read YAML (if given), apply keyword overrides, validate."""
+    """Read YAML (if given), apply keyword overrides, check types against
+    `OrchestratorSettings` and then the semantic rules. ConfigError: one line naming the
+    file, the key and what was expected."""
+    source = str(path) if path is not None else ""
     raw: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        raw.update(loaded)
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(OrchestratorConfig)} | {"api_keys_file"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     try:
-        if "api_keys_file" in raw:
-            raw["api_keys"] = list(raw.get("api_keys") or ()) + _keys_file(raw.pop("api_keys_file"))
-        if "api_keys" in raw:
-            raw["api_keys"] = _api_keys(raw["api_keys"])
-        raw["tls"] = parse_tls(raw.get("tls"))
-        if not isinstance(raw.get("insecure", False), bool):
-            raise ConfigError("insecure: expected true or false")
-        return OrchestratorConfig(**raw).validate()
-    except (TypeError, TlsConfigError) as exc:
-        raise ConfigError(str(exc)) from exc
+        if path is not None:
+            loaded = read_yaml(path)
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: expected a mapping at the top level")
+            raw.update(loaded or {})
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        settings = validate_file(OrchestratorSettings, raw, source)
+        keys = list(settings.api_keys)
+        if settings.api_keys_file is not None:
+            keys += _keys_file(settings.api_keys_file, source)
+        values = settings.model_dump(exclude={"api_keys", "api_keys_file", "tls"})
+        values["state_dir"] = str(Path(settings.state_dir).expanduser())
+        tls = parse_tls(settings.tls.model_dump() if settings.tls else None)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    except TlsConfigError as exc:
+        raise ConfigError(_where(source, str(exc))) from None
+    config = OrchestratorConfig(**values, api_keys=_api_keys(keys), tls=tls)
+    try:
+        return config.validate()
+    except ConfigError as exc:
+        raise ConfigError(_where(source, str(exc))) from None
 
 
-def _keys_file(path: Any) -> list[Any]:
+def _where(source: str, message: str) -> str:
+    return f"{source}: {message}" if source else message
+
+
+def _keys_file(name: str, source: str) -> list[ApiKeySettings]:
     """`api_keys_file`: a YAML list of {name, key_sha256, ...}, or {api_keys: [...]}."""
+    path = Path(name).expanduser()
+    where = _where(source, "api_keys_file")
     try:
-        loaded = yaml.safe_load(Path(str(path)).expanduser().read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"api_keys_file: {exc}") from exc
-    if isinstance(loaded, dict):
-        loaded = loaded.get("api_keys")
+        loaded = read_yaml(path)
+    except SettingsError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+    if isinstance(loaded, dict) and set(loaded) == {"api_keys"}:
+        loaded = loaded["api_keys"]
     if not isinstance(loaded, list):
-        raise ConfigError(f"api_keys_file {path}: expected a list of api keys")
-    return loaded
+        raise SettingsError(f"{where}: {path}: expected a list of api keys")
+    return validate_file(_KeysFile, {"api_keys": loaded}, f"{where}: {path}").api_keys
+
+
+class _KeysFile(Settings):
+    api_keys: list[ApiKeySettings]

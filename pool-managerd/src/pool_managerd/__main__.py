@@ -10,7 +10,8 @@
 |      | machine without `insecure: true`                                              |
 | 3    | another pool-managerd holds this `state_dir` (nothing was started or stopped) |
 
-The first line of the reason for 1, 2 and 3 goes to stderr and the log.
+The reason goes to stderr: for 2, one line naming the file, the key and what was
+expected (no log record besides it); for 1 and 3, also a log record.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _invalid(exc: Exception) -> int:
-    logging.getLogger("pool_managerd").error("invalid configuration: %s", exc)
+    # One line, not also a JSON log record: stderr is the log (`llorch` reads it there).
     print(f"pool-managerd: invalid configuration: {exc}", file=sys.stderr)
     return EXIT_CONFIG
 

@@ -58,21 +58,29 @@ status_file: ""                     # when set, this file holds {"joined": bool,
 Pools listed under `pools` are static: started at boot, owned by this file. Pools of
 deployments arrive as Preload commands from the orchestrator. Cordon state is kept in
 `state_dir/cordon.json` and survives restarts (POOL-08).
+
+Every key is typed in `config_schema` (unknown keys and wrong types are one-line
+errors naming the file and key); the reference page `docs/configuration.md` is
+generated from it by `ci/gen-config-doc`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
 from specs.net import AddressError, split_host_port
+from specs.settings import SettingsError, read_yaml, validate_file
 from specs.tls import TlsConfigError, TlsFiles, parse_tls
 
+from pool_managerd.config_schema import (
+    ENGINE_NAMES,
+    ManagerSettings,
+    PoolSettings,
+    RestartSettings,
+)
 from pool_managerd.lifecycle import RestartPolicy
 
 __all__ = [
@@ -84,10 +92,7 @@ __all__ = [
     "load_config",
 ]
 
-ENGINES = frozenset(
-    {"llamacpp-inproc", "mock", "llamacpp", "llamacpp-server-py", "triton", "openai-compatible"}
-)
-_POOL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ENGINES = ENGINE_NAMES
 
 
 class ConfigError(ValueError):
@@ -198,120 +203,82 @@ def _port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
-def _restart_policy(raw: Any) -> RestartPolicy:
-    """`restart`: every key optional; numbers, positive (`jitter_ratio` within [0, 1),
-    counts whole)."""
-    if not isinstance(raw, dict):
-        raise ConfigError("restart: expected a mapping")
-    defaults = RestartPolicy()
-    known = {f.name for f in fields(RestartPolicy)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"restart: unknown settings {', '.join(unknown)}")
-    for name, value in raw.items():
-        whole = isinstance(getattr(defaults, name), int)
-        allowed = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, allowed):
-            raise ConfigError(f"restart.{name}: expected a {'whole ' if whole else ''}number")
-        if name == "jitter_ratio" and not 0 <= value < 1:
-            raise ConfigError("restart.jitter_ratio must lie within [0, 1)")
-        if name != "jitter_ratio" and value <= 0:
-            raise ConfigError(f"restart.{name} must be greater than 0")
-    policy = RestartPolicy(**raw)
+def _restart_policy(settings: RestartSettings) -> RestartPolicy:
+    """`restart`: types and ranges are the model's; this is the rule across keys."""
+    policy = RestartPolicy(**settings.model_dump())
     if policy.max_backoff_s < policy.initial_backoff_s:
         raise ConfigError("restart.max_backoff_s must not be below initial_backoff_s")
     return policy
 
 
-def _pool(raw: Any, index: int) -> PoolConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"pools[{index}]: expected a mapping")
-    known = {f.name for f in fields(PoolConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"pools[{index}]: unknown settings {', '.join(unknown)}")
-    raw = dict(raw)
-    raw["aliases"] = tuple(raw.get("aliases") or ())
-    raw["engine_command"] = tuple(str(part) for part in raw.get("engine_command") or ())
-    pool = PoolConfig(**raw)
-    if not _POOL_ID.match(pool.id):
-        raise ConfigError(f"pools[{index}].id must match {_POOL_ID.pattern}")
-    if pool.engine not in ENGINES:
-        raise ConfigError(f"pools[{index}].engine must be one of {sorted(ENGINES)}")
+def _pool(settings: PoolSettings, index: int) -> PoolConfig:
+    values = settings.model_dump()
+    values["aliases"] = tuple(settings.aliases)
+    values["engine_command"] = tuple(settings.engine_command)
+    pool = PoolConfig(**values)
     if pool.engine not in ("mock", "openai-compatible") and not pool.model:
-        raise ConfigError(f"pools[{index}].model is required")
+        raise ConfigError(f"pools[{index}].model is required for engine {pool.engine}")
     needs_command = pool.engine not in ("llamacpp-inproc", "mock")
     if needs_command and not pool.engine_command:
         raise ConfigError(f"pools[{index}]: engine {pool.engine} needs engine_command")
-    for name in ("ctx", "slots", "replicas"):
-        if getattr(pool, name) < 1:
-            raise ConfigError(f"pools[{index}].{name} must be at least 1")
     return pool
 
 
-def _entry(kind: type[Any], section: str, raw: Any, index: int) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{section}[{index}]: expected a mapping")
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{section}[{index}]: unknown settings {', '.join(unknown)}")
-    values = dict(raw)
-    if "aliases" in values:
-        values["aliases"] = tuple(values["aliases"] or ())
-    try:
-        return kind(**values)
-    except TypeError as exc:
-        raise ConfigError(f"{section}[{index}]: {exc}") from exc
-
-
 def load_config(path: Path) -> ManagerConfig:
+    """Read the YAML file, check types against `ManagerSettings`, then the semantic
+    rules. ConfigError: one line naming the file, the key and what was expected."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    if not isinstance(raw, dict) or "orchestrator" not in raw:
-        raise ConfigError(f"{path}: expected a mapping with at least 'orchestrator'")
-    known = {f.name for f in fields(ManagerConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
-    pools = tuple(_pool(p, i) for i, p in enumerate(raw.pop("pools", None) or ()))
-    models = tuple(
-        _entry(ModelConfig, "models", m, i) for i, m in enumerate(raw.pop("models", None) or ())
-    )
-    devices = tuple(
-        _entry(SimulatedDevice, "devices", d, i)
-        for i, d in enumerate(raw.pop("devices", None) or ())
-    )
-    if "engines" in raw:
-        raw["engines"] = tuple(raw["engines"])
-    ids = [p.id for p in pools]
-    if len(ids) != len(set(ids)):
-        raise ConfigError("pool ids must be unique")
-    restart = _restart_policy(raw.pop("restart", None) or {})
-    if "state_dir" in raw:
-        raw["state_dir"] = Path(raw["state_dir"]).expanduser()
-    if "worker_command" in raw:
-        raw["worker_command"] = tuple(raw["worker_command"])
-    if raw.get("status_file"):
-        raw["status_file"] = Path(str(raw["status_file"])).expanduser()
-    else:
-        raw.pop("status_file", None)
-    if "model_roots" in raw:
-        raw["model_roots"] = tuple(str(root) for root in raw["model_roots"] or ())
-    try:
-        raw["tls"] = parse_tls(raw.get("tls"))
-        split_host_port(str(raw["orchestrator"]))
-    except (TlsConfigError, AddressError) as exc:
-        raise ConfigError(str(exc)) from exc
-    if raw.get("engine_ports"):
-        raw["engine_ports"] = str(raw["engine_ports"])
-        _port_range(raw["engine_ports"])
-    for name in ("insecure", "engine_tls"):
-        if not isinstance(raw.get(name, False), bool):
-            raise ConfigError(f"{name}: expected true or false")
-    config = ManagerConfig(pools=pools, restart=restart, models=models, devices=devices, **raw)
+        settings = validate_file(ManagerSettings, read_yaml(path), str(path))
+        config = _config(settings)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not config.join_token:
         raise ConfigError(f"no join token: set the environment variable {config.join_token_env}")
     return config
+
+
+def _config(settings: ManagerSettings) -> ManagerConfig:
+    pools = tuple(_pool(p, i) for i, p in enumerate(settings.pools))
+    ids = [p.id for p in pools]
+    if len(ids) != len(set(ids)):
+        raise ConfigError("pool ids must be unique")
+    try:
+        tls = parse_tls(settings.tls.model_dump() if settings.tls else None)
+        split_host_port(settings.orchestrator)
+    except (TlsConfigError, AddressError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if settings.engine_ports:
+        _port_range(settings.engine_ports)
+    return ManagerConfig(
+        orchestrator=settings.orchestrator,
+        host_id=settings.host_id or socket.gethostname(),
+        join_token_env=settings.join_token_env,
+        state_dir=Path(settings.state_dir).expanduser(),
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        probe_interval_ms=settings.probe_interval_ms,
+        probe_timeout_ms=settings.probe_timeout_ms,
+        shutdown_grace_s=settings.shutdown_grace_s,
+        worker_command=tuple(settings.worker_command),
+        restart=_restart_policy(settings.restart),
+        pools=pools,
+        models=tuple(
+            ModelConfig(**{**m.model_dump(), "aliases": tuple(m.aliases)}) for m in settings.models
+        ),
+        engines=tuple(settings.engines),
+        devices=tuple(SimulatedDevice(**d.model_dump()) for d in settings.devices),
+        worker_threads=settings.worker_threads,
+        metrics_host=settings.metrics_host,
+        metrics_port=settings.metrics_port,
+        model_roots=tuple(settings.model_roots),
+        reload_timeout_s=settings.reload_timeout_s,
+        reload_drain_deadline_s=settings.reload_drain_deadline_s,
+        advertise_host=settings.advertise_host,
+        engine_bind_host=settings.engine_bind_host,
+        insecure=settings.insecure,
+        tls=tls,
+        engine_tls=settings.engine_tls,
+        engine_ports=settings.engine_ports,
+        status_file=Path(settings.status_file).expanduser() if settings.status_file else None,
+    )

@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClientTls", "TlsConfigError", "TlsFiles", "TlsMaterial", "parse_tls"]
+from specs.settings import Settings
+
+__all__ = [
+    "ClientTls",
+    "TlsConfigError",
+    "TlsFiles",
+    "TlsMaterial",
+    "TlsSettings",
+    "parse_tls",
+]
 
 
 class TlsConfigError(ValueError):
@@ -70,6 +79,20 @@ class TlsFiles:
             key_pem=self.key_file.read_bytes() if self.key_file else b"",
             client_auth=self.client_auth,
         )
+
+
+class TlsSettings(Settings):
+    """TLS files (FLT-02): the CA that verifies the other side, this side's certificate
+    and key (given together), and whether servers require client certificates."""
+
+    ca_file: str | None = None
+    """PEM file of the CA that verifies the other side's certificate."""
+    cert_file: str | None = None
+    """This side's certificate (chain), PEM; goes with `key_file`."""
+    key_file: str | None = None
+    """This side's private key, PEM (a secret: never logged); goes with `cert_file`."""
+    client_auth: bool = False
+    """Servers require a client certificate from `ca_file` (mutual TLS)."""
 
 
 def parse_tls(raw: Any, where: str = "tls") -> TlsFiles | None:
