@@ -9,6 +9,7 @@ of 2), llama.cpp in-process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,14 @@ def test_a_sigkilled_orchestrator_runs_its_queued_jobs_and_ends_its_running_ones
 ) -> None:
     running = [_submit(cluster, LONG) for _ in range(4)]
     wait_for(lambda: _running(cluster, running), "4 jobs to run")
-    queued = [_submit(cluster, 4) for _ in range(50)]
-    states = {t: cluster.task(t)["state"] for t in queued + running}
+    # Quickly, so that the four long jobs still hold every slot when the kill comes.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        queued = list(pool.map(lambda _: _submit(cluster, 4), range(50)))
+    with cluster.client() as client:
+        listed = client.get("/v2/tasks", params={"limit": 1000}).json()["tasks"]
+    states = {job["task_id"]: job["state"] for job in listed}
     assert {states[t] for t in queued} == {"queued"}, states
+    assert {states[t] for t in running} == {"running"}, states
 
     assert cluster.restart_orchestrator(signal.SIGKILL) == -signal.SIGKILL
 
