@@ -33,7 +33,7 @@ class _Files:
 
     def __init__(self, root: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = root
-        self.log = JournalLog(root / "journal.log", max_bytes=max_bytes)
+        self.log = JournalLog(root / "journal-wal", max_bytes=max_bytes)
         self.store = SqliteJournal(root / "journal.sqlite")
         self.journal = Journal(self.store, self.log)
 
@@ -128,7 +128,7 @@ def test_pruning_forgets_ended_jobs_old_keys_and_the_log_files_no_kept_job_needs
     files.write(WriteBatch([], [], [StateChange("a", "completed", 1, None, None, 2000)]))
     files.write(WriteBatch([_accept("b")], [("b", [(0, "started", "{}")])], []))
     files.write(WriteBatch([_accept("c")], [], []))
-    logs = sorted((tmp_path / "journal.log").iterdir())
+    logs = sorted((tmp_path / "journal-wal").iterdir())
     assert len(logs) == 4
 
     pruned = asyncio.run(files.journal.prune(3000))
@@ -137,7 +137,7 @@ def test_pruning_forgets_ended_jobs_old_keys_and_the_log_files_no_kept_job_needs
     assert files.store.task("a") is None and files.events("a") == []
     assert files.store.idempotency("s", 0) is None
     assert [r.task_id for r in files.store.unfinished()] == ["b", "c"]
-    assert sorted((tmp_path / "journal.log").iterdir()) == logs[2:]  # from b's acceptance on
+    assert sorted((tmp_path / "journal-wal").iterdir()) == logs[2:]  # from b's acceptance on
     assert files.events("b") == [(0, "started", "{}")]
 
 
@@ -153,7 +153,7 @@ def test_records_a_crash_left_in_the_log_only_are_indexed_at_the_next_start(
         index=False,  # the crash came before the store took it
     )
     files.close()
-    with (tmp_path / "journal.log" / "000000000001.log").open("ab") as torn:
+    with (tmp_path / "journal-wal" / "000000000001.wal").open("ab") as torn:
         torn.write(b"\x40\x00\x00\x00\x00\x00")  # half a record: a write cut by the crash
 
     again = _Files(tmp_path)

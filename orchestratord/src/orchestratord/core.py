@@ -82,7 +82,7 @@ class Orchestrator:
         if config.journal:
             state_dir = Path(config.state_dir)
             store = SqliteJournal(state_dir / "journal.sqlite", sync=config.journal_sync)
-            journal_log = JournalLog(state_dir / "journal.log", sync=config.journal_sync == "full")
+            journal_log = JournalLog(state_dir / "journal-wal", sync=config.journal_sync == "full")
             self.journal = Journal(store, journal_log, flush_ms=config.journal_flush_ms)
         # Rebuilds a journaled job's spec from its wire form (set by the HTTP layer).
         self.rebuild: Callable[[JournaledTask], TaskSpec] | None = None

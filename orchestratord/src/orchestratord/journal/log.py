@@ -38,7 +38,7 @@ __all__ = ["JournalLog", "LogCorrupt", "decode", "encode"]
 log = logging.getLogger("orchestratord.journal")
 
 _HEADER = struct.Struct("<II")
-_SUFFIX = ".log"
+_SUFFIX = ".wal"
 _MARSHAL_VERSION = 4
 MAX_BYTES = 64 * 1024 * 1024
 

@@ -174,7 +174,7 @@ class SqliteJournal:
         if version != _FORMAT and tables:
             raise JournalFormatError(
                 f"{path} is a job journal of layout {version}, this build keeps layout "
-                f"{_FORMAT}: move it (and journal.log beside it) away to start afresh"
+                f"{_FORMAT}: move it (and journal-wal/ beside it) away to start afresh"
             )
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version = {_FORMAT}")
