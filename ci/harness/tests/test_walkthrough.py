@@ -96,6 +96,10 @@ def _chat_on_a_terminal(connect: list[str]) -> int:
         os.close(controller)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
     tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -141,6 +145,9 @@ def test_a_new_users_walk_through_up_ps_logs_cancel_run_stop(
         follow = subprocess.Popen(
             [sys.executable, "-m", "llorch", "logs", "default", "-f", *connect],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # As from a terminal: Ctrl-C's default action, whatever this process inherited
+            # (an ignored SIGINT is inherited across exec, and Python then keeps ignoring it).
+            preexec_fn=_sigint_default,
         )  # fmt: skip
         assert follow.stdout is not None
         first_line = follow.stdout.readline()  # what is there already, then it keeps going

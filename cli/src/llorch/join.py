@@ -364,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: object) -> None:
         raise _Interrupted
 
+    # Restored on the way out: a caller (a test, a script) keeps its own handling.
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     children: list[subprocess.Popen[bytes]] = []
@@ -394,7 +396,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        codes = stop(children, _STOP_TIMEOUT_S)
+        try:
+            codes = stop(children, _STOP_TIMEOUT_S)
+        finally:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
     if code == EXIT_OK and any(codes):
         _say(f"the pool manager exited with {codes[0]}; see {log_file}")
         return EXIT_FAILED

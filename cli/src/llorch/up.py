@@ -437,6 +437,8 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: object) -> None:
         raise _Interrupted
 
+    # Restored on the way out: a caller (a test, a script) keeps its own handling.
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     died = False
@@ -474,7 +476,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop(children)  # pool manager first: it stops its engines
+        try:
+            stop(children)  # pool manager first: it stops its engines
+        finally:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
     if died:
         print(f"llorch: a daemon stopped; see {logs}", file=sys.stderr)
         return EXIT_FAILED

@@ -101,8 +101,8 @@ class Journal:
         async with self._store_lock:
             position = await asyncio.to_thread(self.store.applied_position)
             pending = await asyncio.to_thread(lambda: list(self._log.after(position)))
-            if pending:
-                await asyncio.to_thread(self.store.apply, pending, self._log.position)
+            if pending:  # every earlier file, whole: the store has taken up to this one
+                await asyncio.to_thread(self.store.apply, pending, (self._log.file, 0))
                 log.info("journal: indexed %d batches the store lacked", len(pending))
 
     async def unfinished(self) -> list[JournaledTask]:
@@ -264,7 +264,8 @@ class Journal:
     async def events(self, task_id: str, after_id: int) -> list[Event]:
         """The job's events after `after_id`, in order, once each."""
         await self.apply()
-        return await asyncio.to_thread(self._events, task_id, after_id)
+        async with self._store_lock:  # prune removes log files meanwhile otherwise
+            return await asyncio.to_thread(self._events, task_id, after_id)
 
     def _events(self, task_id: str, after_id: int) -> list[Event]:
         seen: dict[int, Event] = {}
