@@ -311,6 +311,15 @@ def reference(system: str) -> str:
     return "direct-netns" if system in NETNS.values() else "direct"
 
 
+def _by_round(runs: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, dict[str, Any]]]:
+    """Each round's runs by system, keyed by (scenario, concurrency, round)."""
+    by_round: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        key = (run["scenario"], run["concurrency"], run["round"])
+        by_round.setdefault(key, {})[run["system"]] = run
+    return by_round
+
+
 def compare_netns(
     rows: list[dict[str, Any]], runs: Sequence[dict[str, Any]] = ()
 ) -> list[dict[str, Any]]:
@@ -321,10 +330,7 @@ def compare_netns(
     round's own ratio or difference (the twins run side by side in every round, so a
     load that drifts between rounds cancels out)."""
     index = {(r["scenario"], r["concurrency"], r["system"]): r for r in rows}
-    by_round: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
-    for run in runs:
-        key = (run["scenario"], run["concurrency"], run["round"])
-        by_round.setdefault(key, {})[run["system"]] = run
+    by_round = _by_round(runs)
     out: list[dict[str, Any]] = []
     for row in rows:
         twin = NETNS.get(row["system"], "")
@@ -444,10 +450,7 @@ def compare_baseline(
     the rounds and `paired` (the median over rounds of the round's own ratio: the twins
     run in the same round, so load that drifts between rounds cancels out)."""
     index = {(r["scenario"], r["concurrency"], r["system"]): r for r in rows}
-    by_round: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
-    for run in runs:
-        key = (run["scenario"], run["concurrency"], run["round"])
-        by_round.setdefault(key, {})[run["system"]] = run
+    by_round = _by_round(runs)
     out: list[dict[str, Any]] = []
     for row in rows:
         twin = BASELINE.get(row["system"], "")

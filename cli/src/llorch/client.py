@@ -5,10 +5,12 @@ when the orchestrator cannot be reached: the caller exits 3)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import httpx
 
+from llorch import exits
 from llorch.api_key import auth_headers
 
 __all__ = ["Refused", "call"]
@@ -42,3 +44,23 @@ def call(
     if response.status_code >= 400:
         raise Refused(response)
     return response.json() if response.content else None
+
+
+def guarded(handler: Any) -> Any:
+    """`handler(args)` as a command: a refusal is exit 1 (`exits.FAILED`) with its line,
+    an unreachable orchestrator exit 3, Ctrl-C exit 130."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = handler(args)
+            return result
+        except Refused as exc:
+            print(f"llorch: {exc}", file=sys.stderr)
+            return exits.FAILED
+        except httpx.TransportError as exc:
+            print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return exits.UNREACHABLE
+        except KeyboardInterrupt:
+            return 130
+
+    return run

@@ -18,12 +18,10 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
 from llorch import exits
 from llorch.api_key import connection_options
 from llorch.catalog import table
-from llorch.client import Refused, call
+from llorch.client import Refused, call, guarded
 
 __all__ = ["add_parsers", "format_jobs"]
 
@@ -38,26 +36,11 @@ def add_parsers(commands: Any) -> None:
     ps.add_argument("--state", help="only these states (comma-separated)")
     ps.add_argument("--limit", type=int, default=100, help="at most N jobs (1-1000)")
     ps.add_argument("--json", action="store_true", help="print the jobs as JSON")
-    ps.set_defaults(handler=_guard(_ps))
+    ps.set_defaults(handler=guarded(_ps))
     cancel = commands.add_parser("cancel", help="cancel jobs by id")
     connection_options(cancel)
     cancel.add_argument("task_ids", nargs="+", metavar="ID")
-    cancel.set_defaults(handler=_guard(_cancel))
-
-
-def _guard(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = handler(args)
-            return result
-        except Refused as exc:
-            print(f"llorch: {exc}", file=sys.stderr)
-            return exits.FAILED
-        except httpx.TransportError as exc:
-            print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return exits.UNREACHABLE
-
-    return run
+    cancel.set_defaults(handler=guarded(_cancel))
 
 
 def _age(ms: int | None, now_ms: int) -> str:

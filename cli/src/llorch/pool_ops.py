@@ -18,11 +18,9 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
 from llorch import exits
 from llorch.api_key import connection_options
-from llorch.client import Refused, call
+from llorch.client import call, guarded
 from llorch.daemons import record_of
 
 __all__ = ["add_parsers", "human_log_line"]
@@ -39,7 +37,7 @@ def add_parsers(commands: Any) -> None:
     logs.add_argument("--replica", type=int, default=0, help="which replica (default 0)")
     logs.add_argument("--bytes", type=int, default=8192, help="how much of the end (default 8192)")
     logs.add_argument("--raw", action="store_true", help="print lines exactly as written")
-    logs.set_defaults(handler=_guard(_logs))
+    logs.set_defaults(handler=guarded(_logs))
     stop = commands.add_parser("stop", help="stop a pool (drain, then stop its engines)")
     connection_options(stop)
     stop.add_argument("pool")
@@ -47,24 +45,7 @@ def add_parsers(commands: Any) -> None:
         "--deadline-ms", type=int, default=10_000, help="running jobs may finish until then"
     )
     stop.add_argument("--no-wait", action="store_true", help="do not wait for the stop")
-    stop.set_defaults(handler=_guard(_stop))
-
-
-def _guard(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = handler(args)
-            return result
-        except Refused as exc:
-            print(f"llorch: {exc}", file=sys.stderr)
-            return exits.FAILED
-        except httpx.TransportError as exc:
-            print(f"llorch: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return exits.UNREACHABLE
-        except KeyboardInterrupt:
-            return 130
-
-    return run
+    stop.set_defaults(handler=guarded(_stop))
 
 
 def human_log_line(line: str) -> str:
