@@ -129,6 +129,11 @@ class JournalLog:
         return self._dir / f"{number:012d}{_SUFFIX}"
 
     @property
+    def syncs(self) -> bool:
+        """Whether every record is synced to the disk (`journal_sync: full`)."""
+        return self._sync
+
+    @property
     def position(self) -> tuple[int, int]:
         """Where the next record goes: everything before it is written."""
         return self.file, self.offset

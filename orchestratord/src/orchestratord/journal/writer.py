@@ -1,14 +1,16 @@
 """`Journal`: the orchestrator's write-ahead record of every accepted job (REL-01..03).
 
-Writes are grouped: everything queued during one turn of the event loop is one record
-appended to the journal's log (`JournalLog`: one `write` call, on the loop) at the end of
-that turn, then the waiters are resolved. The store (SQLite: an index of jobs, keys and
-where their events are in the log) takes the log's records in bulk, one transaction per
-`flush_ms`, in a worker thread. (Committing each turn to SQLite on the loop cost the
-gateway ~15 % more CPU per token event at 100 events a job, in `bench/gateway_overhead`;
-this way costs a few.) Reads first hand the store what it lacks, so they see every
-acknowledged write. What must be durable before anyone sees it is awaited; the rest is
-batched:
+A write is one framed record appended to the journal's log (`JournalLog`: one `write`
+call, on the loop), made at once: a write into the page cache costs less than the loop
+turn a waiter would spend for it. With `journal_sync: full` every record is also synced to
+the disk, and then what one loop turn queues is one record, written at the end of that turn
+(a group commit), before its waiters are resolved. The store (SQLite: an index of jobs,
+keys and where their events are in the log) takes the log's records in bulk, one
+transaction per `flush_ms`, in a worker thread. (Committing each turn to SQLite on the loop
+cost the gateway ~15 % more CPU per token event at 100 events a job, in
+`bench/gateway_overhead`; this way costs a few.) Reads first hand the store what it lacks,
+so they see every acknowledged write. What must be durable before anyone sees it is
+written before; the rest is batched:
 
 - acceptance (and the idempotency key): awaited before the 202 or the first byte;
 - an attempt's start: its first event waits for it (`TaskRecord.journaled_running`),
@@ -221,9 +223,13 @@ class Journal:
         self._kick()
 
     def _kick(self) -> None:
-        """Hand the pending batch to the writer at the end of this loop iteration (so
-        what the same iteration adds rides in the same transaction)."""
+        """Write the pending batch: now, when a write is one call into the page cache;
+        at the end of this loop iteration when each record is synced to the disk (what the
+        same iteration adds rides in the same sync: a group commit)."""
         if self._kick_scheduled or not (self._pending.batch or self._pending.done):
+            return
+        if not self._log.syncs:
+            self._hand_over()
             return
         assert self._loop is not None
         self._kick_scheduled = True
