@@ -613,6 +613,11 @@ def _systems(
     return systems
 
 
+def _settings(items: list[str]) -> dict[str, Any]:
+    """orchestratord settings from `KEY=VALUE` arguments (each value read as YAML)."""
+    return {key: yaml.safe_load(value) for key, _, value in (i.partition("=") for i in items)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -644,6 +649,13 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="orchestratord setting of the baseline only (YAML value), e.g. journal=false",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="orchestratord setting of the llorch systems, not the baseline (YAML value)",
     )
     parser.add_argument("--llorch-log-level", default="INFO")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -695,7 +707,11 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(passthrough[0])
         if any(s.startswith("llorch") for s in args.systems):
             llorch = start_llorch(
-                root / "llorch", logs, slots=args.slots, log_level=args.llorch_log_level
+                root / "llorch",
+                logs,
+                slots=args.slots,
+                log_level=args.llorch_log_level,
+                orchestrator=_settings(args.config),
             )
             procs.append(llorch)
             engines.append(llorch.engine_url)
@@ -708,10 +724,7 @@ def main(argv: list[str] | None = None) -> int:
                 log_level=args.llorch_log_level,
                 source=None if args.baseline == "." else baseline_tree(args.baseline),
                 name="-base",
-                orchestrator={
-                    key: yaml.safe_load(value)
-                    for key, _, value in (item.partition("=") for item in args.baseline_config)
-                },
+                orchestrator=_settings(args.baseline_config),
             )
             procs.append(baseline)
             engines.append(baseline.engine_url)

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from orchestratord.events import EventLog
 from orchestratord.journal.log import JournalLog
 from orchestratord.journal.records import (
     Accepted,
@@ -197,3 +198,22 @@ def test_a_restart_ends_running_jobs_typed_past_any_id_a_client_saw(tmp_path: Pa
     error = restart_error(row)
     assert error.code == "ORCHESTRATOR_RESTART" and error.retriable
     assert "pool-7" in error.message and "attempt 2" in error.message
+
+
+def test_a_run_of_tokens_is_read_back_as_one_event_per_token(tmp_path: Path) -> None:
+    log = EventLog(16, journaled=True)
+    log.append("started", "{}")
+    log.append_tokens(["x", "y\nz"], 0)  # a newline in a token's text is escaped in its JSON
+    log.append_tokens(["w"], 2)
+    taken = log.take_unjournaled()
+    assert len(taken) == 3  # the started event and one entry per engine read
+    files = _Files(tmp_path)
+    files.write(WriteBatch([_accept("a")], [("a", taken)], []))
+    assert files.events("a") == [
+        (0, "started", "{}"),
+        (1, "token", '{"t":"x","i":0}'),
+        (2, "token", '{"t":"y\\nz","i":1}'),
+        (3, "token", '{"t":"w","i":2}'),
+    ]
+    assert files.events("a", 2) == [(3, "token", '{"t":"w","i":2}')]
+    assert _row(files, "a").last_event_id == 3

@@ -22,9 +22,15 @@ import json
 from collections import deque
 from collections.abc import Iterable
 
-__all__ = ["TERMINAL_EVENTS", "EventLog", "Subscriber", "text_literal"]
+__all__ = ["TERMINAL_EVENTS", "TOKEN_RUN", "EventLog", "Subscriber", "text_literal"]
 
 TERMINAL_EVENTS = frozenset({"end", "error"})
+# The name of a run of `token` events as `EventLog.take_unjournaled` hands them to the
+# journal: `(first_id, TOKEN_RUN, data lines joined by "\n")`, ids counting up from
+# `first_id` (a token event's data is one line of JSON; `journal.records.expand` takes a
+# run apart). One string per engine read instead of a tuple per token: what the journal
+# encodes and writes per token is a copy of its data.
+TOKEN_RUN = ""
 HEARTBEAT = b": keep-alive\n\n"
 
 
@@ -168,7 +174,8 @@ class EventLog:
         return log
 
     def take_unjournaled(self) -> list[tuple[int, str, str]]:
-        """The events appended since the last call (for the journal's next batch)."""
+        """The events appended since the last call (for the journal's next batch); tokens
+        that arrived together as one run (`TOKEN_RUN`)."""
         taken = self.unjournaled
         if not taken:
             return []
@@ -229,7 +236,7 @@ class EventLog:
         self._next_id = event_id
         self._frames.extend(added)
         if self.unjournaled is not None:
-            self.unjournaled += added
+            self.unjournaled.append((first_id, TOKEN_RUN, "\n".join([e[2] for e in added])))
         if self._subscribers:  # the batch's frames as one chunk, encoded once
             chunk = "".join(
                 [f"id: {i}\nevent: token\ndata: {data}\n\n" for i, _, data in added]

@@ -31,6 +31,7 @@ from orchestratord.journal.records import (
     Located,
     StateChange,
     WriteBatch,
+    expand,
 )
 
 __all__ = ["JournalLog", "LogCorrupt", "decode", "encode"]
@@ -92,7 +93,7 @@ def decode(payload: bytes) -> WriteBatch:
     accepted, events, changes = marshal.loads(payload)
     return WriteBatch(
         [_accepted(*fields) for fields in accepted],
-        [(task_id, [tuple(e) for e in batch]) for task_id, batch in events],
+        [(task_id, expand(batch)) for task_id, batch in events],
         [StateChange(*fields) for fields in changes],
     )
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orchestratord.events import TOKEN_RUN
+
 __all__ = [
     "Accepted",
     "Event",
@@ -15,9 +17,30 @@ __all__ = [
     "Located",
     "StateChange",
     "WriteBatch",
+    "expand",
+    "last_id",
 ]
 
 Event = tuple[int, str, str]  # (id, name, data) of one SSE event
+
+
+def expand(events: Sequence[Event]) -> list[Event]:
+    """The events of `events`, runs of tokens taken apart."""
+    out: list[Event] = []
+    for event in events:
+        if event[1] != TOKEN_RUN:
+            out.append(event)
+            continue
+        first = event[0]
+        out.extend((first + k, "token", data) for k, data in enumerate(event[2].split("\n")))
+    return out
+
+
+def last_id(event: Event) -> int:
+    """The id of the last event of `event` (a run's, or its own)."""
+    if event[1] != TOKEN_RUN:
+        return event[0]
+    return event[0] + event[2].count("\n")
 
 
 @dataclass(frozen=True, slots=True)

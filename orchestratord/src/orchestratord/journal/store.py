@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestratord.journal.records import (
+    Event,
     EventSpan,
     IdempotencyRecord,
     JournaledTask,
     Located,
     StateChange,
+    last_id,
 )
 
 __all__ = ["JournalFormatError", "JournalStore", "SqliteJournal"]
@@ -137,12 +139,9 @@ def _task(row: tuple[object, ...]) -> JournaledTask:
     return JournaledTask(*values)  # type: ignore[arg-type]
 
 
-def _span(events: Sequence[tuple[int, str, str]]) -> tuple[int, int]:
-    first, last = events[0][0], events[-1][0]
-    if last - first + 1 == len(events):  # always, as the journal takes them
-        return first, last
-    ids = [e[0] for e in events]
-    return min(ids), max(ids)
+def _span(events: Sequence[Event]) -> tuple[int, int]:
+    """The first and last ids of `events` (a run of tokens counts as its ids)."""
+    return min(e[0] for e in events), max(last_id(e) for e in events)
 
 
 def _effective(changes: Sequence[StateChange]) -> dict[str, StateChange]:
