@@ -217,3 +217,31 @@ def test_a_run_of_tokens_is_read_back_as_one_event_per_token(tmp_path: Path) -> 
     ]
     assert files.events("a", 2) == [(3, "token", '{"t":"w","i":2}')]
     assert _row(files, "a").last_event_id == 3
+
+
+def test_a_log_file_a_crash_left_open_reads_to_its_last_record_without_a_torn_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = _Files(tmp_path, max_bytes=1 << 20)
+    files.write(WriteBatch([_accept("a")], [("a", [(0, "started", "{}")])], []), index=False)
+    files.write(WriteBatch([_accept("b")], [], []), index=False)
+    # No close: the process died with the file mapped, its reserved tail still zeroes.
+    assert (tmp_path / "journal-wal" / "000000000001.wal").stat().st_size == 1 << 20
+
+    again = _Files(tmp_path)
+    with caplog.at_level("WARNING", logger="orchestratord.journal"):
+        asyncio.run(again.journal.start())
+    assert [r.task_id for r in again.store.unfinished()] == ["a", "b"]
+    assert again.events("a") == [(0, "started", "{}")]
+    assert not [r for r in caplog.records if "never completed" in r.getMessage()]
+    files.close()  # a clean close cuts the file to its records
+    assert (tmp_path / "journal-wal" / "000000000001.wal").stat().st_size == files.log.offset
+
+
+def test_a_record_larger_than_a_log_file_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    files = _Files(tmp_path, max_bytes=64)
+    big = WriteBatch([_accept("a")], [("a", [(0, "token", "x" * 500)])], [])
+    files.write(WriteBatch([_accept("b")], [], []), big, WriteBatch([_accept("c")], [], []))
+    assert files.events("a") == [(0, "token", "x" * 500)]
+    assert [r.task_id for r in files.store.unfinished()] == ["b", "a", "c"]
+    assert files.log.file == 3  # b, then a alone, then c

@@ -1,13 +1,20 @@
 """`JournalLog`: the journal's log, the one write on the event loop, and where a job's
 events are read back from.
 
-A commit is one `write` of one framed record (a batch) at the end of the current log
-file: durable against a crash of the process (SIGKILL included) once the call returns,
-and against power loss once the file is synced (every record with `sync=True`, the
-`journal_sync: full` setting). The store indexes the records in bulk, off the loop, and
-points at them for events; a file is removed once no job the store keeps was accepted in
-it or before (`remove_before`). Files are rotated at `max_bytes`; each start begins a new
-file, so a record torn by a crash ends its file for good.
+A commit is one framed record (a batch) copied to the end of the current log file, which
+is mapped into memory (`MAP_SHARED`): no system call per record. The record is in the
+page cache once the copy returns, so it survives a crash of the process (SIGKILL
+included); it survives power loss once synced (`msync` of its pages, every record with
+`sync=True`, the `journal_sync: full` setting). Each file's blocks are reserved when it is
+made (`posix_fallocate`, `max_bytes` or the record's size): a full disk is an error there,
+never a fault when a mapped page is first written. (A `write` call per record, extending
+the file each time, cost the gateway about 1 µs per token event at 100 events a job.)
+
+The store indexes the records in bulk, off the loop, and points at them for events; a
+file is removed once no job the store keeps was accepted in it or before
+(`remove_before`). Files are rotated when the next record does not fit; each start begins
+a new file, so a record torn by a crash ends its file for good. A file is cut to its
+records when it is closed; one a crash left keeps its zeroed tail, which reads as the end.
 
 A record is `length (4 bytes LE) | crc32 (4 bytes LE) | payload`, the payload the batch
 in `marshal` form (plain tuples, strings and numbers: C speed both ways; it reads only
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import marshal
+import mmap
 import os
 import struct
 import zlib
@@ -121,7 +129,9 @@ class JournalLog:
         numbers = self._numbers()
         self.file = (numbers[-1] if numbers else 0) + 1  # the file appends go to
         self._fd: int | None = None
-        self.offset = 0  # the end of the current file
+        self._map: mmap.mmap | None = None
+        self._size = 0  # the current file's reserved size
+        self.offset = 0  # the end of the current file's records
 
     def _numbers(self) -> list[int]:
         return sorted(int(p.stem) for p in self._dir.glob(f"*{_SUFFIX}") if p.stem.isdigit())
@@ -142,33 +152,51 @@ class JournalLog:
     # -- writes (on the event loop) ----------------------------------------------------
 
     def append(self, batch: WriteBatch) -> Located:
-        """One record, one write (OSError when it cannot be written: nothing is)."""
+        """One record, copied into the mapped file (OSError when no file can be made for
+        it, e.g. the disk is full: nothing is written)."""
         record = encode(batch)
-        if self._fd is not None and self.offset + len(record) > self._max_bytes:
+        size = len(record)
+        if self._map is not None and self.offset + size > self._size:
             self._rotate()
-        if self._fd is None:
-            self._fd = os.open(self._path(self.file), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        written = os.write(self._fd, record)
-        if written != len(record):  # a short write: the disk is full; take it back
-            os.ftruncate(self._fd, self.offset)
-            raise OSError(f"journal log: wrote {written} of {len(record)} bytes")
+        if self._map is None:
+            self._open(max(self._max_bytes, size))
+        assert self._map is not None
+        start = self.offset
+        self._map[start : start + size] = record
         if self._sync:
-            os.fdatasync(self._fd)
-        located = Located(batch, self.file, self.offset)
-        self.offset += written
+            aligned = start - start % mmap.PAGESIZE
+            self._map.flush(aligned, start + size - aligned)
+        located = Located(batch, self.file, start)
+        self.offset = start + size
         return located
 
+    def _open(self, size: int) -> None:
+        fd = os.open(self._path(self.file), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            self._path(self.file).unlink(missing_ok=True)
+            raise
+        self._fd, self._size, self.offset = fd, size, 0
+
     def _rotate(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.close()
         self.file += 1
         self.offset = 0
 
     def close(self) -> None:
+        """Unmap the current file and cut it to its records."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            try:
+                os.ftruncate(self._fd, self.offset)
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
     # -- off the loop ------------------------------------------------------------------
 
@@ -197,13 +225,15 @@ class JournalLog:
             offset = start_offset if number == start_file else 0
             while offset + _HEADER.size <= len(data):
                 length, crc = _HEADER.unpack_from(data, offset)
+                if length == 0:  # the zeroed tail of a file a crash left open
+                    break
                 start = offset + _HEADER.size
                 payload = data[start : start + length]
                 if len(payload) < length or zlib.crc32(payload) != crc:
                     break
                 yield Located(decode(payload), number, offset)
                 offset = start + length
-            if offset != len(data):
+            if data[offset:].strip(b"\0"):
                 log.warning(
                     "journal log %s ends with %d bytes of a record never completed (a crash "
                     "during its write); they are ignored",
