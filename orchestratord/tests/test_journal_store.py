@@ -222,11 +222,11 @@ def test_a_run_of_tokens_is_read_back_as_one_event_per_token(tmp_path: Path) -> 
 def test_a_log_file_a_crash_left_open_reads_to_its_last_record_without_a_torn_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    files = _Files(tmp_path, max_bytes=1 << 20)
+    files = _Files(tmp_path)
     files.write(WriteBatch([_accept("a")], [("a", [(0, "started", "{}")])], []), index=False)
     files.write(WriteBatch([_accept("b")], [], []), index=False)
     # No close: the process died with the file mapped, its reserved tail still zeroes.
-    assert (tmp_path / "journal-wal" / "000000000001.wal").stat().st_size == 1 << 20
+    assert (tmp_path / "journal-wal" / "000000000001.wal").stat().st_size == 4 << 20
 
     again = _Files(tmp_path)
     with caplog.at_level("WARNING", logger="orchestratord.journal"):
@@ -245,3 +245,13 @@ def test_a_record_larger_than_a_log_file_gets_a_file_of_its_own(tmp_path: Path) 
     assert files.events("a") == [(0, "token", "x" * 500)]
     assert [r.task_id for r in files.store.unfinished()] == ["b", "a", "c"]
     assert files.log.file == 3  # b, then a alone, then c
+
+
+def test_a_log_file_grows_as_it_fills_and_rotates_at_max_bytes(tmp_path: Path) -> None:
+    files = _Files(tmp_path, max_bytes=12 << 20)
+    chunk = "x" * (1 << 20)
+    for i in range(14):  # ~1 MiB records: the first file grows 4 -> 8 -> 12 MiB, then a second
+        files.write(WriteBatch([_accept(f"t{i}")], [(f"t{i}", [(0, "token", chunk)])], []))
+    assert files.log.file == 2
+    assert (tmp_path / "journal-wal" / "000000000001.wal").stat().st_size <= 12 << 20
+    assert all(files.events(f"t{i}") == [(0, "token", chunk)] for i in range(14))

@@ -5,10 +5,11 @@ A commit is one framed record (a batch) copied to the end of the current log fil
 is mapped into memory (`MAP_SHARED`): no system call per record. The record is in the
 page cache once the copy returns, so it survives a crash of the process (SIGKILL
 included); it survives power loss once synced (`msync` of its pages, every record with
-`sync=True`, the `journal_sync: full` setting). Each file's blocks are reserved when it is
-made (`posix_fallocate`, `max_bytes` or the record's size): a full disk is an error there,
-never a fault when a mapped page is first written. (A `write` call per record, extending
-the file each time, cost the gateway about 1 µs per token event at 100 events a job.)
+`sync=True`, the `journal_sync: full` setting). A file's blocks are reserved before they are
+mapped (`posix_fallocate`: 4 MiB when it is made, doubled as it fills, up to `max_bytes`;
+a larger record gets a file of its size): a full disk is an error there, never a fault when
+a mapped page is first written. (A `write` call per record, extending the file each time,
+cost the gateway about 1 µs per token event at 100 events a job.)
 
 The store indexes the records in bulk, off the loop, and points at them for events; a
 file is removed once no job the store keeps was accepted in it or before
@@ -50,6 +51,7 @@ _HEADER = struct.Struct("<II")
 _SUFFIX = ".wal"
 _MARSHAL_VERSION = 4
 MAX_BYTES = 64 * 1024 * 1024
+_FIRST_BYTES = 4 * 1024 * 1024  # reserved when a file is made, doubled as it fills
 
 
 class LogCorrupt(Exception):
@@ -156,10 +158,14 @@ class JournalLog:
         it, e.g. the disk is full: nothing is written)."""
         record = encode(batch)
         size = len(record)
-        if self._map is not None and self.offset + size > self._size:
-            self._rotate()
+        end = self.offset + size
+        if self._map is not None and end > self._size:
+            if end <= self._max_bytes:
+                self._grow(end)
+            else:
+                self._rotate()
         if self._map is None:
-            self._open(max(self._max_bytes, size))
+            self._open(max(min(self._max_bytes, _FIRST_BYTES), size))
         assert self._map is not None
         start = self.offset
         self._map[start : start + size] = record
@@ -180,6 +186,14 @@ class JournalLog:
             self._path(self.file).unlink(missing_ok=True)
             raise
         self._fd, self._size, self.offset = fd, size, 0
+
+    def _grow(self, end: int) -> None:
+        """Reserve and map more of the current file: twice as much, up to `max_bytes`."""
+        assert self._map is not None and self._fd is not None
+        size = min(self._max_bytes, max(end, 2 * self._size))
+        os.posix_fallocate(self._fd, 0, size)
+        self._map.resize(size)
+        self._size = size
 
     def _rotate(self) -> None:
         self.close()
