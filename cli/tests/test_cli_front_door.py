@@ -286,3 +286,33 @@ def test_a_phase_without_a_total_shows_its_state_and_time_on_a_terminal_only() -
     phase.state("default loading")
     phase.close()
     assert quiet.getvalue() == ""
+
+
+def test_loading_weights_shows_percent_and_an_eta_from_the_reported_fraction_on_a_tty() -> None:
+    from llorch.progress import WeightsLoading, load_fraction
+
+    pools: list[dict[str, object]] = [
+        {"pool_id": "a", "state": "loading", "load_progress": 0.75},
+        {"pool_id": "b", "state": "loading", "load_progress": 0.25},
+        {"pool_id": "c", "state": "ready", "load_progress": None},
+    ]
+    assert load_fraction(pools) == 0.25  # the slowest loading pool
+    unknown: list[dict[str, object]] = [{"pool_id": "c", "state": "loading", "load_progress": None}]
+    assert load_fraction(unknown) is None
+    drawn = io.StringIO()
+    weights = WeightsLoading("loading the weights", stream=drawn, enabled=True)
+    weights.update(None)  # nothing reported yet: nothing drawn
+    assert drawn.getvalue() == ""
+    seen_before = weights.seen
+    weights.update(0.25)
+    weights.update(0.5)
+    assert drawn.getvalue() != "" and (seen_before, weights.seen) == (False, True)
+    weights.close()
+    text = drawn.getvalue()
+    assert "loading the weights:  50%" in text and "50/100" in text
+    assert "<" in text and "%/s" in text  # tqdm's elapsed<remaining (the ETA) and its rate
+    quiet = io.StringIO()
+    weights = WeightsLoading("loading the weights", stream=quiet)
+    weights.update(0.5)
+    weights.close()
+    assert quiet.getvalue() == ""

@@ -5,7 +5,10 @@ warm-up, drawn by tqdm (a maintained library) with percent, rate and ETA.
 its stream is a terminal (`enabled=None`), so logs and pipes get no bar (the steps are
 still narrated, one line each). A resumed download starts its bar at the bytes already
 there (`initial`), so the rate and ETA count only what moves now. `Phase(label)` shows a
-step without a total (loading, warming up): its state and the time spent.
+step without a total (starting, warming up): its state and the time spent.
+`WeightsLoading` draws the load of a model's weights with percent and ETA from the
+fraction loaded that the engines report (`load_progress` of `GET /v2/pools` and of a
+deployment's pools; `load_fraction` picks the least of the loading pools').
 `NarrationLines` prints narrated steps (`llorch: ACTION TARGET`) above any bar.
 """
 
@@ -13,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Never, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, Never, TextIO
 
 from tqdm import tqdm
 
-__all__ = ["NarrationLines", "Phase", "Progress", "human_bytes"]
+__all__ = ["NarrationLines", "Phase", "Progress", "WeightsLoading", "human_bytes", "load_fraction"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -117,6 +121,33 @@ class Phase:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def load_fraction(pools: Iterable[Mapping[str, Any]]) -> float | None:
+    """The least `load_progress` (0..1) of the pools that report one, None when none
+    does (nothing loading, engines that cannot tell, or the warm-up after the load)."""
+    reported = [float(p["load_progress"]) for p in pools if p.get("load_progress") is not None]
+    return min(reported) if reported else None
+
+
+class WeightsLoading:
+    """A bar for the load of a model's weights, in percent with rate and ETA, fed the
+    fraction loaded (`update`); drawn from the first fraction on, only on a terminal."""
+
+    def __init__(
+        self, label: str, *, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
+        self._bar = Progress(label, unit="%", stream=stream, enabled=enabled)
+        self.seen = False  # a fraction was reported: what follows the load is the warm-up
+
+    def update(self, fraction: float | None) -> None:
+        if fraction is None:
+            return
+        self.seen = True
+        self._bar(round(min(1.0, max(0.0, fraction)) * 100), 100)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 class NarrationLines(logging.Handler):

@@ -39,7 +39,7 @@ from llorch.api_key import auth_headers, connection_options
 from llorch.catalog import add_location_options
 from llorch.client import Refused, call
 from llorch.model_ref import ModelRefError, classify, resolve_hf_shorthand
-from llorch.progress import Phase
+from llorch.progress import Phase, WeightsLoading, load_fraction
 
 __all__ = ["add_parser", "deployment_name", "served_names"]
 
@@ -121,12 +121,16 @@ def _load(args: argparse.Namespace, model: str) -> None:
     body = {"model": model, "replicas": {"min": 1, "max": 1}, "ctx": args.ctx}
     call(args, "PUT", f"/v2/deployments/{name}", body)
     phase = Phase(f"loading {model}")
+    weights = WeightsLoading("loading the weights")
     started = time.monotonic()
     pending_since: float | None = None
     try:
         while time.monotonic() - started < args.load_timeout:
             status = call(args, "GET", f"/v2/deployments/{name}")
-            phase.state(str(status["phase"]))
+            fraction = load_fraction(status["pools"])
+            weights.update(fraction)
+            warming = weights.seen and fraction is None and status["phase"] != "ready"
+            phase.state("warming up" if warming else str(status["phase"]))
             if status["phase"] == "ready":
                 return
             if status["phase"] == "pending":
@@ -143,6 +147,7 @@ def _load(args: argparse.Namespace, model: str) -> None:
                 pending_since = None
             time.sleep(_POLL_S)
     finally:
+        weights.close()
         phase.close()
     raise _Failed(f"deployment {name} of {model} was not ready within {args.load_timeout:.0f} s")
 

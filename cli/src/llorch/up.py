@@ -56,7 +56,7 @@ from specs.net import host_port, is_loopback, is_wildcard, local_address_toward
 from llorch import certs
 from llorch.daemons import last_problem, stop
 from llorch.model_ref import ModelRefError, classify, resolve_hf_shorthand
-from llorch.progress import Phase
+from llorch.progress import Phase, WeightsLoading, load_fraction
 from llorch.up_checks import engine_problem, llama_threads, model_problem, port_problem
 
 __all__ = ["add_parser", "run"]
@@ -273,10 +273,12 @@ def _pool_problem(pools: list[dict[str, Any]]) -> str:
 
 
 def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], logs: Path) -> None:
-    """Until /readyz answers 200, showing the pool's state (loading, warming up) on a
-    terminal; RuntimeError at once when a daemon exits or the pool fails."""
+    """Until /readyz answers 200, showing the pool's state on a terminal, the load of
+    its weights with an ETA while the engine reports it, then the warm-up; RuntimeError
+    at once when a daemon exits or the pool fails."""
     deadline = time.monotonic() + _READY_TIMEOUT_S
     phase = Phase("starting the pool")
+    weights = WeightsLoading("loading the weights")
     try:
         with httpx.Client(timeout=5) as client:
             while time.monotonic() < deadline:
@@ -291,14 +293,24 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], logs: Path) -
                 except (httpx.TransportError, ValueError, KeyError):
                     pools = []
                 if pools:
-                    phase.state(", ".join(f"{p['pool_id']} {p['state']}" for p in pools))
+                    fraction = load_fraction(pools)
+                    weights.update(fraction)
+                    warming = weights.seen and fraction is None
+                    phase.state(", ".join(_pool_state(p, warming) for p in pools))
                 problem = _pool_problem(pools)
                 if problem:
                     raise RuntimeError(problem)
                 time.sleep(0.25)
     finally:
+        weights.close()
         phase.close()
     raise RuntimeError(f"the pool was not ready within {_READY_TIMEOUT_S:.0f} s")
+
+
+def _pool_state(pool: dict[str, Any], warming: bool) -> str:
+    """`default loading`, or `default warming up` once its weights are loaded."""
+    state = "warming up" if warming and pool["state"] == "loading" else pool["state"]
+    return f"{pool['pool_id']} {state}"
 
 
 def _banner(url: str, keys: dict[str, str], keys_file: Path | None) -> str:

@@ -98,4 +98,5 @@ def pool_from_wire(host_id: str, wire: pb.PoolStatus) -> PoolInfo:
         deployment=wire.deployment,
         memory_estimated_bytes=wire.memory_estimated_bytes,
         memory_actual_bytes=wire.memory_actual_bytes,
+        load_progress=wire.load_progress if wire.HasField("load_progress") else None,
     )

@@ -114,6 +114,7 @@ class PoolInfo:
     deployment: str = ""
     memory_estimated_bytes: int = 0
     memory_actual_bytes: int = 0
+    load_progress: float | None = None  # while a replica loads: the fraction loaded
 
 
 @dataclass(slots=True)

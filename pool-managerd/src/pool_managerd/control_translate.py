@@ -84,6 +84,7 @@ def pool_to_wire(status: PoolStatus) -> pb.PoolStatus:
         deployment=status.deployment,
         memory_estimated_bytes=status.memory_estimated_bytes,
         memory_actual_bytes=status.memory_actual_bytes,
+        load_progress=status.load_progress,
         replicas=[
             pb.Replica(
                 index=r.index,

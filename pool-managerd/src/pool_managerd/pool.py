@@ -19,7 +19,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,14 @@ class PoolStatus:
     deployment: str = ""
     memory_estimated_bytes: int = 0
     memory_actual_bytes: int = 0
+    load_progress: float | None = None
+
+
+def load_progress(replicas: Iterable[tuple[str, float | None]]) -> float | None:
+    """A pool's load progress from its replicas' (phase, engine-reported progress): the
+    least of those loading that report one; None when none does."""
+    loading = [p for phase, p in replicas if phase in ("starting", "loading") and p is not None]
+    return min(loading) if loading else None
 
 
 class Pool:
@@ -412,4 +420,5 @@ class Pool:
             deployment=config.deployment,
             memory_estimated_bytes=config.memory_estimated_bytes,
             memory_actual_bytes=sum(r.memory_bytes() for r in self.replicas),
+            load_progress=load_progress((r.state.phase, r.load_progress) for r in self.replicas),
         )

@@ -92,6 +92,7 @@ class ReplicaDriver:
         self.incarnation = 0
         self.engine_version = ""
         self.slots_busy = 0
+        self.load_progress: float | None = None  # the engine's, while it loads its weights
         self.probed_at = 0.0  # time.monotonic() of the last health answer (slots_busy's age)
         self._events: asyncio.Queue[lc.Event] = asyncio.Queue()
         self._process: EngineProcess | None = None
@@ -260,6 +261,7 @@ class ReplicaDriver:
         self.tls = False
         self.incarnation = 0
         self.engine_version = ""
+        self.load_progress = None
         await self._close_adapter()
         self.post(lc.Exited(code, log_tail(self._paths.log, lines=6)))
 
@@ -271,6 +273,7 @@ class ReplicaDriver:
                 self.post(lc.ProbeFailed(str(exc) or type(exc).__name__))
             else:
                 self.slots_busy = health.slots_busy
+                self.load_progress = health.load_progress if health.state == "loading" else None
                 self.probed_at = time.monotonic()
                 if health.state == "ready" and not self.engine_version:
                     await self._read_props(adapter)

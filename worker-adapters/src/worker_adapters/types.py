@@ -135,10 +135,14 @@ StreamEvent = Started | Token | End | Failed
 
 @dataclass(frozen=True, slots=True)
 class EngineHealth:
+    """`load_progress`: while loading, the fraction of the weights loaded (0..1) as the
+    engine reports it; None when it cannot tell, and once it is ready."""
+
     state: HealthState
     message: str = ""
     slots_total: int = 0
     slots_busy: int = 0
+    load_progress: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

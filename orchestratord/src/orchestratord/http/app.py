@@ -47,6 +47,7 @@ from orchestratord.http.translate import (
     task_from_wire,
     task_summary,
 )
+from orchestratord.http.viewer import Viewer, viewer_of
 from orchestratord.http.views import pool_json
 from orchestratord.job_trace import client_trace
 from orchestratord.tasks import TaskRecord
@@ -61,6 +62,10 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def _api_key(request: Request) -> str | None:
     name = request.scope.get("state", {}).get("api_key")
     return str(name) if name is not None else None
+
+
+def _viewer(orchestrator: Orchestrator, request: Request) -> Viewer:
+    return viewer_of(orchestrator.quotas, _api_key(request))
 
 
 def _correlation_id(request: Request) -> str:
@@ -199,7 +204,7 @@ def _starlette(
         )
 
     async def task_events(request: Request) -> Response:
-        record = await _existing(_task_id(request))
+        record = await _existing(_task_id(request), request)
         last = request.headers.get("last-event-id")
         if last is not None and not (last.isdigit() and len(last) <= 20):
             raise ApiError("INVALID_PARAMS", "Last-Event-ID must be a non-negative integer")
@@ -223,26 +228,31 @@ def _starlette(
 
         return SseResponse(frames(), headers={**_SSE_HEADERS, TASK_ID_HEADER: record.task_id})
 
-    async def _existing(task_id: str) -> TaskRecord:
+    async def _existing(task_id: str, request: Request) -> TaskRecord:
+        """The job, if the caller may see it (`viewer`): another key's job is answered
+        as an unknown one, so its existence does not leak."""
         record = await orchestrator.lookup(task_id)
-        if record is None:
+        if record is None or not _viewer(orchestrator, request).sees(record):
             raise ApiError("NOT_FOUND", f"no task {task_id}")
         return record
 
     async def get_task(request: Request) -> Response:
-        return _json(_status(await _existing(_task_id(request))))
+        return _json(_status(await _existing(_task_id(request), request)))
 
     async def list_tasks(request: Request) -> Response:
         query = listing_query(request.query_params)
-        name = _api_key(request)
-        key = orchestrator.quotas.key(name) if name is not None else None
-        owner = name if key is not None and key.role != "admin" else None
+        viewer = _viewer(orchestrator, request)
         tasks = orchestrator.tasks
-        shown = visible_tasks(tasks.live(), tasks.recent_finished(query.limit), query, owner)
+        shown = visible_tasks(tasks.live(), tasks.recent_finished(query.limit), query, viewer)
         return _json({"tasks": [task_summary(record) for record in shown]})
 
     async def cancel_task(request: Request) -> Response:
-        orchestrator.cancel(_task_id(request))
+        """204 whatever the id (API-05); another key's job is left alone, as an
+        unknown id is (the answer must not tell that it exists)."""
+        task_id = _task_id(request)
+        record = orchestrator.tasks.get(task_id)
+        if record is not None and _viewer(orchestrator, request).sees(record):
+            orchestrator.cancel(task_id)
         return Response(status_code=204)
 
     async def list_pools(request: Request) -> Response:

@@ -163,6 +163,7 @@ def deployment_json(manager: DeploymentManager, state: DeploymentState) -> dict[
                 "ready": p.ready,
                 "memory_estimated_bytes": p.memory_estimated_bytes,
                 "memory_actual_bytes": p.memory_actual_bytes,
+                "load_progress": None if p.load_progress is None else round(p.load_progress, 4),
             }
             for p in pools
         ],

@@ -39,10 +39,10 @@ from orchestratord.errors import ApiError
 from orchestratord.http.control import deployment_json
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import task_summary
+from orchestratord.http.viewer import Viewer, viewer_of
 from orchestratord.http.views import host_json, pool_json
 from orchestratord.jobs.ledger import wall_ms
 from orchestratord.placement import PoolView
-from orchestratord.quotas import Quotas
 from orchestratord.tasks import TaskRecord
 
 __all__ = [
@@ -71,25 +71,6 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who reads a snapshot: the key's name (None without keys) and whether every job is
-    theirs to see (an admin key, or no keys configured)."""
-
-    key_name: str | None
-    sees_all: bool
-
-    def sees(self, record: TaskRecord) -> bool:
-        return self.sees_all or (self.key_name is not None and record.spec.api_key == self.key_name)
-
-
-def viewer_of(quotas: Quotas, key_name: str | None) -> Viewer:
-    if not quotas.enabled:
-        return Viewer(None, sees_all=True)
-    key = quotas.key(key_name) if key_name is not None else None
-    return Viewer(key_name, sees_all=key is not None and key.role == "admin")
 
 
 def queue_eta_ms(

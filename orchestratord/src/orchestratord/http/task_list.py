@@ -4,7 +4,8 @@ Running and queued jobs first (oldest first), then the recently ended ones the t
 table still keeps (`finished_tasks_kept`, most recent first), each as `task_summary`.
 `state=` filters (one state, or several comma-separated), `limit=` bounds the count
 (1-1000, default 100). A client key sees only the jobs it submitted; an admin key, or
-anyone when no keys are configured (loopback), sees all of them. `listing_query` parses
+anyone when no keys are configured (loopback), sees all of them (`viewer.Viewer`, the
+rule of every job route). `listing_query` parses
 the query (INVALID_PARAMS naming the parameter), `visible_tasks` decides; both pure.
 """
 
@@ -16,6 +17,7 @@ from typing import get_args
 
 from orchestratord.errors import ApiError, Detail
 from orchestratord.http.body import query_integer
+from orchestratord.http.viewer import Viewer
 from orchestratord.tasks import TaskRecord, TaskState
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ListingQuery", "listing_query", "visible_tasks"]
@@ -56,14 +58,13 @@ def visible_tasks(
     live: Iterable[TaskRecord],
     finished: Iterable[TaskRecord],
     query: ListingQuery,
-    owner: str | None,
+    viewer: Viewer,
 ) -> list[TaskRecord]:
-    """The jobs to list, in order; `owner` None sees all, else only its own."""
+    """The jobs `viewer` may see, in order."""
     ordered = [*sorted(live, key=lambda r: r.created_mono), *finished]
     shown = [
         record
         for record in ordered
-        if (owner is None or record.spec.api_key == owner)
-        and (not query.states or record.shown_state in query.states)
+        if viewer.sees(record) and (not query.states or record.shown_state in query.states)
     ]
     return shown[: query.limit]

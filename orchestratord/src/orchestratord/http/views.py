@@ -29,6 +29,7 @@ def pool_json(registry: PoolRegistry, pool: PoolInfo, now: float) -> dict[str, o
         "in_flight": registry.in_flight(pool.pool_id),
         "last_error": pool.last_error,
         "restarts": pool.restarts,
+        "load_progress": None if pool.load_progress is None else round(pool.load_progress, 4),
         "replicas": [
             {
                 "index": r.index,

@@ -218,6 +218,12 @@ class Pool(BaseModel):
     in_flight: int = Field(..., ge=0)
     last_error: str
     restarts: int = Field(..., ge=0)
+    load_progress: float | None = Field(
+        default=None,
+        description='While a replica loads its weights: the fraction loaded, as its engine reports\nit (the least of the loading replicas); null when none loads or the engine\ncannot tell (and during the warm-up that follows the load).\n',
+        ge=0.0,
+        le=1.0,
+    )
     replicas: list[PoolReplica]
 
 
@@ -285,6 +291,12 @@ class DeploymentPool(BaseModel):
     memory_estimated_bytes: int
     memory_actual_bytes: int = Field(
         ..., description='Measured (process resident memory'
+    )
+    load_progress: float | None = Field(
+        default=None,
+        description="As the pool's `load_progress` (the fraction of the weights loaded, while loading).",
+        ge=0.0,
+        le=1.0,
     )
 
 

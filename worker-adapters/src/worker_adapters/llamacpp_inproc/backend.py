@@ -15,16 +15,22 @@ each token's are computed from the logits it was sampled from (`logprobs`) and t
 with its text. Cancel sets an event checked between tokens. Text deltas cross to the
 event loop through `call_soon_threadsafe`, and tokens already waiting when the consumer
 looks are merged (`coalesce_tokens`).
+
+While loading, `health()` reports the fraction of the weights loaded (`load_progress`)
+from llama.cpp's own load-progress callback (`_reporting_load_progress`), over all the
+loads (one per slot, then the embedder), so the pool manager, the orchestrator and
+`llorch up` can show it with an ETA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +114,9 @@ class LlamaBackend:
         self._has_template = False
         self._embedder: Llama | None = None
         self._embed_executor = ThreadPoolExecutor(1, thread_name_prefix="llama-embed")
+        self._loads_done = 0  # of `_loads_total`: one per slot, one for the embedder
+        self._loads_total = settings.slots + (1 if settings.embeddings else 0)
+        self._load_progress = 0.0  # over all the loads, 0..1
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -131,7 +140,18 @@ class LlamaBackend:
         self._template = self._chat_formatter(self._slots[0].llama)
         self._state = EngineHealth("ready", "", self._settings.slots)
 
+    def _loaded_fraction(self, fraction: float) -> None:
+        """llama.cpp's progress of the current load (0..1), on the loading thread."""
+        total = max(1, self._loads_total)
+        self._load_progress = min(1.0, (self._loads_done + max(0.0, fraction)) / total)
+
     def _load(self, embedding: bool) -> Llama:
+        with _reporting_load_progress(self._loaded_fraction):
+            llama = self._new_llama(embedding)
+        self._loads_done += 1
+        return llama
+
+    def _new_llama(self, embedding: bool) -> Llama:
         settings = self._settings
         extra: dict[str, Any] = {}
         if settings.threads:
@@ -171,6 +191,10 @@ class LlamaBackend:
     # -- facts -------------------------------------------------------------------------
 
     def health(self) -> EngineHealth:
+        if self._state.state == "loading":
+            return EngineHealth(
+                "loading", "loading model", self._settings.slots, 0, self._load_progress
+            )
         if self._state.state != "ready":
             return self._state
         busy = len(self._slots) - len(self._free)
@@ -470,3 +494,38 @@ def _common_prefix(llama: Llama, tokens: list[int]) -> int:
 
 def _random_seed() -> int:
     return secrets.randbits(32)
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _reporting_load_progress(report: Callable[[float], None]) -> Iterator[None]:
+    """Inside: a `Llama` being constructed reports llama.cpp's load progress (0..1) to
+    `report`, on the loading thread.
+
+    llama-cpp-python's `Llama` takes no progress callback, but builds its model
+    parameters from `llama_cpp.llama_cpp.llama_model_default_params()`, looked up when
+    it loads: for the load, that lookup returns parameters whose `progress_callback` is
+    ours (it returns True: go on). Loads are serialized by a lock, so no other load sees
+    the callback, and the original is restored on the way out."""
+    bindings = llama_cpp.llama_cpp
+    original = bindings.llama_model_default_params
+
+    def progress(fraction: float, _: ctypes.c_void_p) -> bool:
+        report(float(fraction))
+        return True
+
+    callback = bindings.llama_progress_callback(progress)  # referenced until restored
+
+    def with_progress() -> Any:
+        params = original()
+        params.progress_callback = callback
+        return params
+
+    with _LOAD_LOCK:
+        bindings.llama_model_default_params = with_progress
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = original

@@ -164,12 +164,14 @@ def health_to_wire(health: EngineHealth) -> pb.HealthReply:
         message=health.message,
         slots_total=health.slots_total,
         slots_busy=health.slots_busy,
+        load_progress=health.load_progress,
     )
 
 
 def health_from_wire(wire: pb.HealthReply) -> EngineHealth:
     state = wire.state if wire.state in ("loading", "ready", "failed") else "failed"
-    return EngineHealth(state, wire.message, wire.slots_total, wire.slots_busy)  # type: ignore[arg-type]
+    progress = wire.load_progress if wire.HasField("load_progress") else None
+    return EngineHealth(state, wire.message, wire.slots_total, wire.slots_busy, progress)  # type: ignore[arg-type]
 
 
 def props_to_wire(props: EngineProps) -> pb.PropsReply:

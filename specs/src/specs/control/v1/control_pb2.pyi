@@ -436,6 +436,7 @@ class PoolStatus(_message.Message):
     MEMORY_ESTIMATED_BYTES_FIELD_NUMBER: _builtins.int
     MEMORY_ACTUAL_BYTES_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    LOAD_PROGRESS_FIELD_NUMBER: _builtins.int
     pool_id: _builtins.str
     state: _builtins.str
     """POOL-03 lifecycle state: provisioning | starting | loading | ready | draining | stopped | failed"""
@@ -462,6 +463,10 @@ class PoolStatus(_message.Message):
     memory_actual_bytes: _builtins.int
     deployment: _builtins.str
     """owning deployment name, if any"""
+    load_progress: _builtins.float
+    """While a replica loads its weights: the fraction loaded (0..1; the least of the loading
+    replicas that report one), from the engine; absent when none loads or none can tell.
+    """
     @_builtins.property
     def model_aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -492,12 +497,15 @@ class PoolStatus(_message.Message):
         memory_estimated_bytes: _builtins.int = ...,
         memory_actual_bytes: _builtins.int = ...,
         deployment: _builtins.str = ...,
+        load_progress: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_load_progress", b"_load_progress", "load_progress", b"load_progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter", b"adapter", "ctx", b"ctx", "deployment", b"deployment", "device", b"device", "draining", b"draining", "engine", b"engine", "engine_version", b"engine_version", "features", b"features", "last_error", b"last_error", "memory_actual_bytes", b"memory_actual_bytes", "memory_estimated_bytes", b"memory_estimated_bytes", "model_aliases", b"model_aliases", "model_digest", b"model_digest", "model_id", b"model_id", "pool_id", b"pool_id", "ready", b"ready", "replicas", b"replicas", "restarts", b"restarts", "slots_busy", b"slots_busy", "slots_total", b"slots_total", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_load_progress", b"_load_progress", "adapter", b"adapter", "ctx", b"ctx", "deployment", b"deployment", "device", b"device", "draining", b"draining", "engine", b"engine", "engine_version", b"engine_version", "features", b"features", "last_error", b"last_error", "load_progress", b"load_progress", "memory_actual_bytes", b"memory_actual_bytes", "memory_estimated_bytes", b"memory_estimated_bytes", "model_aliases", b"model_aliases", "model_digest", b"model_digest", "model_id", b"model_id", "pool_id", b"pool_id", "ready", b"ready", "replicas", b"replicas", "restarts", b"restarts", "slots_busy", b"slots_busy", "slots_total", b"slots_total", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__load_progress: _TypeAlias = _typing.Literal["load_progress"]  # noqa: Y015
+    _WhichOneofArgType__load_progress: _TypeAlias = _typing.Literal["_load_progress", b"_load_progress"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__load_progress) -> _WhichOneofReturnType__load_progress | None: ...
 
 Global___PoolStatus: _TypeAlias = PoolStatus  # noqa: Y015
 

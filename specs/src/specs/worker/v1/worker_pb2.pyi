@@ -478,11 +478,16 @@ class HealthReply(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     SLOTS_TOTAL_FIELD_NUMBER: _builtins.int
     SLOTS_BUSY_FIELD_NUMBER: _builtins.int
+    LOAD_PROGRESS_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """loading | ready | failed"""
     message: _builtins.str
     slots_total: _builtins.int
     slots_busy: _builtins.int
+    load_progress: _builtins.float
+    """While loading: the fraction of the weights loaded (0..1), as the engine reports it;
+    absent when the engine cannot tell (and once it is ready).
+    """
     def __init__(
         self,
         *,
@@ -490,12 +495,15 @@ class HealthReply(_message.Message):
         message: _builtins.str = ...,
         slots_total: _builtins.int = ...,
         slots_busy: _builtins.int = ...,
+        load_progress: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_load_progress", b"_load_progress", "load_progress", b"load_progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "slots_busy", b"slots_busy", "slots_total", b"slots_total", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_load_progress", b"_load_progress", "load_progress", b"load_progress", "message", b"message", "slots_busy", b"slots_busy", "slots_total", b"slots_total", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__load_progress: _TypeAlias = _typing.Literal["load_progress"]  # noqa: Y015
+    _WhichOneofArgType__load_progress: _TypeAlias = _typing.Literal["_load_progress", b"_load_progress"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__load_progress) -> _WhichOneofReturnType__load_progress | None: ...
 
 Global___HealthReply: _TypeAlias = HealthReply  # noqa: Y015
 

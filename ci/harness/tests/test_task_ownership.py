@@ -1,0 +1,94 @@
+"""A job belongs to the key that submitted it (SEC-05), over real processes: another
+client key reads, streams and cancels it as an unknown id (404 NOT_FOUND; cancel the 204
+of an unknown id, and the job runs on); its owner and an admin key reach it; after the
+orchestrator restarts, the journal's record keeps the owner."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from ci_harness import secret_scan
+from ci_harness.cluster import Cluster, tiny_pool, wait_for
+
+pytestmark = pytest.mark.integration
+Factory = Callable[..., Cluster]
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _answers_as_unknown(http: httpx.Client, task_id: str, auth: dict[str, str]) -> None:
+    """GET and events of `task_id` are what an id that never existed gets."""
+    unknown = http.get("/v2/tasks/no-such-task", headers=auth).json()
+    for path in (f"/v2/tasks/{task_id}", f"/v2/tasks/{task_id}/events"):
+        answer = http.get(path, headers=auth)
+        assert answer.status_code == 404, (path, answer.text)
+        body = answer.json()
+        assert body["code"] == "NOT_FOUND" == unknown["code"]
+        assert body["message"] == unknown["message"].replace("no-such-task", task_id)
+        assert set(body) == set(unknown)
+
+
+def _client_cancels(http: httpx.Client) -> float:
+    """`llorch_tasks_canceled_total{reason="client"}`: counted when a cancel takes."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith('llorch_tasks_canceled_total{reason="client"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no llorch_tasks_canceled_total{reason=client} series")
+
+
+def _first_event(http: httpx.Client, task_id: str, auth: dict[str, str]) -> str:
+    with http.stream("GET", f"/v2/tasks/{task_id}/events", headers=auth) as stream:
+        assert stream.status_code == 200
+        return next(line for line in stream.iter_lines() if line.startswith("event: "))
+
+
+def test_another_client_key_cannot_read_stream_or_cancel_a_job_and_the_owner_survives_a_restart(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    admin, alice, bob = (secret_scan.new_api_key(name) for name in ("admin", "alice", "bob"))
+    keys = [
+        {"name": "operator", "key_sha256": _digest(admin), "role": "admin"},
+        {"name": "alice", "key_sha256": _digest(alice), "role": "client"},
+        {"name": "bob", "key_sha256": _digest(bob), "role": "client"},
+    ]
+    auth = {name: {"Authorization": f"Bearer {key}"} for name, key in
+            (("admin", admin), ("alice", alice), ("bob", bob))}  # fmt: skip
+    cluster = cluster_factory(
+        {"host-a": [tiny_pool("p1", tiny_model)]}, headers=auth["admin"], api_keys=keys
+    )
+    with httpx.Client(base_url=cluster.url, timeout=30) as http:
+        body = {"model": "default", "prompt": "x", "max_tokens": 16000, "seed": 1}
+        job = http.post("/v2/tasks", json=body, headers=auth["alice"]).json()["task_id"]
+
+        def status(who: str) -> dict[str, object]:
+            answer = http.get(f"/v2/tasks/{job}", headers=auth[who])
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json())
+
+        wait_for(lambda: status("alice")["state"] == "running", "alice's job to run")
+        _answers_as_unknown(http, job, auth["bob"])
+        refused = http.post(f"/v2/tasks/{job}/cancel", headers=auth["bob"])
+        assert refused.status_code == 204 and not refused.content
+        assert _client_cancels(http) == 0  # nothing was cancelled
+        assert status("alice")["state"] == status("admin")["state"] == "running"
+        assert _first_event(http, job, auth["alice"]) == "event: started"
+        assert _first_event(http, job, auth["admin"]) == "event: started"
+
+        assert http.post(f"/v2/tasks/{job}/cancel", headers=auth["alice"]).status_code == 204
+        assert _client_cancels(http) == 1
+        wait_for(lambda: status("alice")["state"] == "cancelled", "alice's cancel to take")
+
+    cluster.restart_orchestrator(signal.SIGTERM)
+    with httpx.Client(base_url=cluster.url, timeout=30) as http:
+        assert http.get(f"/v2/tasks/{job}", headers=auth["alice"]).json()["state"] == "cancelled"
+        assert http.get(f"/v2/tasks/{job}", headers=auth["admin"]).json()["state"] == "cancelled"
+        _answers_as_unknown(http, job, auth["bob"])
+        listed = http.get("/v2/tasks?limit=1000", headers=auth["bob"]).json()["tasks"]
+        assert job not in [t["task_id"] for t in listed]
