@@ -85,7 +85,11 @@ def test_prepared_engines_are_rebuilt_from_catalog_entries_alone() -> None:
     venv = EngineEntry("py", "llamacpp-server-py", "0.3.36", "package", "/v")
     assert prepared_engine(venv).command == ("/v/bin/python", "-m", "llama_cpp.server")
     vllm = EngineEntry("v", "vllm", "0.11.0", "package", "/v")
-    assert prepared_engine(vllm).command == ("/v/bin/vllm", "serve")
+    assert prepared_engine(vllm).command == (
+        "/v/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+    )
     image = EngineEntry(
         "c", "tgi", "3.3.5", "container", "ghcr.io/tgi:3", extra={"runtime_path": "/bin/podman"}
     )
