@@ -22,7 +22,13 @@ __all__ = [
 ]
 
 EngineName = Literal[
-    "llamacpp-inproc", "mock", "llamacpp", "llamacpp-server-py", "triton", "openai-compatible"
+    "llamacpp-inproc",
+    "mock",
+    "llamacpp",
+    "llamacpp-server-py",
+    "triton",
+    "vllm",
+    "openai-compatible",
 ]
 ENGINE_NAMES: frozenset[str] = frozenset(get_args(EngineName))
 
