@@ -3,7 +3,10 @@ prepared engines rebuilt from catalog entries, and the engine output the probes 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from catalog_core import EngineEntry
 from provisioners.engines import PreparedEngine, prepared_engine
 from provisioners.engines.wheels import exact_pins, wheel_prefix
@@ -152,3 +155,15 @@ def test_only_exact_pins_name_wheels_to_reuse() -> None:
     pins = ["llama-cpp-python[server]==0.3.36", "numpy<2", "Foo.Bar==1.0", "x>=1,==2"]
     assert exact_pins(pins) == [("llama-cpp-python", "0.3.36"), ("Foo.Bar", "1.0")]
     assert wheel_prefix("Foo.Bar-baz") == "foo_bar_baz"
+
+
+def test_the_vllm_container_profile_runs_compose_profiles_image_pinned_by_digest() -> None:
+    compose = Path(__file__).resolve().parents[2] / "compose.yaml"
+    services = yaml.safe_load(compose.read_text())["services"]
+    profile = ENGINES["vllm"].container
+    assert profile is not None
+    assert "@sha256:" in profile.image and len(profile.image.rpartition(":")[2]) == 64
+    assert profile.image.removeprefix("docker.io/") == services["vllm"]["image"]
+    launch = ContainerLaunch("pool-v", {"http": 18000})
+    argv = container_run("/usr/bin/podman", profile.image, "vllm", launch).argv
+    assert argv[-1] == profile.image  # the pinned reference is what runs

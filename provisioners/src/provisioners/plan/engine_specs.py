@@ -166,8 +166,11 @@ ENGINES: Mapping[str, EngineProfile] = _profiles(
                 for name in ("torchvision", "torchaudio", "torchcodec", "triton")
             ),
         ),
+        # Pinned by digest, the same image as compose.yaml's `vllm` profile (a test keeps
+        # them equal); never pulled on the project's machines (no registry here).
         container=ContainerProfile(
-            "docker.io/vllm/vllm-openai:v0.11.0",
+            "docker.io/vllm/vllm-openai:v0.11.0"
+            "@sha256:014a95f21c9edf6abe0aea6b07353f96baa4ec291c427bb1176dc7c93a85845c",
             MappingProxyType({"http": 8000}),
             "/hf-cache",  # inside the container
             cache_env="HF_HOME",
