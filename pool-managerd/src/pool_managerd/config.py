@@ -32,8 +32,9 @@ restart:                            # POOL-04: crash back-off and the breaker (d
   probe_failures_to_restart: 3      # failed health probes in a row that restart a ready engine
 pools:
   - id: tiny
-    model: /models/tiny.gguf        # a GGUF file
-    sha256: <hex>                   # optional: verified before the pool starts
+    model: /models/tiny.gguf        # a GGUF file (engine vllm: a Hugging Face folder)
+    sha256: <hex>                   # optional: verified before the pool starts (a folder's
+                                    # digest: catalog_core.sha256_folder)
     aliases: [default]
     engine: llamacpp-inproc         # or: mock (the fake engine, for tests)
     ctx: 2048                       # tokens per slot
