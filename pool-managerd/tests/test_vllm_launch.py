@@ -111,3 +111,13 @@ def test_an_unknown_engine_is_still_a_config_error(
     path.write_text(path.read_text().replace("engine: vllm", "engine: vllm-turbo"))
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+@pytest.mark.parametrize("setting", ["gpu_layers: 10", "embeddings: true"])
+def test_llama_cpp_only_settings_on_a_vllm_pool_are_refused_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path, setting: str
+) -> None:
+    name, _, value = setting.partition(": ")
+    path = manager_config(tmp_path, monkeypatch, folder, **{name: value})
+    with pytest.raises(ConfigError, match="engine vllm takes no gpu_layers or embeddings"):
+        load_config(path)
