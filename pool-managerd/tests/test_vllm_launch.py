@@ -121,3 +121,18 @@ def test_llama_cpp_only_settings_on_a_vllm_pool_are_refused_not_ignored(
     path = manager_config(tmp_path, monkeypatch, folder, **{name: value})
     with pytest.raises(ConfigError, match="engine vllm takes no gpu_layers or embeddings"):
         load_config(path)
+
+
+def test_a_reload_to_a_model_folder_is_estimated_with_the_folders_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> None:
+    from catalog_core import estimate_hf_memory, inspect_hf_folder
+    from pool_managerd.reload import _inspect
+
+    (pool,) = load_config(manager_config(tmp_path, monkeypatch, folder)).pools
+    candidate = _inspect(pool)
+    expected = estimate_hf_memory(
+        inspect_hf_folder(folder), kv_cache_tokens=512 * 2, load_dtype="F32"
+    )
+    assert candidate.error == "" and candidate.digest == sha256_folder(folder)
+    assert candidate.needed_bytes == expected.total * pool.replicas > 0
