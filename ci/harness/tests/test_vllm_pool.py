@@ -250,7 +250,12 @@ def test_vllms_running_count_is_the_pools_load_and_cancel_drops_it_within_2s(
     task = cluster.submit({"model": ALIAS, "prompt": "x", "max_tokens": 1800}).json()
     with BackgroundStream(cluster, task["task_id"]) as stream:
         stream.wait_tokens(1)
-        assert vllm_metric(cluster, "num_requests_running") == 1
+        # vLLM's gauges follow its engine steps; seen lagging a first token under load
+        wait_for(
+            lambda: vllm_metric(cluster, "num_requests_running") == 1,
+            "vLLM to count the long request as running",
+            timeout_s=10.0,
+        )
         assert adapter_busy(cluster) == 1  # what the pool's probe reports as busy
         cancelled_at = time.monotonic()
         assert cluster.cancel(task["task_id"]) == 204
