@@ -295,6 +295,7 @@ class TestVllmAdapterOnRealVllm(AdapterConformance):
 # -- crash and restart (last: it replaces the engine) ----------------------------------------
 
 
+@pytest.mark.timeout(START_S + 120, func_only=True)  # a whole second vLLM start
 def test_sigkill_of_the_engine_group_restarts_it_after_backoff_with_exactly_one_engine(
     cluster: Cluster,
 ) -> None:
