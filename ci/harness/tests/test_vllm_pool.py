@@ -55,7 +55,7 @@ POOL = "vl"
 ALIAS = "m-vllm"
 CTX = 2048  # the tiny folder's trained context
 SLOTS = 2
-START_S = 600.0  # ~40 s alone; 4 to 8+ min seen while other suites loaded both cores
+START_S = 900.0  # ~40 s alone; up to 10 min seen while other suites loaded both cores
 ENGINE_CORE = "VLLM::EngineCore"
 
 
