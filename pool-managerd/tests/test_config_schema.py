@@ -77,7 +77,10 @@ def test_a_key_unlike_any_known_one_gets_no_hint(write: Write) -> None:
         ("heartbeat_interval_ms: '2000'\n", "heartbeat_interval_ms: expected a whole number"),
         ("engine_tls: 1\n", "engine_tls: expected true or false, got 1"),
         ("pools:\n  - {id: a, engine: mock, ctx: 1.5}\n", "pools[0].ctx: expected a whole number"),
-        ("pools:\n  - {id: a, engine: vllm}\n", "pools[0].engine: expected 'llamacpp-inproc'"),
+        (
+            "pools:\n  - {id: a, engine: vllm-turbo}\n",
+            "pools[0].engine: expected 'llamacpp-inproc'",
+        ),
         ("pools:\n  - {id: 'a b', engine: mock}\n", "pools[0].id: expected text matching"),
         ("pools:\n  - {engine: mock}\n", "pools[0].id: required, missing"),
         (

@@ -3,7 +3,10 @@ prepared engines rebuilt from catalog entries, and the engine output the probes 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from catalog_core import EngineEntry
 from provisioners.engines import PreparedEngine, prepared_engine
 from provisioners.engines.wheels import exact_pins, wheel_prefix
@@ -85,7 +88,11 @@ def test_prepared_engines_are_rebuilt_from_catalog_entries_alone() -> None:
     venv = EngineEntry("py", "llamacpp-server-py", "0.3.36", "package", "/v")
     assert prepared_engine(venv).command == ("/v/bin/python", "-m", "llama_cpp.server")
     vllm = EngineEntry("v", "vllm", "0.11.0", "package", "/v")
-    assert prepared_engine(vllm).command == ("/v/bin/vllm", "serve")
+    assert prepared_engine(vllm).command == (
+        "/v/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+    )
     image = EngineEntry(
         "c", "tgi", "3.3.5", "container", "ghcr.io/tgi:3", extra={"runtime_path": "/bin/podman"}
     )
@@ -148,3 +155,15 @@ def test_only_exact_pins_name_wheels_to_reuse() -> None:
     pins = ["llama-cpp-python[server]==0.3.36", "numpy<2", "Foo.Bar==1.0", "x>=1,==2"]
     assert exact_pins(pins) == [("llama-cpp-python", "0.3.36"), ("Foo.Bar", "1.0")]
     assert wheel_prefix("Foo.Bar-baz") == "foo_bar_baz"
+
+
+def test_the_vllm_container_profile_runs_compose_profiles_image_pinned_by_digest() -> None:
+    compose = Path(__file__).resolve().parents[2] / "compose.yaml"
+    services = yaml.safe_load(compose.read_text())["services"]
+    profile = ENGINES["vllm"].container
+    assert profile is not None
+    assert "@sha256:" in profile.image and len(profile.image.rpartition(":")[2]) == 64
+    assert profile.image.removeprefix("docker.io/") == services["vllm"]["image"]
+    launch = ContainerLaunch("pool-v", {"http": 18000})
+    argv = container_run("/usr/bin/podman", profile.image, "vllm", launch).argv
+    assert argv[-1] == profile.image  # the pinned reference is what runs

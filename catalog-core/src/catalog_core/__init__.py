@@ -3,9 +3,13 @@
 Public surface: `ModelEntry` / `EngineEntry` (CAT-02, CAT-03) and `engine_build_key`;
 `parse_model_ref` / `ModelRef` (`FileRef`, `HfRef`, `HttpRef`); `CatalogStore` / `Page`
 (CAT-01, the SQLite store; `SCHEMA_VERSION` is the schema it writes); `inspect_gguf` /
-`GgufInfo` (metadata without loading weights); `estimate_memory` / `LoadConfig` /
+`GgufInfo` (metadata without loading weights); `inspect_hf_folder` / `HfModelInfo` /
+`sha256_folder` / `estimate_hf_memory` (Hugging Face folders: config.json, safetensors
+headers, tokenizer files); `inspect_model` / `model_digest` / `model_entry` (either
+format); `estimate_memory` / `LoadConfig` /
 `MemoryEstimate` (CAT-04, the bytes a llama.cpp load takes); `write_tiny_model` /
-`TinyModelSpec` (deterministic test models); `sha256_file` / `verify_sha256`; and the
+`TinyModelSpec` and `write_tiny_hf_model` / `TinyHfModelSpec` (deterministic test
+models); `sha256_file` / `verify_sha256`; and the
 error tree in `catalog_core.errors`.
 """
 
@@ -39,9 +43,21 @@ from catalog_core.estimate import (
     ModelShape,
     estimate_memory,
 )
-from catalog_core.fixtures import TinyModelSpec, write_tiny_model
+from catalog_core.fixtures import (
+    TinyHfModelSpec,
+    TinyModelSpec,
+    write_tiny_hf_model,
+    write_tiny_model,
+)
 from catalog_core.gguf_meta import GgufInfo, inspect_gguf
+from catalog_core.hf_folder import (
+    HfModelInfo,
+    estimate_hf_memory,
+    inspect_hf_folder,
+    sha256_folder,
+)
 from catalog_core.migrations import SCHEMA_VERSION
+from catalog_core.model_files import ModelInfo, inspect_model, model_digest, model_entry
 from catalog_core.refs import FileRef, HfRef, HttpRef, ModelRef, parse_model_ref
 from catalog_core.store import CatalogStore, Page
 
@@ -57,6 +73,7 @@ __all__ = [
     "EntryNotFound",
     "FileRef",
     "GgufInfo",
+    "HfModelInfo",
     "HfRef",
     "HttpRef",
     "InvalidModelRef",
@@ -66,6 +83,7 @@ __all__ = [
     "MemoryEstimate",
     "ModelEntry",
     "ModelFileError",
+    "ModelInfo",
     "ModelRef",
     "ModelShape",
     "Page",
@@ -73,12 +91,20 @@ __all__ = [
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
+    "TinyHfModelSpec",
     "TinyModelSpec",
     "engine_build_key",
+    "estimate_hf_memory",
     "estimate_memory",
     "inspect_gguf",
+    "inspect_hf_folder",
+    "inspect_model",
+    "model_digest",
+    "model_entry",
     "parse_model_ref",
     "sha256_file",
+    "sha256_folder",
     "verify_sha256",
+    "write_tiny_hf_model",
     "write_tiny_model",
 ]

@@ -1,7 +1,7 @@
 """Errors of catalog-core.
 
     CatalogError
-    ├── ModelFileError        the file is missing, unreadable or not a GGUF model (fatal)
+    ├── ModelFileError        the file or folder is missing, unreadable or not a model (fatal)
     ├── DigestMismatch        a file's sha256 differs from the expected one (fatal)
     ├── InvalidModelRef       a model ref does not parse: `file:`, `hf:` or `https://` (fatal)
     └── StoreError            the SQLite catalog store failed
@@ -29,7 +29,8 @@ class CatalogError(Exception):
 
 
 class ModelFileError(CatalogError):
-    """A model file is missing, unreadable, or not a GGUF file we can read."""
+    """A model file or folder is missing, unreadable, or not a GGUF file or Hugging Face
+    folder we can read."""
 
 
 class DigestMismatch(CatalogError):

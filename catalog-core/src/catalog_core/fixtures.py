@@ -1,4 +1,5 @@
-"""Tiny llama-architecture GGUF models with random weights, for tests.
+"""Tiny llama-architecture models with random weights, for tests: GGUF files here, and
+Hugging Face folders (`write_tiny_hf_model`, `TinyHfModelSpec`, from `_hf_writer`).
 
 `write_tiny_model(path)` writes a model that llama.cpp loads in milliseconds: by default
 2 layers × 64 dims, 4 query heads and 2 KV heads, a 512-token byte-level BPE vocabulary
@@ -21,7 +22,16 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-__all__ = ["CHAT_TEMPLATE", "TinyModelSpec", "write_tiny_model"]
+from catalog_core._hf_writer import HF_CHAT_TEMPLATE, TinyHfModelSpec, write_tiny_hf_model
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "HF_CHAT_TEMPLATE",
+    "TinyHfModelSpec",
+    "TinyModelSpec",
+    "write_tiny_hf_model",
+    "write_tiny_model",
+]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>\n"

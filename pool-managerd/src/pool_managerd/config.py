@@ -32,8 +32,9 @@ restart:                            # POOL-04: crash back-off and the breaker (d
   probe_failures_to_restart: 3      # failed health probes in a row that restart a ready engine
 pools:
   - id: tiny
-    model: /models/tiny.gguf        # a GGUF file
-    sha256: <hex>                   # optional: verified before the pool starts
+    model: /models/tiny.gguf        # a GGUF file (engine vllm: a Hugging Face folder)
+    sha256: <hex>                   # optional: verified before the pool starts (a folder's
+                                    # digest: catalog_core.sha256_folder)
     aliases: [default]
     engine: llamacpp-inproc         # or: mock (the fake engine, for tests)
     ctx: 2048                       # tokens per slot
@@ -221,6 +222,11 @@ def _pool(settings: PoolSettings, index: int) -> PoolConfig:
     needs_command = pool.engine not in ("llamacpp-inproc", "mock")
     if needs_command and not pool.engine_command:
         raise ConfigError(f"pools[{index}]: engine {pool.engine} needs engine_command")
+    if pool.engine == "vllm" and (pool.gpu_layers or pool.embeddings):
+        raise ConfigError(
+            f"pools[{index}]: engine vllm takes no gpu_layers or embeddings (vLLM places the "
+            "whole model on its device and serves generation only here)"
+        )
     return pool
 
 

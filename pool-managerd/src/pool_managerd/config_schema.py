@@ -22,7 +22,13 @@ __all__ = [
 ]
 
 EngineName = Literal[
-    "llamacpp-inproc", "mock", "llamacpp", "llamacpp-server-py", "triton", "openai-compatible"
+    "llamacpp-inproc",
+    "mock",
+    "llamacpp",
+    "llamacpp-server-py",
+    "triton",
+    "vllm",
+    "openai-compatible",
 ]
 ENGINE_NAMES: frozenset[str] = frozenset(get_args(EngineName))
 
@@ -55,7 +61,8 @@ class PoolSettings(Settings):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     """The pool's id, unique: 1-64 characters of letters, digits, `.`, `_`, `-`."""
     model: str = ""
-    """The model file (GGUF); required except for `mock` and `openai-compatible`."""
+    """The model: a GGUF file, or for `vllm` a Hugging Face model folder (config.json,
+    safetensors, tokenizer); required except for `mock` and `openai-compatible`."""
     engine: EngineName = "llamacpp-inproc"
     """The engine; all but `llamacpp-inproc` and `mock` need `engine_command`."""
     model_id: str = ""

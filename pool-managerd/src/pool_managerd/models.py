@@ -2,7 +2,8 @@
 
 Sources: the `models:` entries of the config, and the Active entries of the host's local
 catalog (`state_dir/catalog.sqlite`, written by `llorch provision model`). Each file is
-inspected once at start (GGUF shape facts, sha256 — checked when the config gives one)
+inspected once at start (GGUF or Hugging Face folder shape facts, sha256 or folder digest —
+checked when the config gives one)
 and reported in the inventory, so the orchestrator can estimate a pool's memory before
 any pool exists; the catalog is read again when it changes (`with_new_catalog_entries`,
 driven by the manager), so a model provisioned while the pool manager runs (`llorch run
@@ -16,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog_core import CatalogError, CatalogStore, GgufInfo, inspect_gguf, sha256_file
+from catalog_core import CatalogError, CatalogStore, ModelInfo, inspect_model, model_digest
 
 from pool_managerd.config import ModelConfig
 
@@ -36,7 +37,7 @@ class LocalModel:
     sha256: str
     size_bytes: int
     aliases: tuple[str, ...]
-    info: GgufInfo
+    info: ModelInfo  # a GGUF file's or a Hugging Face folder's facts
 
     @property
     def ref(self) -> str:
@@ -46,8 +47,8 @@ class LocalModel:
 def _load(config: ModelConfig) -> LocalModel | None:
     path = Path(config.path).expanduser().resolve()
     try:
-        info = inspect_gguf(path)
-        digest = sha256_file(path)
+        info = inspect_model(path)
+        digest = model_digest(path)
     except (CatalogError, OSError) as exc:
         log.error(
             "model %s at %s is unusable: %s",
@@ -66,7 +67,7 @@ def _load(config: ModelConfig) -> LocalModel | None:
             extra={"action": "inventory", "target": config.id},
         )
         return None
-    return LocalModel(config.id, path, digest, path.stat().st_size, config.aliases, info)
+    return LocalModel(config.id, path, digest, info.file_bytes, config.aliases, info)
 
 
 def _catalog_entries(state_dir: Path) -> list[ModelConfig]:

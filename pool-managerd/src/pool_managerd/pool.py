@@ -24,12 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalog_core import CatalogError, inspect_gguf, sha256_file
+from catalog_core import CatalogError, inspect_model, model_digest
 from specs.net import is_loopback
 
 from pool_managerd import lifecycle as lc
 from pool_managerd.config import ManagerConfig, PoolConfig
-from pool_managerd.engines import ENGINE_ADAPTERS, ENGINE_FEATURES, launch, serves_tls
+from pool_managerd.engines import (
+    ENGINE_ADAPTERS,
+    ENGINE_FEATURES,
+    FOLDER_ENGINES,
+    launch,
+    serves_tls,
+)
 from pool_managerd.network import HostNetwork
 from pool_managerd.records import RECORD_SUFFIX
 from pool_managerd.replica import ReplicaDriver, ReplicaPaths
@@ -55,15 +61,32 @@ def model_id_for(path: Path) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
 
 
+def model_format_error(engine: str, path: Path) -> str:
+    """Why `path` is the wrong kind of model for `engine` ("" when it is the right one):
+    vLLM loads a Hugging Face folder, the llama.cpp engines a GGUF file."""
+    if engine == "openai-compatible":
+        return ""
+    if engine in FOLDER_ENGINES and not path.is_dir():
+        return f"engine {engine} needs a Hugging Face model folder; {path} is not a folder"
+    if engine not in FOLDER_ENGINES and path.is_dir():
+        return f"engine {engine} needs a GGUF file; {path} is a folder"
+    return ""
+
+
 def check_model(config: PoolConfig) -> tuple[str, str]:
-    """(sha256, error) of a pool's model file: GGUF header readable and digest as
-    configured. Blocking file I/O and hashing: call from a thread."""
+    """(sha256, error) of a pool's model: a GGUF file (header readable) or, for vLLM, a
+    Hugging Face folder (config.json and safetensors headers readable; the folder
+    digest), and its digest as configured. Blocking file I/O and hashing: call from a
+    thread."""
     if config.engine in ("mock", "openai-compatible") and not config.model:
         return "", ""
     path = Path(config.model)
+    wrong_kind = model_format_error(config.engine, path)
+    if wrong_kind:
+        return "", f"model check failed: {wrong_kind}"
     try:
-        inspect_gguf(path)
-        digest = sha256_file(path)
+        inspect_model(path)
+        digest = model_digest(path)
     except (CatalogError, OSError) as exc:
         return "", f"model check failed: {exc}"
     expected = config.sha256.lower()

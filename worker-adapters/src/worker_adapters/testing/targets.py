@@ -252,19 +252,23 @@ class TinyModelTarget:
     `grammar` says whether the adapter can send a grammar to this engine;
     `typed_overflow` says whether the engine refuses a too-long prompt with a typed
     error (llama_cpp.server does not: it answers 200 and ends the stream empty, so its
-    refusal is shown with a parameter out of its schema's range instead)."""
+    refusal is shown with a parameter out of its schema's range instead).
+    `start_private` None: no second engine may be started (vLLM: one at a time on the
+    project's machines), so the kill and pause scenarios are left to the transcripts;
+    `long_tokens` is the length of the long generation (within the engine's context)."""
 
     def __init__(
         self,
         adapter: Adapter,
         make_adapter: AdapterFactory,
-        start_private: EngineStarter,
+        start_private: EngineStarter | None,
         root: Path,
         *,
         released: Callable[[Adapter, str], Awaitable[None]] | None = None,
         grammar: bool = True,
         typed_overflow: bool = True,
         dead_adapter: AdapterFactory | None = None,
+        long_tokens: int = 3000,
     ) -> None:
         self._adapter = adapter
         self._make_adapter = make_adapter
@@ -274,6 +278,7 @@ class TinyModelTarget:
         self._grammar = grammar
         self._typed_overflow = typed_overflow
         self._dead_adapter = dead_adapter or make_adapter
+        self._long_tokens = long_tokens
         self._private: list[EngineProcess] = []
 
     @property
@@ -300,7 +305,7 @@ class TinyModelTarget:
                 grammar = f'root ::= "{UTF8_GRAMMAR_TEXT}"'
                 return Arranged(request("x", 64, grammar), text=UTF8_GRAMMAR_TEXT)
             case Scenario.LONG:
-                return Arranged(request("go", 3000))
+                return Arranged(request("go", self._long_tokens))
             case Scenario.REJECTED if self._typed_overflow:
                 return Arranged(request("word " * 5000))
             case Scenario.REJECTED:
@@ -310,11 +315,14 @@ class TinyModelTarget:
                 return Arranged(
                     request("hi"), adapter=self._dead_adapter(Endpoint(_dead_address()))
                 )
+            case Scenario.TRUNCATED | Scenario.STALL if self._start_private is not None:
+                return await self._disrupted(scenario, request("go", self._long_tokens))
             case Scenario.TRUNCATED | Scenario.STALL:
-                return await self._disrupted(scenario, request("go", 3000))
+                return f"{scenario.value!r} needs a second engine process, not started here"
         return f"a real model cannot be made to behave as {scenario.value!r} on demand"
 
     async def _disrupted(self, scenario: Scenario, request: GenerateRequest) -> Arranged:
+        assert self._start_private is not None
         process = await asyncio.to_thread(self._start_private, self._root)
         self._private.append(process)
         adapter = self._make_adapter(Endpoint(process.address))

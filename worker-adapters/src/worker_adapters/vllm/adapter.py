@@ -12,7 +12,10 @@
   fails closed with INVALID_PARAMS. Grammars pass as written (vLLM's xgrammar backend
   reads GBNF).
 - Health: `GET /health`, 200 ready, 503 engine dead (`failed`); connections are refused
-  while the model loads (raised as `EngineUnavailable`).
+  while the model loads (raised as `EngineUnavailable`). A ready answer's busy slots are
+  vLLM's own `vllm:num_requests_running` + `vllm:num_requests_waiting` (`/metrics`,
+  summed over its engines), so the pool's load counts requests from any client; the
+  adapter's own in-flight count when `/metrics` does not answer.
 - Logprobs: OpenAI's fields (`logprobs`, `top_logprobs`); completions answer in the
   legacy shape (`tokens`, `token_logprobs`, `top_logprobs` maps), read by `_logprobs`.
 - `/tokenize` (`{prompt}` -> `{tokens}`; no byte offsets) and `/detokenize`.
@@ -35,10 +38,27 @@ from worker_adapters.openai_compat.adapter import OpenAIAdapter
 from worker_adapters.protocol import Endpoint, register
 from worker_adapters.types import EngineHealth, EngineProps, Failed, GenerateRequest, Tokenized
 
-__all__ = ["VllmAdapter", "constraint_fields"]
+__all__ = ["VllmAdapter", "constraint_fields", "vllm_gauges"]
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 _STRUCTURED_OUTPUTS_SINCE = (0, 12)
+
+
+def vllm_gauges(text: str) -> dict[str, float]:
+    """`vllm:` samples of a Prometheus text page by name without the prefix, summed over
+    their label sets (one per engine and model)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        key = name.removeprefix("vllm:").split("{")[0].strip()
+        values[key] = values.get(key, 0.0) + number
+    return values
 
 
 def constraint_fields(version: str, grammar: str | None, schema: Any) -> dict[str, Any] | None:
@@ -116,10 +136,19 @@ class VllmAdapter(OpenAIAdapter):
     async def health(self) -> EngineHealth:
         reply = await self._client.call("GET", "/health")
         if reply.ok:
-            return EngineHealth("ready", "", self._slots, self._runner.in_flight)
+            return EngineHealth("ready", "", self._slots, await self._busy())
         if reply.status == 503:
             return EngineHealth("failed", "vLLM engine is dead (503)", self._slots)
         raise EngineUnavailable(f"vLLM /health answered {reply.status}")
+
+    async def _busy(self) -> int:
+        reply = await self._client.call("GET", "/metrics")
+        if not reply.ok or not isinstance(reply.body, str):
+            return self._runner.in_flight
+        gauges = vllm_gauges(reply.body)
+        if "num_requests_running" not in gauges:
+            return self._runner.in_flight
+        return round(gauges["num_requests_running"] + gauges.get("num_requests_waiting", 0.0))
 
     async def props(self) -> EngineProps:
         listing = await self.json("GET", "/v1/models")
