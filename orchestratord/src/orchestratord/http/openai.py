@@ -6,11 +6,20 @@ generated `TaskRequest`, so the same validation applies) and runs through the sa
 admission, placement and dispatch. Streams read the task's event log in decoded form
 and re-frame each token as an OpenAI chunk by splicing the token's JSON text literal
 into a prebuilt template (no decode/encode per token). Usage counts come from the
-engine (`tokens_in` of `started`, `tokens_out` of `end`). Logprobs, when asked, come in
-OpenAI's shapes (`logprobs.CompletionLogprobs` for the legacy completions one); those
-streams decode each token event, the others never do. Errors use OpenAI's error
-body (`http.errors`, as every layer's refusals on `/v1/` do); its `code` is llorch's
-error code (so clients can tell `ADMISSION_REJECT` from `QUOTA_EXCEEDED`).
+engine (`tokens_in` and `tokens_out` of `end`; `tokens_in` of `started` when the end has
+none: an OpenAI-style engine reports its prompt count only with the last chunk).
+Logprobs, when asked, come in OpenAI's shapes (`logprobs.CompletionLogprobs` for the
+legacy completions one); those streams decode each token event, the others never do.
+Errors use OpenAI's error body (`http.errors`, as every layer's refusals on `/v1/` do);
+its `code` is llorch's error code (so clients can tell `ADMISSION_REJECT` from `QUOTA_EXCEEDED`).
+
+No field is silently ignored (API-16): `http.openai_fields` says how each field of the
+three requests is honoured, by llorch itself or by the engine as a parameter of the
+capability matrix. A field the document does not list is refused with UNSUPPORTED_PARAM
+naming it; `tools`, `tool_choice`, `parallel_tool_calls` and `logit_bias` become
+parameters the job needs (no engine honours them yet, so admission refuses them, as it
+refuses any parameter no pool of the model honours); refusals name OpenAI's field
+(`param`: `response_format`, not `json_schema`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,14 @@ from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import parse_body, read_json_body
 from orchestratord.http.errors import error_response, openai_error_type
+from orchestratord.http.openai_fields import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    EMBEDDING_FIELDS,
+    openai_unsupported,
+    unknown_fields,
+    wanted_params,
+)
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
@@ -79,18 +96,21 @@ def journaled_spec(row: JournaledTask) -> TaskSpec:
     """A journaled facade job's spec, from its request as it came (`route` chat or
     completion), translated as when it was accepted; same task id."""
     task_request: TaskRequest
+    body: pydantic.BaseModel
     if row.route == "chat":
-        task_request = _task_request(_chat_wire(_parse(OpenAIChatRequest, row.wire.encode())))
+        chat: OpenAIChatRequest = _parse(OpenAIChatRequest, row.wire.encode())
+        body, task_request, table = chat, _task_request(_chat_wire(chat)), CHAT_FIELDS
     else:
-        task_request = _task_request(
-            _completion_wire(_parse(OpenAICompletionRequest, row.wire.encode()))
-        )
+        completion: OpenAICompletionRequest = _parse(OpenAICompletionRequest, row.wire.encode())
+        body, table = completion, COMPLETION_FIELDS
+        task_request = _task_request(_completion_wire(completion))
     return task_from_wire(
         task_request.model_copy(update={"task_id": row.task_id}),
         correlation_id=row.correlation_id,
         max_prompt_bytes=1 << 62,  # checked when it was accepted
         allow_embedding=True,
         api_key=row.api_key,
+        extra_params=wanted_params(body, table),
     )
 
 
@@ -220,6 +240,11 @@ def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:
     }
 
 
+def _end_usage(started: dict[str, Any], end: dict[str, Any]) -> dict[str, int]:
+    """The engine's counts: the prompt's from `end` (its final count), else `started`."""
+    return _usage(end.get("tokens_in") or started.get("tokens_in", 0), end["tokens_out"])
+
+
 def _stream(
     orchestrator: Orchestrator, record: TaskRecord, chat: bool, include_usage: bool
 ) -> Response:
@@ -250,7 +275,8 @@ def _stream(
                         end = json.loads(data)
                         parts.append(framer.finish(end["finish_reason"]))
                         if include_usage:
-                            parts.append(framer.usage(_usage(tokens_in, end["tokens_out"])))
+                            prompt_tokens = end.get("tokens_in") or tokens_in
+                            parts.append(framer.usage(_usage(prompt_tokens, end["tokens_out"])))
                         parts.append("data: [DONE]\n\n")
                     elif name == "error":
                         error = json.loads(data)
@@ -326,6 +352,9 @@ def _base64_vector(vector: Sequence[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
+_FIELDS = {"chat": CHAT_FIELDS, "completion": COMPLETION_FIELDS, "embedding": EMBEDDING_FIELDS}
+
+
 def openai_routes(orchestrator: Orchestrator) -> list[Route]:
     config = orchestrator.config
 
@@ -339,6 +368,8 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         streamed: bool,
         raw: bytes | None = None,
     ) -> TaskRecord:
+        table = _FIELDS[route]
+        unknown_fields(body)
         task_request = _task_request(wire)
         spec = task_from_wire(
             task_request,
@@ -346,6 +377,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             max_prompt_bytes=config.max_prompt_bytes,
             allow_embedding=True,
             api_key=request.scope.get("state", {}).get("api_key"),
+            extra_params=wanted_params(body, table),
         )
         submission = submission_for(
             request.headers,
@@ -360,9 +392,12 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             # A client retrying a plain request is waiting for the job's result: it
             # must not be cancelled by the first request's disconnect.
             submission = replace(submission, detached=True)
-        return await orchestrator.submit(
-            spec, submission, trace_parent=client_trace(request.headers)
-        )
+        try:
+            return await orchestrator.submit(
+                spec, submission, trace_parent=client_trace(request.headers)
+            )
+        except ApiError as exc:
+            raise openai_unsupported(exc, table) from None
 
     async def body_of(request: Request) -> bytes:
         return await read_json_body(request, config.max_body_bytes)
@@ -414,7 +449,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                             "finish_reason": end["finish_reason"],
                         }
                     ],
-                    "usage": _usage(started.get("tokens_in", 0), end["tokens_out"]),
+                    "usage": _end_usage(started, end),
                 }
             ),
             media_type="application/json",
@@ -455,7 +490,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                             "finish_reason": end["finish_reason"],
                         }
                     ],
-                    "usage": _usage(started.get("tokens_in", 0), end["tokens_out"]),
+                    "usage": _end_usage(started, end),
                 }
             ),
             media_type="application/json",
