@@ -13,7 +13,7 @@ legacy completions one); those streams decode each token event, the others never
 Errors use OpenAI's error body (`http.errors`, as every layer's refusals on `/v1/` do);
 its `code` is llorch's error code (so clients can tell `ADMISSION_REJECT` from `QUOTA_EXCEEDED`).
 
-No field is silently ignored (API-16): `http.openai_fields` says how each field of the
+No field is silently ignored (API-16): `http.request_fields` says how each field of the
 three requests is honoured, by llorch itself or by the engine as a parameter of the
 capability matrix. A field the document does not list is refused with UNSUPPORTED_PARAM
 naming it; `tools`, `tool_choice`, `parallel_tool_calls` and `logit_bias` become
@@ -48,7 +48,7 @@ from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import parse_body, read_json_body
 from orchestratord.http.errors import error_response, openai_error_type
-from orchestratord.http.openai_fields import (
+from orchestratord.http.request_fields import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
     EMBEDDING_FIELDS,
@@ -63,7 +63,7 @@ from orchestratord.journal.records import JournaledTask
 from orchestratord.logprobs import CompletionLogprobs
 from orchestratord.tasks import TaskRecord, TaskSpec
 
-__all__ = ["journaled_spec", "openai_routes"]
+__all__ = ["facade_spec", "journaled_spec", "openai_routes"]
 
 DEFAULT_MAX_TOKENS = 256
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -95,21 +95,45 @@ def _raw_text(raw: bytes, task_request: TaskRequest) -> str:
 def journaled_spec(row: JournaledTask) -> TaskSpec:
     """A journaled facade job's spec, from its request as it came (`route` chat or
     completion), translated as when it was accepted; same task id."""
+    return facade_spec(
+        row.route,
+        row.wire.encode(),
+        task_id=row.task_id,
+        correlation_id=row.correlation_id,
+        api_key=row.api_key,
+    )
+
+
+def facade_spec(
+    route: str,
+    raw: bytes,
+    *,
+    task_id: str | None = None,
+    correlation_id: str = "",
+    api_key: str | None = None,
+    max_prompt_bytes: int = 1 << 62,
+) -> TaskSpec:
+    """The task a chat or completion request (its JSON body) becomes, with the
+    parameters it needs from the engine (API-16); ApiError as the route would refuse it
+    before admission (a field llorch does not carry, an invalid value)."""
     task_request: TaskRequest
     body: pydantic.BaseModel
-    if row.route == "chat":
-        chat: OpenAIChatRequest = _parse(OpenAIChatRequest, row.wire.encode())
+    if route == "chat":
+        chat: OpenAIChatRequest = _parse(OpenAIChatRequest, raw)
         body, task_request, table = chat, _task_request(_chat_wire(chat)), CHAT_FIELDS
     else:
-        completion: OpenAICompletionRequest = _parse(OpenAICompletionRequest, row.wire.encode())
+        completion: OpenAICompletionRequest = _parse(OpenAICompletionRequest, raw)
         body, table = completion, COMPLETION_FIELDS
         task_request = _task_request(_completion_wire(completion))
+    unknown_fields(body)
+    if task_id is not None:
+        task_request = task_request.model_copy(update={"task_id": task_id})
     return task_from_wire(
-        task_request.model_copy(update={"task_id": row.task_id}),
-        correlation_id=row.correlation_id,
-        max_prompt_bytes=1 << 62,  # checked when it was accepted
+        task_request,
+        correlation_id=correlation_id,
+        max_prompt_bytes=max_prompt_bytes,
         allow_embedding=True,
-        api_key=row.api_key,
+        api_key=api_key,
         extra_params=wanted_params(body, table),
     )
 
@@ -160,6 +184,12 @@ def _chat_wire(body: OpenAIChatRequest) -> dict[str, Any]:
         "max_tokens": body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
         **_sampling(body),
     }
+    if body.top_logprobs is not None and not body.logprobs:
+        raise ApiError(
+            "INVALID_PARAMS",
+            "top_logprobs: needs logprobs: true",
+            details=[Detail("needs logprobs: true", field="top_logprobs")],
+        )
     if body.logprobs:
         wire["logprobs"] = body.top_logprobs or 0
     response_format = body.response_format

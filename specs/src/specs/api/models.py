@@ -618,12 +618,21 @@ class Content(RootModel[list[OpenAIContentPart]]):
 
 
 class OpenAIChatMessage(BaseModel):
+    """
+    `role` and `content` are honoured; `name` and any field not listed here
+    (`tool_calls`, ...) are refused with 400 UNSUPPORTED_PARAM naming it (API-16).
+
+    """
+
     model_config = ConfigDict(
         extra='allow',
     )
     role: Literal['system', 'developer', 'user', 'assistant']
     content: str | Content | None = None
-    name: str | None = None
+    name: str | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM (not carried to engines).',
+    )
 
 
 class OpenAIStreamEvent(BaseModel):

@@ -1,4 +1,5 @@
-"""How the OpenAI facade honours each field of its requests (API-13, API-16): a table.
+"""How each field of the request schemas is honoured (API-16): `/v2/tasks`
+(`TASK_FIELDS`) and the OpenAI facade's three requests (API-13), one table each.
 
 A field is honoured by llorch itself (`LLORCH`: routing, framing, a limit the document
 states) or by the engine as a parameter of the capability matrix
@@ -28,6 +29,7 @@ __all__ = [
     "COMPLETION_FIELDS",
     "EMBEDDING_FIELDS",
     "MESSAGE_FIELDS",
+    "TASK_FIELDS",
     "Honoured",
     "openai_field",
     "openai_unsupported",
@@ -39,10 +41,12 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Honoured:
     """`param`: the capability-matrix parameter the engine must honour; None when llorch
-    itself honours the field, as `how` says."""
+    itself honours the field, as `how` says. `refused`: llorch refuses the field
+    whatever the engine (UNSUPPORTED_PARAM), with `how` as the reason."""
 
     how: str
     param: str | None = None
+    refused: bool = False
 
 
 def _engine(param: str, how: str = "") -> Honoured:
@@ -55,6 +59,37 @@ LLORCH_STREAM = Honoured("streams OpenAI chunks")
 LLORCH_STREAM_OPTIONS = Honoured("include_usage adds the usage chunk")
 LLORCH_N = Honoured("one choice (the document allows n = 1 only)")
 
+TASK_FIELDS: Mapping[str, Honoured] = {
+    "task_id": Honoured("the task's id (client-chosen)"),
+    "session_id": Honoured("the session: affinity to its warm pool, turns, budgets"),
+    "session": Honoured("the session's TTL, turns and budgets when it is created"),
+    "workload": Honoured("completion or chat (embedding on /v1/embeddings)"),
+    "model": LLORCH_MODEL,
+    "prompt": Honoured("the prompt"),
+    "messages": Honoured("the conversation, rendered by the model's chat template"),
+    "inputs": Honoured("texts to embed (/v1/embeddings only)"),
+    **{
+        name: _engine(name)
+        for name in (
+            "max_tokens",
+            "temperature",
+            "top_k",
+            "top_p",
+            "min_p",
+            "repeat_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+            "seed",
+            "stop",
+            "logprobs",
+            "grammar",
+            "json_schema",
+        )
+    },
+    "priority": Honoured("the queue lane (interactive before batch)"),
+    "deadline_ms": Honoured("the task fails once past it"),
+    "placement": Honoured("pin, prefer and avoid pools"),
+}
 CHAT_FIELDS: Mapping[str, Honoured] = {
     "model": LLORCH_MODEL,
     "messages": Honoured("the conversation, rendered by the model's chat template"),
@@ -107,6 +142,7 @@ EMBEDDING_FIELDS: Mapping[str, Honoured] = {
 MESSAGE_FIELDS: Mapping[str, Honoured] = {
     "role": Honoured("the turn's role (developer is passed as system)"),
     "content": Honoured("the turn's text (text parts joined)"),
+    "name": Honoured("speaker names are not carried to engines", refused=True),
 }
 
 
@@ -127,7 +163,8 @@ def unknown_fields(body: pydantic.BaseModel) -> None:
         for index, message in enumerate(body.messages):
             present = message.model_fields_set | set(message.model_extra or {})
             given = {name for name in present if getattr(message, name, None) is not None}
-            unknown += [f"messages.{index}.{name}" for name in sorted(given - set(MESSAGE_FIELDS))]
+            carried = {name for name, h in MESSAGE_FIELDS.items() if not h.refused}
+            unknown += [f"messages.{index}.{name}" for name in sorted(given - carried)]
     if unknown:
         raise _refusal(unknown, "not a field llorch carries to any engine (never ignored)")
 
