@@ -43,7 +43,12 @@ FORBIDDEN = {
     "psutil",
     "pynvml",
 }
-PURE_PACKAGES = ["orchestratord.admission", "orchestratord.placement", "pool_managerd.lifecycle"]
+PURE_PACKAGES = [
+    "orchestratord.admission",
+    "orchestratord.placement",
+    "pool_managerd.lifecycle",
+    "worker_adapters.capabilities",
+]
 
 
 def _sources(package: str) -> list[Path]:

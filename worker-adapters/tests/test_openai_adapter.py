@@ -56,9 +56,7 @@ async def test_a_completion_sends_only_standard_openai_fields(
     fake: FakeOpenAIServer, adapter: OpenAIAdapter
 ) -> None:
     fake.default = stream("ok", PROVENANCE, [*chunks(["x"], chat=False), DONE])
-    sampling = Sampling(
-        max_tokens=9, temperature=0.1, top_p=0.5, top_k=4, min_p=0.2, repeat_penalty=1.1, seed=3
-    )
+    sampling = Sampling(max_tokens=9, temperature=0.1, top_p=0.5, seed=3)
     await run(adapter, GenerateRequest("j", sampling, prompt="p"))
     assert fake.seen("j").path == "/v1/completions"
     # llama_cpp.server refuses an X-Request-Id that is not a UUID: the job goes elsewhere.
@@ -76,24 +74,26 @@ async def test_a_completion_sends_only_standard_openai_fields(
 
 
 @pytest.mark.parametrize(
-    ("sampling", "messages"),
+    ("sampling", "messages", "code"),
     [
-        (Sampling(4, grammar='root ::= "a"'), None),
-        (Sampling(4, grammar='root ::= "a"'), CHAT),
-        (Sampling(4, json_schema="{}"), None),
-        (Sampling(4, json_schema="{not json"), CHAT),
+        (Sampling(4, grammar='root ::= "a"'), None, "UNSUPPORTED_PARAM"),
+        (Sampling(4, grammar='root ::= "a"'), CHAT, "UNSUPPORTED_PARAM"),
+        (Sampling(4, json_schema="{}"), None, "UNSUPPORTED_PARAM"),
+        (Sampling(4, top_k=5), CHAT, "UNSUPPORTED_PARAM"),
+        (Sampling(4, json_schema="{not json"), CHAT, "INVALID_PARAMS"),
     ],
-    ids=["grammar", "grammar-chat", "schema-on-completion", "schema-not-json"],
+    ids=["grammar", "grammar-chat", "schema-on-completion", "top-k", "schema-not-json"],
 )
 async def test_constraints_it_cannot_honour_fail_closed_before_any_request(
     fake: FakeOpenAIServer,
     adapter: OpenAIAdapter,
     sampling: Sampling,
     messages: tuple[ChatTurn, ...] | None,
+    code: str,
 ) -> None:
     request = GenerateRequest("j", sampling, None if messages else "p", messages)
     (failure,) = await run(adapter, request)
-    assert isinstance(failure, Failed) and failure.code == "INVALID_PARAMS"
+    assert isinstance(failure, Failed) and failure.code == code
     assert not failure.retriable and not fake.requests_of("j")
 
 

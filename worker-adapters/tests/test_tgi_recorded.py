@@ -187,7 +187,8 @@ async def test_tgi_recorded_json_schema_stream_is_json_and_the_schema_is_sent_as
 async def test_a_gbnf_grammar_fails_closed_on_tgi(fake: FakeTgiServer, adapter: TgiAdapter) -> None:
     request = GenerateRequest("j", Sampling(4, grammar='root ::= "a"'), prompt="p")
     (failure,) = [event async for event in adapter.submit(request)]
-    assert isinstance(failure, Failed) and failure.code == "INVALID_PARAMS"
+    assert isinstance(failure, Failed) and failure.code == "UNSUPPORTED_PARAM"
+    assert failure.message.startswith("grammar:") and not failure.retriable
     assert not fake.requests_of("j")
 
 
@@ -200,9 +201,9 @@ async def test_a_gbnf_grammar_fails_closed_on_tgi(fake: FakeTgiServer, adapter: 
             Sampling(5, top_p=0.9, top_k=3, repeat_penalty=1.1, seed=2),
             {"top_p": 0.9, "top_k": 3, "repetition_penalty": 1.1, "seed": 2},
         ),
-        (Sampling(5, min_p=0.1, presence_penalty=0.5, stop=("x",)), {"stop": ["x"]}),
+        (Sampling(5, top_p=0.0, stop=("x",)), {"do_sample": False, "stop": ["x"]}),
     ],
-    ids=["greedy", "top-p-off", "extras", "unsupported-dropped"],
+    ids=["greedy", "top-p-off", "extras", "top-p-zero-is-greedy"],
 )
 def test_sampling_maps_to_parameters_tgi_accepts(
     sampling: Sampling, parameters: dict[str, object]

@@ -277,7 +277,7 @@ async def test_a_grammar_fails_closed_without_reaching_the_engine(adapter: Trito
     before = await adapter.stats()
     events = await run(adapter, completion("grammar", 4, grammar='root ::= "a"'))
     assert len(events) == 1 and isinstance(events[0], Failed), events
-    assert events[0].code == "INVALID_PARAMS" and not events[0].retriable
+    assert events[0].code == "UNSUPPORTED_PARAM" and not events[0].retriable
     assert (await adapter.stats())["generations_total"] == before["generations_total"]
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from worker_adapters.triton.wire import TritonDecoder, generate_body, unsupported_feature
+from worker_adapters.capabilities import refusal
+from worker_adapters.triton.wire import TritonDecoder, generate_body
 from worker_adapters.types import (
     ChatTurn,
     End,
@@ -116,11 +117,16 @@ def test_chat_turns_travel_as_json_messages() -> None:
 @pytest.mark.parametrize(
     ("sampling", "missing"),
     [
-        (Sampling(4, grammar='root ::= "a"'), "a grammar"),
-        (Sampling(4, json_schema="{}"), "a JSON schema"),
+        (Sampling(4, grammar='root ::= "a"'), "grammar"),
+        (Sampling(4, json_schema="{}"), "json_schema"),
         (Sampling(4, logprobs=2), "logprobs"),
         (Sampling(4, temperature=0.1), ""),
     ],
 )
 def test_constraints_the_model_cannot_honour_are_named(sampling: Sampling, missing: str) -> None:
-    assert unsupported_feature(GenerateRequest("job", sampling, "hi")) == missing
+    refused = refusal("triton", GenerateRequest("job", sampling, "hi"))
+    if not missing:
+        assert refused is None
+    else:
+        assert refused is not None and refused.code == "UNSUPPORTED_PARAM"
+        assert refused.message.startswith(f"{missing}:")

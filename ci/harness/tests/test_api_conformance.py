@@ -45,10 +45,25 @@ POSITIVE_ALSO: dict[str, tuple[list[int], str]] = {
     "putDeployment": ([400], "replicas.min must not exceed replicas.max"),
     "detokenize": ([400], "ids outside the model's vocabulary"),
     "tokenize": ([400], "text over max_prompt_bytes"),
-    "submitTask": ([400, 422], "grammar/json_schema/context rules; Idempotency-Key reused"),
-    "openaiChatCompletions": ([400, 422], "json_schema/context rules; Idempotency-Key reused"),
-    "openaiCompletions": ([400, 422], "context rules; Idempotency-Key reused"),
-    "openaiEmbeddings": ([400], "dimensions other than the model's embedding size"),
+    "submitTask": (
+        [400, 422],
+        "grammar/json_schema/context rules; a parameter no pool honours (UNSUPPORTED_PARAM); "
+        "Idempotency-Key reused",
+    ),
+    "openaiChatCompletions": (
+        [400, 422],
+        "json_schema/context rules; a field no pool honours or not listed (UNSUPPORTED_PARAM); "
+        "Idempotency-Key reused",
+    ),
+    "openaiCompletions": (
+        [400, 422],
+        "context rules; a field no pool honours or not listed (UNSUPPORTED_PARAM); "
+        "Idempotency-Key reused",
+    ),
+    "openaiEmbeddings": (
+        [400],
+        "dimensions other than the model's embedding size; a field not listed (UNSUPPORTED_PARAM)",
+    ),
     "reloadPool": ([400, 422], "a deployment's pool; the new model did not load"),
 }
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]

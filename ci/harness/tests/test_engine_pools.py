@@ -3,11 +3,11 @@
 One orchestrator and one pool manager for the module, running three pools of real,
 provisioned engines on the tiny fixture model:
 
-| pool | engine               | provisioned as                                     | adapter  |
-|------|----------------------|----------------------------------------------------|----------|
-| ls   | `llamacpp`           | llama-server built from source (`--metrics`)       | llamacpp |
-| lp   | `llamacpp-server-py` | `python -m llama_cpp.server` in its package venv   | openai   |
-| tr   | `triton`             | PyTriton + llama.cpp engine script in its venv     | triton   |
+| pool | engine               | provisioned as                               | adapter            |
+|------|----------------------|----------------------------------------------|--------------------|
+| ls   | `llamacpp`           | llama-server built from source (`--metrics`) | llamacpp           |
+| lp   | `llamacpp-server-py` | `python -m llama_cpp.server` in a venv       | llamacpp-server-py |
+| tr   | `triton`             | PyTriton + llama.cpp engine script, own venv | triton             |
 
 Each is ready only after its health check and a one-token warm-up, serves a job through
 the orchestrator, and comes back (restart with back-off) after its engine process is

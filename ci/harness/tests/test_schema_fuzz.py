@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from specs.api.models import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 
 pytestmark = pytest.mark.integration
 ALIAS = "default"
@@ -64,6 +65,14 @@ DATA_PLANE = frozenset(path for _, path in EXAMPLES)
 GENERATING = frozenset({"/v2/tasks", "/v1/chat/completions", "/v1/completions"})
 ENGINE_ANSWERED = frozenset({"/v2/tokenize", "/v2/detokenize"})  # served by an engine call
 LENGTH_FIELDS = ("max_tokens", "max_completion_tokens")
+# The facade's fields, by route: any other is refused (UNSUPPORTED_PARAM, API-16), and so
+# are these, which no engine honours yet; both are fuzzed in the eighth case only.
+FACADE_FIELDS = {
+    "/v1/chat/completions": frozenset(OpenAIChatRequest.model_fields),
+    "/v1/completions": frozenset(OpenAICompletionRequest.model_fields),
+    "/v1/embeddings": frozenset(OpenAIEmbeddingRequest.model_fields),
+}
+REFUSED_EVERYWHERE = ("tools", "tool_choice", "parallel_tool_calls", "logit_bias")
 # Streams that run until the client leaves (a snapshot a second): a fuzzed call would
 # wait out its timeout. It takes no input but the key; test_status_page reads it.
 ENDLESS = frozenset({("GET", "/v2/status/events")})
@@ -87,8 +96,9 @@ def _shaped(case: Any, choice: int) -> Any:
     (`choice == 7`) is left as generated, so refusals are fuzzed too. Shaping: the
     served alias as `model`, outputs of at most `MAX_TOKENS`, inputs of at most
     `MAX_TEXT` characters and `MAX_MESSAGES` messages (a few minutes on two cores), and
-    on `/v2/tasks` no constraint, placement or session and the input its workload needs
-    (those fields are fuzzed in the eighth case)."""
+    on `/v2/tasks` no constraint, placement or session and the input its workload needs,
+    on `/v1/*` only fields some engine honours, messages of role and content, and
+    `top_logprobs` only with `logprobs` (the others are fuzzed in the eighth case)."""
     body: Any = case.body
     if case.operation.path not in DATA_PLANE or not isinstance(body, dict):
         return case
@@ -118,6 +128,8 @@ def _shaped(case: Any, choice: int) -> Any:
         for message in body["messages"]:
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 message["content"] = message["content"][:MAX_TEXT]
+    if case.operation.path in FACADE_FIELDS:
+        _facade_shaped(body, FACADE_FIELDS[case.operation.path])
     if case.operation.path == "/v2/tasks":
         fuzzed_apart = ("grammar", "json_schema", "placement", "session", "session_id", "task_id")
         for name in (*fuzzed_apart, "inputs"):
@@ -129,6 +141,17 @@ def _shaped(case: Any, choice: int) -> Any:
             body["workload"] = "completion"
             body.setdefault("prompt", "Once upon a time")
     return case
+
+
+def _facade_shaped(body: dict[str, Any], fields: frozenset[str]) -> None:
+    for name in [n for n in body if n not in fields or n in REFUSED_EVERYWHERE]:
+        del body[name]
+    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+        del body["top_logprobs"]
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            for name in [n for n in message if n not in ("role", "content")]:
+                del message[name]
 
 
 def _order(operation: Any) -> tuple[int, str]:

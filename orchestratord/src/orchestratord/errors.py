@@ -19,6 +19,7 @@ __all__ = ["STATUS_BY_CODE", "ApiError", "Detail", "OrchestratorError"]
 STATUS_BY_CODE: dict[str, int] = {
     "INVALID_PARAMS": 400,
     "CONTEXT_OVERFLOW": 400,
+    "UNSUPPORTED_PARAM": 400,
     "UNAUTHORIZED": 401,
     "FORBIDDEN": 403,
     "MODEL_NOT_FOUND": 404,

@@ -20,12 +20,13 @@ without OpenSSL: the pool says so at every start (`Pool`).
 | `llamacpp-inproc`    | `llorch worker` (llama.cpp in-process) | native   | LLORCH_WORKER… |
 | `mock`               | `llorch worker --engine mock` (a fake) | native   | LLORCH_WORKER… |
 | `llamacpp`           | llama.cpp `llama-server`               | llamacpp | LLAMA_API_KEY  |
-| `llamacpp-server-py` | `python -m llama_cpp.server`           | openai   | API_KEY        |
+| `llamacpp-server-py` | `python -m llama_cpp.server`           | llamacpp-server-py | API_KEY |
 | `triton`             | Triton through PyTriton                | triton   | (none)         |
 | `vllm`               | vLLM's OpenAI server (a model folder)  | vllm     | VLLM_API_KEY   |
 | `openai-compatible`  | any command serving the OpenAI API     | openai   | (none)         |
 
-(LLORCH_WORKER… is LLORCH_WORKER_API_KEY.)
+(LLORCH_WORKER… is LLORCH_WORKER_API_KEY.) The adapter kinds and the features a pool
+reports come from the capability matrix (`worker_adapters.capabilities`, API-16).
 
 `engine_command` in the pool config is the engine's prefix (the llama-server binary, the
 venv's python, the PyTriton script's interpreter and path, `VENV/bin/python -m
@@ -52,8 +53,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from catalog_core import CatalogError, inspect_hf_folder
+from worker_adapters.capabilities import ENGINES, features
 
 from pool_managerd.config import ManagerConfig, PoolConfig
+from pool_managerd.config_schema import ENGINE_NAMES
 from pool_managerd.network import HostNetwork
 
 __all__ = [
@@ -67,24 +70,8 @@ __all__ = [
     "tls_capable",
 ]
 
-ENGINE_ADAPTERS = {
-    "llamacpp-inproc": "native",
-    "mock": "native",
-    "llamacpp": "llamacpp",
-    "llamacpp-server-py": "openai",
-    "triton": "triton",
-    "vllm": "vllm",
-    "openai-compatible": "openai",
-}
-ENGINE_FEATURES = {
-    "llamacpp-inproc": ("completion", "chat", "grammar", "json_schema", "logprobs"),
-    "mock": ("completion", "chat", "embedding"),
-    "llamacpp": ("completion", "chat", "grammar", "json_schema", "logprobs"),
-    "llamacpp-server-py": ("completion", "chat"),
-    "triton": ("completion",),
-    "vllm": ("completion", "chat", "grammar", "json_schema", "logprobs"),
-    "openai-compatible": ("completion", "chat"),
-}
+ENGINE_ADAPTERS = {engine: ENGINES[engine].adapter for engine in sorted(ENGINE_NAMES)}
+ENGINE_FEATURES = {engine: features(engine) for engine in sorted(ENGINE_NAMES)}
 # Engines that load a Hugging Face model folder; the others load a GGUF file.
 FOLDER_ENGINES = frozenset({"vllm"})
 _MIB = 1 << 20
@@ -249,7 +236,7 @@ def _llama_cpp_server(
     if certs is not None:
         args += ["--ssl_certfile", certs[0], "--ssl_keyfile", certs[1]]
     env = {"API_KEY": key} if key else {}
-    return Launch(tuple(args), "openai", env, port, tls=certs is not None)
+    return Launch(tuple(args), "llamacpp-server-py", env, port, tls=certs is not None)
 
 
 def _triton(pool: PoolConfig, host: str, port: int, ports: tuple[int, int] | None) -> Launch:

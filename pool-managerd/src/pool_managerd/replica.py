@@ -33,6 +33,7 @@ from typing import Any
 
 from specs.net import host_port
 from worker_adapters import End, Endpoint, Failed, GenerateRequest, Sampling, create_adapter
+from worker_adapters.capabilities import honoured
 from worker_adapters.errors import AdapterError
 from worker_adapters.protocol import Adapter
 
@@ -293,9 +294,11 @@ class ReplicaDriver:
         if adapter is None:
             self.post(lc.WarmedUp(False, "engine is not reachable"))
             return
+        # Greedy where the engine honours a temperature (the mock does not: API-16).
+        greedy = "temperature" in honoured(self.engine, "completion")
         request = GenerateRequest(
             f"warmup-{self.pool_id}-{self.index}-{time.time_ns()}",
-            Sampling(max_tokens=1, temperature=0.0),
+            Sampling(max_tokens=1, temperature=0.0 if greedy else None),
             prompt="Hello",
         )
         self._narrate("warms up with a one-token generation")

@@ -2,11 +2,13 @@
 
 A subclass says, per request, which route to call with which body and which
 `FrameDecoder` reads the answer (`plan`), or refuses the request up front with a
-`Failed` (a constraint the engine cannot honour fails closed, INVALID_PARAMS, and never
-runs unconstrained). The base turns that into the event stream through `StreamRunner`,
-cancels and closes, makes control calls with error statuses mapped once
-(`http_errors.control_error`), and discovers the served model name from `/v1/models`
-for OpenAI-style routes (vLLM rejects unknown names), caching it. With tracing on
+`Failed`: a parameter its engine kind (`engine_kind`) does not honour per the capability
+matrix is refused with UNSUPPORTED_PARAM (`refused`, API-16: never dropped, never run
+unconstrained), a malformed one with INVALID_PARAMS. The base turns that into the event
+stream through `StreamRunner`, cancels and closes, makes control calls with error
+statuses mapped once (`http_errors.control_error`), and discovers the served model name
+from `/v1/models` for OpenAI-style routes (vLLM rejects unknown names), caching it.
+With tracing on
 (OBS-03), each generation is a client span whose W3C `traceparent` header goes to the
 engine; subclasses that stream differently override `_submit`, not `submit`.
 """
@@ -22,12 +24,13 @@ from specs import tracing
 from worker_adapters._http import HttpClient, HttpSettings
 from worker_adapters._relay import FrameDecoder, StreamRunner
 from worker_adapters._trace import engine_span, traced_stream
+from worker_adapters.capabilities import refusal
 from worker_adapters.errors import AdapterError, EngineStatusError, EngineUnavailable
 from worker_adapters.http_errors import control_error, failure_from_transport
 from worker_adapters.protocol import Endpoint, one_per_batch
 from worker_adapters.types import Failed, GenerateRequest, StreamEvent
 
-__all__ = ["HttpAdapterBase", "StreamPlan", "unsupported"]
+__all__ = ["HttpAdapterBase", "StreamPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +41,9 @@ class StreamPlan:
     headers: Mapping[str, str] | None = None
 
 
-def unsupported(engine: str, what: str) -> Failed:
-    """Fail closed: the engine cannot honour `what` (e.g. a grammar)."""
-    return Failed("INVALID_PARAMS", f"engine {engine!r} cannot honour {what}", False, True)
-
-
 class HttpAdapterBase:
     kind = ""
+    engine_kind = ""  # the row of the capability matrix this adapter's engine has
 
     def __init__(
         self, endpoint: Endpoint, settings: HttpSettings | None = None, *, model: str = ""
@@ -58,6 +57,10 @@ class HttpAdapterBase:
 
     async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
         raise NotImplementedError
+
+    def refused(self, request: GenerateRequest) -> Failed | None:
+        """UNSUPPORTED_PARAM for a parameter this engine kind does not honour (API-16)."""
+        return refusal(self.engine_kind, request)
 
     def submit(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
         span = engine_span(self.kind, request.job_id, self._client.base_url)

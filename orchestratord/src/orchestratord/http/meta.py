@@ -21,6 +21,7 @@ from specs.api.models import DetokenizeRequest, TokenizeRequest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from worker_adapters.capabilities import honoured
 from worker_adapters.errors import AdapterError, RequestRejected
 
 from orchestratord.admission.validate import Refusal, text_within_limit, token_ids_valid
@@ -33,6 +34,7 @@ __all__ = ["API_VERSION", "meta_routes", "version_in_range"]
 
 API_VERSION = "2.0.0"
 _WORKLOADS = ("completion", "chat", "embedding")
+_GENERATING = ("completion", "chat")
 _BOUND = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+(?:\.\d+){0,2})$")
 # The whole `api_version` value, as the document's pattern states it.
 _RANGE_BOUND = r" *(?:>=|<=|>|<|==)? *[0-9]+(?:\.[0-9]+){0,2} *"
@@ -78,6 +80,12 @@ def _parse(model: type[pydantic.BaseModel], raw: bytes) -> Any:
     return parse_body(model, raw)
 
 
+def _honoured_params(engine: str, workloads: list[str]) -> dict[str, list[str]]:
+    """The request parameters `engine` honours per generating workload it serves (the
+    capability matrix, API-16)."""
+    return {w: sorted(honoured(engine, w)) for w in workloads if w in _GENERATING}
+
+
 def meta_routes(orchestrator: Orchestrator) -> list[Route]:
     config = orchestrator.config
 
@@ -91,6 +99,7 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
                 continue
             workloads = [w for w in _WORKLOADS if w in pool.features]
             features = sorted(set(pool.features) - set(_WORKLOADS))
+            params = _honoured_params(pool.engine, workloads)
             pools.append(
                 {
                     "pool_id": pool.pool_id,
@@ -109,6 +118,7 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
                     "slots_free": free.get(pool.pool_id, 0),
                     "workloads": workloads,
                     "features": features,
+                    "params": params,
                 }
             )
             engine = engines.setdefault(
@@ -120,6 +130,7 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
                     "ctx_max": 0,
                     "workloads": set(),
                     "features": set(),
+                    "params": {},
                 },
             )
             engine["engine_versions"].add(pool.engine_version)
@@ -127,6 +138,7 @@ def meta_routes(orchestrator: Orchestrator) -> list[Route]:
             engine["ctx_max"] = max(engine["ctx_max"], pool.ctx)
             engine["workloads"].update(workloads)
             engine["features"].update(features)
+            engine["params"].update(params)
         return {
             "api_version": API_VERSION,
             "pools": pools,

@@ -6,11 +6,20 @@ generated `TaskRequest`, so the same validation applies) and runs through the sa
 admission, placement and dispatch. Streams read the task's event log in decoded form
 and re-frame each token as an OpenAI chunk by splicing the token's JSON text literal
 into a prebuilt template (no decode/encode per token). Usage counts come from the
-engine (`tokens_in` of `started`, `tokens_out` of `end`). Logprobs, when asked, come in
-OpenAI's shapes (`logprobs.CompletionLogprobs` for the legacy completions one); those
-streams decode each token event, the others never do. Errors use OpenAI's error
-body (`http.errors`, as every layer's refusals on `/v1/` do); its `code` is llorch's
-error code (so clients can tell `ADMISSION_REJECT` from `QUOTA_EXCEEDED`).
+engine (`tokens_in` and `tokens_out` of `end`; `tokens_in` of `started` when the end has
+none: an OpenAI-style engine reports its prompt count only with the last chunk).
+Logprobs, when asked, come in OpenAI's shapes (`logprobs.CompletionLogprobs` for the
+legacy completions one); those streams decode each token event, the others never do.
+Errors use OpenAI's error body (`http.errors`, as every layer's refusals on `/v1/` do);
+its `code` is llorch's error code (so clients can tell `ADMISSION_REJECT` from `QUOTA_EXCEEDED`).
+
+No field is silently ignored (API-16): `http.request_fields` says how each field of the
+three requests is honoured, by llorch itself or by the engine as a parameter of the
+capability matrix. A field the document does not list is refused with UNSUPPORTED_PARAM
+naming it; `tools`, `tool_choice`, `parallel_tool_calls` and `logit_bias` become
+parameters the job needs (no engine honours them yet, so admission refuses them, as it
+refuses any parameter no pool of the model honours); refusals name OpenAI's field
+(`param`: `response_format`, not `json_schema`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,14 @@ from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import parse_body, read_json_body
 from orchestratord.http.errors import error_response, openai_error_type
+from orchestratord.http.request_fields import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    EMBEDDING_FIELDS,
+    openai_unsupported,
+    unknown_fields,
+    wanted_params,
+)
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import TASK_ID_HEADER, submission_for, task_from_wire
 from orchestratord.job_trace import client_trace
@@ -46,7 +63,7 @@ from orchestratord.journal.records import JournaledTask
 from orchestratord.logprobs import CompletionLogprobs
 from orchestratord.tasks import TaskRecord, TaskSpec
 
-__all__ = ["journaled_spec", "openai_routes"]
+__all__ = ["facade_spec", "journaled_spec", "openai_routes"]
 
 DEFAULT_MAX_TOKENS = 256
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -78,19 +95,46 @@ def _raw_text(raw: bytes, task_request: TaskRequest) -> str:
 def journaled_spec(row: JournaledTask) -> TaskSpec:
     """A journaled facade job's spec, from its request as it came (`route` chat or
     completion), translated as when it was accepted; same task id."""
-    task_request: TaskRequest
-    if row.route == "chat":
-        task_request = _task_request(_chat_wire(_parse(OpenAIChatRequest, row.wire.encode())))
-    else:
-        task_request = _task_request(
-            _completion_wire(_parse(OpenAICompletionRequest, row.wire.encode()))
-        )
-    return task_from_wire(
-        task_request.model_copy(update={"task_id": row.task_id}),
+    return facade_spec(
+        row.route,
+        row.wire.encode(),
+        task_id=row.task_id,
         correlation_id=row.correlation_id,
-        max_prompt_bytes=1 << 62,  # checked when it was accepted
-        allow_embedding=True,
         api_key=row.api_key,
+    )
+
+
+def facade_spec(
+    route: str,
+    raw: bytes,
+    *,
+    task_id: str | None = None,
+    correlation_id: str = "",
+    api_key: str | None = None,
+    max_prompt_bytes: int = 1 << 62,
+) -> TaskSpec:
+    """The task a chat or completion request (its JSON body) becomes, with the
+    parameters it needs from the engine (API-16); ApiError as the route would refuse it
+    before admission (a field llorch does not carry, an invalid value)."""
+    task_request: TaskRequest
+    body: pydantic.BaseModel
+    if route == "chat":
+        chat: OpenAIChatRequest = _parse(OpenAIChatRequest, raw)
+        body, task_request, table = chat, _task_request(_chat_wire(chat)), CHAT_FIELDS
+    else:
+        completion: OpenAICompletionRequest = _parse(OpenAICompletionRequest, raw)
+        body, table = completion, COMPLETION_FIELDS
+        task_request = _task_request(_completion_wire(completion))
+    unknown_fields(body)
+    if task_id is not None:
+        task_request = task_request.model_copy(update={"task_id": task_id})
+    return task_from_wire(
+        task_request,
+        correlation_id=correlation_id,
+        max_prompt_bytes=max_prompt_bytes,
+        allow_embedding=True,
+        api_key=api_key,
+        extra_params=wanted_params(body, table),
     )
 
 
@@ -140,6 +184,12 @@ def _chat_wire(body: OpenAIChatRequest) -> dict[str, Any]:
         "max_tokens": body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
         **_sampling(body),
     }
+    if body.top_logprobs is not None and not body.logprobs:
+        raise ApiError(
+            "INVALID_PARAMS",
+            "top_logprobs: needs logprobs: true",
+            details=[Detail("needs logprobs: true", field="top_logprobs")],
+        )
     if body.logprobs:
         wire["logprobs"] = body.top_logprobs or 0
     response_format = body.response_format
@@ -220,6 +270,11 @@ def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:
     }
 
 
+def _end_usage(started: dict[str, Any], end: dict[str, Any]) -> dict[str, int]:
+    """The engine's counts: the prompt's from `end` (its final count), else `started`."""
+    return _usage(end.get("tokens_in") or started.get("tokens_in", 0), end["tokens_out"])
+
+
 def _stream(
     orchestrator: Orchestrator, record: TaskRecord, chat: bool, include_usage: bool
 ) -> Response:
@@ -250,7 +305,8 @@ def _stream(
                         end = json.loads(data)
                         parts.append(framer.finish(end["finish_reason"]))
                         if include_usage:
-                            parts.append(framer.usage(_usage(tokens_in, end["tokens_out"])))
+                            prompt_tokens = end.get("tokens_in") or tokens_in
+                            parts.append(framer.usage(_usage(prompt_tokens, end["tokens_out"])))
                         parts.append("data: [DONE]\n\n")
                     elif name == "error":
                         error = json.loads(data)
@@ -326,6 +382,9 @@ def _base64_vector(vector: Sequence[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
+_FIELDS = {"chat": CHAT_FIELDS, "completion": COMPLETION_FIELDS, "embedding": EMBEDDING_FIELDS}
+
+
 def openai_routes(orchestrator: Orchestrator) -> list[Route]:
     config = orchestrator.config
 
@@ -339,6 +398,8 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         streamed: bool,
         raw: bytes | None = None,
     ) -> TaskRecord:
+        table = _FIELDS[route]
+        unknown_fields(body)
         task_request = _task_request(wire)
         spec = task_from_wire(
             task_request,
@@ -346,6 +407,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             max_prompt_bytes=config.max_prompt_bytes,
             allow_embedding=True,
             api_key=request.scope.get("state", {}).get("api_key"),
+            extra_params=wanted_params(body, table),
         )
         submission = submission_for(
             request.headers,
@@ -360,9 +422,12 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             # A client retrying a plain request is waiting for the job's result: it
             # must not be cancelled by the first request's disconnect.
             submission = replace(submission, detached=True)
-        return await orchestrator.submit(
-            spec, submission, trace_parent=client_trace(request.headers)
-        )
+        try:
+            return await orchestrator.submit(
+                spec, submission, trace_parent=client_trace(request.headers)
+            )
+        except ApiError as exc:
+            raise openai_unsupported(exc, table) from None
 
     async def body_of(request: Request) -> bytes:
         return await read_json_body(request, config.max_body_bytes)
@@ -414,7 +479,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                             "finish_reason": end["finish_reason"],
                         }
                     ],
-                    "usage": _usage(started.get("tokens_in", 0), end["tokens_out"]),
+                    "usage": _end_usage(started, end),
                 }
             ),
             media_type="application/json",
@@ -455,7 +520,7 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                             "finish_reason": end["finish_reason"],
                         }
                     ],
-                    "usage": _usage(started.get("tokens_in", 0), end["tokens_out"]),
+                    "usage": _end_usage(started, end),
                 }
             ),
             media_type="application/json",

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from specs.api.models import TaskRequest
 from worker_adapters import ChatTurn, GenerateRequest, Sampling
+from worker_adapters.capabilities import requested_params
 from worker_adapters.constraints import json_schema_converter
 
 from orchestratord.admission.validate import (
@@ -73,11 +74,16 @@ def task_from_wire(
     allow_embedding: bool = False,
     api_key: str | None = None,
     max_grammar_bytes: int = DEFAULT_MAX_GRAMMAR_BYTES,
+    extra_params: frozenset[str] = frozenset(),
 ) -> TaskSpec:
     """The domain task for a validated request. Embedding tasks are accepted only where
     the caller can deliver vectors (the OpenAI facade), not on `/v2/tasks`. Checks of
     `admission.validate` run here, before the task exists (SEC-03): an empty prompt, a
-    grammar without `root`, a JSON schema the engine's converter cannot take."""
+    grammar without `root`, a JSON schema the engine's converter cannot take.
+
+    The job needs every request parameter it sets (`requested_params`, plus
+    `extra_params`: those the facade takes that `TaskRequest` has no field for, e.g.
+    `tools`) honoured by its pool's engine kind (API-16): placement's `params` check."""
     workload = body.workload or "completion"
     if workload == "embedding":
         spec = _embedding_task(body, correlation_id, max_prompt_bytes, allow_embedding)
@@ -121,7 +127,9 @@ def task_from_wire(
     needs = JobNeeds(
         model=body.model,
         tokens=prompt_token_bound(prompt, messages) + max_tokens,
-        features=_features(body, workload),
+        features=frozenset({workload}),
+        workload=workload,
+        params=requested_params(sampling) | extra_params,
         overrides=_overrides(body),
         max_tokens=max_tokens,
         prefix_keys=prefix_keys(
@@ -187,6 +195,7 @@ def _embedding_task(
         model=body.model,
         tokens=max((len(t.encode()) + 2 for t in inputs), default=0),
         features=frozenset({"embedding"}),
+        workload="embedding",
         overrides=_overrides(body),
     )
     return TaskSpec(
@@ -215,17 +224,6 @@ def _inputs(body: TaskRequest, workload: str) -> tuple[str | None, tuple[ChatTur
     if body.messages is not None or body.inputs is not None:
         raise _invalid("messages", "a completion task takes a prompt only")
     return body.prompt, None
-
-
-def _features(body: TaskRequest, workload: str) -> frozenset[str]:
-    wanted = {workload}
-    if body.grammar is not None:
-        wanted.add("grammar")
-    if body.json_schema is not None:
-        wanted.add("json_schema")
-    if body.logprobs is not None:  # 0 asks for the chosen tokens' logprobs only
-        wanted.add("logprobs")
-    return frozenset(wanted)
 
 
 def _overrides(body: TaskRequest) -> Overrides:

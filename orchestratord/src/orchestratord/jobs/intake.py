@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from adapter_host import AdapterHost, ReplicaKey
+from worker_adapters.capabilities import refusal_reason, unsupported_params
 from worker_adapters.errors import AdapterError
 
 from orchestratord.admission import Admit, TaskQueue, decide
@@ -216,11 +217,12 @@ class Intake:
                 blocked = feasible_ever(spec.needs, views)
                 if blocked is None:
                     return spec
-        code = (
-            "CONTEXT_OVERFLOW"
-            if any(r.check == "context" for r in blocked.rejections)
-            else "INVALID_PARAMS"
-        )
+        if any(r.check == "context" for r in blocked.rejections):
+            code = "CONTEXT_OVERFLOW"
+        elif any(r.check == "params" for r in blocked.rejections):
+            raise unsupported_param_error(blocked, needs.model)
+        else:
+            code = "INVALID_PARAMS"
         raise ApiError(code, _diagnosis(blocked, needs.model), details=_details(blocked))
 
     def _check_deployment(self, spec: TaskSpec, views: tuple[PoolView, ...]) -> TaskSpec:
@@ -242,6 +244,16 @@ class Intake:
             raise ApiError(
                 "MODEL_NOT_FOUND",
                 f"no pool serves model {spec.model!r}; known models: {', '.join(known) or 'none'}",
+            )
+        engine = deployment.spec.engine
+        missing = unsupported_params(engine, spec.needs.workload, spec.needs.params)
+        if missing:
+            reason = refusal_reason(engine, missing[0])
+            raise ApiError(
+                "UNSUPPORTED_PARAM",
+                f"{missing[0]}: engine {engine!r} of deployment {deployment.spec.name} "
+                f"does not honour it on {spec.needs.workload} ({reason})",
+                details=[Detail(reason, field=name) for name in missing],
             )
         if spec.needs.max_tokens >= deployment.spec.ctx:
             raise ApiError(
@@ -342,6 +354,17 @@ class Intake:
 def _diagnosis(blocked: Unplaceable, model: str) -> str:
     reasons = "; ".join(f"{r.pool_id}: {r.reason}" for r in blocked.rejections[:8])
     return f"no pool can ever serve this task for model {model!r} ({reasons})"
+
+
+def unsupported_param_error(blocked: Unplaceable, model: str) -> ApiError:
+    """UNSUPPORTED_PARAM (API-16) naming the parameters no pool serving the model honours:
+    one detail per parameter (`field`, so OpenAI's `param` names it), then the pools'."""
+    refused = [r for r in blocked.rejections if r.check == "params"]
+    missing = sorted({name for r in refused for name in r.wanted.split(",")})
+    pools = "; ".join(f"{r.pool_id}: {r.available}" for r in refused[:8])
+    message = f"{', '.join(missing)}: no pool serving model {model!r} honours it ({pools})"
+    fields = [Detail("not honoured by any pool serving the model", field=m) for m in missing]
+    return ApiError("UNSUPPORTED_PARAM", message, details=[*fields, *_details(blocked)])
 
 
 def _details(blocked: Unplaceable) -> list[Detail]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from worker_adapters.capabilities import honoured, unsupported_params
+
 from orchestratord.placement.model import JobNeeds, PoolView
 
 __all__ = ["Check", "Outcome"]
@@ -67,6 +69,16 @@ def features(needs: JobNeeds, pool: PoolView) -> Outcome:
     missing = needs.features - pool.features
     if missing:
         return (",".join(sorted(needs.features)), ",".join(sorted(pool.features)) or "none")
+    return None
+
+
+def params(needs: JobNeeds, pool: PoolView) -> Outcome:
+    """Every request parameter the job sets is honoured by the pool's engine kind on the
+    job's workload (API-16; the capability matrix). `wanted`: the parameters it lacks."""
+    missing = unsupported_params(pool.engine, needs.workload, needs.params)
+    if missing:
+        available = ",".join(sorted(honoured(pool.engine, needs.workload))) or "none"
+        return (",".join(missing), f"{pool.engine} honours {available}")
     return None
 
 

@@ -63,7 +63,9 @@ class Overrides:
 class JobNeeds:
     """What a job needs from a pool. `tokens` = prompt tokens (upper bound) + max_tokens.
 
-    `session_pool` is the pool whose KV cache is warm for the job's session;
+    `workload` and `params` (the request parameters it sets, named as in the
+    capability matrix `worker_adapters.capabilities`) are checked against each pool's
+    engine kind; `session_pool` is the pool whose KV cache is warm for the job's session;
     `prefix_keys` are cumulative hashes of the prompt's leading chunks
     (`PREFIX_CHUNK_BYTES` each), matched against the pools' `prefix_keys`.
     """
@@ -71,6 +73,8 @@ class JobNeeds:
     model: str
     tokens: int
     features: frozenset[str] = frozenset()
+    workload: str = "completion"
+    params: frozenset[str] = frozenset()
     digest: str | None = None
     engine: str | None = None
     overrides: Overrides = field(default_factory=Overrides)

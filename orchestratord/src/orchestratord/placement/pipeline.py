@@ -42,12 +42,14 @@ STATIC_CHECKS: tuple[tuple[str, Check], ...] = (
     ("avoid", checks.avoid),
     ("pin", checks.pin),
     ("prefer_only", checks.prefer_only),
-    # What the pool is: model, digest, engine, context, features. Fixed for a pool's life.
+    # What the pool is: model, digest, engine, context, features, the request parameters
+    # its engine kind honours. Fixed for a pool's life.
     ("model", checks.model),
     ("digest", checks.digest),
     ("engine", checks.engine),
     ("context", checks.context),
     ("features", checks.features),
+    ("params", checks.params),
 )
 DYNAMIC_CHECKS: tuple[tuple[str, Check], ...] = (
     # What the pool is doing now; a job that fails only these waits in the queue.

@@ -109,7 +109,7 @@ class ErrorDetail(BaseModel):
 
 
 class TaskError(BaseModel):
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'UNSUPPORTED_PARAM', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -377,19 +377,6 @@ class CapabilityModel(BaseModel):
     aliases: list[str]
 
 
-class CapabilityPool(BaseModel):
-    pool_id: str
-    engine: str
-    engine_version: str
-    models: list[CapabilityModel]
-    ctx_max: int
-    max_tokens_out: int
-    slots_total: int
-    slots_free: int
-    workloads: list[Literal['completion', 'chat', 'embedding']]
-    features: list[str]
-
-
 class CapabilityEngine(BaseModel):
     engine: str
     engine_versions: list[str]
@@ -397,12 +384,7 @@ class CapabilityEngine(BaseModel):
     ctx_max: int
     workloads: list[Literal['completion', 'chat', 'embedding']]
     features: list[str]
-
-
-class Capabilities(BaseModel):
-    api_version: str
-    engines: list[CapabilityEngine]
-    pools: list[CapabilityPool]
+    params: dict[str, list[str]]
 
 
 class TokenizeRequest(BaseModel):
@@ -648,12 +630,21 @@ class Content(RootModel[list[OpenAIContentPart]]):
 
 
 class OpenAIChatMessage(BaseModel):
+    """
+    `role` and `content` are honoured; `name` and any field not listed here
+    (`tool_calls`, ...) are refused with 400 UNSUPPORTED_PARAM naming it (API-16).
+
+    """
+
     model_config = ConfigDict(
         extra='allow',
     )
     role: Literal['system', 'developer', 'user', 'assistant']
     content: str | Content | None = None
-    name: str | None = None
+    name: str | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM (not carried to engines).',
+    )
 
 
 class OpenAIStreamEvent(BaseModel):
@@ -708,7 +699,13 @@ class Stop1(RootModel[list[Stop1Item]]):
 
 class OpenAIChatRequest(BaseModel):
     """
-    Fields not listed here are accepted and ignored, as OpenAI clients add new ones.
+    No field is silently ignored (API-16): a field not listed here is refused with
+    400 UNSUPPORTED_PARAM naming it (`param`), and so is a listed sampling or
+    constraint field that no pool serving the model honours (the capability matrix,
+    `docs/capabilities.md`). `tools`, `tool_choice`, `parallel_tool_calls` and
+    `logit_bias` are honoured by no engine yet: refused. `user` is accepted and has
+    no effect on the output.
+
     """
 
     model_config = ConfigDict(
@@ -731,6 +728,23 @@ class OpenAIChatRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: OpenAIResponseFormat | None = None
     user: str | None = Field(default=None, max_length=256)
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours tools.',
+        max_length=128,
+    )
+    tool_choice: Literal['none', 'auto', 'required'] | dict[str, Any] | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours it.',
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None,
+        description='Part of tool calling; refused with 400 UNSUPPORTED_PARAM as `tools` is.',
+    )
+    logit_bias: dict[str, Any] | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours it.',
+    )
 
 
 class Prompt(RootModel[str]):
@@ -758,6 +772,14 @@ class Stop3(RootModel[list[Stop3Item]]):
 
 
 class OpenAICompletionRequest(BaseModel):
+    """
+    No field is silently ignored (API-16): a field not listed here is refused with
+    400 UNSUPPORTED_PARAM naming it, and so is a listed sampling field that no pool
+    serving the model honours. `logit_bias` is honoured by no engine yet: refused.
+    `user` is accepted and has no effect on the output.
+
+    """
+
     model_config = ConfigDict(
         extra='allow',
     )
@@ -777,6 +799,10 @@ class OpenAICompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logprobs: int | None = Field(default=None, ge=0, le=5)
     user: str | None = Field(default=None, max_length=256)
+    logit_bias: dict[str, Any] | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours it.',
+    )
 
 
 class Input(RootModel[list[str]]):
@@ -784,6 +810,12 @@ class Input(RootModel[list[str]]):
 
 
 class OpenAIEmbeddingRequest(BaseModel):
+    """
+    A field not listed here is refused with 400 UNSUPPORTED_PARAM naming it (API-16).
+    `user` is accepted and has no effect on the output.
+
+    """
+
     model_config = ConfigDict(
         extra='allow',
     )
@@ -843,7 +875,7 @@ class TaskRequest(BaseModel):
     stop: list[StopItem] | None = Field(default=None, max_length=16)
     logprobs: int | None = Field(
         default=None,
-        description="Report each generated token's log-probability and this many most likely\nalternatives on the `token` events. Needs a pool whose engine has the\n`logprobs` feature; otherwise the task is refused with INVALID_PARAMS.\n",
+        description="Report each generated token's log-probability and this many most likely\nalternatives on the `token` events. Needs a pool whose engine honours\n`logprobs`; otherwise the task is refused with UNSUPPORTED_PARAM.\n",
         ge=0,
         le=20,
     )
@@ -891,7 +923,7 @@ class ErrorEnvelope(BaseModel):
     The one error body before a stream starts (API-07).
     """
 
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'UNSUPPORTED_PARAM', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -900,7 +932,7 @@ class ErrorEnvelope(BaseModel):
     correlation_id: str
     details: list[ErrorDetail] | None = Field(
         default=None,
-        description='Per-field problems (INVALID_PARAMS) or per-pool reasons (NO_CAPACITY).',
+        description="Per-field problems (INVALID_PARAMS; UNSUPPORTED_PARAM: `field` is the\nparameter, then each pool's `params` check with its reason) or per-pool\nreasons (NO_CAPACITY).\n",
     )
 
 
@@ -916,6 +948,26 @@ class TokenLogprob(BaseModel):
     logprob: float = Field(..., le=0.0)
     bytes: list[Byte]
     top_logprobs: list[TopLogprob] = Field(..., max_length=20)
+
+
+class CapabilityPool(BaseModel):
+    pool_id: str
+    engine: str
+    engine_version: str
+    models: list[CapabilityModel]
+    ctx_max: int
+    max_tokens_out: int
+    slots_total: int
+    slots_free: int
+    workloads: list[Literal['completion', 'chat', 'embedding']]
+    features: list[str]
+    params: dict[str, list[str]]
+
+
+class Capabilities(BaseModel):
+    api_version: str
+    engines: list[CapabilityEngine]
+    pools: list[CapabilityPool]
 
 
 class TokenEvent(BaseModel):

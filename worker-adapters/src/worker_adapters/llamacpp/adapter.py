@@ -4,8 +4,9 @@ Completions stream from the native `POST /completion` (`llamacpp.wire`: terminal
 chunk with `stop: true`, no `[DONE]`). Chat needs the model's template, which only the
 server can render, so chat goes to its OpenAI route `/v1/chat/completions` (ends with
 `[DONE]`; `_openai_wire`) with llama.cpp's extras (`top_k`, `min_p`, `repeat_penalty`,
-`grammar`, `json_schema`), which that route honours too. Both routes honour grammars and
-JSON schemas, so nothing is refused here. Logprobs are asked as `n_probs` (native) or
+`grammar`, `json_schema`), which that route honours too. Both routes honour every
+parameter of the capability matrix's `llamacpp` row (all but `logit_bias` and tools,
+which are refused). Logprobs are asked as `n_probs` (native) or
 `logprobs`/`top_logprobs` (chat) and read by `_logprobs.LogprobsDecoder`.
 
 Control routes: `/health` (200 ready, 503 while loading), `/slots` (busy slots, when the
@@ -50,8 +51,11 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 class LlamaServerAdapter(HttpAdapterBase):
     kind = "llamacpp"
+    engine_kind = "llamacpp"
 
     async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
+        if (refused := self.refused(request)) is not None:
+            return refused
         sampling = request.sampling
         schema = None
         if sampling.json_schema is not None:

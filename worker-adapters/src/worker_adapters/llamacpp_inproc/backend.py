@@ -42,6 +42,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from worker_adapters.capabilities import refusal
 from worker_adapters.constraints import json_schema_grammar
 from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
@@ -61,7 +62,7 @@ from worker_adapters.types import (
     TokenLogprob,
 )
 
-__all__ = ["LlamaBackend", "LlamaSettings", "check_token_ids"]
+__all__ = ["GenerationPlan", "LlamaBackend", "LlamaSettings", "check_token_ids", "generation_plan"]
 
 ENGINE = "llamacpp-inproc"
 # Used when a model carries no chat template of its own; props report chat_template=False.
@@ -221,6 +222,10 @@ class LlamaBackend:
         if self._state.state != "ready":
             yield Failed("POOL_UNREADY", "engine is not ready", True, True)
             return
+        refused = refusal(ENGINE, request)  # the capability matrix (API-16)
+        if refused is not None:
+            yield refused
+            return
         job = _Job(threading.Event(), time.perf_counter())
         try:  # reads only the vocabulary: safe beside generations on the slots
             prompt, grammar = await asyncio.to_thread(self._checked_input, request)
@@ -312,13 +317,14 @@ class LlamaBackend:
                 True,
             )
         emit(Started(len(prompt), _common_prefix(llama, prompt)))
-        llama.set_seed(sampling.seed if sampling.seed is not None else _random_seed())
-        assembler = TextAssembler(sampling.stop)
+        plan = generation_plan(sampling)
+        llama.set_seed(plan.seed if plan.seed is not None else _random_seed())
+        assembler = TextAssembler(plan.stop)
         produced, pending, first_at = 0, 0, 0.0
         finish = "length"
-        top_n = sampling.logprobs  # None: no logprobs, and none of their cost
+        top_n = plan.logprobs  # None: no logprobs, and none of their cost
         scored: list[TokenLogprob] = []  # logprobs of the `pending` tokens
-        generator = llama.generate(prompt, grammar=grammar, **_sampling_args(sampling))
+        generator = llama.generate(prompt, grammar=grammar, **plan.sampler)
         try:
             for token in generator:
                 if job.cancel.is_set():
@@ -341,7 +347,7 @@ class LlamaBackend:
                 if assembler.stopped:
                     finish = "stop"
                     break
-                if produced >= sampling.max_tokens:
+                if produced >= plan.max_tokens:
                     break
         finally:
             generator.close()
@@ -412,6 +418,39 @@ class LlamaBackend:
         if not self._slots:
             raise RequestRejected("POOL_UNREADY", "engine is not ready")
         return self._slots[0].llama
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationPlan:
+    """What one generation applies, from its `Sampling` (pure): the sampler's arguments
+    for `Llama.generate` (llama.cpp's names), the seed, stop strings, the token limit,
+    how many logprob alternatives, and which constraint is compiled (`_grammar`).
+    Every parameter the capability matrix says this engine honours lands here."""
+
+    sampler: dict[str, Any]
+    seed: int | None
+    stop: tuple[str, ...]
+    max_tokens: int
+    logprobs: int | None
+    constraint: str | None  # "grammar" | "json_schema"
+
+
+def generation_plan(sampling: Sampling) -> GenerationPlan:
+    constraint = (
+        "grammar"
+        if sampling.grammar is not None
+        else "json_schema"
+        if sampling.json_schema is not None
+        else None
+    )
+    return GenerationPlan(
+        sampler=_sampling_args(sampling),
+        seed=sampling.seed,
+        stop=sampling.stop,
+        max_tokens=sampling.max_tokens,
+        logprobs=sampling.logprobs,
+        constraint=constraint,
+    )
 
 
 def _sampling_args(sampling: Sampling) -> dict[str, Any]:

@@ -8,8 +8,9 @@ terminal event, two terminal events). Knobs come from `MockKnobs` (the worker's
 last chat message, e.g. `[[mock fail_after=3 token_delay_ms=20]]`.
 
 Text: word `k` of a job is `WORDS[(seed + k) % len(WORDS)]` followed by a space, so a
-given seed always gives the same stream; the `utf8` knob uses `UTF8_WORDS` instead
-(multi-byte characters of 2, 3 and 4 bytes). It is a fake: it runs no model.
+given seed always gives the same stream (`max_tokens` and `seed` are the only request
+parameters it honours; others are refused, UNSUPPORTED_PARAM); the `utf8` knob uses
+`UTF8_WORDS` instead (multi-byte characters of 2, 3 and 4 bytes). It is a fake: it runs no model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields, replace
 
+from worker_adapters.capabilities import refusal
 from worker_adapters.types import (
     End,
     EngineHealth,
@@ -117,6 +119,10 @@ class MockBackend:
         return True
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        refused = refusal("mock", request)  # it honours max_tokens and seed only (API-16)
+        if refused is not None:
+            yield refused
+            return
         text = request.prompt or (request.messages[-1].content if request.messages else "")
         try:
             knobs = self._knobs.with_directive(text)

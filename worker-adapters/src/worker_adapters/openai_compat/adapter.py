@@ -8,15 +8,17 @@ is loaded, so "unreachable" may mean "loading": the pool manager, which sees the
 process, tells the two apart.
 
 What a generic OpenAI server cannot be trusted to honour (unknown fields are often
-ignored, so sending them would run unconstrained or unsampled):
-- `grammar`: refused, INVALID_PARAMS (fail closed);
+ignored, so sending them would run unconstrained or unsampled) is refused with
+UNSUPPORTED_PARAM, as the capability matrix's `openai-compatible` row says:
+- `grammar`, `top_k`, `min_p`, `repeat_penalty` (not OpenAI fields): refused;
 - `json_schema`: chat only, as `response_format: {type: json_schema}`, and the output
   must parse as JSON or the job fails (a server that ignored the format is caught);
   on completions refused;
-- `top_k`, `min_p`, `repeat_penalty`: not sent (not OpenAI fields); the engine's
-  defaults apply.
 - `logprobs`: asked in OpenAI's fields and read back (`_logprobs`); a server that
   ignores them fails the job before its first token (ENGINE_ERROR), never silently.
+`LlamaCppServerAdapter` (`llamacpp-server-py`) is this adapter for llama_cpp.server,
+which honours llama.cpp's own fields too: `top_k`, `min_p`, `repeat_penalty` and
+`grammar` (a JSON schema goes as the grammar llama.cpp's converter makes of it).
 Tokenize and detokenize use llama_cpp.server's `/extras/*` routes (no byte offsets).
 
 Seen on a real llama_cpp.server (0.3.36): a prompt longer than its context gets HTTP
@@ -32,19 +34,21 @@ import json
 from typing import Any
 
 from worker_adapters._http import HttpSettings, error_from_body
-from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan, unsupported
+from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
 from worker_adapters._logprobs import LogprobsDecoder, openai_logprobs, request_openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body, completion_body
+from worker_adapters.constraints import json_schema_grammar
 from worker_adapters.http_errors import control_error
 from worker_adapters.protocol import Endpoint, register
 from worker_adapters.types import EngineHealth, EngineProps, Failed, GenerateRequest, Tokenized
 
-__all__ = ["OpenAIAdapter"]
+__all__ = ["LlamaCppServerAdapter", "OpenAIAdapter"]
 
 
 class OpenAIAdapter(HttpAdapterBase):
     kind = "openai"
     engine = "openai"
+    engine_kind = "openai-compatible"
 
     def __init__(
         self,
@@ -58,12 +62,10 @@ class OpenAIAdapter(HttpAdapterBase):
         self._slots = slots
 
     async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
+        if (refused := self.refused(request)) is not None:
+            return refused
         sampling = request.sampling
-        if sampling.grammar is not None:
-            return unsupported(self.engine, "a grammar")
         chat = request.messages is not None
-        if sampling.json_schema is not None and not chat:
-            return unsupported(self.engine, "a json_schema on a completion")
         model = await self.served_model()
         body = chat_body(request, model) if chat else completion_body(request, model)
         body["stream_options"] = {"include_usage": True}
@@ -122,8 +124,48 @@ def _schema(text: str) -> Any:
         return None
 
 
+class LlamaCppServerAdapter(OpenAIAdapter):
+    """llama_cpp.server (`llamacpp-server-py`): OpenAI's routes with llama.cpp's fields."""
+
+    kind = "llamacpp-server-py"
+    engine = "llamacpp-server-py"
+    engine_kind = "llamacpp-server-py"
+
+    async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
+        if (refused := self.refused(request)) is not None:
+            return refused
+        sampling = request.sampling
+        chat = request.messages is not None
+        model = await self.served_model()
+        body = chat_body(request, model) if chat else completion_body(request, model)
+        body["stream_options"] = {"include_usage": True}
+        extras = (
+            ("top_k", sampling.top_k),
+            ("min_p", sampling.min_p),
+            ("repeat_penalty", sampling.repeat_penalty),
+            ("grammar", sampling.grammar),
+        )
+        body.update((name, value) for name, value in extras if value is not None)
+        if sampling.json_schema is not None:
+            try:
+                body["grammar"] = json_schema_grammar(sampling.json_schema)
+            except ValueError as exc:
+                return Failed("INVALID_PARAMS", str(exc), False, True)
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        decoder = OpenAIDecoder(chat=chat)
+        if sampling.logprobs is None:
+            return StreamPlan(path, body, decoder)
+        request_openai_logprobs(body, sampling, chat=chat)
+        return StreamPlan(path, body, LogprobsDecoder(decoder, openai_logprobs, sampling.logprobs))
+
+
 def _openai_adapter(endpoint: Endpoint) -> OpenAIAdapter:
     return OpenAIAdapter(endpoint)
 
 
+def _llamacpp_server_adapter(endpoint: Endpoint) -> LlamaCppServerAdapter:
+    return LlamaCppServerAdapter(endpoint)
+
+
 register("openai", _openai_adapter)
+register("llamacpp-server-py", _llamacpp_server_adapter)

@@ -3,7 +3,9 @@
 Completions stream from `POST /generate_stream` (`tgi.wire`); chat goes to TGI's
 `/v1/chat/completions`, which renders the model's template and ends with `[DONE]`
 (`_openai_wire`), with a JSON schema as TGI's `response_format {type: json, value}`.
-A GBNF grammar is refused (INVALID_PARAMS): TGI only takes JSON schema and regex.
+What the capability matrix's `tgi` row does not list is refused (UNSUPPORTED_PARAM): a
+GBNF grammar (TGI takes JSON schema and regex), `min_p`, `presence_penalty`, and on
+chat also `top_k` and `repeat_penalty` (TGI's chat route has neither).
 Logprobs: each `/generate_stream` token carries its own, `top_n_tokens` adds the
 alternatives (`top_tokens`); chat takes OpenAI's fields (`_logprobs`).
 Health is `GET /health` (200 ready, 503 unhealthy: `failed`; connections are refused
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan, unsupported
+from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
 from worker_adapters._logprobs import (
     LogprobsDecoder,
     openai_logprobs,
@@ -33,11 +35,12 @@ __all__ = ["TgiAdapter"]
 
 class TgiAdapter(HttpAdapterBase):
     kind = "tgi"
+    engine_kind = "tgi"
 
     async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
+        if (refused := self.refused(request)) is not None:
+            return refused
         sampling = request.sampling
-        if sampling.grammar is not None:
-            return unsupported("tgi", "a GBNF grammar (JSON schema and regex only)")
         schema = None
         if sampling.json_schema is not None:
             try:
@@ -57,8 +60,6 @@ class TgiAdapter(HttpAdapterBase):
             )
         chat = chat_body(request, await self.served_model())
         chat["stream_options"] = {"include_usage": True}
-        if sampling.top_k is not None:
-            chat["top_k"] = sampling.top_k
         if schema is not None:
             chat["response_format"] = {"type": "json", "value": schema}
         if top_n is None:

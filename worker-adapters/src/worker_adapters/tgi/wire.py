@@ -11,8 +11,9 @@ every error, validation and overload included, is a `{"error", "error_type"}` fr
 
 Parameter limits TGI enforces, handled here so a valid request never fails there:
 `temperature` must be > 0 (0 means greedy: `do_sample=false`), `top_p` in (0, 1)
-(1 means "off": not sent). Not honoured, so not sent: `min_p`, `presence_penalty`.
-A GBNF `grammar` cannot be expressed (TGI takes JSON schema or regex): refused upstream.
+(1 keeps every token, TGI's default: not sent; 0 keeps only the most likely: greedy,
+`do_sample=false`). `min_p`, `presence_penalty` and a GBNF `grammar` cannot be expressed
+here: the capability matrix refuses them before this is built.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def generate_parameters(sampling: Sampling, schema: Any = None) -> dict[str, Any
         params.update(temperature=temperature, do_sample=True)
     if sampling.top_p is not None and 0 < sampling.top_p < 1:
         params["top_p"] = sampling.top_p
+    elif sampling.top_p is not None and sampling.top_p <= 0:
+        params["do_sample"] = False
     pairs = (
         ("top_k", sampling.top_k),
         ("repetition_penalty", sampling.repeat_penalty),

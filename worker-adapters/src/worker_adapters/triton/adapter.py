@@ -3,8 +3,9 @@ kind, ADP-02, §A5), over HTTP.
 
 Streams: `POST /v2/models/{model}/generate_stream`, decoded by `triton.wire`, relayed
 by the shared `StreamRunner` (stall deadline, WORKER_RESET on EOF without the model's
-`end`, timings). A grammar, JSON schema or logprobs request fails closed
-(INVALID_PARAMS): the model cannot constrain or score.
+`end`, timings). A grammar, JSON schema or logprobs request is refused
+(UNSUPPORTED_PARAM, the capability matrix's `triton` row): the model cannot constrain
+or score.
 
 Cancel (ADP-04): closing the connection is not enough with PyTriton 0.7.0 — Triton
 cancels its request on disconnect, but PyTriton never tells the model callable, which
@@ -35,10 +36,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from worker_adapters._http import HttpSettings
-from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan, unsupported
+from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
 from worker_adapters.errors import AdapterError, EngineUnavailable, RequestRejected
 from worker_adapters.protocol import Endpoint, register
-from worker_adapters.triton.wire import TritonDecoder, generate_body, unsupported_feature
+from worker_adapters.triton.wire import TritonDecoder, generate_body
 from worker_adapters.types import (
     End,
     EngineHealth,
@@ -57,6 +58,7 @@ _log = logging.getLogger(__name__)
 
 class TritonAdapter(HttpAdapterBase):
     kind = "triton"
+    engine_kind = "triton"
 
     def __init__(
         self, endpoint: Endpoint, settings: HttpSettings | None = None, *, model: str = ""
@@ -69,9 +71,8 @@ class TritonAdapter(HttpAdapterBase):
         return self._plan(request, request.job_id)
 
     def _plan(self, request: GenerateRequest, engine_request_id: str) -> StreamPlan | Failed:
-        missing = unsupported_feature(request)
-        if missing:
-            return unsupported("triton", missing)
+        if (refused := self.refused(request)) is not None:
+            return refused
         body = generate_body(request, engine_request_id)
         return StreamPlan(f"/v2/models/{self._model}/generate_stream", body, TritonDecoder())
 

@@ -25,22 +25,10 @@ from typing import Any
 from worker_adapters.http_errors import frame_failure
 from worker_adapters.types import End, Failed, GenerateRequest, Started, StreamEvent, Token
 
-__all__ = ["TritonDecoder", "generate_body", "unsupported_feature"]
+__all__ = ["TritonDecoder", "generate_body"]
 
 _REFUSAL = re.compile(r"^RequestRefused: (?P<code>[A-Z_]+): (?P<message>.*)$")
 _REFUSAL_CODES = frozenset({"INVALID_PARAMS", "CONTEXT_OVERFLOW"})
-
-
-def unsupported_feature(request: GenerateRequest) -> str:
-    """What this model cannot honour (it must fail closed), or "" when it can serve it."""
-    sampling = request.sampling
-    if sampling.grammar is not None:
-        return "a grammar"
-    if sampling.json_schema is not None:
-        return "a JSON schema"
-    if sampling.logprobs is not None:
-        return "logprobs"
-    return ""
 
 
 def generate_body(request: GenerateRequest, engine_request_id: str) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def constraint_fields(version: str, grammar: str | None, schema: Any) -> dict[st
 class VllmAdapter(OpenAIAdapter):
     kind = "vllm"
     engine = "vllm"
+    engine_kind = "vllm"
 
     def __init__(
         self,
@@ -82,11 +83,14 @@ class VllmAdapter(OpenAIAdapter):
         *,
         model: str = "",
         slots: int = 256,
+        version: str = "",
     ) -> None:
         super().__init__(endpoint, settings, model=model, slots=slots)
-        self._version = ""
+        self._version = version  # the server's, when known; else read from /version
 
     async def plan(self, request: GenerateRequest) -> StreamPlan | Failed:
+        if (refused := self.refused(request)) is not None:
+            return refused
         sampling = request.sampling
         chat = request.messages is not None
         model = await self.served_model()
