@@ -108,7 +108,9 @@ async def test_a_json_schema_on_chat_is_a_response_format_and_the_output_is_chec
     assert fake.seen("j").body["response_format"]["json_schema"]["schema"] == schema
     fake.script("k", stream("ignored", PROVENANCE, [*chunks(["not json"], chat=True), DONE]))
     events = await run(adapter, GenerateRequest("k", request.sampling, messages=CHAT))
-    assert isinstance(events[-1], Failed) and events[-1].code == "ENGINE_ERROR"
+    failure = events[-1]
+    assert isinstance(failure, Failed) and failure.code == "SCHEMA_VIOLATION"
+    assert not failure.retriable and failure.message.startswith("the output is not JSON")
 
 
 async def test_done_without_a_finish_reason_is_a_cut_stream_not_a_success(

@@ -40,6 +40,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "ORCHESTRATOR_RESTART": 503,
     "ENGINE_ERROR": 502,
     "DECODE_TIMEOUT": 504,
+    "SCHEMA_VIOLATION": 422,  # the output does not satisfy the request's json_schema
 }
 
 

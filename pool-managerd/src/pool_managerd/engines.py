@@ -52,8 +52,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from catalog_core import CatalogError, inspect_hf_folder
+from catalog_core import CatalogError, ModelFileError, inspect_gguf, inspect_hf_folder
 from worker_adapters.capabilities import ENGINES, features
+from worker_adapters.chat_templates import builtin_template
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.config_schema import ENGINE_NAMES
@@ -207,8 +208,22 @@ def _llama_server(
         args.append("--embeddings")
     if certs is not None:
         args += ["--ssl-cert-file", certs[0], "--ssl-key-file", certs[1]]
+    template = missing_chat_template(Path(pool.model))
+    if template is not None:  # Jinja on before the template, or only known names pass
+        args += ["--jinja", "--chat-template", template]
     env = {"LLAMA_API_KEY": key} if key else {}
     return Launch(tuple(args), "llamacpp", env, port, tls=certs is not None)
+
+
+def missing_chat_template(model: Path) -> str | None:
+    """The published chat template of `model`'s family when its GGUF carries none
+    (`worker_adapters.chat_templates`): llama-server would fall back to ChatML, which
+    the in-process engine does not. None when the file has one, or none is known."""
+    try:
+        info = inspect_gguf(model)
+    except ModelFileError:
+        return None  # the engine itself reports an unreadable model
+    return None if info.has_chat_template else builtin_template(info.architecture)
 
 
 def _llama_cpp_server(

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker_adapters._http import error_from_body
+from worker_adapters.constraints import SCHEMA_VIOLATION, schema_violation
 from worker_adapters.http_errors import frame_failure, truncated
 from worker_adapters.types import End, Failed, GenerateRequest, Started, StreamEvent, Token
 
@@ -72,7 +73,8 @@ def normalize_finish(reason: str) -> str:
 
 class OpenAIDecoder:
     """Per stream; see the module docstring. `check_json` fails an output that is not JSON
-    (the last guard for servers that may ignore `response_format`)."""
+    with `SCHEMA_VIOLATION`, not retriable (a guard for servers that may ignore
+    `response_format`; the orchestrator checks the whole schema for every engine)."""
 
     __slots__ = (
         "_check_json",
@@ -171,9 +173,10 @@ class OpenAIDecoder:
             return Failed("WORKER_RESET", "engine aborted the request", True, not seen, True)
         if self._finish == "error":
             return frame_failure("engine finished the request with an error", tokens_seen=seen)
-        if self._check_json and not _is_json("".join(self._text)):
-            message = "output does not satisfy the json_schema constraint"
-            return Failed("ENGINE_ERROR", message, False, not seen)
+        if self._check_json:
+            reason = schema_violation({}, "".join(self._text), finish_reason=self._finish)
+            if reason is not None:
+                return Failed(SCHEMA_VIOLATION, reason, False, not seen)
         return End(
             tokens_in=int(self._usage.get("prompt_tokens") or 0),
             tokens_out=int(self._usage.get("completion_tokens") or self._tokens),
@@ -181,14 +184,6 @@ class OpenAIDecoder:
             ttft_ms=0.0,
             decode_time_ms=0.0,
         )
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _plain(chunk: dict[str, Any], key: str) -> bool:

@@ -23,6 +23,11 @@ engine, or the path to it, went away mid-answer); a stall is DECODE_TIMEOUT. All
 retriable; `before_first_token` decides whether the dispatcher may re-queue (REL-02).
 An error frame under HTTP 200 is ENGINE_ERROR (retriable); TGI's typed frames are
 refined in `worker_adapters.tgi.wire`.
+
+Output: a finished output that a `json_schema` request's schema refuses (not JSON, cut
+by `max_tokens`, or a keyword the engine's grammar did not enforce) is SCHEMA_VIOLATION,
+not retriable (the same request would most likely fail again), with the validator's
+path and reason (`worker_adapters.constraints.schema_violation`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ The attempt decides nothing about the task: it returns its terminal event (`End`
 `Failed`), or None when the stream stopped because the task already ended (cancel,
 watchdog). Whatever goes wrong below it becomes a `Failed` with the right flags:
 a replica with no adapter bound is a lost engine; a bug while relaying is an internal
-`ENGINE_ERROR`, and never marks a healthy replica suspect.
+`ENGINE_ERROR`, and never marks a healthy replica suspect. A task with a `json_schema`
+ends as a success only when its whole output satisfies the schema: else the attempt's
+terminal is `SCHEMA_VIOLATION` (not retriable), in place of the engine's `End`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import replace
 
 from adapter_host import AdapterHost, ReplicaKey, ReplicaNotBound
 from worker_adapters import End, Failed, Started, StreamEvent, Token
+from worker_adapters.constraints import SCHEMA_VIOLATION, schema_violation
 from worker_adapters.errors import AdapterError, EngineUnavailable, RequestRejected
 
 from orchestratord.jobs.ledger import task_fields
@@ -43,6 +46,15 @@ def _abandoned(record: TaskRecord) -> Failed:
     # Not `engine_lost`: the engine may be fine behind a partition; when its host comes
     # back its replica serves at once instead of waiting out a suspicion.
     return Failed("WORKER_RESET", reason, True, record.token_events == 0)
+
+
+def _checked(end: End, schema: str, output: str) -> End | Failed:
+    """The engine's `End`, or `SCHEMA_VIOLATION` when the output does not satisfy the
+    task's `json_schema` (tokens were streamed: never retried)."""
+    reason = schema_violation(schema, output, finish_reason=end.finish_reason)
+    if reason is None:
+        return end
+    return Failed(SCHEMA_VIOLATION, reason, False, not output)
 
 
 class Attempt:
@@ -101,6 +113,8 @@ class Attempt:
     ) -> StreamEvent | None:
         """Relay one generation into the task's event log; returns its terminal event."""
         request = replace(record.spec.request, job_id=record.engine_job_id)
+        schema = request.sampling.json_schema
+        output: list[str] = []  # the text, kept only to check it against `schema`
         async with contextlib.aclosing(self._host.submit_batches(key, request)) as batches:
             async for batch in batches:  # the events of one engine read
                 if record.done:
@@ -114,12 +128,16 @@ class Attempt:
                 for event in batch:
                     if type(event) is Token:
                         tokens.append(event)
+                        if schema is not None:
+                            output.append(event.text)
                         continue
                     if tokens:
                         self._on_tokens(record, tokens)
                         tokens = []
                     if type(event) is Started:
                         self._on_started(record, placed, event)
+                    elif schema is not None and type(event) is End:
+                        return _checked(event, schema, "".join(output))
                     else:
                         return event
                 if tokens:

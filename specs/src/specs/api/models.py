@@ -109,7 +109,7 @@ class ErrorDetail(BaseModel):
 
 
 class TaskError(BaseModel):
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'UNSUPPORTED_PARAM', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'UNSUPPORTED_PARAM', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED', 'SCHEMA_VIOLATION']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -887,7 +887,7 @@ class TaskRequest(BaseModel):
     )
     json_schema: dict[str, Any] | None = Field(
         default=None,
-        description="A JSON Schema (2020-12) of at most 65536 bytes as JSON, that llama.cpp's\nJSON-schema converter can turn into a grammar of at most 65536 bytes; checked\nat admission (400 INVALID_PARAMS, 413 past the size), never on an engine.\n",
+        description="A JSON Schema (2020-12) of at most 65536 bytes as JSON, that llama.cpp's\nJSON-schema converter can turn into a grammar of at most 65536 bytes; checked\nat admission (400 INVALID_PARAMS, 413 past the size), never on an engine.\nThe finished output is checked against the whole schema (jsonschema,\n2020-12) before the end event: an output that is not JSON, was cut by\n`max_tokens`, or breaks a keyword the engine's grammar does not enforce\n(`uniqueItems`, `multipleOf`, ...) ends the stream with the error\nSCHEMA_VIOLATION (not retriable) naming the JSON path and the reason.\n",
     )
     priority: Literal['interactive', 'batch'] | None = 'interactive'
     deadline_ms: int | None = Field(default=None, ge=1, le=86400000)
@@ -923,7 +923,7 @@ class ErrorEnvelope(BaseModel):
     The one error body before a stream starts (API-07).
     """
 
-    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'UNSUPPORTED_PARAM', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED']
+    code: Literal['INVALID_PARAMS', 'CONTEXT_OVERFLOW', 'UNSUPPORTED_PARAM', 'MODEL_NOT_FOUND', 'NOT_FOUND', 'UNAUTHORIZED', 'FORBIDDEN', 'ADMISSION_REJECT', 'QUEUE_FULL_DROP_LRU', 'QUOTA_EXCEEDED', 'NO_CAPACITY', 'POOL_UNREADY', 'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_KEY_REUSED', 'RELOAD_FAILED', 'INTERNAL', 'SHUTTING_DOWN', 'WORKER_RESET', 'ORCHESTRATOR_RESTART', 'DECODE_TIMEOUT', 'ENGINE_ERROR', 'CANCELLED', 'SCHEMA_VIOLATION']
     message: str
     retriable: bool
     retry_after_ms: int | None = Field(default=None, ge=0)

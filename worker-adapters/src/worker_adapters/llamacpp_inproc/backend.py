@@ -7,7 +7,8 @@ instances memory-map the same file, so weights are shared by the page cache; eac
 has its own KV cache (and so its own prompt cache: a job that shares a prefix with the
 slot's previous job reuses it).
 
-One generation: render the chat template (the model's own, from its GGUF metadata) or
+One generation: render the chat template (the model's own, from its GGUF metadata, or
+its family's published one when the file has none: `chat_templates`) or
 take the raw prompt, tokenize, refuse prompts that do not fit the context with
 `CONTEXT_OVERFLOW`, then sample token by token. Each token's bytes go through a
 `TextAssembler` (UTF-8 reassembly, stop strings); when the request asks for logprobs,
@@ -43,6 +44,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from worker_adapters.capabilities import refusal
+from worker_adapters.chat_templates import builtin_template
 from worker_adapters.constraints import json_schema_grammar
 from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
@@ -62,7 +64,15 @@ from worker_adapters.types import (
     TokenLogprob,
 )
 
-__all__ = ["GenerationPlan", "LlamaBackend", "LlamaSettings", "check_token_ids", "generation_plan"]
+__all__ = [
+    "GenerationPlan",
+    "LlamaBackend",
+    "LlamaSettings",
+    "chat_formatter",
+    "check_token_ids",
+    "generation_plan",
+    "render_chat",
+]
 
 ENGINE = "llamacpp-inproc"
 # Used when a model carries no chat template of its own; props report chat_template=False.
@@ -169,14 +179,8 @@ class LlamaBackend:
         )
 
     def _chat_formatter(self, llama: Llama) -> Jinja2ChatFormatter:
-        template = llama.metadata.get("tokenizer.chat_template")
-        self._has_template = bool(template)
-        model = llama._model
-        return Jinja2ChatFormatter(
-            template=template or _FALLBACK_TEMPLATE,
-            eos_token=model.token_get_text(llama.token_eos()),
-            bos_token=model.token_get_text(llama.token_bos()),
-        )
+        self._has_template = _model_template(llama) is not None
+        return chat_formatter(llama)
 
     async def close(self) -> None:
         for job in self._jobs.values():
@@ -376,11 +380,8 @@ class LlamaBackend:
         if request.messages is not None:
             assert self._template is not None
             messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            try:
-                rendered = self._template(messages=cast(Any, messages))
-            except jinja2.TemplateError as exc:
-                raise ValueError(f"the model's chat template refused the messages: {exc}") from exc
-            return llama.tokenize(rendered.prompt.encode(), add_bos=False, special=True)
+            rendered = render_chat(self._template, messages)
+            return llama.tokenize(rendered.encode(), add_bos=False, special=True)
         return llama.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
 
     # -- tokens and embeddings ---------------------------------------------------------
@@ -497,6 +498,34 @@ def _detokenize(llama: Llama, ids: tuple[int, ...]) -> bytes:
     if ids and ids[0] == llama.token_bos() and data[:1] == b" ":
         return data[1:]  # as llama-cpp-python: no space after a leading BOS
     return data
+
+
+def chat_formatter(llama: Llama) -> Jinja2ChatFormatter:
+    """The chat template of the model `llama` holds (its GGUF's
+    `tokenizer.chat_template`, else its family's published one from
+    `worker_adapters.chat_templates`, else `_FALLBACK_TEMPLATE`), with the model's own BOS and
+    EOS texts, rendered as Hugging Face renders it (Jinja2 sandbox, trim_blocks and
+    lstrip_blocks, `raise_exception`, `add_generation_prompt`)."""
+    model = llama._model
+    return Jinja2ChatFormatter(
+        template=_model_template(llama) or _FALLBACK_TEMPLATE,
+        eos_token=model.token_get_text(llama.token_eos()),
+        bos_token=model.token_get_text(llama.token_bos()),
+    )
+
+
+def _model_template(llama: Llama) -> str | None:
+    metadata = llama.metadata
+    own = metadata.get("tokenizer.chat_template")
+    return own or builtin_template(metadata.get("general.architecture", ""))
+
+
+def render_chat(formatter: Jinja2ChatFormatter, messages: list[dict[str, str]]) -> str:
+    """The prompt text of `messages`; ValueError when the template refuses them."""
+    try:
+        return formatter(messages=cast(Any, messages)).prompt
+    except jinja2.TemplateError as exc:
+        raise ValueError(f"the model's chat template refused the messages: {exc}") from exc
 
 
 def _grammar(sampling: Sampling, llama: Llama) -> LlamaGrammar | None:
