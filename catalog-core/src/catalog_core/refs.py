@@ -10,9 +10,6 @@ an equal value:
 Parsing is pure string work: whether a `file:` path stays inside the allowed roots is
 decided where the path is resolved (SEC-03), not here. URLs carrying credentials are
 refused so that secrets never land in the catalog or in logs (SEC-04).
-
-`model_id_for(path)` is the catalog id a pool manager gives a model file (its name,
-slugged); the CLI uses the same rule without depending on the pool manager.
 """
 
 from __future__ import annotations
@@ -20,12 +17,11 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from pathlib import PurePath
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from catalog_core.errors import InvalidModelRef
 
-__all__ = ["FileRef", "HfRef", "HttpRef", "ModelRef", "model_id_for", "parse_model_ref"]
+__all__ = ["FileRef", "HfRef", "HttpRef", "ModelRef", "parse_model_ref"]
 
 # Hugging Face repo names and revisions: letters, digits, `.`, `_`, `-`; revisions with
 # a `/` (e.g. `refs/pr/1`) are not accepted because they would make the path ambiguous.
@@ -102,12 +98,6 @@ class HttpRef:
 
 
 ModelRef = FileRef | HfRef | HttpRef
-
-
-def model_id_for(path: PurePath) -> str:
-    """Catalog id of a model file: its file name without `.gguf`, lower-cased, slugged."""
-    stem = path.name.removesuffix(".gguf")
-    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
 
 
 def parse_model_ref(text: str) -> ModelRef:

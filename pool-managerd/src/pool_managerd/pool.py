@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog_core import CatalogError, inspect_gguf, sha256_file
-from catalog_core.refs import model_id_for
+from catalog_core.model_id import model_id_for
 from specs.net import is_loopback
 
 from pool_managerd import lifecycle as lc
