@@ -10,6 +10,10 @@
     llorch completion bash|zsh|fish   a shell completion script
     llorch worker     serve one model in-process over gRPC (started by pool-managerd)
 
+`pip install llorch` installs the client commands; `up`, `join` and `worker` need the
+extras `server`, `llamacpp` (and `default-model` for `up` without --model), or `all`:
+without them they print which to install and exit 2 (`llorch.extras`).
+
 Commands that talk to the orchestrator take `--url` (default $LLORCH_URL, else
 http://127.0.0.1:8080) and `--api-key` (default $LLORCH_API_KEY; prefer the variable).
 Models are named by catalog id or alias, path, `hf:ORG/REPO[:QUANT]`,
@@ -24,7 +28,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from llorch import exits
+from llorch import exits, extras
 from llorch.api_key import resolve_connection
 
 __all__ = ["build_parser", "main"]
@@ -93,10 +97,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["worker"]:
+        if missing := extras.missing_extra_line("worker", None):
+            print(f"llorch: {missing}", file=sys.stderr)
+            return exits.USAGE
         from worker_adapters.worker.main import main as worker_main
 
         return worker_main(argv[1:])
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    if missing := extras.missing_extra_line(args.command, args):
+        print(f"llorch: {missing}", file=sys.stderr)
+        return exits.USAGE
     resolve_connection(args)
     try:
         result: int = args.handler(args)

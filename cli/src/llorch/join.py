@@ -112,7 +112,7 @@ def _slug(text: str) -> str:
 
 
 def _pool(args: argparse.Namespace, host_id: str) -> dict[str, Any]:
-    from pool_managerd.pool import model_id_for
+    from catalog_core.model_id import model_id_for
 
     model = args.model.expanduser().resolve()
     if not model.is_file():

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pool_managerd.pool import model_id_for
+from catalog_core.model_id import model_id_for
 
 from llorch import chat, exits
 from llorch.api_key import auth_headers, connection_options

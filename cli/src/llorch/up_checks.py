@@ -93,7 +93,7 @@ def engine_problem(module: str = "llama_cpp") -> str:
     except ImportError as exc:
         return (
             f"the llama.cpp engine is missing or its library does not load ({exc}); "
-            "install it with: uv sync (or pip install 'worker-adapters[llamacpp]')"
+            "install it with: uv sync (or pip install 'llorch[llamacpp]')"
         )
     except OSError as exc:
         return f"the llama.cpp engine's library does not load: {exc}"

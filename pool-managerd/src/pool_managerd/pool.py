@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections.abc import Coroutine, Iterable
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog_core import CatalogError, inspect_model, model_digest
+from catalog_core.model_id import model_id_for
 from specs.net import is_loopback
 
 from pool_managerd import lifecycle as lc
@@ -53,12 +53,6 @@ _DRAIN_SETTLE_S = 0.5
 
 class PoolStopping(RuntimeError):
     """The pool is stopping: it starts no new generation."""
-
-
-def model_id_for(path: Path) -> str:
-    """Catalog id of a model file: its file name without `.gguf`, lower-cased, slugged."""
-    stem = path.name.removesuffix(".gguf")
-    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
 
 
 def model_format_error(engine: str, path: Path) -> str:

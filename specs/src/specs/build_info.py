@@ -33,9 +33,10 @@ def build_info(package: str) -> dict[str, str]:
 
 
 def _version(package: str) -> str:
-    # An editable install records no top-level packages: then the usual names.
+    # An editable install records no top-level packages: then the usual names, ours
+    # (`llorch-<member>`) first, since a bare name may be an unrelated distribution.
     dashed = package.replace("_", "-")
-    candidates = [*metadata.packages_distributions().get(package, []), dashed, f"llorch-{dashed}"]
+    candidates = [*metadata.packages_distributions().get(package, []), f"llorch-{dashed}", dashed]
     for distribution in candidates:
         try:
             return metadata.version(distribution)

@@ -67,12 +67,19 @@ class ImageSpec:
 
 
 IMAGES = (
-    ImageSpec("orchestratord", ("--package", "orchestratord")),
+    ImageSpec("orchestratord", ("--package", "llorch-orchestratord")),
     # The pool manager spawns `python -m worker_adapters.worker` for llamacpp-inproc
     # pools: its image carries worker-adapters with llama-cpp-python.
     ImageSpec(
         "pool-managerd",
-        ("--package", "pool-managerd", "--package", "worker-adapters", "--extra", "llamacpp"),
+        (
+            "--package",
+            "llorch-pool-managerd",
+            "--package",
+            "llorch-worker-adapters",
+            "--extra",
+            "llamacpp",
+        ),
     ),
 )
 
