@@ -163,7 +163,7 @@ class Attempt:
 
     def _on_tokens(self, record: TaskRecord, tokens: list[Token]) -> None:
         """Tokens that arrived together: published together, subscribers woken once."""
-        if any(t.logprobs for t in tokens):
+        if record.spec.request.sampling.logprobs is not None:  # each with its entries
             for event in tokens:
                 self._on_token(record, event)
             return
@@ -185,7 +185,10 @@ class Attempt:
                 known = self._stats.pool(record.pool_id).remember(keys)
                 record.prefix_cached_share = known / len(keys) if keys else 0.0
         record.last_activity_mono = self._clock()
-        if event.logprobs:  # only tasks that asked for logprobs carry them
+        if event.logprobs or record.spec.request.sampling.logprobs is not None:
+            # A job that asked for logprobs gets them on every token event: none (`[]`)
+            # on text that came with no new engine token (the tail of a character
+            # whose token was already sent).
             logprobs = entries_json(event.logprobs)
             record.events.append_token_logprobs(event.text, record.token_events, logprobs)
         else:
