@@ -25,6 +25,7 @@ from catalog_core import (
     ModelFileError,
     StoreError,
     inspect_gguf,
+    model_entry,
     sha256_file,
 )
 
@@ -137,34 +138,19 @@ async def _inspect(path: Path, discard: tuple[str, ...]) -> GgufInfo:
 async def _register(step: Register, context: StepContext, outcome: _Outcome) -> ModelEntry:
     if outcome.info is None or not outcome.sha256:
         raise RegistrationFailed(f"{step.ref}: nothing verified to register")
-    entry = _entry(step, outcome.info, outcome.sha256, outcome.size, context.clock_ms())
+    entry = model_entry(
+        step.model_id,
+        step.ref,
+        Path(step.local_path),
+        outcome.info,
+        outcome.sha256,
+        verified_at_ms=context.clock_ms(),
+    )
     try:
         await asyncio.to_thread(context.store.put_model, entry)
     except StoreError as exc:
         raise RegistrationFailed(f"{step.ref}: {exc}", retryable=exc.retryable) from exc
     return entry
-
-
-def _entry(step: Register, info: GgufInfo, sha256: str, size: int, now_ms: int) -> ModelEntry:
-    return ModelEntry(
-        id=step.model_id,
-        ref=step.ref,
-        local_path=step.local_path,
-        sha256=sha256,
-        size=size,
-        format="gguf",
-        architecture=info.architecture,
-        parameter_count=info.parameter_count,
-        quantization=info.file_type,
-        trained_context=info.context_length,
-        layers=info.block_count,
-        heads=info.head_count,
-        kv_heads=info.head_count_kv,
-        head_size=info.key_length,
-        chat_template=info.has_chat_template,
-        lifecycle="Active",
-        verified_at_ms=now_ms,
-    )
 
 
 def _publish(source: Path, destination: Path, remove_after: tuple[str, ...]) -> None:
