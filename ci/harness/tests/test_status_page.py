@@ -218,6 +218,17 @@ def test_the_status_snapshot_shows_a_client_key_only_its_own_jobs_and_an_admin_a
     assert snapshots[0]["generated_at_ms"] < snapshots[1]["generated_at_ms"]
     assert [j["task_id"] for j in snapshots[1]["jobs"]] == [longer, mine]  # newest first
 
+    # `count` ends the stream after that many snapshots; a wrong one is a typed 400.
+    with httpx.Client(base_url=cluster.url, timeout=30, headers=_bearer(tokens["app"])) as http:
+        with http.stream("GET", "/v2/status/events", params={"count": 2}) as stream:
+            assert stream.status_code == 200
+            counted = [name for _, name, _ in sse_events(stream.iter_lines())]  # to its end
+        assert counted == ["status", "status"]
+        for wrong in ({"count": "0"}, {"count": "two"}, {"every": "1"}):
+            refused = http.get("/v2/status/events", params=wrong)
+            assert refused.status_code == 400, (wrong, refused.text)
+            assert refused.json()["code"] == "INVALID_PARAMS"
+
 
 def test_an_open_status_stream_ends_when_the_orchestrator_shuts_down(
     cluster_factory: Factory,

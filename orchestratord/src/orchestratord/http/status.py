@@ -2,7 +2,8 @@
 
     GET /, GET /ui           the page (HTML; its script and style under /ui/…)
     GET /v2/status           one snapshot, JSON
-    GET /v2/status/events    a snapshot every second, SSE (`event: status`)
+    GET /v2/status/events    a snapshot every second, SSE (`event: status`); `?count=N`
+                             ends the stream after N
 
 A snapshot holds the hosts (devices, free memory), the pools (state, last error, tokens/s),
 the queue (depth by priority and by model, with an ETA), the deployments, the recent jobs
@@ -35,7 +36,8 @@ from starlette.routing import Route
 
 from orchestratord.core import Orchestrator
 from orchestratord.deployments.manager import DeploymentManager
-from orchestratord.errors import ApiError
+from orchestratord.errors import ApiError, Detail
+from orchestratord.http.body import query_integer
 from orchestratord.http.control import deployment_json
 from orchestratord.http.sse import SseResponse
 from orchestratord.http.translate import task_summary
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 SNAPSHOT_INTERVAL_S = 1.0
+MAX_STREAM_COUNT = 86_400  # a day of snapshots
 RECENT_JOBS = 50  # jobs a snapshot lists: every live one first, then the newest ended
 _RATE_WINDOW_S = 5.0
 _FINISHED_SCANNED = RECENT_JOBS * 20  # ended jobs looked through for a viewer's own
@@ -183,6 +186,28 @@ class StatusBoard:
         return [task_summary(r, now_ms) for r in shown]
 
 
+def stream_count(params: Mapping[str, str]) -> int | None:
+    """`count` of `GET /v2/status/events`: snapshots before the stream ends (None: no
+    end); any other query parameter is refused."""
+    unknown = sorted(set(params) - {"count"})
+    if unknown:
+        raise ApiError(
+            "INVALID_PARAMS",
+            f"{unknown[0][:64]}: unknown query parameter (expected count)",
+            details=[Detail("unknown query parameter", field=unknown[0][:64])],
+        )
+    if "count" not in params:
+        return None
+    count = query_integer(params["count"])
+    if count is None or not 1 <= count <= MAX_STREAM_COUNT:
+        raise ApiError(
+            "INVALID_PARAMS",
+            f"count: must be an integer from 1 to {MAX_STREAM_COUNT}",
+            details=[Detail(f"an integer from 1 to {MAX_STREAM_COUNT}", field="count")],
+        )
+    return count
+
+
 def status_routes(orchestrator: Orchestrator, deployments: DeploymentManager) -> list[Route]:
     board = StatusBoard(orchestrator, deployments)
     page = _asset_bytes("status.html")
@@ -207,13 +232,18 @@ def status_routes(orchestrator: Orchestrator, deployments: DeploymentManager) ->
 
     async def status_events(request: Request) -> Response:
         who = viewer(request)
+        left = stream_count(request.query_params)
 
         async def frames() -> AsyncIterator[bytes]:
             # Until the orchestrator stops admitting (SIGTERM): then the stream ends,
-            # so that no reader holds the shutdown up.
+            # so that no reader holds the shutdown up. With `count`, after that many.
+            sent = 0
             while not orchestrator.intake.draining:
                 body = json.dumps(board.snapshot(who), separators=(",", ":"))
                 yield f"event: status\ndata: {body}\n\n".encode()
+                sent += 1
+                if left is not None and sent >= left:
+                    return
                 await asyncio.sleep(SNAPSHOT_INTERVAL_S)
 
         return SseResponse(frames(), headers=_SSE_HEADERS)
