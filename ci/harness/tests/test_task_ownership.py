@@ -92,3 +92,53 @@ def test_another_client_key_cannot_read_stream_or_cancel_a_job_and_the_owner_sur
         _answers_as_unknown(http, job, auth["bob"])
         listed = http.get("/v2/tasks?limit=1000", headers=auth["bob"]).json()["tasks"]
         assert job not in [t["task_id"] for t in listed]
+
+
+def test_a_session_belongs_to_its_key_and_another_key_naming_its_id_gets_a_session_of_its_own(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    alice, bob = (secret_scan.new_api_key(name) for name in ("alice", "bob"))
+    keys = [
+        {"name": "alice", "key_sha256": _digest(alice), "role": "client"},
+        {"name": "bob", "key_sha256": _digest(bob), "role": "client"},
+    ]
+    auth = {"alice": {"Authorization": f"Bearer {alice}"},
+            "bob": {"Authorization": f"Bearer {bob}"}}  # fmt: skip
+    cluster = cluster_factory(
+        {"host-a": [tiny_pool("p1", tiny_model)]}, headers=auth["alice"], api_keys=keys
+    )
+    turn = {"model": "default", "prompt": "x", "max_tokens": 4, "seed": 1,
+            "session_id": "shared-id", "session": {"max_turns": 1}}  # fmt: skip
+    with httpx.Client(base_url=cluster.url, timeout=60) as http:
+
+        def run(who: str) -> httpx.Response:
+            accepted = http.post("/v2/tasks", json=turn, headers=auth[who])
+            if accepted.status_code != 202:
+                return accepted
+            job = accepted.json()["task_id"]
+            wait_for(
+                lambda: (
+                    http.get(f"/v2/tasks/{job}", headers=auth[who]).json()["state"] == "completed"
+                ),
+                f"{who}'s turn to complete",
+            )
+            return accepted
+
+        def session(who: str) -> httpx.Response:
+            return http.get("/v2/sessions/shared-id", headers=auth[who])
+
+        assert run("alice").status_code == 202
+        assert session("alice").json()["turns"] == 1
+        # Alice's session took its one turn: hers refuses another ...
+        refused = http.post("/v2/tasks", json=turn, headers=auth["alice"])
+        assert refused.status_code == 429 and refused.json()["code"] == "QUOTA_EXCEEDED"
+        # ... while Bob, naming the same id, neither sees it nor is refused by it.
+        unseen = session("bob")
+        assert unseen.status_code == 404 and unseen.json()["code"] == "NOT_FOUND", unseen.text
+        assert run("bob").status_code == 202
+        assert session("bob").json()["turns"] == 1
+        # Bob forgetting "his" session leaves Alice's alone.
+        assert http.delete("/v2/sessions/shared-id", headers=auth["bob"]).status_code == 204
+        assert session("bob").status_code == 404
+        mine = session("alice")
+        assert mine.status_code == 200 and mine.json()["turns"] == 1, mine.text

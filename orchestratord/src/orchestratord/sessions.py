@@ -1,6 +1,10 @@
 """Sessions (API-10): short-lived conversation contexts with a TTL, a turn limit, optional
 token and time budgets, and affinity to the pool whose KV cache is warm for them.
 
+A session belongs to the API key that opened it: its id is looked up among that key's
+sessions only (`owner`: the key's name; None without keys), so another key naming the same
+id has a session of its own and can neither read, end, use up nor steer this one.
+
 A session is created by the first task that names it and expires `ttl_ms` after its last
 use; an expired session is forgotten and the next task starts a fresh one. Admission asks
 `check` before queueing (turn limit and budgets give `QUOTA_EXCEEDED`); a completed turn
@@ -29,6 +33,7 @@ class SessionOptions:
 @dataclass(slots=True)
 class Session:
     session_id: str
+    owner: str | None  # the name of the key that opened it
     options: SessionOptions
     last_used: float
     turns: int = 0
@@ -50,24 +55,31 @@ class Session:
         )
 
 
+_Key = tuple[str | None, str]  # (owner, session id)
+
+
 class SessionStore:
     def __init__(self, defaults: SessionOptions) -> None:
         self._defaults = defaults
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[_Key, Session] = {}
 
-    def get(self, session_id: str, now: float) -> Session | None:
-        session = self._sessions.get(session_id)
+    def get(self, owner: str | None, session_id: str, now: float) -> Session | None:
+        """`owner`'s live session of that id (None: none, or it expired)."""
+        key = (owner, session_id)
+        session = self._sessions.get(key)
         if session is not None and session.ttl_remaining_ms(now) == 0:
-            del self._sessions[session_id]
+            del self._sessions[key]
             return None
         return session
 
-    def open(self, session_id: str, now: float, options: SessionOptions | None) -> Session:
-        """The live session, or a new one with `options` (else the defaults)."""
-        session = self.get(session_id, now)
+    def open(
+        self, owner: str | None, session_id: str, now: float, options: SessionOptions | None
+    ) -> Session:
+        """`owner`'s live session, or a new one with `options` (else the defaults)."""
+        session = self.get(owner, session_id, now)
         if session is None:
-            session = Session(session_id, options or self._defaults, now)
-            self._sessions[session_id] = session
+            session = Session(session_id, owner, options or self._defaults, now)
+            self._sessions[(owner, session_id)] = session
         return session
 
     def check(self, session: Session, now: float) -> None:
@@ -93,6 +105,7 @@ class SessionStore:
 
     def record_turn(
         self,
+        owner: str | None,
         session_id: str,
         now: float,
         *,
@@ -102,7 +115,7 @@ class SessionStore:
         tokens: int,
         time_ms: float,
     ) -> None:
-        session = self._sessions.get(session_id)
+        session = self._sessions.get((owner, session_id))
         if session is None:
             return
         session.turns += 1
@@ -111,14 +124,14 @@ class SessionStore:
         session.last_used = now
         session.pool_id, session.replica, session.incarnation = pool_id, replica, incarnation
 
-    def delete(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+    def delete(self, owner: str | None, session_id: str) -> None:
+        self._sessions.pop((owner, session_id), None)
 
     def sweep(self, now: float) -> int:
         """Forget expired sessions; returns how many."""
-        expired = [s for s, v in self._sessions.items() if v.ttl_remaining_ms(now) == 0]
-        for session_id in expired:
-            del self._sessions[session_id]
+        expired = [k for k, v in self._sessions.items() if v.ttl_remaining_ms(now) == 0]
+        for key in expired:
+            del self._sessions[key]
         return len(expired)
 
     def __len__(self) -> int:

@@ -269,7 +269,7 @@ def _starlette(
     async def get_session(request: Request) -> Response:
         session_id = path_param(request, "session_id", 128)
         now = time.monotonic()
-        session = orchestrator.sessions.get(session_id, now)
+        session = orchestrator.sessions.get(_api_key(request), session_id, now)
         if session is None:
             raise ApiError("NOT_FOUND", f"no session {session_id} (never opened, or expired)")
         replica = (
@@ -294,7 +294,7 @@ def _starlette(
         )
 
     async def delete_session(request: Request) -> Response:
-        orchestrator.sessions.delete(path_param(request, "session_id", 128))
+        orchestrator.sessions.delete(_api_key(request), path_param(request, "session_id", 128))
         return Response(status_code=204)
 
     async def healthz(request: Request) -> Response:

@@ -154,7 +154,11 @@ class Dispatcher:
         """The task's needs, with the pool its session is warm on (if it still is)."""
         needs = record.spec.needs
         session_id = record.spec.session_id
-        session = self._sessions.get(session_id, now) if session_id is not None else None
+        session = (
+            self._sessions.get(record.spec.api_key, session_id, now)
+            if session_id is not None
+            else None
+        )
         if session is None or session.pool_id is None or session.replica is None:
             return needs
         replica = self._registry.replica(session.pool_id, session.replica)

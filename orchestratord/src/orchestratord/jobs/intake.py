@@ -125,7 +125,8 @@ class Intake:
         if spec.session_id is not None:
             now = self._clock()
             self._sessions.check(
-                self._sessions.open(spec.session_id, now, spec.session_options), now
+                self._sessions.open(spec.api_key, spec.session_id, now, spec.session_options),
+                now,
             )
         # One snapshot of the pools for feasibility, the start prediction and placement.
         views = self._dispatcher.views(self._clock())

@@ -170,6 +170,7 @@ class Ledger:
         if record.spec.session_id is not None:
             info = self._registry.replica(pool_id, replica)
             self._sessions.record_turn(
+                record.spec.api_key,
                 record.spec.session_id,
                 now,
                 pool_id=pool_id,

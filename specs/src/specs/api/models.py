@@ -852,7 +852,12 @@ class TaskRequest(BaseModel):
     task_id: str | None = Field(
         default=None, max_length=128, min_length=1, pattern='^[A-Za-z0-9._:-]+$'
     )
-    session_id: str | None = Field(default=None, max_length=128, min_length=1)
+    session_id: str | None = Field(
+        default=None,
+        description="The session this task is a turn of (API-10), opened by its first task. Session\nids are scoped to the API key: another key's session of the same id is a\ndifferent session.\n",
+        max_length=128,
+        min_length=1,
+    )
     session: SessionOptions | None = None
     workload: Literal['completion', 'chat', 'embedding'] | None = 'completion'
     model: str = Field(..., max_length=256, min_length=1)
