@@ -101,15 +101,6 @@ def cluster(shared_cluster: Cluster) -> Cluster:
     return shared_cluster
 
 
-REQUIREMENT_TAG = re.compile(r"[A-Z]+-\d{2}")
-
-
-def pytest_bdd_apply_tag(tag: str, function: Any) -> bool | None:
-    """A requirement ID tag (`@API-01`) is traceability (ci/gen-traceability reads it from
-    the feature file), not a pytest marker; other tags get pytest-bdd's default."""
-    return True if REQUIREMENT_TAG.fullmatch(tag) else None
-
-
 @dataclass
 class World:
     """What one scenario has done and seen."""
