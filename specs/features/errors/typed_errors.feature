@@ -6,7 +6,7 @@ Feature: Typed errors
   Background:
     Given a running llorch with two ready pools of the tiny model
 
-  @API-07 @ADM-03 @SEC-03
+  @API-07 @ADM-03 @SEC-03 @PLC-02
   Scenario Outline: A bad submission is refused with a typed error naming what was wrong
     When I submit a task whose <fault>
     Then the answer is <status> with error code "<code>"
