@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import httpx
 import openai
 import pytest
 from ci_harness import secret_scan
+from ci_harness.bdd import World
 from ci_harness.cluster import Cluster, Event, parse_events, tiny_pool, wait_for
 from ci_harness.streams import BackgroundStream
 from pytest_bdd import given, parsers, then, when
@@ -96,55 +96,19 @@ def backpressure_cluster(
 
 
 @pytest.fixture(scope="module")
+def faulty_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """For errors mid-stream: the mock engine (alias `m`), whose faults a prompt asks for
+    (`[[mock hang_after=3]]`), and a watchdog that ends a stream silent for 600 ms."""
+    mock = {"id": "mock-1", "engine": "mock", "ctx": 4096, "slots": 1, "aliases": ["m"]}
+    yield from start_cluster(
+        Cluster(tmp_path_factory.mktemp("bdd-faulty"), {"host-a": [mock]}, {"idle_timeout_ms": 600})
+    )
+
+
+@pytest.fixture(scope="module")
 def cluster(shared_cluster: Cluster) -> Cluster:
     """The cluster a feature's steps talk to; a test module may override it."""
     return shared_cluster
-
-
-@dataclass
-class World:
-    """What one scenario has done and seen."""
-
-    cluster: Cluster
-    headers: dict[str, str] | None = None  # the credentials in use; None: the cluster's
-    key: str = ""  # the bearer key in use, to check it is never echoed
-    response: httpx.Response | None = None
-    responses: list[httpx.Response] = field(default_factory=list)
-    body: dict[str, Any] = field(default_factory=dict)  # the last task body submitted
-    task_id: str = ""
-    events: list[Event] = field(default_factory=list)
-    first_events: list[Event] = field(default_factory=list)
-    stream: BackgroundStream | None = None
-    started: list[str] = field(default_factory=list)  # every task id it submitted
-    turn_pools: dict[str, list[str]] = field(default_factory=dict)  # session -> pools
-    values: dict[str, Any] = field(default_factory=dict)
-    openai_client: openai.OpenAI | None = None
-    error: openai.APIStatusError | None = None
-
-    def client(self) -> httpx.Client:
-        headers = self.cluster.headers if self.headers is None else self.headers
-        return httpx.Client(base_url=self.cluster.url, timeout=30.0, headers=headers)
-
-    def submit(self, body: dict[str, Any], **headers: str) -> httpx.Response:
-        self.body = body
-        with self.client() as client:
-            response = client.post("/v2/tasks", json=body, headers=headers)
-        self.response = response
-        self.responses.append(response)
-        if response.status_code == 202:
-            self.task_id = response.json()["task_id"]
-            self.started.append(self.task_id)
-        return response
-
-    def admitted(self, body: dict[str, Any]) -> str:
-        response = self.submit(body)
-        assert response.status_code == 202, response.text
-        return self.task_id
-
-    def envelope(self) -> dict[str, Any]:
-        assert self.response is not None
-        body: dict[str, Any] = self.response.json()
-        return body
 
 
 @pytest.fixture
@@ -767,7 +731,7 @@ def _(world: World) -> None:
 
 
 def the_client(world: World) -> openai.OpenAI:
-    assert world.openai_client is not None
+    assert isinstance(world.openai_client, openai.OpenAI), world.openai_client
     return world.openai_client
 
 
