@@ -106,6 +106,20 @@ def faulty_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 
 
 @pytest.fixture(scope="module")
+def solo_cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """For processes killed under a task: one single-slot pool `solo` of the tiny model."""
+    yield from start_cluster(
+        Cluster(tmp_path_factory.mktemp("bdd-solo"), {"host-a": [tiny_pool("solo", tiny_model)]})
+    )
+
+
+@pytest.fixture
+def client_key() -> str:
+    """The shared cluster's key of role `client`."""
+    return CLIENT_KEY
+
+
+@pytest.fixture(scope="module")
 def cluster(shared_cluster: Cluster) -> Cluster:
     """The cluster a feature's steps talk to; a test module may override it."""
     return shared_cluster
