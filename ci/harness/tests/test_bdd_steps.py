@@ -14,6 +14,7 @@ module), of its step type. It also asserts that every `.feature` file under
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -198,9 +199,11 @@ def test_an_unknown_step_fails_the_run(tmp_path: Path) -> None:
             """
         )
     )
+    plugins = ["-p", "pytest_bdd.plugin", "-p", "no:cacheprovider"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tmp_path)],
+        [sys.executable, "-m", "pytest", *plugins, "-q", str(tmp_path)],
         cwd=tmp_path,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},  # pytest-bdd alone: quick
         capture_output=True,
         text=True,
         timeout=120,
