@@ -22,7 +22,7 @@ Feature: Sessions
 
   @API-10
   Scenario: A session expires after its time to live
-    Given a session "brief-bdd" with one turn and a time to live of 1000 ms
+    Given a session "brief-bdd" with one turn and a time to live of 3000 ms
     Then session "brief-bdd" is gone within 15 seconds
 
   @API-10

@@ -620,7 +620,8 @@ def _(world: World, session_id: str, status: int) -> None:
 @then(parsers.parse('session "{session_id}" is gone within {seconds:d} seconds'))
 def _(world: World, session_id: str, seconds: int) -> None:
     with world.client() as client:
-        assert client.get(f"/v2/sessions/{session_id}").status_code == 200  # it existed
+        existed = client.get(f"/v2/sessions/{session_id}")  # within its TTL of seconds
+        assert existed.status_code == 200 and existed.json()["turns"] == 1, existed.text
         wait_for(
             lambda: client.get(f"/v2/sessions/{session_id}").status_code == 404,
             f"session {session_id} to expire",
