@@ -16,7 +16,10 @@ import httpx
 from ci_harness.cluster import Cluster, Event
 from ci_harness.streams import BackgroundStream
 
-__all__ = ["World"]
+__all__ = ["LONG", "TERMINAL", "World", "completion", "text_of"]
+
+LONG = 8000  # tokens: many seconds of generation on the tiny model
+TERMINAL = ("completed", "failed", "cancelled")  # a task's states that end it
 
 
 @dataclass
@@ -63,3 +66,16 @@ class World:
         assert self.response is not None
         body: dict[str, Any] = self.response.json()
         return body
+
+
+def completion(max_tokens: int, **body: Any) -> dict[str, Any]:
+    return {
+        "model": "default",
+        "prompt": "A story about a lighthouse",
+        "max_tokens": max_tokens,
+        **body,
+    }
+
+
+def text_of(events: list[Event]) -> str:
+    return "".join(e.data["t"] for e in events if e.name == "token")

@@ -1,4 +1,4 @@
-"""Step definitions for the client-facing features (`specs/features/`, all but
+"""Fixtures and shared step definitions for the client-facing features (`specs/features/`, all but
 `operations/`), run with pytest-bdd against real processes (TST-03).
 
 Every step speaks to a real orchestrator and real pools through `cluster` (a
@@ -10,8 +10,9 @@ overrides `cluster` with its own module-scoped one. What a scenario learns as it
 (the last answer, the events read, the tasks it started) lives in `world`, one per
 scenario; tasks a scenario left running are cancelled when it ends.
 
-One step text, one definition: `test_bdd_steps.py` checks that every step line of every
-feature matches exactly one definition here.
+Steps that several features use are defined here; those only one feature uses live in
+its test module. One step text, one definition: `test_bdd_steps.py` checks that every
+step line of every feature matches exactly one definition visible to it.
 """
 
 from __future__ import annotations
@@ -22,22 +23,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import openai
 import pytest
 from ci_harness import secret_scan
-from ci_harness.bdd import World
+from ci_harness.bdd import LONG, TERMINAL, World, completion, text_of
 from ci_harness.cluster import Cluster, Event, parse_events, tiny_pool, wait_for
 from ci_harness.streams import BackgroundStream
 from pytest_bdd import given, parsers, then, when
-from worker_adapters.capabilities import honoured
 
-LONG = 8000  # tokens: many seconds of generation on the tiny model
 MAX_BODY_BYTES = 64 << 10
 ADMIN_KEY = secret_scan.new_api_key("BDD admin key")
 CLIENT_KEY = secret_scan.new_api_key("BDD client key")
 LIMITED_KEY = secret_scan.new_api_key("BDD limited key")
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 def api_key(name: str, key: str, role: str, **limits: int) -> dict[str, Any]:
@@ -138,19 +134,6 @@ def world(cluster: Cluster) -> Iterator[World]:
         lambda: all(cluster.task(t)["state"] in TERMINAL for t in state.started),
         "the scenario's tasks to end",
     )
-
-
-def completion(max_tokens: int, **body: Any) -> dict[str, Any]:
-    return {
-        "model": "default",
-        "prompt": "A story about a lighthouse",
-        "max_tokens": max_tokens,
-        **body,
-    }
-
-
-def text_of(events: list[Event]) -> str:
-    return "".join(e.data["t"] for e in events if e.name == "token")
 
 
 # --- the system -------------------------------------------------------------------------
@@ -524,344 +507,3 @@ def _(world: World, pool_id: str) -> None:
         drained = client.post(f"/v2/pools/{pool_id}/drain", json={"deadline_ms": 0})
     assert drained.status_code == 202, drained.text
     wait_for(lambda: not world.cluster.pool(pool_id).get("ready"), f"{pool_id} to drain")
-
-
-# --- sessions ---------------------------------------------------------------------------
-
-
-def session_turn(world: World, session_id: str, **body: Any) -> httpx.Response:
-    response = world.submit(completion(4, session_id=session_id, **body))
-    if response.status_code == 202:
-        events = world.cluster.events(world.task_id)
-        assert events[-1].name == "end", events[-1]
-        world.turn_pools.setdefault(session_id, []).append(events[0].data["pool_id"])
-    return response
-
-
-@given(parsers.parse('a session "{session_id}" whose first turn ran on pool "{pool_id}"'))
-def _(world: World, session_id: str, pool_id: str) -> None:
-    session_turn(world, session_id, placement={"pin_pool_id": pool_id})
-    assert world.turn_pools[session_id] == [pool_id]
-
-
-@given(parsers.parse('a session "{session_id}" with one turn'))
-def _(world: World, session_id: str) -> None:
-    assert session_turn(world, session_id).status_code == 202
-
-
-@given(parsers.parse('a session "{session_id}" with one turn and a time to live of {ttl:d} ms'))
-def _(world: World, session_id: str, ttl: int) -> None:
-    assert session_turn(world, session_id, session={"ttl_ms": ttl}).status_code == 202
-
-
-@given(parsers.parse('a session "{session_id}" limited to {turns:d} turns that has taken them'))
-def _(world: World, session_id: str, turns: int) -> None:
-    for _ in range(turns):
-        assert session_turn(world, session_id, session={"max_turns": turns}).status_code == 202
-
-
-@given(
-    parsers.parse('a session "{session_id}" with a budget of {tokens:d} tokens that has spent them')
-)
-def _(world: World, session_id: str, tokens: int) -> None:
-    response = session_turn(world, session_id, session={"tokens_budget": tokens})
-    assert response.status_code == 202
-    with world.client() as client:
-        session = client.get(f"/v2/sessions/{session_id}").json()
-    assert session["tokens_budget_remaining"] == 0, session
-
-
-@when(parsers.parse('I send {count:d} more turns in session "{session_id}"'))
-def _(world: World, count: int, session_id: str) -> None:
-    for _ in range(count):
-        assert session_turn(world, session_id).status_code == 202
-
-
-@when(parsers.parse('I send another turn in session "{session_id}"'))
-def _(world: World, session_id: str) -> None:
-    session_turn(world, session_id)
-
-
-@then(parsers.parse('every turn of session "{session_id}" ran on pool "{pool_id}"'))
-def _(world: World, session_id: str, pool_id: str) -> None:
-    assert set(world.turn_pools[session_id]) == {pool_id}, world.turn_pools
-
-
-@then(
-    parsers.parse(
-        'session "{session_id}" shows {turns:d} turns, a warm cache on "{pool_id}" '
-        "and time to live left"
-    )
-)
-def _(world: World, session_id: str, turns: int, pool_id: str) -> None:
-    with world.client() as client:
-        session = client.get(f"/v2/sessions/{session_id}").json()
-    assert session["turns"] == turns and session["pool_id"] == pool_id, session
-    assert session["kv_warm"] is True and session["ttl_ms_remaining"] > 0, session
-
-
-@when(parsers.parse('I delete session "{session_id}"'))
-def _(world: World, session_id: str) -> None:
-    with world.client() as client:
-        world.response = client.delete(f"/v2/sessions/{session_id}")
-
-
-@then(parsers.parse("the deletion is answered {status:d}"))
-def _(world: World, status: int) -> None:
-    assert world.response is not None and world.response.status_code == status
-
-
-@then(parsers.parse('reading session "{session_id}" is answered {status:d}'))
-def _(world: World, session_id: str, status: int) -> None:
-    with world.client() as client:
-        assert client.get(f"/v2/sessions/{session_id}").status_code == status
-
-
-@then(parsers.parse('session "{session_id}" is gone within {seconds:d} seconds'))
-def _(world: World, session_id: str, seconds: int) -> None:
-    with world.client() as client:
-        existed = client.get(f"/v2/sessions/{session_id}")  # within its TTL of seconds
-        assert existed.status_code == 200 and existed.json()["turns"] == 1, existed.text
-        wait_for(
-            lambda: client.get(f"/v2/sessions/{session_id}").status_code == 404,
-            f"session {session_id} to expire",
-            seconds,
-        )
-
-
-# --- capabilities and tokenizing --------------------------------------------------------
-
-
-@when("I read the capabilities")
-def _(world: World) -> None:
-    with world.client() as client:
-        world.response = client.get("/v2/meta/capabilities")
-    assert world.response.status_code == 200, world.response.text
-
-
-@when(parsers.parse('I read the capabilities pinned to API version "{version}"'))
-def _(world: World, version: str) -> None:
-    with world.client() as client:
-        world.response = client.get("/v2/meta/capabilities", params={"api_version": version})
-
-
-@then(parsers.parse('the API version is "{version}"'))
-def _(world: World, version: str) -> None:
-    assert world.envelope()["api_version"] == version
-
-
-@then(
-    parsers.parse(
-        'pool "{pool_id}" is listed with engine "{engine}", model "{model}", '
-        "a context of {ctx:d} and {slots:d} slot"
-    )
-)
-def _(world: World, pool_id: str, engine: str, model: str, ctx: int, slots: int) -> None:
-    pools = {p["pool_id"]: p for p in world.envelope()["pools"]}
-    pool = pools[pool_id]
-    assert pool["engine"] == engine and pool["models"][0]["id"] == model, pool
-    assert pool["ctx_max"] == ctx and pool["slots_total"] == slots, pool
-
-
-@then(parsers.parse('pool "{pool_id}" lists exactly the parameters its engine honours'))
-def _(world: World, pool_id: str) -> None:
-    pool = {p["pool_id"]: p for p in world.envelope()["pools"]}[pool_id]
-    for workload in ("completion", "chat"):
-        assert pool["params"][workload] == sorted(honoured(pool["engine"], workload)), pool
-    assert pool["params"]["completion"] != sorted(honoured("llamacpp-inproc", "completion"))
-
-
-@when(parsers.parse('I tokenize "{text}" with offsets'))
-def _(world: World, text: str) -> None:
-    with world.client() as client:
-        world.response = client.post(
-            "/v2/tokenize", json={"model": "default", "text": text, "with_offsets": True}
-        )
-    assert world.response.status_code == 200, world.response.text
-
-
-@when(parsers.parse('I tokenize "{text}" for model "{model}"'))
-def _(world: World, text: str, model: str) -> None:
-    with world.client() as client:
-        world.response = client.post("/v2/tokenize", json={"model": model, "text": text})
-
-
-@then("I get one byte offset per token, starting at 0 and never decreasing")
-def _(world: World) -> None:
-    tokens = world.envelope()
-    world.values["tokens"] = tokens["tokens"]
-    assert len(tokens["tokens"]) == len(tokens["offsets"]) >= 3, tokens
-    assert tokens["offsets"][0] == 0 and tokens["offsets"] == sorted(tokens["offsets"])
-
-
-@when("I detokenize those tokens")
-def _(world: World) -> None:
-    with world.client() as client:
-        world.response = client.post(
-            "/v2/detokenize", json={"model": "default", "tokens": world.values["tokens"]}
-        )
-
-
-@then(parsers.parse('I get "{text}" back'))
-def _(world: World, text: str) -> None:
-    assert world.envelope()["text"] == text
-
-
-# --- authentication and roles -----------------------------------------------------------
-
-
-@when("I list the pools")
-def _(world: World) -> None:
-    with world.client() as client:
-        world.response = client.get("/v2/pools")
-
-
-@when(parsers.parse('I drain the pool "{pool_id}"'))
-def _(world: World, pool_id: str) -> None:
-    with world.client() as client:
-        world.response = client.post(f"/v2/pools/{pool_id}/drain", json={"deadline_ms": 0})
-
-
-@when("I ask whether the orchestrator is alive")
-def _(world: World) -> None:
-    with world.client() as client:
-        world.response = client.get("/healthz")
-
-
-@then("the answer does not contain the key")
-def _(world: World) -> None:
-    assert world.response is not None and world.key
-    assert world.key not in world.response.text
-    assert world.key not in str(world.response.headers)
-
-
-# --- the OpenAI facade ------------------------------------------------------------------
-
-
-@given("the official OpenAI client with the client key")
-def _(world: World) -> None:
-    world.openai_client = openai.OpenAI(
-        base_url=f"{world.cluster.url}/v1", api_key=CLIENT_KEY, max_retries=0
-    )
-
-
-def the_client(world: World) -> openai.OpenAI:
-    assert isinstance(world.openai_client, openai.OpenAI), world.openai_client
-    return world.openai_client
-
-
-@when("I list the models with the OpenAI client")
-def _(world: World) -> None:
-    world.values["models"] = [model.id for model in the_client(world).models.list()]
-
-
-@then(parsers.parse('the models include "{first}" and "{second}"'))
-def _(world: World, first: str, second: str) -> None:
-    assert {first, second} <= set(world.values["models"]), world.values["models"]
-
-
-@when(parsers.parse("I stream a chat completion of {count:d} tokens with the OpenAI client"))
-def _(world: World, count: int) -> None:
-    stream = the_client(world).chat.completions.create(
-        model="default",
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=count,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    world.values["chunks"] = list(stream)
-
-
-@then(parsers.parse('the chunks carry text and finish with reason "{reason}"'))
-def _(world: World, reason: str) -> None:
-    chunks = world.values["chunks"]
-    assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finishes = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
-    assert text and finishes == [reason], (text, finishes)
-    world.values["usage"] = chunks[-1].usage
-
-
-@when(parsers.parse("I ask for a completion of {count:d} tokens with the OpenAI client"))
-def _(world: World, count: int) -> None:
-    done = the_client(world).completions.create(model="default", prompt="Once", max_tokens=count)
-    world.values["completion"], world.values["usage"] = done, done.usage
-
-
-@then(parsers.parse('the completion has text and finish reason "{reason}"'))
-def _(world: World, reason: str) -> None:
-    choice = world.values["completion"].choices[0]
-    assert choice.text and choice.finish_reason == reason, choice
-
-
-@then(parsers.parse("the usage counts {count:d} completion tokens and the prompt's tokens"))
-def _(world: World, count: int) -> None:
-    usage = world.values["usage"]
-    assert usage is not None and usage.completion_tokens == count, usage
-    assert usage.prompt_tokens >= 1 and usage.total_tokens == usage.prompt_tokens + count
-
-
-@when(parsers.parse('I ask model "{model}" for a chat in JSON mode with the OpenAI client'))
-def _(world: World, model: str) -> None:
-    try:
-        the_client(world).chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": "x"}],
-            max_tokens=4,
-            response_format={"type": "json_object"},
-        )
-    except openai.APIStatusError as error:
-        world.error = error
-
-
-@when(parsers.parse('I ask model "{model}" for a chat with the OpenAI client'))
-def _(world: World, model: str) -> None:
-    try:
-        the_client(world).chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "x"}], max_tokens=4
-        )
-    except openai.APIStatusError as error:
-        world.error = error
-
-
-@then(
-    parsers.parse(
-        'the client raises a bad request error with code "{code}" for parameter "{param}"'
-    )
-)
-def _(world: World, code: str, param: str) -> None:
-    assert isinstance(world.error, openai.BadRequestError), world.error
-    assert world.error.code == code and world.error.param == param, world.error.body
-    assert world.error.type == "invalid_request_error"
-
-
-@then(parsers.parse('the client raises a not found error with code "{code}"'))
-def _(world: World, code: str) -> None:
-    assert isinstance(world.error, openai.NotFoundError), world.error
-    assert world.error.code == code, world.error.body
-
-
-@when(
-    parsers.parse('I ask twice for a completion of {count:d} tokens with Idempotency-Key "{key}"')
-)
-def _(world: World, count: int, key: str) -> None:
-    client = the_client(world)
-    world.values["answers"] = [
-        client.completions.with_raw_response.create(
-            model="default",
-            prompt=key,
-            max_tokens=count,
-            temperature=0.9,
-            extra_headers={"Idempotency-Key": key},
-        )
-        for _ in range(2)
-    ]
-
-
-@then("both answers are the same task with the same text")
-def _(world: World) -> None:
-    first, second = world.values["answers"]
-    assert first.headers["x-llorch-task-id"] == second.headers["x-llorch-task-id"]
-    assert first.parse().choices[0].text == second.parse().choices[0].text

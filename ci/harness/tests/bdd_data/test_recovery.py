@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ci_harness.bdd import World
+from ci_harness.bdd import TERMINAL, World
 from ci_harness.cluster import Cluster, wait_for
 from pytest_bdd import parsers, scenarios, then, when
 
 pytestmark = pytest.mark.integration
 
 scenarios(str(Path(__file__).resolve().parents[4] / "specs/features/tasks/recovery.feature"))
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
