@@ -4,7 +4,10 @@ and a reason for each uncovered ID; every inconsistency is a problem that fails
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from ci_harness.traceability import (
     Requirement,
@@ -115,3 +118,46 @@ def test_the_checked_in_list_is_the_projects_97_requirements_each_once() -> None
     ids = [r.id for r in listed]
     assert len(ids) == len(set(ids)) == 97
     assert {"API-01", "TST-08", "PERF-04", "CAT-05", "SEC-05"} <= set(ids)
+
+
+def generator() -> ModuleType:
+    """`ci/gen-traceability` as a module (it has no .py suffix)."""
+    path = ROOT / "ci" / "gen-traceability"
+    loader = importlib.machinery.SourceFileLoader("gen_traceability", str(path))
+    spec = importlib.util.spec_from_loader("gen_traceability", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_a_tag_on_a_feature_a_rule_or_examples_applies_to_the_scenarios_within(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "area").mkdir()
+    (tmp_path / "area" / "x.feature").write_text(
+        """\
+@API-01
+Feature: Tags at every level
+  @API-02
+  Scenario: Plain
+    Given a step
+
+  Scenario Outline: An outline
+    Given a step <n>
+
+    @API-02
+    Examples:
+      | n |
+      | 1 |
+
+  @ADM-01
+  Rule: A rule
+    Scenario: Under the rule
+      Given a step
+"""
+    )
+    found = {s.name: s for s in generator().scenarios(tmp_path, tmp_path)}
+    assert found["Plain"] == scenario("Plain", "API-01", "API-02", feature="area/x.feature")
+    assert found["Under the rule"].tags == {"API-01", "ADM-01"}
+    assert found["An outline"].tags == {"API-01", "API-02"}
