@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call" and report.failed:
         item.stash[_FAILED] = True
     return report
+
+
+REQUIREMENT_TAG = re.compile(r"[A-Z]+-\d{2}")
+
+
+def pytest_bdd_apply_tag(tag: str, function: Callable[..., object]) -> bool | None:
+    """A scenario's requirement ID tag (`@API-01`, the BDD folders' features) is read by
+    ci/gen-traceability from the feature file, not a pytest marker (`--strict-markers`
+    would refuse it); other tags get pytest-bdd's default."""
+    return True if REQUIREMENT_TAG.fullmatch(tag) else None

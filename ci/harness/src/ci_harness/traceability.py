@@ -1,0 +1,171 @@
+"""The traceability report (TST-08): every requirement ID of the project's list, with the
+BDD scenarios tagged with it, and for each ID no scenario evidences, the reason why.
+
+Pure: `trace` takes the requirement list, the scenarios (feature file, name, tags) and
+the reasons given for uncovered IDs, and returns the report with its problems; `render`
+writes it as Markdown. `ci/gen-traceability` reads the files and runs them. A problem is
+an uncovered ID with no reason, a tag that names an ID the list does not have, a reason
+for an ID that scenarios cover (or that the list does not have), or a reason naming a
+file that does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["Report", "Requirement", "ScenarioRef", "parse_requirements", "render", "trace"]
+
+ID_TAG = re.compile(r"[A-Z]+-\d+")  # a tag that names a requirement (`@API-01`)
+_BULLET = re.compile(r"^- (?P<id>[A-Z]+-\d{2}) (?P<text>.*)$")
+_PATH = re.compile(r"(?<![\w./-])((?:[\w.-]+/)+[\w.-]+\.(?:py|feature|yaml|md))\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    id: str
+    text: str  # its bullet's text, continuation lines joined
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioRef:
+    feature: str  # the feature file, relative to the repository
+    name: str
+    tags: frozenset[str]
+
+
+@dataclass(slots=True)
+class Report:
+    requirements: list[Requirement]
+    covered: dict[str, list[ScenarioRef]] = field(default_factory=dict)
+    uncovered: dict[str, str] = field(default_factory=dict)  # ID -> why ("" if none given)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_requirements(markdown: str) -> list[Requirement]:
+    """The requirements of the list, in its order: each bullet `- ID text` with the
+    indented lines that continue it."""
+    found: list[tuple[str, list[str]]] = []
+    current: list[str] | None = None
+    for line in markdown.splitlines():
+        match = _BULLET.match(line)
+        if match:
+            current = [match["text"].strip()]
+            found.append((match["id"], current))
+        elif current is not None and line.startswith("  ") and line.strip():
+            current.append(line.strip())
+        else:
+            current = None
+    return [Requirement(i, " ".join(parts)) for i, parts in found]
+
+
+def trace(
+    requirements: list[Requirement],
+    scenarios: Iterable[ScenarioRef],
+    reasons: Mapping[str, str],
+    exists: Callable[[str], bool] = lambda path: True,
+) -> Report:
+    """Map each requirement to its scenarios; `exists` says whether a path a reason names
+    is in the repository."""
+    known = [r.id for r in requirements]
+    duplicates = sorted({i for i in known if known.count(i) > 1})
+    report = Report(requirements)
+    if duplicates:
+        report.problems.append(f"the requirement list has duplicate IDs: {duplicates}")
+    by_id: dict[str, list[ScenarioRef]] = {i: [] for i in known}
+    for scenario in scenarios:
+        for tag in sorted(scenario.tags):
+            if not ID_TAG.fullmatch(tag):
+                continue
+            if tag not in by_id:
+                report.problems.append(
+                    f"{scenario.feature}: scenario {scenario.name!r} is tagged @{tag}, "
+                    "which is not a requirement ID of the list"
+                )
+                continue
+            by_id[tag].append(scenario)
+    for requirement_id in known:
+        if by_id[requirement_id]:
+            report.covered[requirement_id] = by_id[requirement_id]
+            if requirement_id in reasons:
+                report.problems.append(
+                    f"{requirement_id} is covered by scenarios but uncovered.yaml gives a "
+                    "reason for it: remove its entry"
+                )
+            continue
+        reason = (reasons.get(requirement_id) or "").strip()
+        report.uncovered[requirement_id] = reason
+        if not reason:
+            report.problems.append(
+                f"{requirement_id} has no scenario and uncovered.yaml gives no reason for it"
+            )
+    for requirement_id in sorted(set(reasons) - set(known)):
+        report.problems.append(
+            f"uncovered.yaml gives a reason for {requirement_id}, which is not in the list"
+        )
+    for requirement_id, reason in sorted(reasons.items()):
+        for path in _PATH.findall(reason or ""):
+            if not exists(path):
+                report.problems.append(
+                    f"the reason for {requirement_id} names {path}, which does not exist"
+                )
+    return report
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(report: Report) -> str:
+    """The report as Markdown."""
+    total = len(report.requirements)
+    lines = [
+        "<!-- Generated by ci/gen-traceability. Do not edit: change the features, their "
+        "tags or specs/requirements/uncovered.yaml, then run it. -->",
+        "# Traceability: requirements to scenarios",
+        "",
+        "Every requirement ID of the project's list (`specs/requirements/REQUIREMENTS.md`) "
+        "with the BDD scenarios (`specs/features/`, run by pytest-bdd against real "
+        "processes) tagged with it; an ID no scenario evidences says why "
+        "(`specs/requirements/uncovered.yaml`).",
+        "",
+        f"{len(report.covered)} of {total} requirements are evidenced by scenarios; "
+        f"{len(report.uncovered)} are not, each with its reason.",
+        "",
+        "## Requirements and their scenarios",
+        "",
+        "| requirement | scenarios |",
+        "|---|---|",
+    ]
+    for requirement in report.requirements:
+        scenarios = report.covered.get(requirement.id)
+        if scenarios:
+            cell = "<br>".join(
+                f"`{s.feature}`: {_cell(s.name)}" for s in sorted(scenarios, key=_order)
+            )
+        else:
+            cell = "*none: see below*"
+        lines.append(f"| **{requirement.id}** {_cell(_short(requirement.text))} | {cell} |")
+    lines += ["", "## Requirements without a scenario, and why", ""]
+    if not report.uncovered:
+        lines.append("None.")
+    else:
+        lines += ["| requirement | why |", "|---|---|"]
+        for requirement_id, reason in report.uncovered.items():
+            lines.append(f"| **{requirement_id}** | {_cell(reason) or '*no reason given*'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _order(scenario: ScenarioRef) -> tuple[str, str]:
+    return scenario.feature, scenario.name
+
+
+def _short(text: str, limit: int = 90) -> str:
+    """The text cut to about `limit` characters, never inside a code span."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if cut.count("`") % 2:
+        cut = cut[: cut.rindex("`")]
+    return cut.rstrip() + "…"
