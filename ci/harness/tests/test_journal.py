@@ -99,7 +99,7 @@ def test_the_same_idempotency_key_and_body_is_the_same_job_also_after_a_restart(
     first = _submit(cluster, 4, **key)
     assert _submit(cluster, 4, **key) == first
     other = cluster.submit({"model": "default", "prompt": "other", "max_tokens": 4}, **key)
-    assert other.status_code == 422 and other.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert other.status_code == 422 and other.json()["code"] == "IDEMPOTENCY_CONFLICT"
     _end_of(cluster, first)
 
     cluster.restart_orchestrator(signal.SIGKILL)

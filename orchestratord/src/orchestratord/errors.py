@@ -24,8 +24,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "FORBIDDEN": 403,
     "MODEL_NOT_FOUND": 404,
     "NOT_FOUND": 404,
-    "IDEMPOTENCY_CONFLICT": 409,
-    "IDEMPOTENCY_KEY_REUSED": 422,
+    "IDEMPOTENCY_CONFLICT": 409,  # 422 for an Idempotency-Key reused with another request
     "RELOAD_FAILED": 422,
     "ADMISSION_REJECT": 429,
     "QUEUE_FULL_DROP_LRU": 429,

@@ -44,4 +44,4 @@ Feature: Submit a task and stream its tokens
     And I submit the same completion again with Idempotency-Key "order-bdd-1"
     Then both answers name the same task
     When I submit a different completion with Idempotency-Key "order-bdd-1"
-    Then the answer is 422 with error code "IDEMPOTENCY_KEY_REUSED"
+    Then the answer is 422 with error code "IDEMPOTENCY_CONFLICT"

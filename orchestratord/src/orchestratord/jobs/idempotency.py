@@ -4,7 +4,8 @@ A key is scoped to the client's API key (two clients may pick the same key). The
 key with the same request (route and body, by digest) is the same job: the caller gets
 its record back, whether it is queued, running or ended, also after a restart (the
 journal keeps keys `journal_retention_s`, 24 h by default). The same key with another
-request is `422 IDEMPOTENCY_KEY_REUSED`. Two requests racing with one key get one job:
+request is `422 IDEMPOTENCY_CONFLICT` (API-07: 409 is the code's other status, a
+client-chosen `task_id` that exists). Two requests racing with one key get one job:
 the second waits for the first's admission. A request that was refused (queue full,
 quota) did not create a job, so its retry is admitted afresh.
 """
@@ -45,8 +46,9 @@ class _Entry:
 
 def _reused() -> ApiError:
     return ApiError(
-        "IDEMPOTENCY_KEY_REUSED",
+        "IDEMPOTENCY_CONFLICT",
         "this Idempotency-Key was used for a different request; use a new key",
+        status=422,
     )
 
 
