@@ -43,6 +43,7 @@ from worker_adapters.mock.backend import WORDS, MockBackend
 from worker_adapters.native.translate import request_from_wire, request_to_wire
 from worker_adapters.openai_compat.adapter import LlamaCppServerAdapter, OpenAIAdapter
 from worker_adapters.tgi import TgiAdapter
+from worker_adapters.tools import MUST_CALL
 from worker_adapters.triton import TritonAdapter
 from worker_adapters.vllm import VllmAdapter
 
@@ -243,9 +244,13 @@ CASES = list(_cases())
 
 
 def _request(workload: str, param: str | None) -> GenerateRequest:
+    """A request setting `param` to its sample (`tool_choice` with tools: it chooses
+    among them)."""
     fields: dict[str, Any] = {"max_tokens": BASE_MAX_TOKENS}
     if param is not None:
         fields[param] = SAMPLES[param]
+    if param == "tool_choice":
+        fields["tools"] = SAMPLES["tools"]
     sampling = Sampling(**fields)
     if workload == "chat":
         return GenerateRequest("walk", sampling, messages=CHAT)
@@ -318,8 +323,11 @@ def _carries(body: Any, param: str) -> bool:
         )
     if param == "stop":
         return any(leaf == wanted[0] for leaf in _leaves(body))
-    if param == "tools":  # as the tool list, with the function's name
-        return any(leaf == "qqtool" for leaf in _leaves(body))
+    if param == "tools":  # the tools, described to the model: the function's name
+        return any(isinstance(leaf, str) and "qqtool" in leaf for leaf in _leaves(body))
+    if param == "tool_choice" and isinstance(body, Mapping) and "messages" in body:
+        # llama-server: `required` is told to the model (and its grammar has no text)
+        return any(isinstance(leaf, str) and MUST_CALL in leaf for leaf in _leaves(body))
     return any(leaf == wanted and type(leaf) is type(wanted) for leaf in _leaves(body))
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "CALL_HEADER",
     "CALL_OPEN",
     "CHOICES",
+    "MUST_CALL",
     "ParsedOutput",
     "call_text",
     "function_list",
@@ -76,7 +77,7 @@ TOOLS_HOW_TO_CALL = (
     f'{CALL_OPEN}\n{{"name": "<function name>", "arguments": <the arguments as a JSON '
     f"object>}}\n{CALL_CLOSE}"
 )
-_MUST_CALL = "You must call a function."
+MUST_CALL = "You must call a function."
 _MAY_ANSWER = "Otherwise answer in plain text."
 _MAX_SHOWN = 200
 _DECODER = json.JSONDecoder()
@@ -278,7 +279,7 @@ def _with_instructions(
     rendered: list[dict[str, str]], tools: str, choice: str
 ) -> list[dict[str, str]]:
     listing = "\n".join(json.dumps(f, ensure_ascii=False) for f in function_list(tools))
-    closing = _MUST_CALL if choice == "required" else _MAY_ANSWER
+    closing = MUST_CALL if choice == "required" else _MAY_ANSWER
     text = f"{TOOLS_PREAMBLE}\n{listing}\n{TOOLS_HOW_TO_CALL}\n{closing}"
     if rendered and rendered[0]["role"] == "system":
         first = {"role": "system", "content": f"{rendered[0]['content']}\n\n{text}"}

@@ -38,6 +38,7 @@ __all__ = [
     "ArgumentsDelta",
     "CallStart",
     "ContentDelta",
+    "StreamPiece",
     "ToolStream",
     "call_id",
     "message_of",
