@@ -51,6 +51,8 @@ def test_tools_go_into_the_tasks_sampling_and_its_needs() -> None:
     ]
     assert sampling.tool_choice == "auto" and sampling.parallel_tool_calls is False
     assert "tools" in spec.needs.params
+    # the tools' description is in the prompt: the job's bound on tokens counts it
+    assert spec.needs.tokens >= _spec().needs.tokens + len(sampling.tools)
 
 
 def test_a_named_choice_is_required_with_that_tool_alone() -> None:

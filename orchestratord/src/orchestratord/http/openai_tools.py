@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 
+# An upper bound on the tokens of the tools' presentation beyond the tools' own JSON.
+_PRESENTATION_TOKENS = 512
+
+
 def _invalid(field: str, reason: str) -> ApiError:
     return ApiError("INVALID_PARAMS", f"{field}: {reason}", details=[Detail(reason, field=field)])
 
@@ -121,7 +125,12 @@ def with_tools(spec: TaskSpec, body: OpenAIChatRequest, contents: Sequence[str])
     request = replace(
         spec.request, sampling=replace(spec.request.sampling, **sampling), messages=turns
     )
-    return replace(spec, request=request)
+    # The prompt grows by the tools' description and the calls of the history: at most
+    # a token per byte (as `prompt_token_bound`), plus the instructions' own text.
+    described = len(sampling.get("tools", "").encode()) + _PRESENTATION_TOKENS
+    history = sum(len(c.arguments.encode()) + len(c.name) + 64 for t in turns for c in t.tool_calls)
+    needs = replace(spec.needs, tokens=spec.needs.tokens + described + history)
+    return replace(spec, request=request, needs=needs)
 
 
 def _check_turn(index: int, message: OpenAIChatMessage) -> None:
