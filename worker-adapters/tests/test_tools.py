@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any, cast
 
 import pytest
+from catalog_core.fixtures import CHAT_TEMPLATE
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
+from worker_adapters.chat_templates import GEMMA3_TEMPLATE
 from worker_adapters.constraints import json_schema_grammar
 from worker_adapters.tools import (
     MUST_CALL,
@@ -169,3 +173,21 @@ def test_history_calls_are_rendered_in_the_text_form_and_results_as_one_user_tur
         "<tool_response>\nsunny\n</tool_response>\n<tool_response>\nnoon\n</tool_response>"
         "\nThanks. And tomorrow?"
     )
+
+
+@pytest.mark.parametrize(
+    "template", [GEMMA3_TEMPLATE, CHAT_TEMPLATE], ids=["gemma3", "tiny-fixture"]
+)
+def test_a_tool_loop_renders_with_templates_that_have_no_tool_section(template: str) -> None:
+    """Gemma 3's template refuses roles that do not alternate and has no tool section:
+    the tool loop's history, presented, renders, with the tools before the question."""
+    turns = (
+        ChatTurn("system", "Be brief."),
+        ChatTurn("user", "Weather in Paris?"),
+        ChatTurn("assistant", "", (PARIS,)),
+        ChatTurn("tool", "sunny", tool_call_id="call_a"),
+    )
+    formatter = Jinja2ChatFormatter(template=template, eos_token="<eos>", bos_token="<bos>")
+    prompt = formatter(messages=cast(Any, present_tools(turns, TOOLS, "auto"))).prompt
+    assert prompt.index(json.dumps(WEATHER)) < prompt.index("Weather in Paris?")
+    assert prompt.index(call_text(PARIS)) < prompt.index("<tool_response>\nsunny")
