@@ -22,12 +22,15 @@ allowed, every name one of the tools and every `arguments` object valid against 
 tool's `parameters` (jsonschema, 2020-12). A violation is an error
 (`SCHEMA_VIOLATION`), never a silently wrong call.
 
-**Presentation** (`present_tools`, for the in-process engine and llama-server alike):
-the tools are described in a system message in the same words for every chat template
-(the fixture's and Gemma 3's templates have no tool section): the list of functions as
-JSON, then how to call (`TOOLS_PREAMBLE`, `TOOLS_HOW_TO_CALL`), then "You must call a
-function." for `required` or "Otherwise answer in plain text." for `auto`; nothing for
-`none`. Earlier assistant calls are rendered in the
+**Presentation.** The in-process engine lets a model's template render the tools and
+the history's calls and results itself (`template_inputs`, Hugging Face's shapes) when
+its tool section writes calls in this very form (Hermes and Qwen templates:
+`renders_calls_in_text_form`). Otherwise, and always on llama-server
+(`present_tools`), the tools are described in a system message in the same words for
+every chat template (the fixture's and Gemma 3's templates have no tool section): the
+list of functions as JSON, then how to call (`TOOLS_PREAMBLE`, `TOOLS_HOW_TO_CALL`),
+then "You must call a function." for `required` or "Otherwise answer in plain text."
+for `auto`; nothing for `none`. Earlier assistant calls are rendered in the
 text form, and `tool` results as a user turn `<tool_response>` block
 (joined with a user turn beside it, as templates that need alternating roles require).
 """
@@ -56,6 +59,8 @@ __all__ = [
     "function_list",
     "parse_output",
     "present_tools",
+    "renders_calls_in_text_form",
+    "template_inputs",
     "tool_call_violation",
     "tool_grammar",
 ]
@@ -285,3 +290,36 @@ def _with_instructions(
         first = {"role": "system", "content": f"{rendered[0]['content']}\n\n{text}"}
         return [first, *rendered[1:]]
     return [{"role": "system", "content": text}, *rendered]
+
+
+def renders_calls_in_text_form(template: str) -> bool:
+    """A chat template with a tool section that writes calls in the text form (the
+    Hermes and Qwen templates: `<tool_call>` blocks of a name and an arguments
+    object): it presents the tools itself."""
+    return "tools" in template and CALL_OPEN in template and CALL_CLOSE in template
+
+
+def template_inputs(
+    messages: Sequence[ChatTurn], tools: str | None, choice: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The messages and tools a template with a tool section renders, in Hugging Face's
+    shapes: calls with their arguments as objects, tool turns as `tool` messages; no
+    tools for `tool_choice: none`."""
+    rendered: list[dict[str, Any]] = []
+    for turn in messages:
+        message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+        if turn.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.loads(call.arguments)},
+                }
+                for call in turn.tool_calls
+            ]
+        if turn.tool_call_id is not None:
+            message["tool_call_id"] = turn.tool_call_id
+        rendered.append(message)
+    if tools is None or (choice or "auto") == "none":
+        return rendered, None
+    return rendered, [{"type": "function", "function": f} for f in function_list(tools)]

@@ -11,8 +11,9 @@ One generation: render the chat template (the model's own, from its GGUF metadat
 its family's published one when the file has none: `chat_templates`) or
 take the raw prompt, tokenize, refuse prompts that do not fit the context with
 `CONTEXT_OVERFLOW`, then sample token by token. A chat with tools (API-17) is rendered
-with the tools described in a system message and constrained by a grammar made of the
-tools' schemas (`worker_adapters.tools`: `present_tools`, `tool_grammar`). Each token's
+with the tools (by the template's own tool section when it writes calls in llorch's
+form, else described in a system message) and constrained by a grammar made of the
+tools' schemas (`worker_adapters.tools`). Each token's
 bytes go through a `TextAssembler` (UTF-8 reassembly, stop strings); when the request
 asks for logprobs, each token's are computed from the logits it was sampled from
 (`logprobs`) and travel with its text. Cancel sets an event checked between tokens.
@@ -52,7 +53,12 @@ from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
 from worker_adapters.llamacpp_inproc.logprobs import sampled_logprobs
 from worker_adapters.textstream import TextAssembler
-from worker_adapters.tools import present_tools, tool_grammar
+from worker_adapters.tools import (
+    present_tools,
+    renders_calls_in_text_form,
+    template_inputs,
+    tool_grammar,
+)
 from worker_adapters.types import (
     End,
     EngineHealth,
@@ -126,6 +132,7 @@ class LlamaBackend:
         self._state: EngineHealth = EngineHealth("loading", "loading model", settings.slots)
         self._template: Jinja2ChatFormatter | None = None
         self._has_template = False
+        self._template_renders_tools = False  # `renders_calls_in_text_form`
         self._embedder: Llama | None = None
         self._embed_executor = ThreadPoolExecutor(1, thread_name_prefix="llama-embed")
         self._loads_done = 0  # of `_loads_total`: one per slot, one for the embedder
@@ -182,7 +189,9 @@ class LlamaBackend:
         )
 
     def _chat_formatter(self, llama: Llama) -> Jinja2ChatFormatter:
-        self._has_template = _model_template(llama) is not None
+        template = _model_template(llama)
+        self._has_template = template is not None
+        self._template_renders_tools = renders_calls_in_text_form(template or "")
         return chat_formatter(llama)
 
     async def close(self) -> None:
@@ -383,8 +392,14 @@ class LlamaBackend:
         if request.messages is not None:
             assert self._template is not None
             sampling = request.sampling
-            messages = present_tools(request.messages, sampling.tools, sampling.tool_choice)
-            rendered = render_chat(self._template, messages)
+            if self._template_renders_tools:
+                messages, tools = template_inputs(
+                    request.messages, sampling.tools, sampling.tool_choice
+                )
+                rendered = render_chat(self._template, messages, tools)
+            else:
+                described = present_tools(request.messages, sampling.tools, sampling.tool_choice)
+                rendered = render_chat(self._template, list(described))
             return llama.tokenize(rendered.encode(), add_bos=False, special=True)
         return llama.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
 
@@ -529,10 +544,15 @@ def _model_template(llama: Llama) -> str | None:
     return own or builtin_template(metadata.get("general.architecture", ""))
 
 
-def render_chat(formatter: Jinja2ChatFormatter, messages: list[dict[str, str]]) -> str:
-    """The prompt text of `messages`; ValueError when the template refuses them."""
+def render_chat(
+    formatter: Jinja2ChatFormatter,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The prompt text of `messages` (and `tools`, for a template with a tool section);
+    ValueError when the template refuses them."""
     try:
-        return formatter(messages=cast(Any, messages)).prompt
+        return formatter(messages=cast(Any, messages), tools=cast(Any, tools)).prompt
     except jinja2.TemplateError as exc:
         raise ValueError(f"the model's chat template refused the messages: {exc}") from exc
 
