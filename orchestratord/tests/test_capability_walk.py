@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from orchestratord.errors import ApiError
+from orchestratord.http.body import parse_body
 from orchestratord.http.openai import facade_spec
 from orchestratord.http.request_fields import (
     CHAT_FIELDS,
@@ -42,14 +43,15 @@ from worker_adapters.mock.backend import WORDS, MockBackend
 from worker_adapters.native.translate import request_from_wire, request_to_wire
 from worker_adapters.openai_compat.adapter import LlamaCppServerAdapter, OpenAIAdapter
 from worker_adapters.tgi import TgiAdapter
+from worker_adapters.tools import MUST_CALL
 from worker_adapters.triton import TritonAdapter
 from worker_adapters.vllm import VllmAdapter
 
 from specs import openapi_document
 
 # A distinctive value per parameter (none equals a default or another's value), as the
-# domain `Sampling` holds it; `logit_bias`, `tools` and `tool_choice` have no Sampling
-# field (only the facade takes them): placement alone decides those.
+# domain `Sampling` holds it; `logit_bias` has no Sampling field (only the facade takes
+# it, and no engine honours it): placement alone decides it.
 SAMPLES: dict[str, Any] = {
     "max_tokens": 13,
     "temperature": 0.37,
@@ -64,11 +66,17 @@ SAMPLES: dict[str, Any] = {
     "logprobs": 7,
     "grammar": 'root ::= "qq"',
     "json_schema": '{"type": "object", "properties": {"qqkey": {"type": "string"}}}',
+    "tools": '[{"name": "qqtool", "parameters": {"type": "object"}}]',
+    "tool_choice": "required",
 }
 EXTRA_PARAMS = frozenset(PARAMS) - frozenset(SAMPLES)
 # What each schema field is set to when walked (`TaskRequest` and facade JSON values).
 V2_VALUES: dict[str, Any] = {
-    **{name: value for name, value in SAMPLES.items() if name not in ("stop", "json_schema")},
+    **{
+        name: value
+        for name, value in SAMPLES.items()
+        if name not in ("stop", "json_schema", "tools", "tool_choice")
+    },
     "stop": ["zz-stop"],
     "json_schema": {"type": "object"},
 }
@@ -85,7 +93,7 @@ FACADE_VALUES: dict[str, Any] = {
     "top_logprobs": 3,
     "response_format": {"type": "json_object"},
     "tools": [{"type": "function", "function": {"name": "f"}}],
-    "tool_choice": "auto",
+    "tool_choice": "required",
     "parallel_tool_calls": True,
     "logit_bias": {"1": 1.0},
 }
@@ -119,8 +127,18 @@ def test_every_field_of_the_request_schemas_says_how_it_is_honoured(
 
 
 def test_every_parameter_has_a_sample_or_is_a_facade_only_parameter() -> None:
-    assert {"logit_bias", "tools", "tool_choice"} == EXTRA_PARAMS
+    assert {"logit_bias"} == EXTRA_PARAMS
     assert not EXTRA_PARAMS & set(TaskRequest.model_fields)
+
+
+@pytest.mark.parametrize("field", ["tools", "tool_choice", "parallel_tool_calls", "logit_bias"])
+def test_v2_tasks_offer_no_tool_calling_and_refuse_its_fields_naming_them(field: str) -> None:
+    """Tools are an OpenAI-facade feature (API-17): `/v2/tasks` refuses their fields as
+    fields its schema does not have (400 INVALID_PARAMS naming the field)."""
+    body = json.dumps({"model": "m", "prompt": "hi", field: FACADE_VALUES[field]}).encode()
+    with pytest.raises(ApiError) as refused:
+        parse_body(TaskRequest, body, "task")
+    assert refused.value.status == 400 and refused.value.details[0].field == field
 
 
 def _v2_needs(field: str, value: Any, workload: str = "completion") -> frozenset[str]:
@@ -152,6 +170,8 @@ def _facade_needs(route: str, field: str, value: Any) -> frozenset[str]:
         body["messages"] = [{"role": "user", "content": "hi"}]
         if field == "top_logprobs":
             body["logprobs"] = True
+        if field in ("tool_choice", "parallel_tool_calls"):  # they need tools
+            body["tools"] = FACADE_VALUES["tools"]
     else:
         body["prompt"] = "hi"
     return facade_spec(route, json.dumps(body).encode()).needs.params
@@ -184,8 +204,8 @@ def test_each_facade_parameter_field_becomes_a_parameter_the_job_needs(
         ),
         (
             "chat",
-            {"messages": [{"role": "user", "content": "hi", "tool_calls": []}]},
-            "messages.0.tool_calls",
+            {"messages": [{"role": "user", "content": "hi", "function_call": {"name": "f"}}]},
+            "messages.0.function_call",
         ),
     ],
 )
@@ -224,9 +244,13 @@ CASES = list(_cases())
 
 
 def _request(workload: str, param: str | None) -> GenerateRequest:
+    """A request setting `param` to its sample (`tool_choice` with tools: it chooses
+    among them)."""
     fields: dict[str, Any] = {"max_tokens": BASE_MAX_TOKENS}
     if param is not None:
         fields[param] = SAMPLES[param]
+    if param == "tool_choice":
+        fields["tools"] = SAMPLES["tools"]
     sampling = Sampling(**fields)
     if workload == "chat":
         return GenerateRequest("walk", sampling, messages=CHAT)
@@ -299,6 +323,11 @@ def _carries(body: Any, param: str) -> bool:
         )
     if param == "stop":
         return any(leaf == wanted[0] for leaf in _leaves(body))
+    if param == "tools":  # the tools, described to the model: the function's name
+        return any(isinstance(leaf, str) and "qqtool" in leaf for leaf in _leaves(body))
+    if param == "tool_choice" and isinstance(body, Mapping) and "messages" in body:
+        # llama-server: `required` is told to the model (and its grammar has no text)
+        return any(isinstance(leaf, str) and MUST_CALL in leaf for leaf in _leaves(body))
     return any(leaf == wanted and type(leaf) is type(wanted) for leaf in _leaves(body))
 
 
@@ -347,14 +376,18 @@ async def test_the_engine_request_carries_an_honoured_parameter_or_is_refused_na
 def test_the_in_process_engine_applies_every_parameter_it_honours(
     workload: str, param: str
 ) -> None:
-    assert param in honoured("llamacpp-inproc", workload)  # it honours all it can be sent
     request = _request(workload, param)
+    if param not in honoured("llamacpp-inproc", workload):  # tools on completion
+        refused = refusal("llamacpp-inproc", request)
+        assert refused is not None and refused.code == "UNSUPPORTED_PARAM", refused
+        assert refused.message.startswith(f"{param}:") and not refused.retriable
+        return
     assert refusal("llamacpp-inproc", request) is None
     carried = request_from_wire(request_to_wire(request)).sampling  # as the worker gets it
     sent = getattr(request.sampling, param)
     assert getattr(carried, param) == (pytest.approx(sent) if isinstance(sent, float) else sent)
     plan = generation_plan(request.sampling)
-    if param in ("grammar", "json_schema"):
+    if param in ("grammar", "json_schema", "tools"):
         assert plan.constraint == param
     else:
         assert _carries(asdict(plan), param), plan

@@ -61,6 +61,7 @@ class TinyModelSpec:
     context_length: int = 4096
     seed: int = 1234
     name: str = "llorch-tiny"
+    chat_template: str = CHAT_TEMPLATE  # written as `tokenizer.chat_template`
 
 
 def _byte_to_unicode() -> dict[int, str]:
@@ -182,7 +183,7 @@ def write_tiny_model(path: Path, spec: TinyModelSpec | None = None) -> Path:
     writer.add_bos_token_id(bos_id)
     writer.add_eos_token_id(eos_id)
     writer.add_add_bos_token(True)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(spec.chat_template)
     for name, tensor in _weights(spec, eos_id).items():
         writer.add_tensor(name, tensor)
     writer.write_header_to_file()

@@ -52,8 +52,8 @@ POSITIVE_ALSO: dict[str, tuple[list[int], str]] = {
     ),
     "openaiChatCompletions": (
         [400, 422],
-        "json_schema/context rules; a field no pool honours or not listed (UNSUPPORTED_PARAM); "
-        "Idempotency-Key reused",
+        "json_schema/tools/context rules (a call that breaks its tool's parameters: 422); a "
+        "field no pool honours or not listed (UNSUPPORTED_PARAM); Idempotency-Key reused",
     ),
     "openaiCompletions": (
         [400, 422],

@@ -164,9 +164,10 @@ def llama_server(model: Path) -> Iterator[str]:
     port = free_port()
     command = [*llama_server_for_tests().command, "--host", "127.0.0.1", "--port", str(port)]
     command += ["-m", str(model.resolve()), "-c", "512", "-np", "1", "--no-webui", "-t", "1"]
-    template = missing_chat_template(model)  # as pool-managerd's launch adds it
+    command.append("--jinja")  # as pool-managerd's launch adds it
+    template = missing_chat_template(model)
     if template is not None:
-        command += ["--jinja", "--chat-template", template]
+        command += ["--chat-template", template]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -91,8 +91,22 @@ def test_the_facade_refuses_tools_and_unknown_fields_in_openais_shape(
 ) -> None:
     messages: Any = [{"role": "user", "content": "x"}]
     tool: Any = {"type": "function", "function": {"name": "f", "parameters": {}}}
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="default", messages=messages, tools=[tool])
+    for model in ("m", "oc"):  # the mock and an openai-compatible engine refuse tools
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=model, messages=messages, tools=[tool])
+        assert caught.value.code == "UNSUPPORTED_PARAM" and caught.value.param == "tools"
+    history: Any = [
+        *messages,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": "42"},
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:  # tool turns need tools too
+        client.chat.completions.create(model="oc", messages=history)
     assert caught.value.code == "UNSUPPORTED_PARAM" and caught.value.param == "tools"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="default", messages=messages, logit_bias={"1": 5})

@@ -208,9 +208,13 @@ def _llama_server(
         args.append("--embeddings")
     if certs is not None:
         args += ["--ssl-cert-file", certs[0], "--ssl-key-file", certs[1]]
+    # Jinja: the model's template rendered as written (as the in-process engine and
+    # Hugging Face render it), not matched to a built-in by name; on before a template
+    # of ours, or only known template names pass.
+    args.append("--jinja")
     template = missing_chat_template(Path(pool.model))
-    if template is not None:  # Jinja on before the template, or only known names pass
-        args += ["--jinja", "--chat-template", template]
+    if template is not None:
+        args += ["--chat-template", template]
     env = {"LLAMA_API_KEY": key} if key else {}
     return Launch(tuple(args), "llamacpp", env, port, tls=certs is not None)
 

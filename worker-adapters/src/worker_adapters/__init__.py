@@ -35,6 +35,7 @@ from worker_adapters.types import (
     Token,
     Tokenized,
     TokenLogprob,
+    ToolCall,
     TopLogprob,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "Token",
     "TokenLogprob",
     "Tokenized",
+    "ToolCall",
     "TopLogprob",
     "create_adapter",
     "known_kinds",

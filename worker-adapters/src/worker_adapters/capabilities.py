@@ -8,9 +8,12 @@ generated table in `docs/capabilities.md` (`ci/gen-capabilities-doc`).
 Parameters are named as in `/v2/tasks` (the OpenAI facade maps its fields onto them:
 `response_format` is `json_schema`, `top_logprobs` is `logprobs`). A parameter a row
 does not list is refused, with the reason from `REFUSALS` (or the row's default) as
-data. `tools`, `tool_choice` and `logit_bias` are parameters like the others: no engine
-kind honours them yet (llorch does not carry them to engines), so every row refuses
-them; a row that lists them later makes them honoured there.
+data. `tools` and `tool_choice` (API-17, OpenAI facade only) are honoured on chat by
+llama-server and the in-process engine, both through llorch's own presentation (the
+tools described in a system message, the answer constrained by a GBNF grammar made of
+the tools' schemas: `worker_adapters.tools`); every other row refuses them with its
+reason. No engine kind
+honours `logit_bias` (llorch does not carry it to engines).
 """
 
 from __future__ import annotations
@@ -72,7 +75,14 @@ _SAMPLING = frozenset(
 _OPENAI_STANDARD = frozenset(
     {"max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop"}
 )
+_TOOLS = frozenset({"tools", "tool_choice"})
 _NOT_CARRIED = "llorch does not carry it to engines yet"
+_TOOLS_CHAT_ONLY = "tool calling is a chat feature"
+# vLLM parses calls only with --enable-auto-tool-choice and a --tool-call-parser that
+# matches the model's own call format; llorch's vLLM pools set no parser.
+_VLLM_NO_TOOLS = (
+    "llorch starts vLLM without --enable-auto-tool-choice and a model-specific --tool-call-parser"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +103,9 @@ ENGINES: Mapping[str, EngineCapabilities] = {
         adapter="native",
         honours={
             "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
-            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"} | _TOOLS,
         },
+        refusals={"tools": _TOOLS_CHAT_ONLY, "tool_choice": _TOOLS_CHAT_ONLY},
     ),
     "mock": EngineCapabilities(
         adapter="native",
@@ -109,14 +120,21 @@ ENGINES: Mapping[str, EngineCapabilities] = {
         adapter="llamacpp",
         honours={
             "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
-            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"} | _TOOLS,
         },
+        refusals={"tools": _TOOLS_CHAT_ONLY, "tool_choice": _TOOLS_CHAT_ONLY},
     ),
     "llamacpp-server-py": EngineCapabilities(
         adapter="llamacpp-server-py",
         honours={
             "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
             "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+        },
+        refusals={
+            "tools": "llama_cpp.server calls tools only in a function-calling chat format "
+            "llorch does not start it with",
+            "tool_choice": "llama_cpp.server calls tools only in a function-calling chat "
+            "format llorch does not start it with",
         },
     ),
     "openai-compatible": EngineCapabilities(
@@ -131,6 +149,10 @@ ENGINES: Mapping[str, EngineCapabilities] = {
             "repeat_penalty": "not an OpenAI field: a generic server may ignore it",
             "grammar": "not an OpenAI field: a generic server may run unconstrained",
             "json_schema": "OpenAI's completions route takes no response format (chat only)",
+            "tools": "a generic server may ignore tools or call them its own way: not a "
+            "pass-through llorch can vouch for",
+            "tool_choice": "a generic server may ignore tools or call them its own way: not "
+            "a pass-through llorch can vouch for",
         },
     ),
     "vllm": EngineCapabilities(
@@ -138,6 +160,10 @@ ENGINES: Mapping[str, EngineCapabilities] = {
         honours={
             "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
             "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+        },
+        refusals={
+            "tools": _VLLM_NO_TOOLS,
+            "tool_choice": _VLLM_NO_TOOLS,
         },
     ),
     "tgi": EngineCapabilities(
@@ -150,6 +176,10 @@ ENGINES: Mapping[str, EngineCapabilities] = {
             "grammar": "TGI takes JSON schemas and regexes, not GBNF",
             "presence_penalty": "TGI has none on /generate_stream; its chat route turns it "
             "into repetition_penalty = value + 2, not OpenAI's penalty",
+            "tools": "TGI calls tools in its own shape (a `tool_call` grammar with its "
+            "`notify_error` tool); llorch does not map it",
+            "tool_choice": "TGI calls tools in its own shape (a `tool_call` grammar with its "
+            "`notify_error` tool); llorch does not map it",
         },
         default_refusal="TGI has no such parameter on this route",
     ),
@@ -159,7 +189,7 @@ ENGINES: Mapping[str, EngineCapabilities] = {
         default_refusal="llorch's Triton engine model has no such input",
     ),
 }
-_ALWAYS_REFUSED = {"logit_bias": _NOT_CARRIED, "tools": _NOT_CARRIED, "tool_choice": _NOT_CARRIED}
+_ALWAYS_REFUSED = {"logit_bias": _NOT_CARRIED}
 
 
 def honoured(engine: str, workload: str) -> frozenset[str]:
@@ -212,7 +242,10 @@ def refusal(engine: str, request: GenerateRequest) -> Failed | None:
     (before the first token, not retriable) naming the first parameter `engine` does
     not honour, or None."""
     workload = workload_of(request)
-    missing = unsupported_params(engine, workload, requested_params(request.sampling))
+    wanted = requested_params(request.sampling)
+    if any(turn.tool_calls or turn.role == "tool" for turn in request.messages or ()):
+        wanted |= {"tools"}  # tool turns: only an engine with tools can render them
+    missing = unsupported_params(engine, workload, wanted)
     if not missing:
         return None
     param = missing[0]

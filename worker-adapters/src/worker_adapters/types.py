@@ -28,6 +28,7 @@ __all__ = [
     "Token",
     "TokenLogprob",
     "Tokenized",
+    "ToolCall",
     "TopLogprob",
 ]
 
@@ -52,12 +53,34 @@ class Sampling:
     json_schema: str | None = None
     # Present: report each token's logprob and this many alternatives (0..20).
     logprobs: int | None = None
+    # Tool calling (API-17; only the OpenAI facade sets these): the functions as JSON
+    # text, a list of `{"name", "description", "parameters"}`; whether the model may
+    # (`auto`), must (`required`) or must not (`none`) call one (a named choice arrives
+    # as `required` with that function alone); at most one call when False.
+    tools: str | None = None
+    tool_choice: str | None = None
+    parallel_tool_calls: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call of a function by the model: `arguments` is JSON text of an object;
+    `id` as the engine or the client named it ("" when none did)."""
+
+    name: str
+    arguments: str
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
+    """One message: an assistant turn may carry the `tool_calls` it made; a `tool` turn
+    answers the call `tool_call_id` with its `content`."""
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

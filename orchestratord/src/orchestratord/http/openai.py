@@ -17,9 +17,14 @@ No field is silently ignored (API-16): `http.request_fields` says how each field
 three requests is honoured, by llorch itself or by the engine as a parameter of the
 capability matrix. A field the document does not list is refused with UNSUPPORTED_PARAM
 naming it; `tools`, `tool_choice`, `parallel_tool_calls` and `logit_bias` become
-parameters the job needs (no engine honours them yet, so admission refuses them, as it
-refuses any parameter no pool of the model honours); refusals name OpenAI's field
-(`param`: `response_format`, not `json_schema`).
+parameters the job needs (admission refuses one that no pool of the model honours:
+`logit_bias` everywhere, tools where the engine cannot call them); refusals name OpenAI's
+field (`param`: `response_format`, not `json_schema`).
+
+Tool calling (API-17, `http.openai_tools`): the request's tools go into the task's
+sampling; the answer's calls, checked by the orchestrator against the tools' schemas
+before the end, come back as `message.tool_calls` or `delta.tool_calls` chunks with
+`finish_reason: tool_calls`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import base64
 import json
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +53,15 @@ from orchestratord.errors import STATUS_BY_CODE, ApiError, Detail
 from orchestratord.events import token_text_json
 from orchestratord.http.body import parse_body, read_json_body
 from orchestratord.http.errors import error_response, openai_error_type
+from orchestratord.http.openai_tools import (
+    ArgumentsDelta,
+    CallStart,
+    ContentDelta,
+    ToolStream,
+    message_of,
+    needs_tools,
+    with_tools,
+)
 from orchestratord.http.request_fields import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
@@ -128,14 +142,30 @@ def facade_spec(
     unknown_fields(body)
     if task_id is not None:
         task_request = task_request.model_copy(update={"task_id": task_id})
-    return task_from_wire(
+    spec = task_from_wire(
         task_request,
         correlation_id=correlation_id,
         max_prompt_bytes=max_prompt_bytes,
         allow_embedding=True,
         api_key=api_key,
-        extra_params=wanted_params(body, table),
+        extra_params=_wanted(body, table),
     )
+    return _with_tools(spec, body, task_request)
+
+
+def _wanted(body: pydantic.BaseModel, table: Mapping[str, Any]) -> frozenset[str]:
+    """The parameters the job needs beyond its `TaskRequest`'s: history with tool calls
+    needs the engine's tools as `tools` does."""
+    wanted = wanted_params(body, table)
+    if isinstance(body, OpenAIChatRequest) and needs_tools(body):
+        return wanted | {"tools"}
+    return wanted
+
+
+def _with_tools(spec: TaskSpec, body: pydantic.BaseModel, task_request: TaskRequest) -> TaskSpec:
+    if not isinstance(body, OpenAIChatRequest):
+        return spec
+    return with_tools(spec, body, [m.content for m in task_request.messages or ()])
 
 
 def _task_request(wire: dict[str, Any]) -> TaskRequest:
@@ -172,9 +202,14 @@ def _content(content: Any) -> str:
     return "".join(part.text for part in content.root)
 
 
+_TASK_ROLES = {"developer": "system", "tool": "user"}  # the task's validation only
+
+
 def _chat_wire(body: OpenAIChatRequest) -> dict[str, Any]:
+    """The task of a chat request. A `tool` turn stands as a user turn here (the
+    `TaskRequest` schema has no tool role); `with_tools` puts the real turns back."""
     messages = [
-        {"role": "system" if m.role == "developer" else m.role, "content": _content(m.content)}
+        {"role": _TASK_ROLES.get(m.role, m.role), "content": _content(m.content)}
         for m in body.messages
     ]
     wire = {
@@ -254,6 +289,23 @@ class _Framer:
             return self._content_head + literal + "}" + tail + "\n\n"
         return self._content_head + literal + tail + "\n\n"
 
+    def tool_piece(self, piece: ContentDelta | CallStart | ArgumentsDelta) -> str:
+        """A chunk of a streamed answer with tools: text, a call's start (id and name),
+        or a fragment of its arguments, as OpenAI streams them."""
+        if isinstance(piece, ContentDelta):
+            return self.content(json.dumps(piece.text, ensure_ascii=False))
+        if isinstance(piece, CallStart):
+            call: dict[str, Any] = {
+                "index": piece.index,
+                "id": piece.id,
+                "type": "function",
+                "function": {"name": piece.name, "arguments": ""},
+            }
+        else:
+            call = {"index": piece.index, "function": {"arguments": piece.fragment}}
+        delta = json.dumps({"tool_calls": [call]}, ensure_ascii=False)
+        return self._head + f'{{"index":0,"delta":{delta},"finish_reason":null}}]}}\n\n'
+
     def finish(self, reason: str) -> str:
         choice = '{"index":0,"delta":{},' if self.chat else '{"index":0,"text":"","logprobs":null,'
         return self._head + choice + f'"finish_reason":"{reason}"}}]}}\n\n'
@@ -281,6 +333,7 @@ def _stream(
     framer = _Framer(record, chat)
     subscriber = record.events.subscribe_decoded()
     shaper = _logprobs_shaper(record, chat)
+    tools = ToolStream(record.task_id) if chat and _may_call(record) else None
 
     async def chunks() -> AsyncIterator[bytes]:
         tokens_in = 0
@@ -290,9 +343,11 @@ def _stream(
             # the engine works on the first token.
             role = framer.role().decode() if chat else ""
             while (events := await subscriber.next_events()) is not None:
-                parts = []
+                parts: list[str] = []
                 for name, data in events:
-                    if name == "token" and shaper is not None:
+                    if name == "token" and tools is not None:
+                        parts.extend(map(framer.tool_piece, tools.feed(json.loads(data)["t"])))
+                    elif name == "token" and shaper is not None:
                         entries = json.loads(data).get("logprobs") or []
                         parts.append(
                             framer.content_with_logprobs(token_text_json(data), shaper(entries))
@@ -303,7 +358,11 @@ def _stream(
                         tokens_in = int(json.loads(data)["tokens_in"])
                     elif name == "end":
                         end = json.loads(data)
-                        parts.append(framer.finish(end["finish_reason"]))
+                        reason = end["finish_reason"]
+                        if tools is not None:
+                            parts.extend(map(framer.tool_piece, tools.finish()))
+                            reason = "tool_calls" if tools.calls else reason
+                        parts.append(framer.finish(reason))
                         if include_usage:
                             prompt_tokens = end.get("tokens_in") or tokens_in
                             parts.append(framer.usage(_usage(prompt_tokens, end["tokens_out"])))
@@ -331,6 +390,12 @@ def _stream(
                 orchestrator.subscriber_left(record.task_id)
 
     return SseResponse(chunks(), headers={**_SSE_HEADERS, TASK_ID_HEADER: record.task_id})
+
+
+def _may_call(record: TaskRecord) -> bool:
+    """The task has tools the model may call (its output may be calls)."""
+    sampling = record.spec.request.sampling
+    return sampling.tools is not None and sampling.tool_choice != "none"
 
 
 def _logprobs_shaper(
@@ -407,8 +472,9 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
             max_prompt_bytes=config.max_prompt_bytes,
             allow_embedding=True,
             api_key=request.scope.get("state", {}).get("api_key"),
-            extra_params=wanted_params(body, table),
+            extra_params=_wanted(body, table),
         )
+        spec = _with_tools(spec, body, task_request)
         submission = submission_for(
             request.headers,
             task_request,
@@ -464,6 +530,11 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
         entries: list[dict[str, Any]] = []
         text, started, end = await _collect(record, entries)
         assert end is not None
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        finish_reason = end["finish_reason"]
+        if _may_call(record):
+            message, called = message_of(text, record.task_id, "auto")
+            finish_reason = "tool_calls" if called else finish_reason
         return Response(
             json.dumps(
                 {
@@ -474,9 +545,9 @@ def openai_routes(orchestrator: Orchestrator) -> list[Route]:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
+                            "message": message,
                             "logprobs": {"content": entries} if body.logprobs else None,
-                            "finish_reason": end["finish_reason"],
+                            "finish_reason": finish_reason,
                         }
                     ],
                     "usage": _end_usage(started, end),

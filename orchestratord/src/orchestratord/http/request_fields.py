@@ -9,8 +9,10 @@ document does not list, and message fields other than `role` and `content`, are 
 here, before admission: no engine behind llorch could honour what llorch does not carry.
 
 `tools`, `tool_choice`, `parallel_tool_calls` and `logit_bias` have no `TaskRequest`
-field: when set, the facade adds their parameter to the job's needs (`wanted_params`),
-so the matrix decides (today every engine kind refuses them).
+field (`/v2/tasks` offers no tool calling: its schema refuses them as unknown fields):
+when set, the facade adds their parameter to the job's needs (`wanted_params`), so the
+matrix decides (tools: llama-server and the in-process engine, on chat; `logit_bias`:
+no engine kind). A message's `tool_calls` and `tool_call_id` need `tools` too.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ MESSAGE_FIELDS: Mapping[str, Honoured] = {
     "role": Honoured("the turn's role (developer is passed as system)"),
     "content": Honoured("the turn's text (text parts joined)"),
     "name": Honoured("speaker names are not carried to engines", refused=True),
+    "tool_calls": _engine("tools", "an assistant turn's calls: the engine's tools"),
+    "tool_call_id": _engine("tools", "the call a tool turn answers: the engine's tools"),
 }
 
 

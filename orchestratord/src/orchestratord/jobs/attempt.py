@@ -7,7 +7,11 @@ watchdog). Whatever goes wrong below it becomes a `Failed` with the right flags:
 a replica with no adapter bound is a lost engine; a bug while relaying is an internal
 `ENGINE_ERROR`, and never marks a healthy replica suspect. A task with a `json_schema`
 ends as a success only when its whole output satisfies the schema: else the attempt's
-terminal is `SCHEMA_VIOLATION` (not retriable), in place of the engine's `End`.
+terminal is `SCHEMA_VIOLATION` (not retriable), in place of the engine's `End`. So does
+a task with tools the model may call (API-17) whose output is calls that break the
+request: malformed, not a tool of the request, arguments that break its parameters,
+several where one was allowed, or text where a call was required
+(`worker_adapters.tools.tool_call_violation`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from adapter_host import AdapterHost, ReplicaKey, ReplicaNotBound
 from worker_adapters import End, Failed, Started, StreamEvent, Token
 from worker_adapters.constraints import SCHEMA_VIOLATION, schema_violation
 from worker_adapters.errors import AdapterError, EngineUnavailable, RequestRejected
+from worker_adapters.tools import tool_call_violation
+from worker_adapters.types import Sampling
 
 from orchestratord.jobs.ledger import task_fields
 from orchestratord.logprobs import entries_json
@@ -48,13 +54,29 @@ def _abandoned(record: TaskRecord) -> Failed:
     return Failed("WORKER_RESET", reason, True, record.token_events == 0)
 
 
-def _checked(end: End, schema: str, output: str) -> End | Failed:
+def _checked(end: End, sampling: Sampling, output: str) -> End | Failed:
     """The engine's `End`, or `SCHEMA_VIOLATION` when the output does not satisfy the
-    task's `json_schema` (tokens were streamed: never retried)."""
-    reason = schema_violation(schema, output, finish_reason=end.finish_reason)
+    task's `json_schema` or its tools (tokens were streamed: never retried)."""
+    if sampling.json_schema is not None:
+        reason = schema_violation(sampling.json_schema, output, finish_reason=end.finish_reason)
+    else:
+        assert sampling.tools is not None
+        reason = tool_call_violation(
+            sampling.tools,
+            sampling.tool_choice,
+            sampling.parallel_tool_calls,
+            output,
+            finish_reason=end.finish_reason,
+        )
     if reason is None:
         return end
     return Failed(SCHEMA_VIOLATION, reason, False, not output)
+
+
+def _checks_output(sampling: Sampling) -> bool:
+    """The finished output is checked: against a JSON schema, or tools it may call."""
+    calls = sampling.tools is not None and sampling.tool_choice != "none"
+    return sampling.json_schema is not None or calls
 
 
 class Attempt:
@@ -113,8 +135,8 @@ class Attempt:
     ) -> StreamEvent | None:
         """Relay one generation into the task's event log; returns its terminal event."""
         request = replace(record.spec.request, job_id=record.engine_job_id)
-        schema = request.sampling.json_schema
-        output: list[str] = []  # the text, kept only to check it against `schema`
+        checked = _checks_output(request.sampling)
+        output: list[str] = []  # the text, kept only to check it when `checked`
         async with contextlib.aclosing(self._host.submit_batches(key, request)) as batches:
             async for batch in batches:  # the events of one engine read
                 if record.done:
@@ -128,7 +150,7 @@ class Attempt:
                 for event in batch:
                     if type(event) is Token:
                         tokens.append(event)
-                        if schema is not None:
+                        if checked:
                             output.append(event.text)
                         continue
                     if tokens:
@@ -136,8 +158,8 @@ class Attempt:
                         tokens = []
                     if type(event) is Started:
                         self._on_started(record, placed, event)
-                    elif schema is not None and type(event) is End:
-                        return _checked(event, schema, "".join(output))
+                    elif checked and type(event) is End:
+                        return _checked(event, request.sampling, "".join(output))
                     else:
                         return event
                 if tokens:

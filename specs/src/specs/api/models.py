@@ -629,22 +629,43 @@ class Content(RootModel[list[OpenAIContentPart]]):
     root: list[OpenAIContentPart] = Field(..., max_length=256)
 
 
-class OpenAIChatMessage(BaseModel):
-    """
-    `role` and `content` are honoured; `name` and any field not listed here
-    (`tool_calls`, ...) are refused with 400 UNSUPPORTED_PARAM naming it (API-16).
-
-    """
-
+class OpenAIToolCallFunction(BaseModel):
     model_config = ConfigDict(
-        extra='allow',
+        extra='forbid',
     )
-    role: Literal['system', 'developer', 'user', 'assistant']
-    content: str | Content | None = None
-    name: str | None = Field(
+    name: str = Field(..., pattern='^[a-zA-Z0-9_-]{1,64}$')
+    arguments: str = Field(..., description='JSON text of an object.', max_length=65536)
+
+
+class OpenAIFunction(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    name: str = Field(..., pattern='^[a-zA-Z0-9_-]{1,64}$')
+    description: str | None = Field(default=None, max_length=4096)
+    parameters: dict[str, Any] | None = Field(
         default=None,
-        description='Refused with 400 UNSUPPORTED_PARAM (not carried to engines).',
+        description='A JSON Schema (2020-12) of the arguments object; the calls are checked against it.',
     )
+    strict: bool | None = Field(
+        default=None,
+        description='Accepted; the arguments are always checked against `parameters`.',
+    )
+
+
+class Function(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    name: str = Field(..., pattern='^[a-zA-Z0-9_-]{1,64}$')
+
+
+class OpenAINamedToolChoice(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    type: Literal['function']
+    function: Function
 
 
 class OpenAIStreamEvent(BaseModel):
@@ -695,56 +716,6 @@ class Stop1Item(RootModel[str]):
 
 class Stop1(RootModel[list[Stop1Item]]):
     root: list[Stop1Item] = Field(..., max_length=16)
-
-
-class OpenAIChatRequest(BaseModel):
-    """
-    No field is silently ignored (API-16): a field not listed here is refused with
-    400 UNSUPPORTED_PARAM naming it (`param`), and so is a listed sampling or
-    constraint field that no pool serving the model honours (the capability matrix,
-    `docs/capabilities.md`). `tools`, `tool_choice`, `parallel_tool_calls` and
-    `logit_bias` are honoured by no engine yet: refused. `user` is accepted and has
-    no effect on the output.
-
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-    )
-    model: str = Field(..., max_length=256, min_length=1)
-    messages: list[OpenAIChatMessage] = Field(..., max_length=1024, min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=32768)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    n: int | None = Field(default=None, ge=1, le=1)
-    stream: bool | None = None
-    stream_options: OpenAIStreamOptions | None = None
-    stop: Stop | Stop1 | None = None
-    seed: int | None = Field(default=None, ge=0, le=4294967295)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: OpenAIResponseFormat | None = None
-    user: str | None = Field(default=None, max_length=256)
-    tools: list[dict[str, Any]] | None = Field(
-        default=None,
-        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours tools.',
-        max_length=128,
-    )
-    tool_choice: Literal['none', 'auto', 'required'] | dict[str, Any] | None = Field(
-        default=None,
-        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours it.',
-    )
-    parallel_tool_calls: bool | None = Field(
-        default=None,
-        description='Part of tool calling; refused with 400 UNSUPPORTED_PARAM as `tools` is.',
-    )
-    logit_bias: dict[str, Any] | None = Field(
-        default=None,
-        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours it.',
-    )
 
 
 class Prompt(RootModel[str]):
@@ -975,10 +946,109 @@ class Capabilities(BaseModel):
     pools: list[CapabilityPool]
 
 
+class OpenAIToolCall(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: str = Field(..., max_length=256, min_length=1)
+    type: Literal['function']
+    function: OpenAIToolCallFunction
+
+
+class OpenAITool(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    type: Literal['function']
+    function: OpenAIFunction
+
+
 class TokenEvent(BaseModel):
     t: str = Field(..., description='The text delta.')
     i: int = Field(..., description='0-based index of this token event.', ge=0)
     logprobs: list[TokenLogprob] | None = Field(
         default=None,
         description='Present only when the task asked for `logprobs`: one entry per engine token of\nthis event, in order (an event may carry several tokens when a character was\nsplit across them).\n',
+    )
+
+
+class OpenAIChatMessage(BaseModel):
+    """
+    `role` and `content` are honoured; an assistant turn's `tool_calls` and a `tool`
+    turn's `tool_call_id` are carried to engines that honour tools (API-17; else
+    refused with 400 UNSUPPORTED_PARAM naming `tools`); `name` and any field not
+    listed here are refused with 400 UNSUPPORTED_PARAM naming it (API-16).
+
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    role: Literal['system', 'developer', 'user', 'assistant', 'tool']
+    content: str | Content | None = None
+    name: str | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM (not carried to engines).',
+    )
+    tool_calls: list[OpenAIToolCall] | None = Field(
+        default=None,
+        description="An assistant turn's calls (the `tool_calls` of an earlier answer).",
+        max_length=128,
+    )
+    tool_call_id: str | None = Field(
+        default=None,
+        description='A `tool` turn answers this call of an earlier assistant turn.',
+        max_length=256,
+        min_length=1,
+    )
+
+
+class OpenAIChatRequest(BaseModel):
+    """
+    No field is silently ignored (API-16): a field not listed here is refused with
+    400 UNSUPPORTED_PARAM naming it (`param`), and so is a listed sampling or
+    constraint field that no pool serving the model honours (the capability matrix,
+    `docs/capabilities.md`). `logit_bias` is honoured by no engine yet: refused.
+    `user` is accepted and has no effect on the output.
+
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: str = Field(..., max_length=256, min_length=1)
+    messages: list[OpenAIChatMessage] = Field(..., max_length=1024, min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    n: int | None = Field(default=None, ge=1, le=1)
+    stream: bool | None = None
+    stream_options: OpenAIStreamOptions | None = None
+    stop: Stop | Stop1 | None = None
+    seed: int | None = Field(default=None, ge=0, le=4294967295)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: OpenAIResponseFormat | None = None
+    user: str | None = Field(default=None, max_length=256)
+    tools: list[OpenAITool] | None = Field(
+        default=None,
+        description="Function tools (API-17). The job runs only on pools whose engine honours\n`tools` (`docs/capabilities.md`: llama-server, the in-process engine; how in\n`docs/tool-calling.md`); when no pool of the model does, 400\nUNSUPPORTED_PARAM. Calls come back as `message.tool_calls`\n(streamed as `delta.tool_calls`) with `finish_reason: tool_calls`; their\narguments are checked against the tool's `parameters` before the end: a call\nthat breaks them ends the job with 422 SCHEMA_VIOLATION, never a wrong call.\n",
+        max_length=128,
+    )
+    tool_choice: Literal['none', 'auto', 'required'] | OpenAINamedToolChoice | None = (
+        Field(
+            default=None,
+            description='`auto` (the default with tools), `none`, `required` or one named function\n(which must be one of `tools`). Needs `tools`.\n',
+        )
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None,
+        description='false allows at most one call per answer. Needs `tools`.',
+    )
+    logit_bias: dict[str, Any] | None = Field(
+        default=None,
+        description='Refused with 400 UNSUPPORTED_PARAM unless a pool of the model honours it.',
     )

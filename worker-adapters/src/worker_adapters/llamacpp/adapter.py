@@ -4,9 +4,15 @@ Completions stream from the native `POST /completion` (`llamacpp.wire`: terminal
 chunk with `stop: true`, no `[DONE]`). Chat needs the model's template, which only the
 server can render, so chat goes to its OpenAI route `/v1/chat/completions` (ends with
 `[DONE]`; `_openai_wire`) with llama.cpp's extras (`top_k`, `min_p`, `repeat_penalty`,
-`grammar`, `json_schema`), which that route honours too. Both routes honour every
-parameter of the capability matrix's `llamacpp` row (all but `logit_bias` and tools,
-which are refused). Logprobs are asked as `n_probs` (native) or
+`grammar`, `json_schema`), which that route honours too. Tools (API-17) go as they
+go to the in-process engine: described in a system message, the answer constrained by
+a GBNF `grammar` made of the tools' schemas (`worker_adapters.tools`), so calls come
+back as text in llorch's tool-call form whatever the model's template. Not
+llama-server's own `tools`: its template analysis drops tools without a word for
+templates with no tool section (Gemma 3's, the fixture's), and the build llorch tests
+with did not enforce `tool_choice: required` even with a Qwen-style template that has
+one. Both routes honour every parameter of the capability matrix's `llamacpp` row (all
+but `logit_bias`, which is refused). Logprobs are asked as `n_probs` (native) or
 `logprobs`/`top_logprobs` (chat) and read by `_logprobs.LogprobsDecoder`.
 
 Control routes: `/health` (200 ready, 503 while loading), `/slots` (busy slots, when the
@@ -25,9 +31,11 @@ from typing import Any
 from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
 from worker_adapters._logprobs import LogprobsDecoder, llama_native_logprobs, openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body
+from worker_adapters.constraints import json_schema_converter
 from worker_adapters.errors import EngineUnavailable, RequestRejected
 from worker_adapters.llamacpp.wire import LlamaNativeDecoder, native_sampling, pieces_to_offsets
 from worker_adapters.protocol import Endpoint, register
+from worker_adapters.tools import present_tools, tool_grammar
 from worker_adapters.types import EngineHealth, EngineProps, Failed, GenerateRequest, Tokenized
 
 __all__ = ["LlamaServerAdapter", "parse_metrics"]
@@ -75,6 +83,8 @@ class LlamaServerAdapter(HttpAdapterBase):
         chat = chat_body(request, await self.served_model())
         native.pop("n_predict")
         chat.update(native)
+        if (tools := _with_tools(request, chat)) is not None:
+            return tools
         chat["stream_options"] = {"include_usage": True}
         if top_n is None:
             return StreamPlan("/v1/chat/completions", chat, OpenAIDecoder(chat=True))
@@ -138,6 +148,29 @@ class LlamaServerAdapter(HttpAdapterBase):
                 embedding = embedding[0]
             vectors.append(tuple(float(x) for x in embedding))
         return tuple(vectors)
+
+
+def _with_tools(request: GenerateRequest, chat: dict[str, Any]) -> Failed | None:
+    """Puts a chat's tools into `chat` (its messages with the tools described, and the
+    grammar of the calls); a `Failed` when they cannot be constrained here."""
+    sampling = request.sampling
+    turns = request.messages or ()
+    if sampling.tools is None and not any(t.tool_calls or t.role == "tool" for t in turns):
+        return None
+    chat["messages"] = present_tools(turns, sampling.tools, sampling.tool_choice)
+    if sampling.tools is None or sampling.tool_choice == "none":
+        return None
+    convert = json_schema_converter()
+    if convert is None:
+        reason = "tools: llama.cpp's JSON-schema converter (llama-cpp-python) is not installed"
+        return Failed("UNSUPPORTED_PARAM", reason, False, True)
+    try:
+        chat["grammar"] = tool_grammar(
+            sampling.tools, sampling.tool_choice, sampling.parallel_tool_calls, convert
+        )
+    except ValueError as exc:
+        return Failed("INVALID_PARAMS", f"tools: {exc}", False, True)
+    return None
 
 
 def _llamacpp_adapter(endpoint: Endpoint) -> LlamaServerAdapter:

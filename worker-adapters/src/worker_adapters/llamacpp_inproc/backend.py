@@ -10,12 +10,15 @@ slot's previous job reuses it).
 One generation: render the chat template (the model's own, from its GGUF metadata, or
 its family's published one when the file has none: `chat_templates`) or
 take the raw prompt, tokenize, refuse prompts that do not fit the context with
-`CONTEXT_OVERFLOW`, then sample token by token. Each token's bytes go through a
-`TextAssembler` (UTF-8 reassembly, stop strings); when the request asks for logprobs,
-each token's are computed from the logits it was sampled from (`logprobs`) and travel
-with its text. Cancel sets an event checked between tokens. Text deltas cross to the
-event loop through `call_soon_threadsafe`, and tokens already waiting when the consumer
-looks are merged (`coalesce_tokens`).
+`CONTEXT_OVERFLOW`, then sample token by token. A chat with tools (API-17) is rendered
+with the tools (by the template's own tool section when it writes calls in llorch's
+form, else described in a system message) and constrained by a grammar made of the
+tools' schemas (`worker_adapters.tools`). Each token's
+bytes go through a `TextAssembler` (UTF-8 reassembly, stop strings); when the request
+asks for logprobs, each token's are computed from the logits it was sampled from
+(`logprobs`) and travel with its text. Cancel sets an event checked between tokens.
+Text deltas cross to the event loop through `call_soon_threadsafe`, and tokens already
+waiting when the consumer looks are merged (`coalesce_tokens`).
 
 While loading, `health()` reports the fraction of the weights loaded (`load_progress`)
 from llama.cpp's own load-progress callback (`_reporting_load_progress`), over all the
@@ -50,6 +53,12 @@ from worker_adapters.engine import coalesce_tokens
 from worker_adapters.errors import RequestRejected
 from worker_adapters.llamacpp_inproc.logprobs import sampled_logprobs
 from worker_adapters.textstream import TextAssembler
+from worker_adapters.tools import (
+    present_tools,
+    renders_calls_in_text_form,
+    template_inputs,
+    tool_grammar,
+)
 from worker_adapters.types import (
     End,
     EngineHealth,
@@ -123,6 +132,7 @@ class LlamaBackend:
         self._state: EngineHealth = EngineHealth("loading", "loading model", settings.slots)
         self._template: Jinja2ChatFormatter | None = None
         self._has_template = False
+        self._template_renders_tools = False  # `renders_calls_in_text_form`
         self._embedder: Llama | None = None
         self._embed_executor = ThreadPoolExecutor(1, thread_name_prefix="llama-embed")
         self._loads_done = 0  # of `_loads_total`: one per slot, one for the embedder
@@ -179,7 +189,9 @@ class LlamaBackend:
         )
 
     def _chat_formatter(self, llama: Llama) -> Jinja2ChatFormatter:
-        self._has_template = _model_template(llama) is not None
+        template = _model_template(llama)
+        self._has_template = template is not None
+        self._template_renders_tools = renders_calls_in_text_form(template or "")
         return chat_formatter(llama)
 
     async def close(self) -> None:
@@ -379,8 +391,15 @@ class LlamaBackend:
     def _prompt_tokens(self, llama: Llama, request: GenerateRequest) -> list[int]:
         if request.messages is not None:
             assert self._template is not None
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            rendered = render_chat(self._template, messages)
+            sampling = request.sampling
+            if self._template_renders_tools:
+                messages, tools = template_inputs(
+                    request.messages, sampling.tools, sampling.tool_choice
+                )
+                rendered = render_chat(self._template, messages, tools)
+            else:
+                described = present_tools(request.messages, sampling.tools, sampling.tool_choice)
+                rendered = render_chat(self._template, list(described))
             return llama.tokenize(rendered.encode(), add_bos=False, special=True)
         return llama.tokenize((request.prompt or "").encode(), add_bos=True, special=True)
 
@@ -433,25 +452,30 @@ class GenerationPlan:
     stop: tuple[str, ...]
     max_tokens: int
     logprobs: int | None
-    constraint: str | None  # "grammar" | "json_schema"
+    constraint: str | None  # "grammar" | "json_schema" | "tools"
+    tool_choice: str | None = None  # with tools: auto | none | required
 
 
 def generation_plan(sampling: Sampling) -> GenerationPlan:
-    constraint = (
-        "grammar"
-        if sampling.grammar is not None
-        else "json_schema"
-        if sampling.json_schema is not None
-        else None
-    )
     return GenerationPlan(
         sampler=_sampling_args(sampling),
         seed=sampling.seed,
         stop=sampling.stop,
         max_tokens=sampling.max_tokens,
         logprobs=sampling.logprobs,
-        constraint=constraint,
+        constraint=_constraint(sampling),
+        tool_choice=sampling.tool_choice,
     )
+
+
+def _constraint(sampling: Sampling) -> str | None:
+    if sampling.grammar is not None:
+        return "grammar"
+    if sampling.json_schema is not None:
+        return "json_schema"
+    if sampling.tools is not None and sampling.tool_choice != "none":
+        return "tools"
+    return None
 
 
 def _sampling_args(sampling: Sampling) -> dict[str, Any]:
@@ -520,10 +544,15 @@ def _model_template(llama: Llama) -> str | None:
     return own or builtin_template(metadata.get("general.architecture", ""))
 
 
-def render_chat(formatter: Jinja2ChatFormatter, messages: list[dict[str, str]]) -> str:
-    """The prompt text of `messages`; ValueError when the template refuses them."""
+def render_chat(
+    formatter: Jinja2ChatFormatter,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The prompt text of `messages` (and `tools`, for a template with a tool section);
+    ValueError when the template refuses them."""
     try:
-        return formatter(messages=cast(Any, messages)).prompt
+        return formatter(messages=cast(Any, messages), tools=cast(Any, tools)).prompt
     except jinja2.TemplateError as exc:
         raise ValueError(f"the model's chat template refused the messages: {exc}") from exc
 
@@ -536,12 +565,10 @@ def _grammar(sampling: Sampling, llama: Llama) -> LlamaGrammar | None:
     that cannot be constrained fails closed instead of running unconstrained (or killing
     the worker).
     """
-    if sampling.grammar is not None:
-        grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
-    elif sampling.json_schema is not None:
-        grammar = LlamaGrammar.from_string(json_schema_grammar(sampling.json_schema))
-    else:
+    text = _grammar_text(sampling)
+    if text is None:
         return None
+    grammar = LlamaGrammar.from_string(text, verbose=False)
     sampler = llama_cpp.llama_sampler_init_grammar(
         llama._model.vocab, grammar._grammar.encode(), grammar._root.encode()
     )
@@ -549,6 +576,22 @@ def _grammar(sampling: Sampling, llama: Llama) -> LlamaGrammar | None:
         raise ValueError("grammar does not parse (GBNF with a `root` rule expected)")
     llama_cpp.llama_sampler_free(sampler)
     return grammar
+
+
+def _grammar_text(sampling: Sampling) -> str | None:
+    """The GBNF of the request's constraint (`generation_plan`'s `constraint`)."""
+    constraint = _constraint(sampling)
+    if constraint == "grammar":
+        return sampling.grammar
+    if constraint == "json_schema":
+        assert sampling.json_schema is not None
+        return json_schema_grammar(sampling.json_schema)
+    if constraint == "tools":
+        assert sampling.tools is not None
+        return tool_grammar(
+            sampling.tools, sampling.tool_choice, sampling.parallel_tool_calls, json_schema_grammar
+        )
+    return None
 
 
 def _common_prefix(llama: Llama, tokens: list[int]) -> int:

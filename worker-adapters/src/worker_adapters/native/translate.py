@@ -22,6 +22,7 @@ from worker_adapters.types import (
     StreamEvent,
     Token,
     TokenLogprob,
+    ToolCall,
     TopLogprob,
 )
 
@@ -48,6 +49,9 @@ _OPTIONAL_SAMPLING = (
     "grammar",
     "json_schema",
     "logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 )
 
 
@@ -60,9 +64,7 @@ def request_to_wire(request: GenerateRequest) -> pb.GenerateRequest:
             setattr(wire_sampling, name, value)
     wire = pb.GenerateRequest(job_id=request.job_id, sampling=wire_sampling)
     if request.messages is not None:
-        wire.chat.messages.extend(
-            pb.ChatMessage(role=m.role, content=m.content) for m in request.messages
-        )
+        wire.chat.messages.extend(_message_to_wire(m) for m in request.messages)
     else:
         wire.prompt = request.prompt or ""
     return wire
@@ -77,9 +79,28 @@ def request_from_wire(wire: pb.GenerateRequest) -> GenerateRequest:
     }
     sampling = Sampling(max_tokens=source.max_tokens, stop=tuple(source.stop), **optional)
     if wire.WhichOneof("input") == "chat":
-        turns = tuple(ChatTurn(m.role, m.content) for m in wire.chat.messages)
+        turns = tuple(_message_from_wire(m) for m in wire.chat.messages)
         return GenerateRequest(wire.job_id, sampling, messages=turns)
     return GenerateRequest(wire.job_id, sampling, prompt=wire.prompt)
+
+
+def _message_to_wire(turn: ChatTurn) -> pb.ChatMessage:
+    message = pb.ChatMessage(
+        role=turn.role,
+        content=turn.content,
+        tool_calls=[
+            pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in turn.tool_calls
+        ],
+    )
+    if turn.tool_call_id is not None:
+        message.tool_call_id = turn.tool_call_id
+    return message
+
+
+def _message_from_wire(message: pb.ChatMessage) -> ChatTurn:
+    calls = tuple(ToolCall(c.name, c.arguments, c.id) for c in message.tool_calls)
+    call_id = message.tool_call_id if message.HasField("tool_call_id") else None
+    return ChatTurn(message.role, message.content, calls, call_id)
 
 
 def event_to_wire(event: StreamEvent) -> pb.GenerateEvent:
