@@ -38,3 +38,16 @@ Feature: The OpenAI-compatible facade
   Scenario: A request retried with the same Idempotency-Key gets the same completion
     When I ask twice for a completion of 6 tokens with Idempotency-Key "v1-bdd-retry"
     Then both answers are the same task with the same text
+
+  @API-17
+  Scenario: The client's tool-call loop gets a call, then an answer that read the tool's result
+    When I ask for the weather in Paris with a "get_weather" tool the model must call
+    Then the answer is one call of "get_weather" whose arguments satisfy its parameters
+    And the finish reason is "tool_calls"
+    When I send the call and the tool's result back, asking for no more calls
+    Then the answer is text with no tool call
+
+  @API-17 @API-16
+  Scenario: Tools for an engine that cannot call them are refused, naming the field
+    When I ask model "m" for a chat with a "get_weather" tool with the OpenAI client
+    Then the client raises a bad request error with code "UNSUPPORTED_PARAM" for parameter "tools"

@@ -3,7 +3,9 @@ on the shared cluster (see conftest), with the steps only they use."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -142,3 +144,77 @@ def _(world: World) -> None:
     first, second = world.values["answers"]
     assert first.headers["x-llorch-task-id"] == second.headers["x-llorch-task-id"]
     assert first.parse().choices[0].text == second.parse().choices[0].text
+
+
+CITIES = ["Paris", "Rome", "Oslo"]
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city now.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": CITIES}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@when(parsers.parse('I ask for the weather in Paris with a "{name}" tool the model must call'))
+def _(world: World, name: str) -> None:
+    assert name == WEATHER["function"]["name"]
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    # The tiny random model never picks a tool by chance: `required` makes it call one.
+    request: dict[str, Any] = {"model": "default", "tools": [WEATHER], "max_tokens": 200,
+                               "seed": 3, "parallel_tool_calls": False}  # fmt: skip
+    answer = the_client(world).chat.completions.create(
+        messages=messages, tool_choice="required", **request
+    )
+    world.values.update(messages=messages, request=request, answer=answer.choices[0])
+
+
+@then(parsers.parse('the answer is one call of "{name}" whose arguments satisfy its parameters'))
+def _(world: World, name: str) -> None:
+    message = world.values["answer"].message
+    assert message.content is None and message.tool_calls is not None, message
+    [call] = message.tool_calls
+    assert call.type == "function" and call.function.name == name
+    assert json.loads(call.function.arguments)["city"] in CITIES, call.function.arguments
+
+
+@then(parsers.parse('the finish reason is "{reason}"'))
+def _(world: World, reason: str) -> None:
+    assert world.values["answer"].finish_reason == reason, world.values["answer"]
+
+
+@when("I send the call and the tool's result back, asking for no more calls")
+def _(world: World) -> None:
+    answer = world.values["answer"]
+    messages = world.values["messages"]
+    messages.append(answer.message)  # the client's loop: its own message object as is
+    call = answer.message.tool_calls[0]
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"})
+    final = the_client(world).chat.completions.create(
+        messages=messages, **{**world.values["request"], "max_tokens": 8}, tool_choice="none"
+    )
+    world.values["final"] = final.choices[0]
+
+
+@then("the answer is text with no tool call")
+def _(world: World) -> None:
+    final = world.values["final"]
+    assert final.message.tool_calls is None and final.message.content, final
+    assert final.finish_reason == "length", final
+
+
+@when(parsers.parse('I ask model "{model}" for a chat with a "{name}" tool with the OpenAI client'))
+def _(world: World, model: str, name: str) -> None:
+    assert name == WEATHER["function"]["name"]
+    try:
+        the_client(world).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "x"}], max_tokens=4, tools=[WEATHER]
+        )
+    except openai.APIStatusError as error:
+        world.error = error
