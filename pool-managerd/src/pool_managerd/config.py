@@ -222,10 +222,10 @@ def _pool(settings: PoolSettings, index: int) -> PoolConfig:
     needs_command = pool.engine not in ("llamacpp-inproc", "mock")
     if needs_command and not pool.engine_command:
         raise ConfigError(f"pools[{index}]: engine {pool.engine} needs engine_command")
-    if pool.engine == "vllm" and (pool.gpu_layers or pool.embeddings):
+    if pool.engine in ("vllm", "vllm-inproc") and (pool.gpu_layers or pool.embeddings):
         raise ConfigError(
-            f"pools[{index}]: engine vllm takes no gpu_layers or embeddings (vLLM places the "
-            "whole model on its device and serves generation only here)"
+            f"pools[{index}]: engine {pool.engine} takes no gpu_layers or embeddings (vLLM "
+            "places the whole model on its device and serves generation only here)"
         )
     return pool
 
