@@ -5,7 +5,6 @@ Facts are written out by hand here; `test_engine_source.py` and friends gather r
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from catalog_core import EngineEntry
 from hypothesis import given
 from hypothesis import strategies as st
-from provisioners.engines.facts import local_projects
+from provisioners.engines.facts import dependencies_digest, local_projects
 from provisioners.engines.prepared import prepared_engine
 from provisioners.errors import (
     EngineToolMissing,
@@ -473,8 +472,18 @@ def test_the_running_llorchs_worker_projects_are_found_where_uv_sync_installed_t
     found = local_projects(("llorch-specs", "llorch-worker-adapters", "no-such-dist"))
     repo = Path(__file__).resolve().parents[2]
     assert [p.path for p in found] == [str(repo / "specs"), str(repo / "worker-adapters"), None]
-    pyproject = (repo / "specs" / "pyproject.toml").read_bytes()
-    assert found[0].pyproject_sha256 == hashlib.sha256(pyproject).hexdigest()
+    assert found[0].pyproject_sha256 == dependencies_digest(repo / "specs" / "pyproject.toml")
+
+
+def test_a_projects_dependency_digest_ignores_comments_and_tool_settings(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    base = '[project]\nname = "x"\ndependencies = ["grpcio==1.85.1"]\n'
+    pyproject.write_text(base)
+    digest = dependencies_digest(pyproject)
+    pyproject.write_text(f"# a comment\n{base}[tool.deptry]\nignore = []\n")
+    assert dependencies_digest(pyproject) == digest
+    pyproject.write_text(base.replace("1.85.1", "1.86.0"))
+    assert dependencies_digest(pyproject) != digest
 
 
 # -- binary mode -----------------------------------------------------------------------------

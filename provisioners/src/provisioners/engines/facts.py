@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from provisioners.plan.engines import (
 
 __all__ = [
     "FactSettings",
+    "dependencies_digest",
     "detect_platform",
     "gather_facts",
     "local_projects",
@@ -128,7 +130,7 @@ async def gather_facts(
 def local_projects(distributions: tuple[str, ...]) -> tuple[LocalProject, ...]:
     """Where the running llorch's `distributions` come from: the folder each was
     installed from as a project (its `direct_url.json` names a local directory, as
-    `uv sync` records for the workspace's members), with its pyproject's sha256; path
+    `uv sync` records for the workspace's members), with `dependencies_digest`; path
     None for one installed from a wheel or not installed."""
     found = []
     for name in distributions:
@@ -137,9 +139,25 @@ def local_projects(distributions: tuple[str, ...]) -> tuple[LocalProject, ...]:
         if pyproject is None or not pyproject.is_file():
             found.append(LocalProject(name, None))
             continue
-        digest = hashlib.sha256(pyproject.read_bytes()).hexdigest()
-        found.append(LocalProject(name, folder, digest))
+        found.append(LocalProject(name, folder, dependencies_digest(pyproject)))
     return tuple(found)
+
+
+def dependencies_digest(pyproject: Path) -> str:
+    """sha256 of what an install of the project depends on (`project.dependencies`,
+    optional dependencies, `requires-python`, its build system and uv sources), not of
+    the whole file: a comment or a tool's setting changes no venv."""
+    with pyproject.open("rb") as handle:
+        data = tomllib.load(handle)
+    project = data.get("project", {})
+    relevant = {
+        "dependencies": project.get("dependencies", []),
+        "optional": project.get("optional-dependencies", {}),
+        "python": project.get("requires-python", ""),
+        "build": data.get("build-system", {}),
+        "sources": data.get("tool", {}).get("uv", {}).get("sources", {}),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
 def _project_folder(distribution: str) -> str | None:

@@ -92,8 +92,8 @@ class SourceFacts:
 @dataclass(frozen=True, slots=True)
 class LocalProject:
     """A distribution of the running llorch that a venv gets editable (package mode's
-    `local_members`): its source project, and the sha256 of that project's
-    `pyproject.toml` (its dependencies: part of the build key, so a changed dependency
+    `local_members`): its source project, and a sha256 of what that project's
+    `pyproject.toml` says it depends on (part of the build key, so a changed dependency
     makes a new venv; code edits need none, the install is editable). `path` None: the
     running llorch has it installed from a wheel, with no source project to install."""
 

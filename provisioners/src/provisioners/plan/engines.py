@@ -19,8 +19,9 @@ step. What each mode's key covers, and why its digest is cheap to recompute:
   folders are left out); of an sdist, the archive's sha256 (one read of ~75 MB, and
   the archive is what PyPI pins); of a git checkout, its commit.
 - package: the base interpreter (path and version), the sorted pin list, and each of
-  the profile's `local_members` as its source project's path and the sha256 of its
-  `pyproject.toml` (installed editable: code edits reuse the venv, new dependencies do not).
+  the profile's `local_members` as its source project's path and a sha256 of its
+  pyproject's dependencies (installed editable: code edits reuse the venv, new
+  dependencies do not).
 - binary: the file's sha256 and its path. container: the image reference and the tool.
 
 Build step order for source: fetch (then plan again, now knowing the digest), unpack,
@@ -360,7 +361,7 @@ class _PackagePlanner:
 
 
 def _local_editables(spec: PackageSpec, facts: EngineFacts) -> list[str] | None:
-    """The key's entries for the profile's `local_members` ("-e PATH sha256"), in the
+    """The key's entries for the profile's `local_members` ("-e PATH DIGEST"), in the
     profile's order; None while a member's source project is not known."""
     package = ENGINES[spec.engine].package
     wanted = package.local_members if package is not None else ()
