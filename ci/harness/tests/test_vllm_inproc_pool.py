@@ -12,8 +12,8 @@ tiny Llama folder of `catalog_core.write_tiny_hf_model`. One vLLM runs for the m
   warm-up.
 - A `/v2/tasks` job and official `openai` client chat and completion requests stream
   through the orchestrator.
-- The worker's busy slots are vLLM's own scheduler count of running requests; cancelling
-  a long job brings it to 0 within 2 s.
+- The worker's busy slots are vLLM's own scheduler counts (running + waiting requests);
+  cancelling a long job brings them to 0 within 2 s.
 - The adapter conformance suite runs (the `native` adapter) against this worker; the
   kill and pause scenarios would need a second vLLM, so they stay with the llama.cpp
   worker's suite (same adapter, same worker server).
@@ -157,7 +157,7 @@ def native(endpoint: Endpoint) -> NativeAdapter:
 
 
 def worker_health(cluster: Cluster) -> tuple[str, int]:
-    """(state, busy slots) as the worker reports them: busy is vLLM's running count."""
+    """(state, busy slots) as the worker reports them: vLLM's running + waiting count."""
 
     async def probe() -> tuple[str, int]:
         adapter = native(Endpoint(endpoint(cluster), worker_key(cluster)))

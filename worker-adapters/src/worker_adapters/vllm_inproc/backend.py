@@ -27,8 +27,9 @@ sampling parameters are vLLM's own (`plan.sampling_args`). Cancel aborts the req
 the engine (`AsyncLLM.abort`); a consumer that goes away closes the generator, which
 aborts it too.
 
-Load: `health()` reports vLLM's own scheduler count of running requests as busy slots
-(a stat logger of ours receives the engine's `SchedulerStats` at every engine step).
+Load: `health()` reports vLLM's own scheduler counts of running and waiting requests as
+busy slots, as the `vllm` server kind's load is `num_requests_running` + `_waiting` (a
+stat logger of ours receives the engine's `SchedulerStats` at every engine step).
 Embeddings: served when the model supports vLLM's `embed` task; a generative model
 refuses them with INVALID_PARAMS.
 """
@@ -171,7 +172,8 @@ class VllmBackend:
             self._state = EngineHealth("failed", f"vLLM's engine died: {engine.dead_error}")
         if self._state.state != "ready":
             return self._state
-        return EngineHealth("ready", "", self._settings.slots, self._counts.running)
+        busy = self._counts.running + self._counts.waiting  # as the `vllm` server kind's load
+        return EngineHealth("ready", "", self._settings.slots, busy)
 
     def props(self) -> EngineProps:
         features = {"completion", "chat", "grammar", "json_schema", "logprobs"}
