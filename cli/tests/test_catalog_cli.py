@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from catalog_core import write_tiny_model
+from catalog_core import sha256_folder, write_tiny_hf_model, write_tiny_model
 from llorch.__main__ import main
 from llorch.progress import NarrationLines, Progress
 from provisioners.testing import RangeFileServer
@@ -55,6 +55,29 @@ def test_provision_model_narrates_its_steps_and_the_catalog_lists_the_entry(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["ID", "STATE", "SIZE", "ARCH", "QUANT", "CTX", "REF"]
     assert table[1].split()[:2] == ["tiny", "Active"] and table[1].endswith(url)
+
+
+def test_a_hugging_face_folder_is_provisioned_in_place_listed_and_verified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "mine"
+    folder = write_tiny_hf_model(root / "tiny-hf")
+    state = ["--state-dir", str(tmp_path / "state")]
+    argv = ["provision", "model", f"file:{folder}", "--root", str(root), *state]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny-hf: LlamaForCausalLM F32") and sha256_folder(folder) in out
+    entries = _catalog_json(tmp_path / "state", capsys, "ls")
+    assert isinstance(entries, list) and len(entries) == 1
+    listed = entries[0]
+    assert (listed["id"], listed["local_path"]) == ("tiny-hf", str(folder))
+    assert listed["format"] == "safetensors" and listed["sha256"] == sha256_folder(folder)
+    verified = _catalog_json(tmp_path / "state", capsys, "verify", "tiny-hf")
+    assert isinstance(verified, dict) and verified["ok"] is True
+    (folder / "tokenizer_config.json").write_text("{}")
+    assert main(["catalog", "verify", "tiny-hf", "--json", *state]) != 0
+    changed = json.loads(capsys.readouterr().out)
+    assert changed["ok"] is False and changed["actual"] == sha256_folder(folder)
 
 
 def test_verify_retire_and_rm_manage_an_entry(

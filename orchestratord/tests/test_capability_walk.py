@@ -46,6 +46,7 @@ from worker_adapters.tgi import TgiAdapter
 from worker_adapters.tools import MUST_CALL
 from worker_adapters.triton import TritonAdapter
 from worker_adapters.vllm import VllmAdapter
+from worker_adapters.vllm_inproc.plan import sampling_args
 
 from specs import openapi_document
 
@@ -342,7 +343,7 @@ def _mappings(value: Any) -> Iterator[Mapping[str, Any]]:
 
 
 SAMPLED_CASES = [case for case in CASES if case[2] in SAMPLES]
-IN_PROCESS = ("llamacpp-inproc", "mock")  # walked by the backend tests below
+IN_PROCESS = ("llamacpp-inproc", "mock", "vllm-inproc")  # walked by the backend tests below
 
 
 @pytest.mark.parametrize(
@@ -392,6 +393,35 @@ def test_the_in_process_engine_applies_every_parameter_it_honours(
     else:
         assert _carries(asdict(plan), param), plan
         assert not _carries(asdict(generation_plan(_request(workload, None).sampling)), param)
+
+
+# vLLM's names for the parameters whose SamplingParams keyword differs.
+VLLM_NAMES = {"repeat_penalty": "repetition_penalty"}
+
+
+@pytest.mark.parametrize(
+    ("workload", "param"),
+    [(w, p) for e, w, p in SAMPLED_CASES if e == "vllm-inproc"],
+)
+def test_the_in_process_vllm_engine_applies_every_parameter_it_honours(
+    workload: str, param: str
+) -> None:
+    assert param in honoured("vllm-inproc", workload)  # it honours all it can be sent
+    request = _request(workload, param)
+    assert refusal("vllm-inproc", request) is None
+    carried = request_from_wire(request_to_wire(request)).sampling  # as the worker gets it
+    args = sampling_args(carried)
+    baseline = sampling_args(_request(workload, None).sampling)
+    sent = getattr(request.sampling, param)
+    if param in ("grammar", "json_schema"):
+        wanted = {"grammar": "grammar", "json_schema": "json"}[param]
+        assert args["structured"] == {wanted: sent} and "structured" not in baseline
+        return
+    name = VLLM_NAMES.get(param, param)
+    value = list(sent) if param == "stop" else sent
+    assert args[name] == (pytest.approx(value) if isinstance(value, float) else value)
+    if param != "max_tokens":
+        assert name not in baseline, baseline
 
 
 async def _mock_events(request: GenerateRequest) -> list[Any]:

@@ -136,3 +136,58 @@ def test_a_reload_to_a_model_folder_is_estimated_with_the_folders_facts(
     )
     assert candidate.error == "" and candidate.digest == sha256_folder(folder)
     assert candidate.needed_bytes == expected.total * pool.replicas > 0
+
+
+# -- vllm-inproc: our worker hosting vLLM's AsyncLLM (WRK-03) -------------------------------
+
+WORKER_COMMAND = "[/vllm-inproc-venv/bin/python, -m, worker_adapters.worker]"
+
+
+def inproc_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path) -> Path:
+    path = manager_config(tmp_path, monkeypatch, model)
+    text = path.read_text().replace("engine: vllm", "engine: vllm-inproc")
+    path.write_text(text.replace(COMMAND, WORKER_COMMAND))
+    return path
+
+
+def test_a_vllm_inproc_pool_runs_the_worker_on_the_vllm_venvs_python_with_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> None:
+    manager = load_config(inproc_config(tmp_path, monkeypatch, folder))
+    (pool,) = manager.pools
+    port_file = tmp_path / "v.port"
+    started = launch(pool, manager, port_file, "secret-key", NETWORK)
+    argv = list(started.command)
+    assert argv[:3] == ["/vllm-inproc-venv/bin/python", "-m", "worker_adapters.worker"]
+
+    def flag(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert (flag("--engine"), flag("--model")) == ("vllm", str(folder.resolve()))
+    assert (flag("--ctx"), flag("--slots")) == ("512", "2")
+    assert flag("--port-file") == str(port_file) and started.port is None  # it reports it
+    assert started.adapter == ENGINE_ADAPTERS["vllm-inproc"] == "native"
+    assert "secret-key" not in " ".join(argv)
+    assert started.env["LLORCH_WORKER_API_KEY"] == "secret-key"
+    assert started.env["HF_HUB_OFFLINE"] == "1" and started.env["VLLM_NO_USAGE_STATS"] == "1"
+    assert started.env["VLLM_CACHE_ROOT"] == str(manager.state_dir / "cache" / "vllm")
+    (on_folder,) = manager.pools
+    assert check_model(on_folder) == (sha256_folder(folder), "")
+
+
+def test_a_vllm_inproc_pool_without_its_venvs_worker_command_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> None:
+    path = inproc_config(tmp_path, monkeypatch, folder)
+    path.write_text(path.read_text().replace(f"    engine_command: {WORKER_COMMAND}\n", ""))
+    with pytest.raises(ConfigError, match="engine vllm-inproc needs engine_command"):
+        load_config(path)
+
+
+def test_a_vllm_inproc_pool_refuses_llama_cpp_only_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> None:
+    path = inproc_config(tmp_path, monkeypatch, folder)
+    path.write_text(path.read_text() + "    gpu_layers: 4\n")
+    with pytest.raises(ConfigError, match="engine vllm-inproc takes no gpu_layers"):
+        load_config(path)

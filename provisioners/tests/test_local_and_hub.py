@@ -8,13 +8,21 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from catalog_core import CatalogStore, sha256_file, write_tiny_model
+from catalog_core import (
+    CatalogStore,
+    inspect_hf_folder,
+    sha256_file,
+    sha256_folder,
+    write_tiny_hf_model,
+    write_tiny_model,
+)
 from huggingface_hub.errors import LocalEntryNotFoundError
 from provisioners.models.hub import HubSettings, map_hub_error
 from provisioners.testing import RangeFileServer
 
 from provisioners import (
     DownloadFailed,
+    ModelDigestMismatch,
     ModelProvisioner,
     ModelProvisionerSettings,
     NotAModel,
@@ -78,19 +86,48 @@ async def test_a_file_inside_a_root_is_registered_in_place_by_its_real_path(
     assert files_under(models_dir) == []  # nothing copied
 
 
-async def test_a_missing_file_a_folder_and_a_non_model_are_refused(
+async def test_a_missing_file_a_folder_that_is_no_model_and_a_non_model_are_refused(
     provisioner: ModelProvisioner, allowed_root: Path, store: CatalogStore
 ) -> None:
     with pytest.raises(SourceNotFound):
         await provisioner.provision(f"file:{allowed_root}/missing.gguf")
-    with pytest.raises(RefRefused, match="not a regular file"):
-        await provisioner.provision(f"file:{_mkdir(allowed_root / 'folder.gguf')}")
+    folder = _mkdir(allowed_root / "folder.gguf")
+    with pytest.raises(NotAModel, match=r"config\.json"):
+        await provisioner.provision(f"file:{folder}")
+    assert folder.is_dir()  # the operator's folder is never deleted
+    fifo = allowed_root / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(RefRefused, match="neither a regular file nor a folder"):
+        await provisioner.provision(f"file:{fifo}")
     junk = allowed_root / "junk.gguf"
     junk.write_bytes(b"not a model" * 100)
     with pytest.raises(NotAModel):
         await provisioner.provision(f"file:{junk}")
     assert junk.exists()  # the operator's file is never deleted
     assert store.list_models().items == ()
+
+
+async def test_a_hugging_face_folder_inside_a_root_is_registered_in_place_for_vllm(
+    provisioner: ModelProvisioner, allowed_root: Path, store: CatalogStore, models_dir: Path
+) -> None:
+    folder = write_tiny_hf_model(allowed_root / "tiny-hf")
+    digest = sha256_folder(folder)
+    entry = await provisioner.provision(f"file:{folder}", sha256=digest)
+    info = inspect_hf_folder(folder)
+    assert (entry.id, entry.local_path, entry.sha256) == ("tiny-hf", str(folder), digest)
+    assert (entry.format, entry.architecture, entry.quantization) == (
+        "safetensors",
+        "LlamaForCausalLM",
+        "F32",
+    )
+    assert (entry.size, entry.trained_context, entry.layers) == (info.file_bytes, 2048, 2)
+    assert entry.chat_template and store.get_model("tiny-hf") == entry
+    assert files_under(models_dir) == []  # nothing copied
+    again = await provisioner.provision(f"file:{folder}")
+    assert again == entry  # the catalog's entry, reused: the folder is unchanged
+    (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
+    with pytest.raises(ModelDigestMismatch):
+        await provisioner.provision(f"file:{folder}", sha256=digest)
 
 
 async def test_without_allowed_roots_every_file_ref_is_refused(

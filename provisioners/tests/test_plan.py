@@ -102,7 +102,7 @@ def test_an_id_taken_by_another_ref_gets_a_suffix_unless_it_was_asked_for() -> N
     [
         ("/etc/passwd", True, RefRefused, "outside the allowed roots"),
         ("/srv/models-evil/tiny.gguf", True, RefRefused, "outside the allowed roots"),
-        ("/srv/models/sub", False, RefRefused, "not a regular file"),
+        ("/srv/models/pipe", False, RefRefused, "neither a regular file nor a folder"),
         (None, False, SourceNotFound, "no such file"),
     ],
 )
@@ -112,6 +112,14 @@ def test_file_refs_are_judged_by_where_they_really_lead(
     facts = ModelFacts(local_file=LocalFile(resolved, is_file))
     with pytest.raises(error, match=reason):
         plan_model(FileRef("/srv/models/tiny.gguf"), facts, SETTINGS)
+
+
+def test_a_model_folder_inside_a_root_is_verified_and_inspected_in_place() -> None:
+    facts = ModelFacts(local_file=LocalFile("/srv/models/tiny-hf", False, is_folder=True))
+    plan = plan_model(FileRef("/srv/models/tiny-hf"), facts, SETTINGS)
+    assert [step.action for step in plan.steps] == ["verify", "inspect", "register"]
+    assert (plan.model_id, plan.local_path) == ("tiny-hf", "/srv/models/tiny-hf")
+    assert all(not getattr(step, "discard", ()) for step in plan.steps)  # never delete it
 
 
 def test_a_file_ref_inside_a_root_is_verified_in_place_at_its_real_path() -> None:

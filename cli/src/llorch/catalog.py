@@ -27,6 +27,7 @@ from catalog_core import (
     DigestMismatch,
     EngineEntry,
     ModelEntry,
+    model_digest,
     verify_sha256,
 )
 
@@ -75,7 +76,7 @@ def add_parser(commands: Any) -> None:
     listing.set_defaults(handler=_guarded(_ls))
     for name, handler, help_text in (
         ("show", _show, "show one model or engine"),
-        ("verify", _verify, "re-hash a model's file against its digest"),
+        ("verify", _verify, "re-hash a model's file (or folder) against its digest"),
         ("retire", _retire, "mark a model Retired"),
         ("rm", _rm, "remove a model or engine entry"),
     ):
@@ -119,7 +120,7 @@ def _show(args: argparse.Namespace, store: CatalogStore) -> int:
 def _verify(args: argparse.Namespace, store: CatalogStore) -> int:
     model = store.get_model(args.id)
     try:
-        verify_sha256(Path(model.local_path), model.sha256)
+        _verify_digest(Path(model.local_path), model.sha256)
     except DigestMismatch as exc:
         report = {"id": model.id, "ok": False, "expected": exc.expected, "actual": exc.actual}
         _emit(args, report, f"MISMATCH {model.id}: {exc}")
@@ -128,6 +129,17 @@ def _verify(args: argparse.Namespace, store: CatalogStore) -> int:
     report = {"id": model.id, "ok": True, "expected": model.sha256, "actual": model.sha256}
     _emit(args, report, f"ok {model.id}: sha256 {model.sha256}")
     return EXIT_OK
+
+
+def _verify_digest(path: Path, expected: str) -> None:
+    """DigestMismatch when a model file (or a Hugging Face model folder: its folder
+    digest) no longer has the catalog's digest."""
+    if not path.is_dir():
+        verify_sha256(path, expected)
+        return
+    actual = model_digest(path)
+    if actual != expected.lower():
+        raise DigestMismatch(str(path), expected.lower(), actual)
 
 
 def _retire(args: argparse.Namespace, store: CatalogStore) -> int:

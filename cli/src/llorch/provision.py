@@ -1,7 +1,8 @@
 """`llorch provision model REF`: fetch, verify and register a model (CLI-02, PRV-01).
 
 REF is a path or `file:/abs/path` (only inside an allowed root: `--root`, repeatable,
-plus the state dir's `models/`), `hf:ORG/REPO[:QUANT]` (the repository's GGUF file for
+plus the state dir's `models/`; a GGUF file, or a Hugging Face model folder for vLLM,
+registered in place with its folder digest), `hf:ORG/REPO[:QUANT]` (the repository's GGUF file for
 QUANT, found by listing it on the hub), `hf:org/repo[@rev]/path/file.gguf` or
 `https://...`. Downloads
 go under `<state dir>/models`, resume where an earlier try stopped, and show a progress
@@ -54,7 +55,9 @@ def add_parser(commands: Any) -> None:
     model.add_argument(
         "ref", help="PATH, file:/abs/path, hf:ORG/REPO[:QUANT], hf:org/repo[@rev]/file, https://…"
     )
-    model.add_argument("--sha256", type=_sha256, help="the file's expected sha256")
+    model.add_argument(
+        "--sha256", type=_sha256, help="the file's expected sha256 (a folder's: its folder digest)"
+    )
     model.add_argument("--id", dest="model_id", help="catalog id (default: from the name)")
     model.add_argument(
         "--root", type=Path, action="append", default=[], help="allow file: refs under DIR"

@@ -28,6 +28,8 @@ EngineName = Literal[
     "llamacpp-server-py",
     "triton",
     "vllm",
+    "vllm-inproc",
+    "tgi",
     "openai-compatible",
 ]
 ENGINE_NAMES: frozenset[str] = frozenset(get_args(EngineName))
@@ -61,8 +63,9 @@ class PoolSettings(Settings):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     """The pool's id, unique: 1-64 characters of letters, digits, `.`, `_`, `-`."""
     model: str = ""
-    """The model: a GGUF file, or for `vllm` a Hugging Face model folder (config.json,
-    safetensors, tokenizer); required except for `mock` and `openai-compatible`."""
+    """The model: a GGUF file, or for `vllm`, `vllm-inproc` and `tgi` a Hugging Face model folder
+    (config.json, safetensors, tokenizer); required except for `mock` and
+    `openai-compatible`."""
     engine: EngineName = "llamacpp-inproc"
     """The engine; all but `llamacpp-inproc` and `mock` need `engine_command`."""
     model_id: str = ""
@@ -92,7 +95,9 @@ class PoolSettings(Settings):
     memory_estimated_bytes: int = 0
     """Memory the pool is expected to take on its device, for placement."""
     engine_command: list[str] = Field(default_factory=list)
-    """The engine's command prefix, for engines run as a separate server."""
+    """The engine's command prefix, for engines run as a separate server (for
+    `vllm-inproc`: the vLLM venv's `python -m worker_adapters.worker`; for `tgi`: the
+    provisioned container's `[TOOL, run, --rm, IMAGE]`)."""
 
 
 class ModelSettings(Settings):

@@ -23,6 +23,8 @@ without OpenSSL: the pool says so at every start (`Pool`).
 | `llamacpp-server-py` | `python -m llama_cpp.server`           | llamacpp-server-py | API_KEY |
 | `triton`             | Triton through PyTriton                | triton   | (none)         |
 | `vllm`               | vLLM's OpenAI server (a model folder)  | vllm     | VLLM_API_KEY   |
+| `vllm-inproc`        | `worker --engine vllm` (vLLM's venv)   | native   | LLORCH_WORKER… |
+| `tgi`                | TGI's container (podman/docker run)    | tgi      | API_KEY        |
 | `openai-compatible`  | any command serving the OpenAI API     | openai   | (none)         |
 
 (LLORCH_WORKER… is LLORCH_WORKER_API_KEY.) The adapter kinds and the features a pool
@@ -41,6 +43,29 @@ least 16 MiB; without it the CPU build asks for 90 % of the host's memory). Its
 environment keeps it offline (`HF_HUB_OFFLINE`), without usage reports, and its
 compile cache under `state_dir/cache/vllm`. Its process group holds the API server,
 `VLLM::EngineCore` and its worker: the pool signals the group, never the leader alone.
+
+vLLM in process (`vllm-inproc`, WRK-03) is our worker hosting vLLM's `AsyncLLM`, behind
+the worker gRPC protocol: `engine_command` is the `vllm-inproc:package` venv's `python
+-m worker_adapters.worker` (that venv holds vLLM and llorch's worker packages; the
+project's own python has no vLLM), followed by `--engine vllm --model FOLDER` and the
+worker's usual flags. The worker sizes vLLM as the `vllm` kind is sized (eager, float32,
+the same KV cache rule) and gets the same environment; its process group holds the
+worker, `VLLM::EngineCore` and vLLM's worker process.
+
+TGI (`tgi`) runs only as its container (there is no TGI package to install): its
+`engine_command` is the provisioned `[TOOL, run, --rm, IMAGE]` (`containers`), and each
+start builds the run line with `provisioners.plan.containers.container_run`: a name per
+start (`llorch-POOL-PORT`), the chosen host port to the image's port 80 on the bind
+address, the model folder read-only at `/models`, the hub cache `state_dir/cache/tgi`
+at the image's `/data`, the key by name (`-e API_KEY`, its value in the environment),
+then TGI's launcher flags: `--model-id /models --max-concurrent-requests slots
+--max-input-tokens ctx-1 --max-total-tokens ctx --hostname 0.0.0.0`, offline
+(`HF_HUB_OFFLINE=1` in the container). TGI's image needs an NVIDIA GPU, and none of
+these machines has one with a container runtime: this launch is built and checked
+here, never run (the `tgi` adapter's evidence is TGI's own recorded responses). No GPU
+flag is passed yet (device pinning of pools is issue 13 item 5). Stopping signals `podman
+run`/`docker run`, which passes SIGTERM on to the container; a SIGKILL of that client
+would leave the container running under its name.
 """
 
 from __future__ import annotations
@@ -53,11 +78,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from catalog_core import CatalogError, ModelFileError, inspect_gguf, inspect_hf_folder
+from provisioners.plan.containers import ContainerLaunch, container_run
 from worker_adapters.capabilities import ENGINES, features
 from worker_adapters.chat_templates import builtin_template
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.config_schema import ENGINE_NAMES
+from pool_managerd.containers import container_image
 from pool_managerd.network import HostNetwork
 
 __all__ = [
@@ -74,7 +101,7 @@ __all__ = [
 ENGINE_ADAPTERS = {engine: ENGINES[engine].adapter for engine in sorted(ENGINE_NAMES)}
 ENGINE_FEATURES = {engine: features(engine) for engine in sorted(ENGINE_NAMES)}
 # Engines that load a Hugging Face model folder; the others load a GGUF file.
-FOLDER_ENGINES = frozenset({"vllm"})
+FOLDER_ENGINES = frozenset({"vllm", "vllm-inproc", "tgi"})
 _MIB = 1 << 20
 _VLLM_MIN_KV_BYTES = 16 * _MIB
 
@@ -112,7 +139,7 @@ def free_port(host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> 
 def serves_tls(pool: PoolConfig) -> bool:
     """Whether this pool's engine can serve TLS with the host's certificate. Blocking the
     first time for a llama-server binary (reads it): call from a thread once first."""
-    if pool.engine in ("llamacpp-inproc", "mock", "llamacpp-server-py", "vllm"):
+    if pool.engine in ("llamacpp-inproc", "mock", "llamacpp-server-py", "vllm", "vllm-inproc"):
         return True
     if pool.engine == "llamacpp" and pool.engine_command:
         binary = Path(pool.engine_command[0])
@@ -138,6 +165,8 @@ def _worker(
     pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
 ) -> Launch:
     base = list(manager.worker_command) or [sys.executable, "-m", "worker_adapters.worker"]
+    if pool.engine == "vllm-inproc":
+        base = list(pool.engine_command)
     args = [
         *base,
         "--host",
@@ -149,8 +178,12 @@ def _worker(
         "--slots",
         str(pool.slots),
     ]
+    env: dict[str, str] = {}
     if pool.engine == "mock":
         args += ["--engine", "mock", "--mock", pool.mock]
+    elif pool.engine == "vllm-inproc":
+        args += ["--engine", "vllm", "--model", str(Path(pool.model).resolve())]
+        env.update(_vllm_env(manager))
     else:
         args += ["--engine", "llamacpp", "--model", str(Path(pool.model).resolve())]
         if pool.threads:
@@ -166,7 +199,8 @@ def _worker(
         args += ["--tls-cert", str(manager.tls.cert_file), "--tls-key", str(manager.tls.key_file)]
         if manager.tls.client_auth and manager.tls.ca_file is not None:
             args += ["--tls-client-ca", str(manager.tls.ca_file)]
-    env = {"LLORCH_WORKER_API_KEY": key} if key else {}
+    if key:
+        env["LLORCH_WORKER_API_KEY"] = key
     return Launch(tuple(args), "native", env, tls=tls)
 
 
@@ -324,15 +358,51 @@ def _vllm(
     ]
     if certs is not None:
         args += ["--ssl-certfile", certs[0], "--ssl-keyfile", certs[1]]
-    env = {
+    env = _vllm_env(manager)
+    if key:
+        env["VLLM_API_KEY"] = key
+    return Launch(tuple(args), "vllm", env, port, tls=certs is not None)
+
+
+def _vllm_env(manager: ManagerConfig) -> dict[str, str]:
+    """vLLM offline, without usage reports, its compile cache under the state dir."""
+    return {
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "VLLM_CACHE_ROOT": str(manager.state_dir / "cache" / "vllm"),
     }
-    if key:
-        env["VLLM_API_KEY"] = key
-    return Launch(tuple(args), "vllm", env, port, tls=certs is not None)
+
+
+def _tgi(pool: PoolConfig, manager: ManagerConfig, key: str, host: str, port: int) -> Launch:
+    found = container_image(pool.engine_command)
+    if found is None:
+        raise ValueError("engine tgi needs engine_command [TOOL, run, --rm, IMAGE]")
+    tool, image = found
+    launch = ContainerLaunch(
+        name=f"llorch-{pool.id}-{port}",
+        host_ports={"http": port},
+        bind_host=host,
+        cache_dir=str(manager.state_dir / "cache" / "tgi"),
+        model_dir=str(Path(pool.model).resolve()),
+        api_key=key or None,
+    )
+    run = container_run(tool, image, "tgi", launch)
+    argv = list(run.argv)
+    argv[-1:-1] = ["-e", "HF_HUB_OFFLINE=1"]  # before the image: the container's env
+    argv += [
+        "--model-id",
+        launch.model_mount,
+        "--max-concurrent-requests",
+        str(pool.slots),
+        "--max-input-tokens",
+        str(pool.ctx - 1),
+        "--max-total-tokens",
+        str(pool.ctx),
+        "--hostname",
+        "0.0.0.0",
+    ]
+    return Launch(tuple(argv), "tgi", dict(run.env), port)
 
 
 def _openai_compatible(pool: PoolConfig, host: str, port: int) -> Launch:
@@ -352,6 +422,10 @@ def launch(
     """The launch of one replica (called at every start: a restart gets a fresh port)."""
     if pool.engine in ("llamacpp-inproc", "mock"):
         return _worker(pool, manager, port_file, key, network)
+    if pool.engine == "vllm-inproc":
+        if not pool.engine_command:
+            raise ValueError("engine vllm-inproc needs engine_command (the vLLM venv's worker)")
+        return _worker(pool, manager, port_file, key, network)
     if not pool.engine_command:
         raise ValueError(f"engine {pool.engine} needs engine_command (the provisioned engine)")
     host = network.bind_host
@@ -364,6 +438,8 @@ def launch(
         return _triton(pool, host, port, manager.engine_port_range)
     if pool.engine == "vllm":
         return _vllm(pool, manager, key, host, port, _tls_files(pool, manager, network))
+    if pool.engine == "tgi":
+        return _tgi(pool, manager, key, host, port)
     if pool.engine == "openai-compatible":
         return _openai_compatible(pool, host, port)
     raise ValueError(f"unknown engine {pool.engine}")

@@ -166,6 +166,15 @@ ENGINES: Mapping[str, EngineCapabilities] = {
             "tool_choice": _VLLM_NO_TOOLS,
         },
     ),
+    # vLLM's AsyncLLM in the worker process (WRK-03): vLLM's own sampler, stop strings,
+    # logprobs and structured outputs (xgrammar: GBNF grammars and JSON schemas).
+    "vllm-inproc": EngineCapabilities(
+        adapter="native",
+        honours={
+            "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+        },
+    ),
     "tgi": EngineCapabilities(
         adapter="tgi",
         honours={

@@ -253,8 +253,9 @@ async def _venv_step(step: CreateVenv | InstallPins, context: EngineStepContext)
         text = "".join(f"{line}\n" for line in step.overrides)
         await asyncio.to_thread(overrides.write_text, text, encoding="utf-8")
         install += ["--override", str(overrides)]
-    done = await stream([*install, *step.pins], env=env, cwd=cwd, log_path=log)
-    _check(done, EngineInstallFailed, f"uv pip install {' '.join(step.pins)}")
+    editables = [arg for path in step.editables for arg in ("-e", path)]
+    done = await stream([*install, *step.pins, *editables], env=env, cwd=cwd, log_path=log)
+    _check(done, EngineInstallFailed, f"uv pip install {step.target}")
 
 
 async def _uv_cache_dir(uv: str, env: Mapping[str, str | None]) -> Path | None:

@@ -13,9 +13,13 @@ catalog run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.metadata
+import json
 import os
 import platform
 import shutil
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from catalog_core import CatalogStore, ModelFileError, sha256_file
 from provisioners.engines.process import capture
 from provisioners.engines.sources import read_marker, tree_digest
 from provisioners.plan.engine_specs import (
+    ENGINES,
     BinarySpec,
     ContainerSpec,
     DirectorySource,
@@ -37,6 +42,7 @@ from provisioners.plan.engine_steps import (
     BinaryFacts,
     CachedEngine,
     EngineFacts,
+    LocalProject,
     PlatformFacts,
     PythonFacts,
     RuntimeFacts,
@@ -51,8 +57,10 @@ from provisioners.plan.engines import (
 
 __all__ = [
     "FactSettings",
+    "dependencies_digest",
     "detect_platform",
     "gather_facts",
+    "local_projects",
     "parse_pip_find_links",
     "pip_find_links",
 ]
@@ -100,7 +108,12 @@ async def gather_facts(
                 tools["uv"] = os.environ["UV"]  # `uv run` names itself in $UV
             python = await _python_facts(spec.base_python or "python3.11", settings.search_path)
             links = await pip_find_links(settings.search_path)
-            facts = replace(facts, tools=tools, base_python=python, find_links=links)
+            package = ENGINES[spec.engine].package
+            members = package.local_members if package is not None else ()
+            local = await asyncio.to_thread(local_projects, members)
+            facts = replace(
+                facts, tools=tools, base_python=python, find_links=links, local_projects=local
+            )
         case BinarySpec():
             binary = await asyncio.to_thread(_binary_facts, spec.path, settings.search_path)
             facts = replace(facts, binary=binary)
@@ -112,6 +125,54 @@ async def gather_facts(
         return facts
     cached = await asyncio.to_thread(_cached, store, key)
     return replace(facts, cached=cached)
+
+
+def local_projects(distributions: tuple[str, ...]) -> tuple[LocalProject, ...]:
+    """Where the running llorch's `distributions` come from: the folder each was
+    installed from as a project (its `direct_url.json` names a local directory, as
+    `uv sync` records for the workspace's members), with `dependencies_digest`; path
+    None for one installed from a wheel or not installed."""
+    found = []
+    for name in distributions:
+        folder = _project_folder(name)
+        pyproject = Path(folder, "pyproject.toml") if folder else None
+        if pyproject is None or not pyproject.is_file():
+            found.append(LocalProject(name, None))
+            continue
+        found.append(LocalProject(name, folder, dependencies_digest(pyproject)))
+    return tuple(found)
+
+
+def dependencies_digest(pyproject: Path) -> str:
+    """sha256 of what an install of the project depends on (`project.dependencies`,
+    optional dependencies, `requires-python`, its build system and uv sources), not of
+    the whole file: a comment or a tool's setting changes no venv."""
+    with pyproject.open("rb") as handle:
+        data = tomllib.load(handle)
+    project = data.get("project", {})
+    relevant = {
+        "dependencies": project.get("dependencies", []),
+        "optional": project.get("optional-dependencies", {}),
+        "python": project.get("requires-python", ""),
+        "build": data.get("build-system", {}),
+        "sources": data.get("tool", {}).get("uv", {}).get("sources", {}),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def _project_folder(distribution: str) -> str | None:
+    try:
+        said = importlib.metadata.distribution(distribution).read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    try:
+        direct = json.loads(said or "{}")
+    except json.JSONDecodeError:
+        return None
+    url = str(direct.get("url", ""))
+    if "dir_info" not in direct or not url.startswith("file://"):
+        return None
+    return str(Path(url.removeprefix("file://")).resolve())
 
 
 def detect_platform() -> PlatformFacts:

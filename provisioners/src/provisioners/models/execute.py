@@ -14,19 +14,19 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 from catalog_core import (
     CatalogStore,
-    GgufInfo,
     ModelEntry,
     ModelFileError,
+    ModelInfo,
     StoreError,
-    inspect_gguf,
+    inspect_model,
+    model_digest,
     model_entry,
-    sha256_file,
 )
 
 from provisioners.errors import (
@@ -73,7 +73,7 @@ class _Outcome:
 
     sha256: str = ""
     size: int = 0
-    info: GgufInfo | None = None
+    info: ModelInfo | None = None
     entry: ModelEntry | None = None
 
 
@@ -117,7 +117,7 @@ async def _run_step(step: Step, plan: ModelPlan, context: StepContext, outcome: 
 async def _verify(step: VerifyDigest, plan: ModelPlan, outcome: _Outcome) -> None:
     path = Path(step.path)
     try:
-        actual = await asyncio.to_thread(sha256_file, path)
+        actual = await asyncio.to_thread(model_digest, path)  # a folder: its folder digest
         size = (await asyncio.to_thread(path.stat)).st_size
     except (ModelFileError, OSError) as exc:
         raise SourceNotFound(f"{plan.ref}: cannot read {path}: {exc}") from exc
@@ -127,9 +127,9 @@ async def _verify(step: VerifyDigest, plan: ModelPlan, outcome: _Outcome) -> Non
     outcome.sha256, outcome.size = actual, size
 
 
-async def _inspect(path: Path, discard: tuple[str, ...]) -> GgufInfo:
-    try:
-        return await asyncio.to_thread(inspect_gguf, path)
+async def _inspect(path: Path, discard: tuple[str, ...]) -> ModelInfo:
+    try:  # a GGUF file, or a Hugging Face model folder
+        return await asyncio.to_thread(inspect_model, path)
     except ModelFileError as exc:
         await asyncio.to_thread(_discard, discard)
         raise NotAModel(str(exc)) from exc
@@ -138,19 +138,19 @@ async def _inspect(path: Path, discard: tuple[str, ...]) -> GgufInfo:
 async def _register(step: Register, context: StepContext, outcome: _Outcome) -> ModelEntry:
     if outcome.info is None or not outcome.sha256:
         raise RegistrationFailed(f"{step.ref}: nothing verified to register")
-    entry = model_entry(
-        step.model_id,
-        step.ref,
-        Path(step.local_path),
-        outcome.info,
-        outcome.sha256,
-        verified_at_ms=context.clock_ms(),
-    )
+    entry = _entry(step, outcome.info, outcome.sha256, outcome.size, context.clock_ms())
     try:
         await asyncio.to_thread(context.store.put_model, entry)
     except StoreError as exc:
         raise RegistrationFailed(f"{step.ref}: {exc}", retryable=exc.retryable) from exc
     return entry
+
+
+def _entry(step: Register, info: ModelInfo, sha256: str, size: int, now_ms: int) -> ModelEntry:
+    entry = model_entry(
+        step.model_id, step.ref, Path(step.local_path), info, sha256, verified_at_ms=now_ms
+    )
+    return entry if entry.format != "gguf" else replace(entry, size=size)
 
 
 def _publish(source: Path, destination: Path, remove_after: tuple[str, ...]) -> None:

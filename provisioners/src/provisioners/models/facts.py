@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from catalog_core import CatalogStore, FileRef, ModelRef
+from catalog_core import CatalogStore, FileRef, ModelFileError, ModelRef, inspect_hf_folder
 
 from provisioners.plan import LocalFile, ModelFacts, wanted_model_id
 
@@ -39,11 +39,15 @@ def _local_file(path: str) -> LocalFile:
     resolved = os.path.realpath(path)
     if not os.path.lexists(resolved):
         return LocalFile(resolved_path=None, is_regular_file=False)
-    return LocalFile(resolved_path=resolved, is_regular_file=os.path.isfile(resolved))
+    return LocalFile(resolved, os.path.isfile(resolved), os.path.isdir(resolved))
 
 
 def _size(path: Path) -> int | None:
+    """Bytes of a model file, or of every file of a model folder (as its entry counts
+    them); None when it is not there (or a folder no longer reads as a model)."""
     try:
+        if path.is_dir():
+            return inspect_hf_folder(path).file_bytes
         return path.stat().st_size
-    except OSError:
+    except (OSError, ModelFileError):
         return None

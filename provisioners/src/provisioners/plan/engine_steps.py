@@ -35,6 +35,7 @@ __all__ = [
     "GitCheckout",
     "InstallArtifact",
     "InstallPins",
+    "LocalProject",
     "PlatformFacts",
     "ProbeImage",
     "ProbeLlamaServer",
@@ -89,6 +90,19 @@ class SourceFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalProject:
+    """A distribution of the running llorch that a venv gets editable (package mode's
+    `local_members`): its source project, and a sha256 of what that project's
+    `pyproject.toml` says it depends on (part of the build key, so a changed dependency
+    makes a new venv; code edits need none, the install is editable). `path` None: the
+    running llorch has it installed from a wheel, with no source project to install."""
+
+    distribution: str
+    path: str | None
+    pyproject_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BinaryFacts:
     resolved_path: str | None  # symlinks resolved; None when nothing is there
     executable: bool
@@ -130,6 +144,7 @@ class EngineFacts:
     runtimes: tuple[RuntimeFacts, ...] = ()  # in order of preference
     cached: CachedEngine | None = None
     find_links: tuple[str, ...] = ()  # pip's configured find-links (package mode)
+    local_projects: tuple[LocalProject, ...] = ()  # package mode's `local_members`
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +274,8 @@ class InstallPins:
     copying into the wheelhouse the wheels uv already built for the pins (see
     `provisioners.engines.wheels`: a pinned sdist is not compiled again). `find_links`
     are more `--find-links` (pip's configured ones: uv does not read pip's config);
-    `overrides` become a uv `--override` file in the venv."""
+    `overrides` become a uv `--override` file in the venv; `editables` are project
+    folders installed editable (`-e PATH`) in the same resolution."""
 
     action: ClassVar[str] = "install-pins"
     venv_dir: str
@@ -267,10 +283,11 @@ class InstallPins:
     wheelhouse: str
     find_links: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
+    editables: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:
-        return " ".join(self.pins)
+        return " ".join((*self.pins, *(f"-e {path}" for path in self.editables)))
 
 
 @dataclass(frozen=True, slots=True)

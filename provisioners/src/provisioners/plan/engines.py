@@ -18,7 +18,10 @@ step. What each mode's key covers, and why its digest is cheap to recompute:
   the same signal cmake rebuilds on; `.git`, `__pycache__` and top-level `build*`
   folders are left out); of an sdist, the archive's sha256 (one read of ~75 MB, and
   the archive is what PyPI pins); of a git checkout, its commit.
-- package: the base interpreter (path and version) and the sorted pin list.
+- package: the base interpreter (path and version), the sorted pin list, and each of
+  the profile's `local_members` as its source project's path and a sha256 of its
+  pyproject's dependencies (installed editable: code edits reuse the venv, new
+  dependencies do not).
 - binary: the file's sha256 and its path. container: the image reference and the tool.
 
 Build step order for source: fetch (then plan again, now knowing the digest), unpack,
@@ -304,9 +307,13 @@ class _PackagePlanner:
         python = facts.base_python
         if python is None:
             return None
+        local = _local_editables(spec, facts)
+        if local is None:
+            return None
         spec = platform_package_spec(spec, facts)
         digest = venv_digest(spec, python.path, python.version)
-        return engine_build_key(spec.engine, digest, sorted(spec.pins))  # a set of pins
+        # a set of pins, then each editable project with its pyproject's digest
+        return engine_build_key(spec.engine, digest, [*sorted(spec.pins), *local])
 
     def plan(
         self, spec: EngineSpec, facts: EngineFacts, settings: EnginePlanSettings
@@ -321,6 +328,7 @@ class _PackagePlanner:
         python = facts.base_python
         if python is None:
             raise EngineToolMissing(spec.base_python or "python3.11", TOOL_REMEDIES["python3.11"])
+        _require_local_projects(spec, facts)
         key = self.key(spec, facts)
         assert key is not None
         entry_id = f"{spec.engine}-package-{key[:12]}"
@@ -331,18 +339,55 @@ class _PackagePlanner:
         extra = {"base_python": python.path, "python_version": python.version}
         if distribution != package.distribution:
             extra["distribution"] = distribution
+        editables = tuple(project.path or "" for project in facts.local_projects)
         install = InstallPins(
-            venv, spec.pins, wheelhouse_dir(settings.root), facts.find_links, package.overrides
+            venv,
+            spec.pins,
+            wheelhouse_dir(settings.root),
+            facts.find_links,
+            package.overrides,
+            editables,
         )
+        flags = (*spec.pins, *(f"-e {path}" for path in editables))
         steps = (
             CreateVenv(python.path, venv),
             install,
             ProbePackage(venv, distribution),
             RegisterEngine(
-                entry_id, spec.engine, "package", venv, " ".join(spec.pins), spec.pins, key, extra
+                entry_id, spec.engine, "package", venv, " ".join(flags), flags, key, extra
             ),
         )
         return EnginePlan(describe_spec(spec), spec.engine, "package", entry_id, key, steps)
+
+
+def _local_editables(spec: PackageSpec, facts: EngineFacts) -> list[str] | None:
+    """The key's entries for the profile's `local_members` ("-e PATH DIGEST"), in the
+    profile's order; None while a member's source project is not known."""
+    package = ENGINES[spec.engine].package
+    wanted = package.local_members if package is not None else ()
+    found = {project.distribution: project for project in facts.local_projects}
+    entries = []
+    for name in wanted:
+        project = found.get(name)
+        if project is None or project.path is None:
+            return None
+        entries.append(f"-e {project.path} {project.pyproject_sha256}")
+    return entries
+
+
+def _require_local_projects(spec: PackageSpec, facts: EngineFacts) -> None:
+    """SourceNotFound naming each `local_members` distribution with no source project."""
+    package = ENGINES[spec.engine].package
+    wanted = package.local_members if package is not None else ()
+    found = {p.distribution: p.path for p in facts.local_projects}
+    missing = [name for name in wanted if found.get(name) is None]
+    if missing:
+        raise SourceNotFound(
+            f"{spec.engine} installs llorch's own {', '.join(missing)} into its venv from "
+            "their source projects, and this llorch has none (installed from wheels): "
+            "run it from a checkout of the llorch repository (`uv sync`), which installs "
+            "them editable"
+        )
 
 
 def platform_package_spec(spec: PackageSpec, facts: EngineFacts) -> PackageSpec:

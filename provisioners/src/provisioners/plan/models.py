@@ -14,6 +14,10 @@ Step order for a download: fetch into a scratch path, verify the digest, read th
 metadata, publish (atomic rename) to the final path, register in the catalog. Anything
 fetched is discarded when it fails verification, so a bad file never reaches the final
 path or the catalog.
+
+A `file:` ref may name a Hugging Face model folder (for vLLM) instead of a GGUF file: the
+same steps, where the digest is the folder digest (`catalog_core.model_digest`) and the
+metadata are the folder's (`catalog_core.inspect_model`); the entry's format says which.
 """
 
 from __future__ import annotations
@@ -157,6 +161,7 @@ class LocalFile:
 
     resolved_path: str | None  # symlinks and `..` resolved; None when nothing is there
     is_regular_file: bool
+    is_folder: bool = False  # a Hugging Face model folder, for vLLM (checked when inspected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,8 @@ class ModelFacts:
     """What the executor found before planning."""
 
     existing: ModelEntry | None = None  # the catalog's entry for this ref
-    existing_file_size: int | None = None  # bytes of existing.local_path; None if missing
+    existing_file_size: int | None = None  # bytes of existing.local_path (a folder: all its
+    # files); None if missing
     id_owner_ref: str | None = None  # the ref whose entry holds the wanted id, if any
     local_file: LocalFile | None = None  # for `file:` refs only
 
@@ -303,8 +309,8 @@ def _allowed_local_path(ref: FileRef, local: LocalFile | None, roots: tuple[str,
             f"{ref} refused: it resolves to {resolved}, outside the allowed roots "
             f"({', '.join(roots)})"
         )
-    if not local.is_regular_file:
-        raise RefRefused(f"{ref} refused: {resolved} is not a regular file")
+    if not local.is_regular_file and not local.is_folder:
+        raise RefRefused(f"{ref} refused: {resolved} is neither a regular file nor a folder")
     return resolved
 
 

@@ -29,6 +29,11 @@ from the same `python3.11`; ~12 s on an empty uv cache, ~6 s warm, 2.1 GB of har
 into uv's cache; a second later as a catalog hit. `PYTHON -m
 vllm.entrypoints.openai.api_server ...` runs the server.
 
+`vllm_worker_for_tests()` does the same for `vllm-inproc:package`: the same vLLM pins
+and overrides plus this checkout's `llorch-specs` and `llorch-worker-adapters`, editable
+(a venv per checkout; code edits reuse it). `PYTHON -m worker_adapters.worker --engine
+vllm --model FOLDER ...` runs the in-process vLLM worker.
+
 Blocking: call them from a sync fixture (or a thread). A test whose fixture may make the
 first call needs a timeout of `BUILD_TIMEOUT_S` (pytest-timeout's default is too short).
 """
@@ -55,16 +60,19 @@ __all__ = [
     "LLAMA_SERVER_TEST_OPTIONS",
     "LLAMA_SERVER_TEST_SPEC",
     "VLLM_TEST_SPEC",
+    "VLLM_WORKER_TEST_SPEC",
     "engines_root_for_tests",
     "llama_cpp_server_for_tests",
     "llama_cpp_server_python_for_tests",
     "llama_server_for_tests",
     "vllm_server_for_tests",
+    "vllm_worker_for_tests",
 ]
 
 LLAMA_SERVER_TEST_SPEC = "llamacpp:source=sdist:0.3.36"
 LLAMA_CPP_SERVER_TEST_SPEC = "llamacpp-server-py:package"
 VLLM_TEST_SPEC = "vllm:package"
+VLLM_WORKER_TEST_SPEC = "vllm-inproc:package"
 BUILD_TIMEOUT_S = 3600  # a cold build measured ~10-15 min on two shared cores
 _JOBS = 2
 # The test llama-server's build options, and the same as `llorch provision engine` flags.
@@ -99,6 +107,11 @@ def llama_cpp_server_python_for_tests() -> Path:
 def vllm_server_for_tests() -> PreparedEngine:
     """The test vLLM venv (see module doc); its `command` is the server's prefix."""
     return _once(VLLM_TEST_SPEC, None)
+
+
+def vllm_worker_for_tests() -> PreparedEngine:
+    """The test vllm-inproc venv (see module doc); its `command` is the worker's prefix."""
+    return _once(VLLM_WORKER_TEST_SPEC, None)
 
 
 def _once(

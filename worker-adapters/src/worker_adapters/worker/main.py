@@ -67,7 +67,19 @@ def _backend(options: WorkerOptions, incarnation: int) -> EngineBackend:
         )
         return MockBackend(knobs, incarnation=incarnation)
     if options.model is None:
-        raise SystemExit("llorch worker: --model is required for the llamacpp engine")
+        raise SystemExit(f"llorch worker: --model is required for the {options.engine} engine")
+    if options.engine == "vllm":  # imports vLLM: the vllm-inproc engine venv's python only
+        try:
+            from worker_adapters.vllm_inproc.backend import VllmBackend, VllmSettings
+        except ImportError as exc:
+            raise SystemExit(
+                f"llorch worker: the vllm engine needs vLLM, which {sys.executable} cannot "
+                f"import ({exc}); run the worker with the python of the vllm-inproc engine "
+                "venv (`llorch provision engine vllm-inproc:package`)"
+            ) from exc
+
+        vllm_settings = VllmSettings(options.model, ctx=options.ctx, slots=options.slots)
+        return VllmBackend(vllm_settings, incarnation=incarnation)
     from worker_adapters.llamacpp_inproc import LlamaBackend, LlamaSettings
 
     settings = LlamaSettings(
@@ -139,8 +151,10 @@ def build_parser(prog: str = "llorch worker") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Serve one model with an in-process engine over gRPC (WRK-01)."
     )
-    parser.add_argument("--model", type=Path, help="GGUF model file (llamacpp engine)")
-    parser.add_argument("--engine", choices=("llamacpp", "mock"), default="llamacpp")
+    parser.add_argument(
+        "--model", type=Path, help="GGUF model file (llamacpp), Hugging Face model folder (vllm)"
+    )
+    parser.add_argument("--engine", choices=("llamacpp", "vllm", "mock"), default="llamacpp")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="write the bound port here")
