@@ -42,14 +42,16 @@ STATIC_CHECKS: tuple[tuple[str, Check], ...] = (
     ("avoid", checks.avoid),
     ("pin", checks.pin),
     ("prefer_only", checks.prefer_only),
-    # What the pool is: model, digest, engine, context, features, the request parameters
-    # its engine kind honours. Fixed for a pool's life.
+    # What the pool is: model, digest, engine, features, the request parameters its
+    # engine kind honours, context. Fixed for a pool's life. What it can do comes before
+    # how much it holds: a pool that cannot honour a field is refused for that (naming
+    # the field), not for a prompt that field's own text made too long.
     ("model", checks.model),
     ("digest", checks.digest),
     ("engine", checks.engine),
-    ("context", checks.context),
     ("features", checks.features),
     ("params", checks.params),
+    ("context", checks.context),
 )
 DYNAMIC_CHECKS: tuple[tuple[str, Check], ...] = (
     # What the pool is doing now; a job that fails only these waits in the queue.
