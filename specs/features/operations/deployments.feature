@@ -21,7 +21,7 @@ Feature: Deployments across a fleet of hosts
 
   @PLC-06
   Scenario: Jobs queueing up for a deployment add a replica up to its maximum
-    Given the operator applies the deployment "busy" of "tiny" with 1 to 2 replicas on "host-c"
+    Given the operator applies the deployment "busy" of "tiny" with 1 to 2 replicas and a context of 16384 tokens on "host-c"
     And the deployment "busy" has 1 ready pool
     When a client submits 3 long jobs for "busy"
     Then the deployment "busy" grows to 2 ready pools

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from ci_harness.cluster import Cluster, wait_for
-from ci_harness.deployments import cordon, deployment
+from ci_harness.deployments import cordon, deployment, hosts
 from ci_harness.scenes import (
     AT_ONCE_S,
     LONG,
@@ -273,3 +273,26 @@ def _(cluster: Cluster, host_id: str) -> None:
 @when(says('the operator cordons the device "{device}" of the host "{host_id}"'))
 def _(cluster: Cluster, host_id: str, device: str) -> None:
     cordon_device(cluster, host_id, device, True)
+
+
+# -- the fleet -----------------------------------------------------------------------------
+
+
+def fleet_is(cluster: Cluster, names: list[str]) -> None:
+    """The fleet's hosts are these, each live at its own namespace's address (FLT-04)."""
+    assert cluster.fleet is not None
+    seen = hosts(cluster)
+    assert sorted(seen) == sorted(names), sorted(seen)
+    for host_id in names:
+        assert seen[host_id]["live"], seen[host_id]
+        assert seen[host_id]["address"] == cluster.fleet.hosts[host_id].address, seen[host_id]
+
+
+@given(says('a fleet of the hosts "{a}", "{b}" and "{c}"'))
+def _(cluster: Cluster, a: str, b: str, c: str) -> None:
+    fleet_is(cluster, [a, b, c])
+
+
+@given(says('a fleet of the hosts "{a}" and "{b}"'))
+def _(cluster: Cluster, a: str, b: str) -> None:
+    fleet_is(cluster, [a, b])
