@@ -6,20 +6,23 @@ hosts: a fleet of network namespaces, FLT-04) and provides the module-scoped `cl
 those scenarios share; steps used by one feature only live in its module, steps used by
 several live here. A scenario's facts travel in `scene` (function-scoped).
 
-Two rules of the BDD run are enforced here for every scenario: a requirement tag
-(`@POOL-04`, exactly as REQUIREMENTS.md writes the ID) becomes a `requirement` mark,
-and a step that more than one definition could run is an error before the scenario
-starts (pytest-bdd itself would silently take the nearest one); a step no definition
-matches fails the scenario (pytest-bdd's `StepDefinitionNotFoundError`).
+The rules of the run come from `ci_harness.bdd_rules` (imported here, so pytest finds
+its hooks): a requirement tag (`@POOL-04`) becomes a `requirement` mark, a step that two
+definitions match is an error before its scenario starts, and a step that none matches
+fails it.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from ci_harness.bdd_rules import (  # noqa: F401 (hooks, found by name)
+    pytest_bdd_apply_tag,
+    pytest_bdd_before_scenario,
+    pytest_configure,
+)
 from ci_harness.cluster import Cluster, wait_for
 from ci_harness.deployments import cordon, deployment, hosts
 from ci_harness.scenes import (
@@ -39,44 +42,6 @@ from ci_harness.scenes import (
 )
 from ci_harness.streams import BackgroundStream
 from pytest_bdd import given, then, when
-from pytest_bdd.parser import Feature, Scenario
-from pytest_bdd.scenario import find_fixturedefs_for_step
-
-REQUIREMENT_TAG = re.compile(r"[A-Z]{2,5}-\d{2}")
-# -- the rules of the run ------------------------------------------------------------------
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "requirement(id): the scenario evidences this requirement (REQUIREMENTS.md)"
-    )
-
-
-def pytest_bdd_apply_tag(tag: str, function: Callable[..., object]) -> object:
-    """`@POOL-04` → `@pytest.mark.requirement("POOL-04")`; other tags: pytest-bdd's way."""
-    if REQUIREMENT_TAG.fullmatch(tag):
-        return pytest.mark.requirement(tag)(function)
-    return None
-
-
-def ambiguous_steps(request: pytest.FixtureRequest, scenario: Scenario) -> list[str]:
-    """Each step of the scenario that more than one visible definition matches."""
-    found = []
-    for step in scenario.steps:
-        defs = list(find_fixturedefs_for_step(step, request._fixturemanager, request.node))
-        if len(defs) > 1:
-            where = ", ".join(f"{d.func.__module__}:{d.func.__name__}" for d in defs)
-            found.append(f"{step.keyword} {step.name!r} matches {len(defs)} definitions: {where}")
-    return found
-
-
-def pytest_bdd_before_scenario(
-    request: pytest.FixtureRequest, feature: Feature, scenario: Scenario
-) -> None:
-    ambiguous = ambiguous_steps(request, scenario)
-    if ambiguous:
-        pytest.fail("ambiguous steps:\n" + "\n".join(ambiguous), pytrace=False)
-
 
 # -- a scenario's facts --------------------------------------------------------------------
 
