@@ -8,7 +8,7 @@ Feature: The model catalog and provisioning
   Background:
     Given a fleet of the hosts "host-a" and "host-b"
 
-  @API-12 @CAT-02
+  @API-12 @CAT-02 @FLT-04
   Scenario: The catalog lists every host's models with their facts and answers 304 when unchanged
     Then the catalog lists the model "tiny" held by "host-a" and "host-b"
     And the catalog entry "tiny" is "Active" with a sha256, the architecture "llama" and a trained context of 32768

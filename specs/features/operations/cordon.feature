@@ -7,7 +7,7 @@ Feature: Cordoning hosts and devices
   Background:
     Given a fleet of the hosts "host-a" and "host-b"
 
-  @POOL-08 @PLC-04
+  @POOL-08 @PLC-04 @FLT-04
   Scenario: A cordoned host receives no new pool, and its running pool keeps serving
     Given the operator applies the deployment "first" of "tiny" with 1 to 1 replicas on "host-a"
     And the deployment "first" has 1 ready pool

@@ -143,8 +143,9 @@ def refused(response: httpx.Response, status: int, code: str) -> None:
 
 
 def apply_deployment(cluster: Cluster, name: str, model: str, **spec: Any) -> None:
-    scene_body = {"model": model, "ctx": DEPLOYMENT_CTX, **spec}
-    apply(cluster, name, scene_body)
+    """`PUT /v2/deployments/{name}`: the model at a 2048-token context unless `spec`
+    says otherwise."""
+    apply(cluster, name, {"model": model, "ctx": DEPLOYMENT_CTX, **spec})
 
 
 def ready_pools(cluster: Cluster, name: str, count: int) -> dict[str, str]:

@@ -65,7 +65,7 @@ def restart_delays(cluster: Cluster, pool_id: str) -> list[float]:
 @given(
     says(
         "a pool manager with a restart back-off of {first:g} s doubling, "
-        "giving up after {crashes:d} crashes"
+        "giving up after more than {crashes:d} crashes"
     )
 )
 def _(cluster: Cluster, first: float, crashes: int) -> None:
