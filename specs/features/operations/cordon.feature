@@ -7,7 +7,7 @@ Feature: Cordoning hosts and devices
   Background:
     Given a fleet of the hosts "host-a" and "host-b"
 
-  @POOL-08 @PLC-04 @FLT-04
+  @POOL-08 @PLC-04 @FLT-04 @CLI-03
   Scenario: A cordoned host receives no new pool, and its running pool keeps serving
     Given the operator applies the deployment "first" of "tiny" with 1 to 1 replicas on "host-a"
     And the deployment "first" has 1 ready pool
@@ -15,6 +15,9 @@ Feature: Cordoning hosts and devices
     And the operator applies the deployment "second" of "tiny" with 1 to 1 replicas on "host-a"
     Then the deployment "second" is "pending" with no pools
     And the deployment "second" is pending on "host-a" device "*" with a reason containing "host is cordoned"
+    When the operator runs "llorch deploy show second"
+    Then the command succeeds
+    And the command prints "pending" and "host is cordoned"
     And a job for "first" completes
     When the operator lifts the cordon of the host "host-a"
     Then the deployment "second" has 1 ready pool

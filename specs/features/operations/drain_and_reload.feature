@@ -36,6 +36,17 @@ Feature: Draining and reloading a pool
     And the long job ends normally with all its tokens
     And pool "d1" is served by the same engine process as before
 
+  @POOL-05 @CLI-03
+  Scenario: The operator drains a pool and puts it back from the command line
+    When the operator runs "llorch pools drain d1 --deadline-ms 0"
+    Then the command succeeds
+    And pool "d1" reaches the state "stopped"
+    When the operator runs "llorch pools undrain d1"
+    Then the command succeeds
+    And pool "d1" is ready
+    When the operator runs "llorch pools show d1 --json"
+    Then the command shows the pool "d1" in the state "ready"
+
   @POOL-05 @API-11
   Scenario: A reload swaps the model while the running job completes on the old one
     Given a long job is streaming on pool "rl"

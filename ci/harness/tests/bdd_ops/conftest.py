@@ -14,6 +14,10 @@ fails it.
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -261,3 +265,37 @@ def _(cluster: Cluster, a: str, b: str, c: str) -> None:
 @given(says('a fleet of the hosts "{a}" and "{b}"'))
 def _(cluster: Cluster, a: str, b: str) -> None:
     fleet_is(cluster, [a, b])
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+@when(says('the operator runs "{command}"'))
+def _(cluster: Cluster, scene: Scene, command: str) -> None:
+    program, *args = shlex.split(command)
+    assert program == "llorch", command
+    argv = [sys.executable, "-m", "llorch", *args, "--url", cluster.url]
+    scene.values["command"] = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def command_run(scene: Scene) -> subprocess.CompletedProcess[str]:
+    run: subprocess.CompletedProcess[str] = scene.values["command"]
+    return run
+
+
+@then("the command succeeds")
+def _(scene: Scene) -> None:
+    run = command_run(scene)
+    assert run.returncode == 0, (run.args, run.stdout, run.stderr)
+
+
+@then(says('the command prints "{first}" and "{second}"'))
+def _(scene: Scene, first: str, second: str) -> None:
+    out = command_run(scene).stdout
+    assert first in out and second in out, out
+
+
+@then(says('the command shows the pool "{pool_id}" in the state "{state}"'))
+def _(scene: Scene, pool_id: str, state: str) -> None:
+    (shown,) = json.loads(command_run(scene).stdout)  # `show --json`: a list of one
+    assert (shown["pool_id"], shown["state"]) == (pool_id, state), shown
