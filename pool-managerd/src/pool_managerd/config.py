@@ -82,7 +82,6 @@ from pool_managerd.config_schema import (
     PoolSettings,
     RestartSettings,
 )
-from pool_managerd.containers import container_image
 from pool_managerd.lifecycle import RestartPolicy
 
 __all__ = [
@@ -223,15 +222,10 @@ def _pool(settings: PoolSettings, index: int) -> PoolConfig:
     needs_command = pool.engine not in ("llamacpp-inproc", "mock")
     if needs_command and not pool.engine_command:
         raise ConfigError(f"pools[{index}]: engine {pool.engine} needs engine_command")
-    if pool.engine in ("vllm", "vllm-inproc", "tgi") and (pool.gpu_layers or pool.embeddings):
+    if pool.engine in ("vllm", "vllm-inproc") and (pool.gpu_layers or pool.embeddings):
         raise ConfigError(
-            f"pools[{index}]: engine {pool.engine} takes no gpu_layers or embeddings (it "
+            f"pools[{index}]: engine {pool.engine} takes no gpu_layers or embeddings (vLLM "
             "places the whole model on its device and serves generation only here)"
-        )
-    if pool.engine == "tgi" and container_image(pool.engine_command) is None:
-        raise ConfigError(
-            f"pools[{index}]: engine tgi needs engine_command [TOOL, run, --rm, IMAGE] (the "
-            "container `llorch provision engine tgi:container` prepared)"
         )
     return pool
 

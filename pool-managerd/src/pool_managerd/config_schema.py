@@ -29,7 +29,6 @@ EngineName = Literal[
     "triton",
     "vllm",
     "vllm-inproc",
-    "tgi",
     "openai-compatible",
 ]
 ENGINE_NAMES: frozenset[str] = frozenset(get_args(EngineName))
@@ -63,7 +62,7 @@ class PoolSettings(Settings):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     """The pool's id, unique: 1-64 characters of letters, digits, `.`, `_`, `-`."""
     model: str = ""
-    """The model: a GGUF file, or for `vllm`, `vllm-inproc` and `tgi` a Hugging Face model folder
+    """The model: a GGUF file, or for `vllm` and `vllm-inproc` a Hugging Face model folder
     (config.json, safetensors, tokenizer); required except for `mock` and
     `openai-compatible`."""
     engine: EngineName = "llamacpp-inproc"
@@ -96,8 +95,7 @@ class PoolSettings(Settings):
     """Memory the pool is expected to take on its device, for placement."""
     engine_command: list[str] = Field(default_factory=list)
     """The engine's command prefix, for engines run as a separate server (for
-    `vllm-inproc`: the vLLM venv's `python -m worker_adapters.worker`; for `tgi`: the
-    provisioned container's `[TOOL, run, --rm, IMAGE]`)."""
+    `vllm-inproc`: the vLLM venv's `python -m worker_adapters.worker`)."""
 
 
 class ModelSettings(Settings):

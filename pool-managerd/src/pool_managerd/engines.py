@@ -24,7 +24,6 @@ without OpenSSL: the pool says so at every start (`Pool`).
 | `triton`             | Triton through PyTriton                | triton   | (none)         |
 | `vllm`               | vLLM's OpenAI server (a model folder)  | vllm     | VLLM_API_KEY   |
 | `vllm-inproc`        | `worker --engine vllm` (vLLM's venv)   | native   | LLORCH_WORKER… |
-| `tgi`                | TGI's container (podman/docker run)    | tgi      | API_KEY        |
 | `openai-compatible`  | any command serving the OpenAI API     | openai   | (none)         |
 
 (LLORCH_WORKER… is LLORCH_WORKER_API_KEY.) The adapter kinds and the features a pool
@@ -51,21 +50,6 @@ project's own python has no vLLM), followed by `--engine vllm --model FOLDER` an
 worker's usual flags. The worker sizes vLLM as the `vllm` kind is sized (eager, float32,
 the same KV cache rule) and gets the same environment; its process group holds the
 worker, `VLLM::EngineCore` and vLLM's worker process.
-
-TGI (`tgi`) runs only as its container (there is no TGI package to install): its
-`engine_command` is the provisioned `[TOOL, run, --rm, IMAGE]` (`containers`), and each
-start builds the run line with `provisioners.plan.containers.container_run`: a name per
-start (`llorch-POOL-PORT`), the chosen host port to the image's port 80 on the bind
-address, the model folder read-only at `/models`, the hub cache `state_dir/cache/tgi`
-at the image's `/data`, the key by name (`-e API_KEY`, its value in the environment),
-then TGI's launcher flags: `--model-id /models --max-concurrent-requests slots
---max-input-tokens ctx-1 --max-total-tokens ctx --hostname 0.0.0.0`, offline
-(`HF_HUB_OFFLINE=1` in the container). TGI's image needs an NVIDIA GPU, and none of
-these machines has one with a container runtime: this launch is built and checked
-here, never run (the `tgi` adapter's evidence is TGI's own recorded responses). No GPU
-flag is passed yet (device pinning of pools is issue 13 item 5). Stopping signals `podman
-run`/`docker run`, which passes SIGTERM on to the container; a SIGKILL of that client
-would leave the container running under its name.
 """
 
 from __future__ import annotations
@@ -78,13 +62,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from catalog_core import CatalogError, ModelFileError, inspect_gguf, inspect_hf_folder
-from provisioners.plan.containers import ContainerLaunch, container_run
 from worker_adapters.capabilities import ENGINES, features
 from worker_adapters.chat_templates import builtin_template
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.config_schema import ENGINE_NAMES
-from pool_managerd.containers import container_image
 from pool_managerd.network import HostNetwork
 
 __all__ = [
@@ -101,7 +83,7 @@ __all__ = [
 ENGINE_ADAPTERS = {engine: ENGINES[engine].adapter for engine in sorted(ENGINE_NAMES)}
 ENGINE_FEATURES = {engine: features(engine) for engine in sorted(ENGINE_NAMES)}
 # Engines that load a Hugging Face model folder; the others load a GGUF file.
-FOLDER_ENGINES = frozenset({"vllm", "vllm-inproc", "tgi"})
+FOLDER_ENGINES = frozenset({"vllm", "vllm-inproc"})
 _MIB = 1 << 20
 _VLLM_MIN_KV_BYTES = 16 * _MIB
 
@@ -374,37 +356,6 @@ def _vllm_env(manager: ManagerConfig) -> dict[str, str]:
     }
 
 
-def _tgi(pool: PoolConfig, manager: ManagerConfig, key: str, host: str, port: int) -> Launch:
-    found = container_image(pool.engine_command)
-    if found is None:
-        raise ValueError("engine tgi needs engine_command [TOOL, run, --rm, IMAGE]")
-    tool, image = found
-    launch = ContainerLaunch(
-        name=f"llorch-{pool.id}-{port}",
-        host_ports={"http": port},
-        bind_host=host,
-        cache_dir=str(manager.state_dir / "cache" / "tgi"),
-        model_dir=str(Path(pool.model).resolve()),
-        api_key=key or None,
-    )
-    run = container_run(tool, image, "tgi", launch)
-    argv = list(run.argv)
-    argv[-1:-1] = ["-e", "HF_HUB_OFFLINE=1"]  # before the image: the container's env
-    argv += [
-        "--model-id",
-        launch.model_mount,
-        "--max-concurrent-requests",
-        str(pool.slots),
-        "--max-input-tokens",
-        str(pool.ctx - 1),
-        "--max-total-tokens",
-        str(pool.ctx),
-        "--hostname",
-        "0.0.0.0",
-    ]
-    return Launch(tuple(argv), "tgi", dict(run.env), port)
-
-
 def _openai_compatible(pool: PoolConfig, host: str, port: int) -> Launch:
     values = {
         "host": host,
@@ -438,8 +389,6 @@ def launch(
         return _triton(pool, host, port, manager.engine_port_range)
     if pool.engine == "vllm":
         return _vllm(pool, manager, key, host, port, _tls_files(pool, manager, network))
-    if pool.engine == "tgi":
-        return _tgi(pool, manager, key, host, port)
     if pool.engine == "openai-compatible":
         return _openai_compatible(pool, host, port)
     raise ValueError(f"unknown engine {pool.engine}")
