@@ -9,7 +9,9 @@ never on the command line).
 `recover_engines(run_dir, grace_s)` runs once at start, before any engine is spawned:
 it reads the records a previous pool manager left, the live processes and the boot id,
 lets `recovery.plan_recovery` decide, stops the process groups it says to stop and
-removes every record (see `recovery` for the choice: stop, not adopt).
+removes every record (see `recovery` for the choice: stop, not adopt). Then
+`recover_containers` removes every container labelled with this pool manager's id
+(container mode: the runtime client stopped above may have left its container running).
 
 `StateLock` is an exclusive `flock` on `state_dir/run/manager.lock` held for the pool
 manager's life: a second pool manager on the same state_dir would otherwise stop the
@@ -28,7 +30,15 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pool_managerd.process import boot_id, process_facts, scan_processes, stop_group
+from pool_managerd.container_launch import MANAGER_LABEL
+from pool_managerd.process import (
+    boot_id,
+    list_containers,
+    process_facts,
+    remove_container,
+    scan_processes,
+    stop_group,
+)
 from pool_managerd.recovery import (
     EngineRecord,
     Forget,
@@ -43,6 +53,7 @@ __all__ = [
     "StateLock",
     "StateLocked",
     "load_records",
+    "recover_containers",
     "recover_engines",
     "remove_record",
     "write_record",
@@ -209,3 +220,37 @@ async def recover_engines(run_dir: Path, grace_s: float) -> Recovered:
     for path in unreadable:
         remove_record(path)
     return Recovered(stopped, len(actions) - stopped, tuple(survivors))
+
+
+async def recover_containers(runtimes: set[str], manager: str) -> int:
+    """Remove every container labelled with this pool manager's id (`manager`) on
+    `runtimes`: after `recover_engines` stopped their runtime clients, what is left of
+    them is a predecessor's container. None is adopted (same reasons as for processes,
+    `recovery`), so a start never runs a second set beside them. Returns how many."""
+    removed = 0
+    for runtime in sorted(runtimes):
+        names, error = await list_containers(runtime, f"{MANAGER_LABEL}={manager}")
+        if error:
+            log.error(
+                "cannot list the containers of this pool manager on %s: %s",
+                runtime,
+                error,
+                extra={"action": "recover"},
+            )
+        for name in names:
+            why = await remove_container(runtime, name)
+            if why:
+                log.error(
+                    "cannot remove container %s left by a previous pool manager: %s",
+                    name,
+                    why,
+                    extra={"action": "recover"},
+                )
+                continue
+            log.warning(
+                "removed container %s left by a previous pool manager",
+                name,
+                extra={"action": "recover"},
+            )
+            removed += 1
+    return removed
