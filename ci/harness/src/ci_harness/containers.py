@@ -437,6 +437,8 @@ def build_fake_tgi_image(repo: Path, timeout_s: float = 900.0) -> str:
             FAKE_TGI_IMAGE,
             "--build-arg",
             f"BASE={_FAKE_TGI_BASE}",
+            "-f",
+            str(repo / "ci" / "containers" / "fake-tgi" / "Containerfile"),
             str(repo / "ci" / "containers" / "fake-tgi"),
         ],
         env,
