@@ -293,9 +293,17 @@ async def _runtime(argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
 async def remove_container(runtime: str, name: str, timeout_s: float = _CONTAINER_CMD_S) -> str:
     """`RUNTIME rm -f NAME` (stops and removes it; killing the runtime's client does not
     stop its container). "" when it is gone (or never was), else why not."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
     code, output = await _runtime([runtime, "rm", "-f", name], timeout_s)
     if code == 0 or "no such container" in output.lower():
         return ""
+    if "already in progress" in output:  # `--rm` is removing it: wait until it is gone
+        while asyncio.get_running_loop().time() < deadline:
+            left = deadline - asyncio.get_running_loop().time()
+            code, _ = await _runtime([runtime, "container", "inspect", name], max(1.0, left))
+            if code != 0:
+                return ""
+            await asyncio.sleep(_GONE_POLL_S)
     return output or f"{runtime} rm -f {name} exited {code}"
 
 

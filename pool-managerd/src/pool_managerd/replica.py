@@ -363,10 +363,11 @@ class ReplicaDriver:
             await process.stop(self._kill_grace_s)
 
     async def _remove_leftover(self, container: ContainerRef) -> None:
+        """Remove `container` (a leftover before a start, or the one whose client exited)."""
         why = await remove_container(container.runtime, container.name)
         if why:
             log.warning(
-                "pool %s replica %d: cannot remove the leftover container %s: %s",
+                "pool %s replica %d: cannot remove container %s: %s",
                 self.pool_id,
                 self.index,
                 container.name,
