@@ -14,6 +14,8 @@ mounted read-only, the key passed by name), readiness through the published port
   container of the pool after;
 - SIGKILL of pool-managerd leaves the container and its `docker run` client running; the
   restarted pool manager removes that orphan and starts one fresh: exactly one after;
+- a leftover container holding the replica's name (unlabelled) is removed before the
+  replica starts;
 - a clean stop of the pool manager leaves no container of it.
 
 Only a machine where Docker cannot run at all (not Linux, or neither root nor sudo)
@@ -233,6 +235,31 @@ def test_after_sigkill_of_the_pool_manager_its_restart_leaves_exactly_one_contai
     new = back_with_a_new_container(cluster, old, 0)
     assert new != old  # the orphan was removed, not adopted: never a second set
     assert len(run_clients(name)) == 1  # the old client was stopped too
+    assert run_job(cluster)[-1].name == "end"
+
+
+def test_a_leftover_container_of_the_replicas_name_is_removed_before_its_start(
+    cluster: Cluster,
+) -> None:
+    """An unlabelled container holding the replica's name (which recovery by label does
+    not see) is removed by the replica's own start, which would otherwise fail."""
+    old = one_container(cluster)
+    details = inspect(old)
+    name = str(details["Name"]).lstrip("/")
+    model = next(m["Source"] for m in details["Mounts"] if m["Destination"] == "/model")  # type: ignore[attr-defined]
+    cluster.kill(MANAGER)
+    docker("rm", "-f", old)
+    wait_for(lambda: not run_clients(name), "the old docker run client to exit", timeout_s=30)
+    stray = docker(
+        "run", "-d", "--name", name, "-v", f"{model}:/model:ro", FAKE_TGI_IMAGE,
+        "--model-id", "/model", "--port", "80",
+    ).strip()  # fmt: skip
+    cluster.restart_manager(HOST)
+    new = back_with_a_new_container(cluster, old, 0)
+    assert new != stray
+    assert inspect(new)["Config"]["Labels"]["llorch.pool"] == POOL  # type: ignore[index]
+    gone = subprocess.run(["docker", "inspect", stray], capture_output=True, check=False)
+    assert gone.returncode != 0, "the stray container still exists"
     assert run_job(cluster)[-1].name == "end"
 
 
