@@ -144,6 +144,18 @@ def test_a_triton_pool_in_container_mode_runs_tritonserver_on_the_model_reposito
     assert "-e" not in argv and started.env == {}  # Triton has no key: loopback only
 
 
+def test_an_ipv6_engine_bind_address_is_published_in_brackets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> None:
+    manager = config(
+        tmp_path, monkeypatch, f"{{id: t, engine: tgi, model: {folder}, container: {{}}}}"
+    )
+    (pool,) = manager.pools
+    network = HostNetwork("::1", "::1", "::1", True)
+    started = launch(pool, manager, tmp_path / "t-r0.port", KEY, network)
+    assert flag(list(started.command), "-p") == f"[::1]:{started.port}:80"
+
+
 def test_a_pool_without_a_key_passes_no_key_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
 ) -> None:

@@ -148,6 +148,12 @@ def engine_args(pool: PoolConfig, container_port: int, vllm_args: tuple[str, ...
     raise ValueError(f"engine {pool.engine} has no container mode")
 
 
+def _publish_host(host: str) -> str:
+    """The host part of `-p HOST:PORT:CPORT`: an IPv6 address in brackets (`[::1]`)."""
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else bare
+
+
 def build_container_run(
     pool: PoolConfig,
     manager: ManagerConfig,
@@ -170,7 +176,7 @@ def build_container_run(
     launch = ContainerLaunch(
         name=name,
         host_ports={"http": port},
-        bind_host=bind_host.strip("[]"),
+        bind_host=_publish_host(bind_host),
         devices=device_ids(pool.device),
         cache_dir=str(Path(manager.state_dir).expanduser() / "cache" / pool.engine)
         if image_profile.cache_path is not None
