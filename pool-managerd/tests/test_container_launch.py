@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from catalog_core import write_tiny_hf_model
 from pool_managerd.config import ConfigError, ContainerConfig, ManagerConfig, load_config
-from pool_managerd.container_launch import container_name, device_ids, manager_id
+from pool_managerd.container_launch import (
+    container_name,
+    container_runtime,
+    device_ids,
+    manager_id,
+)
 from pool_managerd.engines import launch, serves_tls
 from pool_managerd.network import HostNetwork
 from provisioners.plan.engine_specs import ENGINES
@@ -216,3 +221,19 @@ def test_container_settings_that_cannot_be_honoured_are_config_errors(
 
 def test_container_config_defaults_to_docker_and_the_pinned_image() -> None:
     assert ContainerConfig() == ContainerConfig(image="", runtime="docker")
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "runtime"),
+    [
+        (("docker", "run", "--rm"), "docker"),
+        (("/usr/bin/podman", "run", "--rm"), "/usr/bin/podman"),
+        (("docker", "ps"), ""),
+        (("/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"), ""),
+        ((), ""),
+    ],
+)
+def test_recovery_finds_the_container_runtime_in_an_engine_record_command_line(
+    cmdline: tuple[str, ...], runtime: str
+) -> None:
+    assert container_runtime(cmdline) == runtime

@@ -54,6 +54,7 @@ __all__ = [
     "ContainerRun",
     "build_container_run",
     "container_name",
+    "container_runtime",
     "default_image",
     "device_ids",
     "engine_args",
@@ -98,6 +99,16 @@ def container_name(manager: ManagerConfig, replica: str) -> str:
     characters Docker allows in names: pool ids are letters, digits, `.`, `_`, `-`)."""
     digest = hashlib.sha256(manager_id(manager).encode()).hexdigest()[:10]
     return f"llorch-{digest}-{replica}"
+
+
+def container_runtime(cmdline: tuple[str, ...]) -> str:
+    """The runtime of an engine's recorded command line when it is a container's
+    client (`docker run ...`, `podman run ...`); "" otherwise."""
+    if len(cmdline) >= 2 and cmdline[1] == "run":
+        name = Path(cmdline[0]).name
+        if name in ("docker", "podman"):
+            return cmdline[0]
+    return ""
 
 
 def default_image(engine: str) -> str:

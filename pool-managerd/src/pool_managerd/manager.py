@@ -281,7 +281,10 @@ class PoolManager:
                 recovered.forgotten,
                 extra={"action": "recover"},
             )
+        # Containers may be left where this config runs them, and where the previous
+        # pool manager did (its records name the runtime: the config may have changed).
         runtimes = {p.container.runtime for p in self.config.pools if p.container is not None}
+        runtimes |= recovered.runtimes
         if runtimes:
             await recover_containers(runtimes, manager_id(self.config))
         await self.refresh_inventory()

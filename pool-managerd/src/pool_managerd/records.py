@@ -27,10 +27,12 @@ import fcntl
 import json
 import logging
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pool_managerd.container_launch import MANAGER_LABEL
+from pool_managerd.container_launch import MANAGER_LABEL, container_runtime
 from pool_managerd.process import (
     boot_id,
     list_containers,
@@ -90,11 +92,31 @@ class StateLock:
             os.close(self._fd)
 
 
-def write_record(path: Path, *, pool_id: str, replica: int, engine: str, pid: int) -> bool:
-    """Record a just-started engine (blocking: one /proc read, one small file written
+_EXEC_SETTLE_READS = 200
+
+
+def write_record(
+    path: Path,
+    *,
+    pool_id: str,
+    replica: int,
+    engine: str,
+    pid: int,
+    command: Sequence[str] | None = None,
+) -> bool:
+    """Record a just-started engine (blocking: a /proc read, one small file written
     atomically). False when the process is already gone (nothing to record) or the
-    file cannot be written (logged)."""
+    file cannot be written (logged). `command`: what was executed; /proc is read again
+    (a few hundred reads at most) until it shows it, because the spawner returns once
+    exec closed the close-on-exec files, a moment before the kernel sets the new
+    command line: a record of the old one would make the next start forget a live
+    engine as a reused pid."""
     facts = process_facts(pid)
+    for _ in range(_EXEC_SETTLE_READS if command is not None else 0):
+        if facts is None or facts.cmdline == tuple(command or ()):
+            break
+        time.sleep(0.0005)
+        facts = process_facts(pid)
     if facts is None:
         return False
     record = EngineRecord(
@@ -167,6 +189,7 @@ class Recovered:
     stopped: int  # engines (process groups) stopped
     forgotten: int  # records of engines no longer running
     survivors: tuple[int, ...]  # pids that outlived SIGKILL (should be none)
+    runtimes: frozenset[str] = frozenset()  # container runtimes the records' engines ran on
 
 
 def _observe(run_dir: Path) -> tuple[dict[Path, EngineRecord], set[Path], list[RecoveryAction]]:
@@ -219,7 +242,8 @@ async def recover_engines(run_dir: Path, grace_s: float) -> Recovered:
         remove_record(paths[record])
     for path in unreadable:
         remove_record(path)
-    return Recovered(stopped, len(actions) - stopped, tuple(survivors))
+    runtimes = frozenset(filter(None, (container_runtime(r.cmdline) for r in records.values())))
+    return Recovered(stopped, len(actions) - stopped, tuple(survivors), runtimes)
 
 
 async def recover_containers(runtimes: set[str], manager: str) -> int:

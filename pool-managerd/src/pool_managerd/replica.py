@@ -243,6 +243,7 @@ class ReplicaDriver:
             replica=self.index,
             engine=self.engine,
             pid=process.pid,
+            command=spec.command,
         )
         self.incarnation = time.time_ns()  # one value per engine start, for the orchestrator
         self._spawn_task(self._watch_exit(process))
