@@ -112,6 +112,7 @@ def wait_children(pid: int) -> list[int]:
 def test_process_facts_read_the_group_session_and_command_line_of_a_live_process(
     engine_group: subprocess.Popen[bytes],
 ) -> None:
+    wait_children(engine_group.pid)  # it runs its script: the exec is complete
     facts = process_facts(engine_group.pid)
     assert facts is not None
     assert facts.pgid == facts.sid == engine_group.pid
