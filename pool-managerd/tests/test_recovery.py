@@ -112,6 +112,7 @@ def wait_children(pid: int) -> list[int]:
 def test_process_facts_read_the_group_session_and_command_line_of_a_live_process(
     engine_group: subprocess.Popen[bytes],
 ) -> None:
+    wait_children(engine_group.pid)  # it runs its script: the exec is complete
     facts = process_facts(engine_group.pid)
     assert facts is not None
     assert facts.pgid == facts.sid == engine_group.pid
@@ -173,3 +174,30 @@ def test_a_second_pool_manager_on_the_same_state_dir_is_refused(tmp_path: Path) 
     finally:
         first.release()
     StateLock(tmp_path / "run").release()  # free again once released
+
+
+def test_a_record_written_right_after_spawn_holds_the_executed_command_line(
+    tmp_path: Path,
+) -> None:
+    """The spawner returns a moment before the kernel sets the new command line; the
+    record waits for it (else the next start would forget a live engine as a reused
+    pid). Spawned many times, each record must hold exactly what was executed."""
+    for attempt in range(30):
+        command = [sys.executable, "-c", "import time; time.sleep(30)", str(attempt)]
+        process = subprocess.Popen(command, start_new_session=True)
+        try:
+            record = tmp_path / f"p-r{attempt}.engine.json"
+            assert write_record(
+                record,
+                pool_id="p",
+                replica=attempt,
+                engine="mock",
+                pid=process.pid,
+                command=command,
+            )
+            (loaded,) = load_records(tmp_path).values()
+            assert loaded.cmdline == tuple(command)
+            record.unlink()
+        finally:
+            process.kill()
+            process.wait()

@@ -85,7 +85,10 @@ from pool_managerd.config_schema import (
 from pool_managerd.lifecycle import RestartPolicy
 
 __all__ = [
+    "CONTAINER_ENGINES",
+    "CONTAINER_ONLY_ENGINES",
     "ConfigError",
+    "ContainerConfig",
     "ManagerConfig",
     "ModelConfig",
     "PoolConfig",
@@ -98,6 +101,20 @@ ENGINES = ENGINE_NAMES
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    """A pool's engine in a container: the image ("" = the engine's pinned one) and the
+    runtime (`docker` or `podman`)."""
+
+    image: str = ""
+    runtime: str = "docker"
+
+
+# Engines that run in a container, and those that must (no host process of theirs).
+CONTAINER_ENGINES = frozenset({"tgi", "vllm", "triton"})
+CONTAINER_ONLY_ENGINES = frozenset({"tgi"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +136,7 @@ class PoolConfig:
     deployment: str = ""
     memory_estimated_bytes: int = 0
     engine_command: tuple[str, ...] = ()  # provisioned engine's command prefix (engines.py)
+    container: ContainerConfig | None = None  # container mode (engines.container_launch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +234,14 @@ def _pool(settings: PoolSettings, index: int) -> PoolConfig:
     values = settings.model_dump()
     values["aliases"] = tuple(settings.aliases)
     values["engine_command"] = tuple(settings.engine_command)
+    values["container"] = (
+        None if settings.container is None else ContainerConfig(**settings.container.model_dump())
+    )
     pool = PoolConfig(**values)
     if pool.engine not in ("mock", "openai-compatible") and not pool.model:
         raise ConfigError(f"pools[{index}].model is required for engine {pool.engine}")
-    needs_command = pool.engine not in ("llamacpp-inproc", "mock")
+    _check_container(pool, index)
+    needs_command = pool.engine not in ("llamacpp-inproc", "mock") and pool.container is None
     if needs_command and not pool.engine_command:
         raise ConfigError(f"pools[{index}]: engine {pool.engine} needs engine_command")
     if pool.engine in ("vllm", "vllm-inproc") and (pool.gpu_layers or pool.embeddings):
@@ -228,6 +250,29 @@ def _pool(settings: PoolSettings, index: int) -> PoolConfig:
             "places the whole model on its device and serves generation only here)"
         )
     return pool
+
+
+def _check_container(pool: PoolConfig, index: int) -> None:
+    """Container mode: only for engines with an image; required for `tgi`; and then no
+    `engine_command` (it would be ignored) nor `gpu_layers` (the engine places it)."""
+    where = f"pools[{index}]"
+    if pool.container is None:
+        if pool.engine in CONTAINER_ONLY_ENGINES:
+            raise ConfigError(
+                f"{where}: engine {pool.engine} runs only in a container: set container"
+            )
+        return
+    if pool.engine not in CONTAINER_ENGINES:
+        raise ConfigError(
+            f"{where}.container: engine {pool.engine} has no container mode "
+            f"(only {', '.join(sorted(CONTAINER_ENGINES))})"
+        )
+    if pool.engine_command:
+        raise ConfigError(
+            f"{where}: engine_command and container exclude each other (the image is the engine)"
+        )
+    if pool.gpu_layers or pool.embeddings:
+        raise ConfigError(f"{where}: a container engine takes no gpu_layers or embeddings")
 
 
 def load_config(path: Path) -> ManagerConfig:

@@ -13,6 +13,7 @@ from specs.tls import TlsSettings
 
 __all__ = [
     "ENGINE_NAMES",
+    "ContainerSettings",
     "DeviceSettings",
     "EngineName",
     "ManagerSettings",
@@ -29,6 +30,7 @@ EngineName = Literal[
     "triton",
     "vllm",
     "vllm-inproc",
+    "tgi",
     "openai-compatible",
 ]
 ENGINE_NAMES: frozenset[str] = frozenset(get_args(EngineName))
@@ -56,17 +58,29 @@ class RestartSettings(Settings):
     """Failed health probes in a row that restart a ready engine."""
 
 
+class ContainerSettings(Settings):
+    """Container mode of a pool's engine (`tgi` always; `vllm` and `triton` when set):
+    the engine runs in this image under docker or podman (`engines.py`)."""
+
+    image: str = Field(default="", pattern=r"^([^\s-]\S*)?$")
+    """The image; empty: the engine's pinned image (provisioners' profile; vLLM's by
+    digest)."""
+    runtime: Literal["docker", "podman"] = "docker"
+    """The container runtime, found on PATH."""
+
+
 class PoolSettings(Settings):
     """A static pool: started at boot, owned by this file."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     """The pool's id, unique: 1-64 characters of letters, digits, `.`, `_`, `-`."""
     model: str = ""
-    """The model: a GGUF file, or for `vllm` and `vllm-inproc` a Hugging Face model folder
-    (config.json, safetensors, tokenizer); required except for `mock` and
-    `openai-compatible`."""
+    """The model: a GGUF file, or for `vllm`, `vllm-inproc` and `tgi` a Hugging Face model
+    folder (config.json, safetensors, tokenizer; a Triton model repository for `triton` in
+    a container); required except for `mock` and `openai-compatible`."""
     engine: EngineName = "llamacpp-inproc"
-    """The engine; all but `llamacpp-inproc` and `mock` need `engine_command`."""
+    """The engine; all but `llamacpp-inproc` and `mock` need `engine_command` or, for
+    `tgi` (container only), `vllm` and `triton`, `container`."""
     model_id: str = ""
     """The model's id in the API; default: from the file name."""
     sha256: str = ""
@@ -96,6 +110,9 @@ class PoolSettings(Settings):
     engine_command: list[str] = Field(default_factory=list)
     """The engine's command prefix, for engines run as a separate server (for
     `vllm-inproc`: the vLLM venv's `python -m worker_adapters.worker`)."""
+    container: ContainerSettings | None = None
+    """Run the engine in a container (`tgi`: required; `vllm`, `triton`: optional);
+    null: a host process from `engine_command`."""
 
 
 class ModelSettings(Settings):

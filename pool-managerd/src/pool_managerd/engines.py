@@ -24,10 +24,17 @@ without OpenSSL: the pool says so at every start (`Pool`).
 | `triton`             | Triton through PyTriton                | triton   | (none)         |
 | `vllm`               | vLLM's OpenAI server (a model folder)  | vllm     | VLLM_API_KEY   |
 | `vllm-inproc`        | `worker --engine vllm` (vLLM's venv)   | native   | LLORCH_WORKER… |
+| `tgi`                | TGI, in a container only (a folder)    | tgi      | API_KEY (name) |
 | `openai-compatible`  | any command serving the OpenAI API     | openai   | (none)         |
 
-(LLORCH_WORKER… is LLORCH_WORKER_API_KEY.) The adapter kinds and the features a pool
-reports come from the capability matrix (`worker_adapters.capabilities`, API-16).
+(LLORCH_WORKER… is LLORCH_WORKER_API_KEY.) Container mode (`container:` in the pool;
+`tgi` always, `vllm` and `triton` when set) starts the engine with `docker|podman run`
+(`container_launch.py`): the key is passed by name (`-e API_KEY`), its value only in the
+runtime client's environment. TGI cannot run on the project's machines (no registry to
+pull its image, no GPU): the tests run a `tgi` pool with an image of the faithful fake
+TGI server (`llorch/fake-tgi:test`, replaying the recorded TGI transcripts) in its place.
+The adapter kinds and the features a pool reports come from the capability matrix
+(`worker_adapters.capabilities`, API-16).
 
 `engine_command` in the pool config is the engine's prefix (the llama-server binary, the
 venv's python, the PyTriton script's interpreter and path, `VENV/bin/python -m
@@ -67,6 +74,12 @@ from worker_adapters.chat_templates import builtin_template
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.config_schema import ENGINE_NAMES
+from pool_managerd.container_launch import (
+    MODEL_MOUNT,
+    ContainerRef,
+    build_container_run,
+    without_prefix,
+)
 from pool_managerd.network import HostNetwork
 
 __all__ = [
@@ -83,7 +96,7 @@ __all__ = [
 ENGINE_ADAPTERS = {engine: ENGINES[engine].adapter for engine in sorted(ENGINE_NAMES)}
 ENGINE_FEATURES = {engine: features(engine) for engine in sorted(ENGINE_NAMES)}
 # Engines that load a Hugging Face model folder; the others load a GGUF file.
-FOLDER_ENGINES = frozenset({"vllm", "vllm-inproc"})
+FOLDER_ENGINES = frozenset({"vllm", "vllm-inproc", "tgi"})
 _MIB = 1 << 20
 _VLLM_MIN_KV_BYTES = 16 * _MIB
 
@@ -95,6 +108,7 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None  # chosen here; None: the process reports it in the port file
     tls: bool = False  # the engine serves TLS with the host's certificate
+    container: ContainerRef | None = None  # container mode: removed at stop, kill, start
 
 
 def free_port(host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> int:
@@ -121,6 +135,8 @@ def free_port(host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> 
 def serves_tls(pool: PoolConfig) -> bool:
     """Whether this pool's engine can serve TLS with the host's certificate. Blocking the
     first time for a llama-server binary (reads it): call from a thread once first."""
+    if pool.container is not None:
+        return False  # container engines serve plaintext on their published port
     if pool.engine in ("llamacpp-inproc", "mock", "llamacpp-server-py", "vllm", "vllm-inproc"):
         return True
     if pool.engine == "llamacpp" and pool.engine_command:
@@ -371,6 +387,8 @@ def launch(
     pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
 ) -> Launch:
     """The launch of one replica (called at every start: a restart gets a fresh port)."""
+    if pool.container is not None:
+        return _container(pool, manager, port_file, key, network)
     if pool.engine in ("llamacpp-inproc", "mock"):
         return _worker(pool, manager, port_file, key, network)
     if pool.engine == "vllm-inproc":
@@ -392,3 +410,31 @@ def launch(
     if pool.engine == "openai-compatible":
         return _openai_compatible(pool, host, port)
     raise ValueError(f"unknown engine {pool.engine}")
+
+
+# -- container mode (container_launch.py) ------------------------------------------------
+
+
+def _container(
+    pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
+) -> Launch:
+    """A container engine: `docker|podman run` publishing one host port chosen here. The
+    replica's name is its port file's (`<pool>-r<i>[.g<n>].port`)."""
+    port = free_port(network.bind_host, manager.engine_port_range)
+    vllm_args: tuple[str, ...] = ()
+    if pool.engine == "vllm":
+        package = _vllm(without_prefix(pool), manager, "", "0.0.0.0", 8000, None).command
+        vllm_args = tuple(
+            MODEL_MOUNT if index and package[index - 1] == "--model" else part
+            for index, part in enumerate(package)
+        )
+    run = build_container_run(
+        pool,
+        manager,
+        replica=port_file.name.removesuffix(".port"),
+        key=key,
+        bind_host=network.bind_host,
+        port=port,
+        vllm_args=vllm_args,
+    )
+    return Launch(run.argv, ENGINE_ADAPTERS[pool.engine], run.env, port, container=run.container)

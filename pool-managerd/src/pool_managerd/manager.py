@@ -36,6 +36,7 @@ from specs.control.v1 import control_pb2 as pb
 from specs.tls import TlsMaterial
 
 from pool_managerd.config import ConfigError, ManagerConfig, PoolConfig
+from pool_managerd.container_launch import manager_id
 from pool_managerd.control_link import ControlLink
 from pool_managerd.control_translate import inventory_to_wire, pool_to_wire
 from pool_managerd.cordon import CordonState
@@ -45,7 +46,7 @@ from pool_managerd.models import LocalModels, ModelNotHere
 from pool_managerd.network import HostNetwork, settle_network
 from pool_managerd.pool import Pool
 from pool_managerd.process import read_log
-from pool_managerd.records import StateLock, recover_engines
+from pool_managerd.records import StateLock, recover_containers, recover_engines
 from pool_managerd.reload import ReloadError, reload, target_config
 
 __all__ = ["PoolManager", "serve"]
@@ -280,6 +281,12 @@ class PoolManager:
                 recovered.forgotten,
                 extra={"action": "recover"},
             )
+        # Containers may be left where this config runs them, and where the previous
+        # pool manager did (its records name the runtime: the config may have changed).
+        runtimes = {p.container.runtime for p in self.config.pools if p.container is not None}
+        runtimes |= recovered.runtimes
+        if runtimes:
+            await recover_containers(runtimes, manager_id(self.config))
         await self.refresh_inventory()
         self.models = await asyncio.to_thread(
             LocalModels.load, self.config.models, self.config.state_dir

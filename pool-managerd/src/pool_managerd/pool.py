@@ -55,11 +55,16 @@ class PoolStopping(RuntimeError):
     """The pool is stopping: it starts no new generation."""
 
 
-def model_format_error(engine: str, path: Path) -> str:
+def model_format_error(engine: str, path: Path, *, container: bool = False) -> str:
     """Why `path` is the wrong kind of model for `engine` ("" when it is the right one):
-    vLLM loads a Hugging Face folder, the llama.cpp engines a GGUF file."""
+    vLLM and TGI load a Hugging Face folder, the llama.cpp engines a GGUF file; Triton
+    in a container its model repository (a folder, not checked further)."""
     if engine == "openai-compatible":
         return ""
+    if engine == "triton" and container:
+        if path.is_dir():
+            return ""
+        return f"engine triton in a container needs a model repository folder; {path} is not one"
     if engine in FOLDER_ENGINES and not path.is_dir():
         return f"engine {engine} needs a Hugging Face model folder; {path} is not a folder"
     if engine not in FOLDER_ENGINES and path.is_dir():
@@ -75,9 +80,11 @@ def check_model(config: PoolConfig) -> tuple[str, str]:
     if config.engine in ("mock", "openai-compatible") and not config.model:
         return "", ""
     path = Path(config.model)
-    wrong_kind = model_format_error(config.engine, path)
+    wrong_kind = model_format_error(config.engine, path, container=config.container is not None)
     if wrong_kind:
         return "", f"model check failed: {wrong_kind}"
+    if config.engine == "triton" and config.container is not None:
+        return "", ""  # a Triton model repository: the server itself checks it
     try:
         inspect_model(path)
         digest = model_digest(path)

@@ -15,6 +15,9 @@ Process facts for recovery (`recovery.py`): `process_facts` reads one process fr
 /proc (its group, session, start time in clock ticks, command line), `scan_processes`
 reads them all, `boot_id` names this boot; `stop_group` stops a process group that is
 not our child (a previous pool manager's engine), waiting on /proc.
+
+Engine containers (`container_launch.py`): `remove_container` (`RUNTIME rm -f NAME`) and
+`list_containers` (by label), each bounded by a timeout.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from pool_managerd.recovery import ProcessFacts
 __all__ = [
     "EngineProcess",
     "boot_id",
+    "list_containers",
     "log_needs_trim",
     "log_tail",
     "process_facts",
     "read_log",
+    "remove_container",
     "rotate_log",
     "scan_processes",
     "stop_group",
@@ -256,3 +261,60 @@ def read_log(path: Path, offset: int, max_bytes: int) -> tuple[str, int, int]:
     if start + len(data) < size and b"\n" in data:
         data = data[: data.rfind(b"\n") + 1]
     return data.decode("utf-8", errors="replace"), start + len(data), size
+
+
+# -- engine containers (container mode) ------------------------------------------------
+
+_CONTAINER_CMD_S = 20.0
+
+
+async def _runtime(argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
+    """Run a container runtime command; (exit code, output). (-1, why) when the runtime
+    cannot be run or does not answer within `timeout_s` (then it is killed)."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        return -1, str(exc)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return -1, f"{argv[0]} {argv[1]} did not answer within {timeout_s:.0f} s"
+    return int(process.returncode or 0), output.decode(errors="replace").strip()
+
+
+async def remove_container(runtime: str, name: str, timeout_s: float = _CONTAINER_CMD_S) -> str:
+    """`RUNTIME rm -f NAME` (stops and removes it; killing the runtime's client does not
+    stop its container). "" when it is gone (or never was), else why not."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    code, output = await _runtime([runtime, "rm", "-f", name], timeout_s)
+    if code == 0 or "no such container" in output.lower():
+        return ""
+    if "already in progress" in output:  # `--rm` is removing it: wait until it is gone
+        while asyncio.get_running_loop().time() < deadline:
+            left = deadline - asyncio.get_running_loop().time()
+            code, _ = await _runtime([runtime, "container", "inspect", name], max(1.0, left))
+            if code != 0:
+                return ""
+            await asyncio.sleep(_GONE_POLL_S)
+    return output or f"{runtime} rm -f {name} exited {code}"
+
+
+async def list_containers(
+    runtime: str, label: str, timeout_s: float = _CONTAINER_CMD_S
+) -> tuple[list[str], str]:
+    """(names of the containers, running or not, labelled `label` (KEY=VALUE), error)."""
+    code, output = await _runtime(
+        [runtime, "ps", "--all", "--filter", f"label={label}", "--format", "{{.Names}}"],
+        timeout_s,
+    )
+    if code != 0:
+        return [], output or f"{runtime} ps exited {code}"
+    return [line.strip() for line in output.splitlines() if line.strip()], ""

@@ -9,7 +9,9 @@ never on the command line).
 `recover_engines(run_dir, grace_s)` runs once at start, before any engine is spawned:
 it reads the records a previous pool manager left, the live processes and the boot id,
 lets `recovery.plan_recovery` decide, stops the process groups it says to stop and
-removes every record (see `recovery` for the choice: stop, not adopt).
+removes every record (see `recovery` for the choice: stop, not adopt). Then
+`recover_containers` removes every container labelled with this pool manager's id
+(container mode: the runtime client stopped above may have left its container running).
 
 `StateLock` is an exclusive `flock` on `state_dir/run/manager.lock` held for the pool
 manager's life: a second pool manager on the same state_dir would otherwise stop the
@@ -25,10 +27,20 @@ import fcntl
 import json
 import logging
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pool_managerd.process import boot_id, process_facts, scan_processes, stop_group
+from pool_managerd.container_launch import MANAGER_LABEL, container_runtime
+from pool_managerd.process import (
+    boot_id,
+    list_containers,
+    process_facts,
+    remove_container,
+    scan_processes,
+    stop_group,
+)
 from pool_managerd.recovery import (
     EngineRecord,
     Forget,
@@ -43,6 +55,7 @@ __all__ = [
     "StateLock",
     "StateLocked",
     "load_records",
+    "recover_containers",
     "recover_engines",
     "remove_record",
     "write_record",
@@ -79,11 +92,31 @@ class StateLock:
             os.close(self._fd)
 
 
-def write_record(path: Path, *, pool_id: str, replica: int, engine: str, pid: int) -> bool:
-    """Record a just-started engine (blocking: one /proc read, one small file written
+_EXEC_SETTLE_READS = 200
+
+
+def write_record(
+    path: Path,
+    *,
+    pool_id: str,
+    replica: int,
+    engine: str,
+    pid: int,
+    command: Sequence[str] | None = None,
+) -> bool:
+    """Record a just-started engine (blocking: a /proc read, one small file written
     atomically). False when the process is already gone (nothing to record) or the
-    file cannot be written (logged)."""
+    file cannot be written (logged). `command`: what was executed; /proc is read again
+    (a few hundred reads at most) until it shows it, because the spawner returns once
+    exec closed the close-on-exec files, a moment before the kernel sets the new
+    command line: a record of the old one would make the next start forget a live
+    engine as a reused pid."""
     facts = process_facts(pid)
+    for _ in range(_EXEC_SETTLE_READS if command is not None else 0):
+        if facts is None or facts.cmdline == tuple(command or ()):
+            break
+        time.sleep(0.0005)
+        facts = process_facts(pid)
     if facts is None:
         return False
     record = EngineRecord(
@@ -156,6 +189,7 @@ class Recovered:
     stopped: int  # engines (process groups) stopped
     forgotten: int  # records of engines no longer running
     survivors: tuple[int, ...]  # pids that outlived SIGKILL (should be none)
+    runtimes: frozenset[str] = frozenset()  # container runtimes the records' engines ran on
 
 
 def _observe(run_dir: Path) -> tuple[dict[Path, EngineRecord], set[Path], list[RecoveryAction]]:
@@ -208,4 +242,39 @@ async def recover_engines(run_dir: Path, grace_s: float) -> Recovered:
         remove_record(paths[record])
     for path in unreadable:
         remove_record(path)
-    return Recovered(stopped, len(actions) - stopped, tuple(survivors))
+    runtimes = frozenset(filter(None, (container_runtime(r.cmdline) for r in records.values())))
+    return Recovered(stopped, len(actions) - stopped, tuple(survivors), runtimes)
+
+
+async def recover_containers(runtimes: set[str], manager: str) -> int:
+    """Remove every container labelled with this pool manager's id (`manager`) on
+    `runtimes`: after `recover_engines` stopped their runtime clients, what is left of
+    them is a predecessor's container. None is adopted (same reasons as for processes,
+    `recovery`), so a start never runs a second set beside them. Returns how many."""
+    removed = 0
+    for runtime in sorted(runtimes):
+        names, error = await list_containers(runtime, f"{MANAGER_LABEL}={manager}")
+        if error:
+            log.error(
+                "cannot list the containers of this pool manager on %s: %s",
+                runtime,
+                error,
+                extra={"action": "recover"},
+            )
+        for name in names:
+            why = await remove_container(runtime, name)
+            if why:
+                log.error(
+                    "cannot remove container %s left by a previous pool manager: %s",
+                    name,
+                    why,
+                    extra={"action": "recover"},
+                )
+                continue
+            log.warning(
+                "removed container %s left by a previous pool manager",
+                name,
+                extra={"action": "recover"},
+            )
+            removed += 1
+    return removed

@@ -36,6 +36,11 @@ A reused pid is never signalled. A group whose leader is gone is still the engin
 kernel does not reuse a pid while a process group or session of that id lives.
 Zombies count as gone. The driver (`records.recover_engines`) executes the actions and
 removes every record it handled.
+
+Container engines (`container_launch.py`) follow the same choice: the record is their
+`docker run` client's, whose group is stopped as above; the container the runtime's
+daemon runs outlives its client, so afterwards `records.recover_containers` removes
+every container labelled with this pool manager's id. None is adopted.
 """
 
 from __future__ import annotations

@@ -16,6 +16,13 @@ When an engine's leader process exits, what is left of its process group is kill
 (`process.trim_log`, checked with every probe), so a chatty engine cannot fill the disk.
 Each engine start is recorded in `paths.record` (`records.py`) until the engine exits,
 so a pool manager killed by SIGKILL leaves a trace of what its successor must stop.
+
+A container engine (`Launch.container`) is the runtime's client process (`docker run`)
+plus a container the runtime's daemon runs: killing the client does not stop the
+container. So a leftover container of the replica's name is removed before each start,
+and the container is removed (`RUNTIME rm -f`, bounded) whenever its client exits,
+however it ended (a stop, a kill, a crash, the container's own exit), before the exit
+is reported: a restart never finds the old one beside it.
 """
 
 from __future__ import annotations
@@ -38,9 +45,16 @@ from worker_adapters.errors import AdapterError
 from worker_adapters.protocol import Adapter
 
 from pool_managerd import lifecycle as lc
+from pool_managerd.container_launch import ContainerRef
 from pool_managerd.engines import Launch
 from pool_managerd.network import HostNetwork
-from pool_managerd.process import EngineProcess, log_needs_trim, log_tail, trim_log
+from pool_managerd.process import (
+    EngineProcess,
+    log_needs_trim,
+    log_tail,
+    remove_container,
+    trim_log,
+)
 from pool_managerd.records import remove_record, write_record
 
 __all__ = ["ReplicaDriver", "ReplicaPaths"]
@@ -97,6 +111,7 @@ class ReplicaDriver:
         self.probed_at = 0.0  # time.monotonic() of the last health answer (slots_busy's age)
         self._events: asyncio.Queue[lc.Event] = asyncio.Queue()
         self._process: EngineProcess | None = None
+        self._containers: dict[int, ContainerRef] = {}  # by the runtime client's pid
         self._adapter: Adapter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()
@@ -127,6 +142,7 @@ class ReplicaDriver:
                 task.cancel()
             if self._process is not None:
                 await self._process.stop(0.5)
+                await self._remove_container(self._process.pid)
                 remove_record(self._paths.record, self._process.pid)
             await self._close_adapter()
 
@@ -207,6 +223,8 @@ class ReplicaDriver:
         self._paths.port_file.unlink(missing_ok=True)
         try:
             spec = self._make_launch()
+            if spec.container is not None:
+                await self._remove_leftover(spec.container)
             process = await EngineProcess.spawn(
                 spec.command,
                 env={**os.environ, **spec.env},
@@ -217,12 +235,15 @@ class ReplicaDriver:
             self.post(lc.Exited(None, f"cannot start engine: {exc}"))
             return
         self._process = process
+        if spec.container is not None:
+            self._containers[process.pid] = spec.container
         write_record(
             self._paths.record,
             pool_id=self.pool_id,
             replica=self.index,
             engine=self.engine,
             pid=process.pid,
+            command=spec.command,
         )
         self.incarnation = time.time_ns()  # one value per engine start, for the orchestrator
         self._spawn_task(self._watch_exit(process))
@@ -255,6 +276,7 @@ class ReplicaDriver:
     async def _watch_exit(self, process: EngineProcess) -> None:
         code = await process.wait()
         process.reap_group()
+        await self._remove_container(process.pid)
         remove_record(self._paths.record, process.pid)
         if self._process is process:
             self._process = None
@@ -340,6 +362,25 @@ class ReplicaDriver:
         process = self._process
         if process is not None:
             await process.stop(self._kill_grace_s)
+
+    async def _remove_leftover(self, container: ContainerRef) -> None:
+        """Remove `container` (a leftover before a start, or the one whose client exited)."""
+        why = await remove_container(container.runtime, container.name)
+        if why:
+            log.warning(
+                "pool %s replica %d: cannot remove container %s: %s",
+                self.pool_id,
+                self.index,
+                container.name,
+                why,
+                extra={"pool_id": self.pool_id, "action": "container"},
+            )
+
+    async def _remove_container(self, pid: int) -> None:
+        """Remove the container of the engine start whose runtime client was `pid`."""
+        container = self._containers.pop(pid, None)
+        if container is not None:
+            await self._remove_leftover(container)
 
     async def _close_adapter(self) -> None:
         adapter, self._adapter = self._adapter, None

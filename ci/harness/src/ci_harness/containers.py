@@ -27,6 +27,11 @@ calls `stage` itself.
 For tests, `ensure_docker` runs `ci/containers/ensure-docker` (installs and starts what
 is missing) and says whether it started dockerd, `stop_docker` stops that dockerd only,
 and `Compose` runs docker-compose for one project of `compose.yaml`.
+
+`build_fake_tgi_image` builds `llorch/fake-tgi:test`, a FAKE of TGI for tests (TGI cannot
+run here: no registry, no GPU): the pool-managerd image of the staged wheels with the
+faithful fake TGI server as its entrypoint (`ci/containers/fake-tgi/Containerfile`).
+Docker's layer cache makes a second build take a second or two.
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "FAKE_TGI_IMAGE",
     "IMAGES",
     "Compose",
     "ComposeError",
     "ImageSpec",
     "StageError",
+    "build_fake_tgi_image",
     "docker_unavailable_reason",
     "ensure_docker",
     "stage",
@@ -396,6 +403,48 @@ def _checked(argv: list[str], env: dict[str, str], timeout_s: float) -> str:
             f"{done.stderr[-6000:]}"
         )
     return done.stdout
+
+
+FAKE_TGI_IMAGE = "llorch/fake-tgi:test"
+_FAKE_TGI_BASE = "llorch/fake-tgi-base:test"
+
+
+def build_fake_tgi_image(repo: Path, timeout_s: float = 900.0) -> str:
+    """Stage the wheels, build the pool-managerd image on them and the fake TGI image on
+    that (see module doc); returns the fake's tag. ComposeError when a build fails."""
+    context = stage(repo)
+    env = dict(os.environ)
+    _checked(
+        [
+            "docker",
+            "build",
+            "--quiet",
+            "-t",
+            _FAKE_TGI_BASE,
+            "-f",
+            str(repo / "pool-managerd" / "Containerfile"),
+            str(context),
+        ],
+        env,
+        timeout_s,
+    )
+    _checked(
+        [
+            "docker",
+            "build",
+            "--quiet",
+            "-t",
+            FAKE_TGI_IMAGE,
+            "--build-arg",
+            f"BASE={_FAKE_TGI_BASE}",
+            "-f",
+            str(repo / "ci" / "containers" / "fake-tgi" / "Containerfile"),
+            str(repo / "ci" / "containers" / "fake-tgi"),
+        ],
+        env,
+        timeout_s,
+    )
+    return FAKE_TGI_IMAGE
 
 
 def main() -> int:

@@ -212,6 +212,10 @@ class FakeTgiServer(FakeEngine):
     def __init__(self, *, api_key: str = "") -> None:
         super().__init__(api_key=api_key)
         self.unhealthy = False
+        # What `/info` reports (the launcher's --model-id, --max-total-tokens, ...).
+        self.model_id = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+        self.max_total_tokens = 4096
+        self.max_concurrent_requests = 128
         self.route_stream("/generate_stream")
         self.route_stream("/v1/chat/completions")
         router = self.app.router
@@ -233,10 +237,10 @@ class FakeTgiServer(FakeEngine):
 
     async def _info(self, request: web.Request) -> web.Response:
         info = {
-            "model_id": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-            "max_concurrent_requests": 128,
-            "max_input_tokens": 4095,
-            "max_total_tokens": 4096,
+            "model_id": self.model_id,
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "max_input_tokens": self.max_total_tokens - 1,
+            "max_total_tokens": self.max_total_tokens,
             "version": "3.3.6-dev0",
         }
         return json_response(info)

@@ -74,14 +74,16 @@ class FakeEngine:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on `host`:`port` (default: loopback, a port the kernel picks); the URL
+        names 127.0.0.1 when `host` is the wildcard (a fake in a container)."""
         self._runner = web.AppRunner(self.app, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl_context)
+        site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
         scheme = "https" if self._ssl_context is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{port}"
+        self.url = f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
         return self.url
 
     async def stop(self) -> None:
