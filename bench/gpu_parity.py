@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+if "--child" in sys.argv:  # llama.cpp's libraries before numpy's (worker/load_order.py)
+    import llama_cpp  # noqa: F401
+
 import numpy as np
 
 PROMPT = "Once upon a time, in a village by the sea, there lived"

@@ -159,7 +159,9 @@ def _buffer_lines(log: Path) -> list[str]:
     return []
 
 
-def _estimate(model: Path, ctx: int, slots: int, layout: str) -> dict[str, int]:
+def _estimate(
+    model: Path, ctx: int, slots: int, layout: str, offload: bool = True
+) -> dict[str, int]:
     from catalog_core import ContextLayout, LoadConfig, estimate_memory, inspect_gguf
 
     config = LoadConfig(
@@ -167,6 +169,7 @@ def _estimate(model: Path, ctx: int, slots: int, layout: str) -> dict[str, int]:
         slots=slots,
         swa_full=layout == "per-slot",  # llama-server uses swa_full=False
         layout=ContextLayout(layout),
+        offload=offload,
     )
     estimate = estimate_memory(inspect_gguf(model), config)
     return {
@@ -400,10 +403,9 @@ def _environ(pid: int, names: tuple[str, ...]) -> dict[str, str]:
 def _compare(report: dict[str, Any]) -> dict[str, Any]:
     engines = report.get("engines", {})
     rows = {}
-    deployment_estimate = (report.get("deployment") or {}).get("estimate") or {}
     for kind, estimate in (
         ("llama-server", report.get("server_estimate") or {}),
-        ("inproc-worker", deployment_estimate),
+        ("inproc-worker", report.get("inproc_estimate_local") or {}),
     ):
         measured = engines.get(kind, {}).get("gpu_bytes")
         total = estimate.get("total")
@@ -413,6 +415,7 @@ def _compare(report: dict[str, Any]) -> dict[str, Any]:
                 "estimate_bytes": total,
                 "estimate_over_measured": round(total / measured, 4),
                 "within_15_percent": abs(total - measured) <= 0.15 * measured,
+                "measured_minus_buffers_bytes": measured - total,
             }
     return rows
 

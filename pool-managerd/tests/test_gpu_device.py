@@ -19,6 +19,7 @@ from pool_managerd.config import ManagerConfig, load_config
 from pool_managerd.engines import ALL_LAYERS, device_env, gpu_layers, launch
 from pool_managerd.inventory import GpuProcess, foreign_processes, our_pids, probe_inventory
 from pool_managerd.network import HostNetwork
+from worker_adapters.preload import PRELOAD_ENV
 
 NETWORK = HostNetwork("127.0.0.1", "127.0.0.1", "127.0.0.1", True)
 
@@ -123,3 +124,30 @@ def test_the_inventory_always_reports_the_cpu_and_gpus_only_with_their_processes
     for gpu in inventory.devices[1:]:  # only on a machine with NVML and a card
         assert gpu.kind == "gpu" and gpu.compute_capability
         assert all(p.pid not in our_pids() for p in gpu.foreign_processes)
+
+
+def test_an_in_process_worker_is_told_to_load_llama_cpp_before_other_extensions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path
+) -> None:
+    manager = _manager(tmp_path, monkeypatch, model, "engine: llamacpp-inproc")
+    started = launch(manager.pools[0], manager, tmp_path / "p.port", "k", NETWORK)
+    assert started.env[PRELOAD_ENV] == "1"
+    # and the worker package then imports llama_cpp before grpc and numpy
+    code = (
+        "import sys, worker_adapters; m = list(sys.modules); "
+        "print(m.index('llama_cpp.llama_cpp') < min(m.index('grpc'), m.index('numpy')))"
+    )
+    env = {**os.environ, **started.env}
+    shown = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == "True"
+    env.pop(PRELOAD_ENV)
+    plain = subprocess.run(
+        [sys.executable, "-c", "import sys, worker_adapters; print('llama_cpp' in sys.modules)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert plain.stdout.strip() == "False"  # other processes never load it through us

@@ -63,6 +63,7 @@ from pathlib import Path
 from catalog_core import CatalogError, ModelFileError, inspect_gguf, inspect_hf_folder
 from worker_adapters.capabilities import ENGINES, features
 from worker_adapters.chat_templates import builtin_template
+from worker_adapters.preload import PRELOAD_ENV
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.config_schema import ENGINE_NAMES
@@ -182,6 +183,8 @@ def _worker(
         if manager.tls.client_auth and manager.tls.ca_file is not None:
             args += ["--tls-client-ca", str(manager.tls.ca_file)]
     env = {"LLORCH_WORKER_API_KEY": key} if key else {}
+    if pool.engine == "llamacpp-inproc":  # llama.cpp's libraries before numpy's and grpc's
+        env[PRELOAD_ENV] = "1"
     return Launch(tuple(args), "native", env, tls=tls)
 
 
