@@ -2,7 +2,7 @@
 
     python -m bench.gpu_llamacpp build   # llama-server with CUDA, from the vendored source
     python -m bench.gpu_llamacpp model   # a random-weight ~1B llama in f16 (GGUF)
-    python -m bench.gpu_llamacpp run [--concurrency 32] [--tokens 256] [--duration 20]
+    python -m bench.gpu_llamacpp run [--concurrency 1,8,32] [--tokens 256] [--rounds 3]
     python -m bench.gpu_llamacpp all     # the three, in order (what the GPU machine runs)
 
 Meant for a machine with an NVIDIA GPU, CUDA's compiler, CMake and ninja, and this
@@ -22,8 +22,12 @@ PYTHONPATH with their wheels). Nothing is downloaded:
   GPU, and streams chat completions with `--concurrency` open streams for `--duration`
   seconds per run: to the llama-server llorch started (`direct`, its own
   `/v1/chat/completions`), through llorch's one-round-trip SSE (`llorch-sse`) and
-  through its OpenAI facade (`llorch-openai`); systems interleaved over `--rounds`
-  rounds; medians of the rounds. Prints the table of `gateway_overhead` and writes JSON.
+  through its OpenAI facade (`llorch-openai`); at each level of `--concurrency` (one
+  pool of the largest level's slots) every system first runs `--warmup` seconds
+  unrecorded, then the systems interleave over `--rounds` rounds (order rotated);
+  medians of the rounds, and per round paired ratios to `direct` (`paired`). Warns,
+  in the output and the JSON, when the 1-minute load average is high or a GPU process
+  that is not llorch's runs. Prints the table of `gateway_overhead` and writes JSON.
 """
 
 from __future__ import annotations
