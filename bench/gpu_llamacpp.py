@@ -2,7 +2,7 @@
 
     python -m bench.gpu_llamacpp build   # llama-server with CUDA, from the vendored source
     python -m bench.gpu_llamacpp model   # a random-weight ~1B llama in f16 (GGUF)
-    python -m bench.gpu_llamacpp run [--concurrency 32] [--tokens 256] [--duration 20]
+    python -m bench.gpu_llamacpp run [--concurrency 1,8,32] [--tokens 256] [--rounds 3]
     python -m bench.gpu_llamacpp all     # the three, in order (what the GPU machine runs)
 
 Meant for a machine with an NVIDIA GPU, CUDA's compiler, CMake and ninja, and this
@@ -22,8 +22,12 @@ PYTHONPATH with their wheels). Nothing is downloaded:
   GPU, and streams chat completions with `--concurrency` open streams for `--duration`
   seconds per run: to the llama-server llorch started (`direct`, its own
   `/v1/chat/completions`), through llorch's one-round-trip SSE (`llorch-sse`) and
-  through its OpenAI facade (`llorch-openai`); systems interleaved over `--rounds`
-  rounds; medians of the rounds. Prints the table of `gateway_overhead` and writes JSON.
+  through its OpenAI facade (`llorch-openai`); at each level of `--concurrency` (one
+  pool of the largest level's slots) every system first runs `--warmup` seconds
+  unrecorded, then the systems interleave over `--rounds` rounds (order rotated);
+  medians of the rounds, and per round paired ratios to `direct` (`paired`). Warns,
+  in the output and the JSON, when the 1-minute load average is high or a GPU process
+  that is not llorch's runs. Prints the table of `gateway_overhead` and writes JSON.
 """
 
 from __future__ import annotations
@@ -175,27 +179,95 @@ def _gpu() -> dict[str, str]:
 
 
 async def _rounds(
-    systems: list[System], scenario: Scenario, args: argparse.Namespace
+    systems: list[System], scenario: Scenario, concurrency: int, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
+    """Warm-up runs of every system (not recorded: the first streams of an engine pay for
+    CUDA graph and cuBLAS set-up), then `--rounds` rounds, the order rotated each round."""
     limits = Limits(max_requests=100_000, drain_s=60.0, warmup_s=args.warmup)
-    for system in systems:  # warm-up, not recorded
-        await measure(system, scenario, args.concurrency, limits, limits.warmup_s)
+    for system in systems:
+        await measure(system, scenario, concurrency, limits, limits.warmup_s)
     runs = []
     for round_no in range(args.rounds):
         shift = round_no % len(systems)
         for system in systems[shift:] + systems[:shift]:
-            result, _ = await measure(
-                system, scenario, args.concurrency, limits, scenario.duration_s
-            )
+            result, _ = await measure(system, scenario, concurrency, limits, scenario.duration_s)
             result["round"] = round_no
             runs.append(result)
             print(
-                f"  r{round_no} {system.name:<14} {result['tokens_per_s'] or 0:>8.0f} tok/s "
+                f"  c={concurrency} r{round_no} {system.name:<14} "
+                f"{result['tokens_per_s'] or 0:>8.0f} tok/s "
                 f"TTFT p50 {result['ttft_p50_ms'] or 0:.1f} ms "
                 f"gap p50 {result['gap_p50_ms'] or 0:.2f} ms errors {result['errors']}",
                 flush=True,
             )
     return runs
+
+
+def paired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per concurrency and system, the median over rounds of the round's own ratio of
+    throughput to `direct` and its own added TTFT p50 / p99 (the systems of one round run
+    back to back, so slow drifts of the machine cancel)."""
+    by_round: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        by_round.setdefault((run["concurrency"], run["round"]), {})[run["system"]] = run
+    values: dict[tuple[int, str], dict[str, list[float]]] = {}
+    for (concurrency, _), systems in by_round.items():
+        direct = systems.get("direct")
+        if direct is None:
+            continue
+        for name, run in systems.items():
+            if name == "direct":
+                continue
+            into = values.setdefault((concurrency, name), {})
+            if run["tokens_per_s"] and direct["tokens_per_s"]:
+                into.setdefault("x_direct", []).append(run["tokens_per_s"] / direct["tokens_per_s"])
+            for metric in ("ttft_p50_ms", "ttft_p99_ms"):
+                if run[metric] is not None and direct[metric] is not None:
+                    into.setdefault(f"added_{metric}", []).append(run[metric] - direct[metric])
+    rows = []
+    for (concurrency, name), metrics in sorted(values.items()):
+        row: dict[str, Any] = {"concurrency": concurrency, "system": name}
+        for metric, found in metrics.items():
+            row[metric] = round(float(np.median(found)), 4)
+            row[f"{metric}_rounds"] = [round(v, 4) for v in found]
+        rows.append(row)
+    return rows
+
+
+def busy_warnings(ours: set[int] | None = None) -> list[str]:
+    """Why the numbers may be noisy: a loaded machine, GPU processes that are not ours."""
+    warnings = []
+    load = loadavg()[0]
+    cpus = os.cpu_count() or 1
+    if load > max(1.0, 0.1 * cpus):
+        warnings.append(f"1-minute load average {load:.2f} on {cpus} CPUs: the machine is busy")
+    for pid, used in _gpu_processes().items():
+        if ours is None or pid not in ours:
+            warnings.append(f"GPU process {pid} (not ours) holds {used / 2**20:.0f} MiB")
+    for warning in warnings:
+        print(f"warning: {warning}", flush=True)
+    return warnings
+
+
+def _gpu_processes() -> dict[int, int]:
+    try:
+        text = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    found = {}
+    for line in text.strip().splitlines():
+        pid, used = (part.strip() for part in line.split(","))
+        found[int(pid)] = int(used) << 20
+    return found
 
 
 def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
@@ -204,13 +276,15 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
     engine_cores = frozenset(cores[2:]) or frozenset(cores)
     started = time.time()
     load_before = loadavg()
+    warnings = busy_warnings()
+    levels = sorted({int(c) for c in str(args.concurrency).split(",")})
     pool = {
         "id": "bench",
         "model_id": "bench",
         "engine": "llamacpp",
         "model": str(model),
         "ctx": args.ctx,
-        "slots": args.concurrency,
+        "slots": max(levels),
         "replicas": 1,
         "gpu_layers": args.gpu_layers,
         "engine_command": [str(binary)],
@@ -222,7 +296,7 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
         llorch = start_llorch(
             root / "llorch",
             logs,
-            slots=args.concurrency,
+            slots=max(levels),
             pool=pool,
             gateway_core=cores[0],
             engine_cores=engine_cores,
@@ -239,10 +313,15 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
         ]
         # not `exact`: a byte-level tokenizer's partial UTF-8 makes fewer events than tokens
         scenario = Scenario("gpu", 0.0, args.tokens, args.duration, exact=False)
-        runs = asyncio.run(_rounds(systems, scenario, args))
+        runs = []
+        for concurrency in levels:
+            runs += asyncio.run(_rounds(systems, scenario, concurrency, args))
+        ours = set(llorch.engine_pids()) | set(llorch.gateway_pids())
+        warnings += [w for w in busy_warnings(ours) if w not in warnings]
         with contextlib.suppress(OSError):
             shutil.copy(logs / "pool-managerd.log", Path(args.out).with_suffix(".manager.log"))
     rows = summarize(runs)
+    pairs = paired(runs)
     scenarios = [
         {
             "name": "gpu",
@@ -259,7 +338,8 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
         "load_average_before": load_before,
         "load_average_after": loadavg(),
         "method": {
-            "concurrency": args.concurrency,
+            "concurrency": levels,
+            "warmup_s_per_system_and_level": args.warmup,
             "tokens_per_stream": args.tokens,
             "rounds": args.rounds,
             "duration_s": args.duration,
@@ -269,13 +349,23 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
             f"pool-managerd and llama-server on {len(engine_cores)} others",
         },
         "scenarios": scenarios,
+        "warnings": warnings,
         "summary": rows,
+        "paired": pairs,
         "runs": runs,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(table(rows, scenarios))
+    print("\npaired per round (median over rounds): system, c, x direct, +TTFT p50 ms, p99 ms")
+    for row in pairs:
+        print(
+            f"  {row['system']:<14} c={row['concurrency']:<3} {row.get('x_direct', 0):.3f}x "
+            f"{row.get('added_ttft_p50_ms', 0):+.2f} {row.get('added_ttft_p99_ms', 0):+.2f}"
+        )
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"\n{report['elapsed_s']:.0f} s; JSON: {out}")
     return 0
 
@@ -299,12 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-arch", default="90")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 4)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--concurrency", default="1,8,32", help="open streams; a comma list runs each level"
+    )
     parser.add_argument("--tokens", type=int, default=256, help="max_tokens per stream")
     parser.add_argument("--ctx", type=int, default=1024, help="context per slot")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per run")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds per system")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds per system and level, not recorded"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gpu-layers", type=int, default=999, help="0: a CPU smoke test")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)

@@ -303,3 +303,17 @@ def test_runtime_overhead_is_counted_once_per_process(tmp_path: Path) -> None:
     with_runtime = estimate_memory(info, replace(config, runtime_overhead_bytes=300 * _MIB))
     assert with_runtime.overhead - plain.overhead == 300 * _MIB
     assert with_runtime.total - plain.total == 300 * _MIB
+
+
+def test_an_offloaded_per_slot_pool_holds_one_copy_of_the_weights_per_slot_on_the_gpu(
+    tmp_path: Path,
+) -> None:
+    info = inspect_gguf(write_tiny_model(tmp_path / "tiny.gguf"))
+    cpu = estimate_memory(info, LoadConfig(ctx=1024, slots=3, layout=PER_SLOT))
+    gpu = estimate_memory(info, LoadConfig(ctx=1024, slots=3, layout=PER_SLOT, offload=True))
+    assert cpu.weights == info.weight_bytes  # memory-mapped once, shared by the contexts
+    assert gpu.weights == 3 * info.weight_bytes  # each slot's Llama uploads its own copy
+    assert (gpu.kv_cache, gpu.compute_buffer) == (cpu.kv_cache, cpu.compute_buffer)
+    assert gpu.overhead == 0 < cpu.overhead  # the logits buffer is host memory
+    shared = estimate_memory(info, LoadConfig(ctx=1024, slots=3, offload=True))
+    assert shared.weights == info.weight_bytes  # one context (llama-server): one copy

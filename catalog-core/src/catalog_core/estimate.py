@@ -19,9 +19,18 @@ llama.cpp reports its buffers when it loads a model and creates contexts:
   the caller passes for the runtime around llama.cpp (e.g. a CUDA context);
 - `total`: their sum.
 
+With `offload` (every layer on one GPU) the estimate is of that GPU's memory: the
+weights are copied into device memory once per loaded model — so under the per-slot
+layout, where every slot loads its own `Llama`, once per slot (on a CPU the file is
+memory-mapped and shared) — the KV cache and compute buffer are llama.cpp's CUDA
+buffers (measured equal on an H100: model 1922.26 MiB + 2.00 MiB of token embeddings
+kept on the host, KV 128 MiB, compute 88.01 MiB for the 1B f16 model of
+bench/gpu_llamacpp.py at ctx 2048), the host output buffer is not counted, and the
+caller's `runtime_overhead_bytes` stands for the CUDA context and libraries.
+
 Sizes are bytes; `ctx` is tokens per slot. Recurrent and hybrid architectures (Mamba,
-RWKV, ...), repacked CPU weights (`CPU_REPACK`, a few percent on AVX machines) and GPU
-placement are not modelled; README.md gives the measured error.
+RWKV, ...), repacked CPU weights (`CPU_REPACK`, a few percent on AVX machines) and
+partial offload are not modelled; README.md gives the measured error.
 """
 
 from __future__ import annotations
@@ -132,6 +141,7 @@ class LoadConfig:
     kv_unified: bool = False
     layout: ContextLayout = ContextLayout.SHARED
     runtime_overhead_bytes: int = 0
+    offload: bool = False  # every layer on one GPU: the estimate is of its memory
 
     def __post_init__(self) -> None:
         if min(self.ctx, self.slots, self.n_batch, self.n_ubatch) < 1:
@@ -259,9 +269,10 @@ def estimate_memory(model: ModelShape, config: LoadConfig) -> MemoryEstimate:
     """Bytes a llama.cpp load of `model` with `config` takes, split by buffer."""
     ctx = _context(model, config)
     contexts = config.slots if config.layout is ContextLayout.PER_SLOT else 1
+    host_output = 0 if config.offload else contexts * _output_buffer_bytes(model, ctx)
     return MemoryEstimate(
-        weights=model.weight_bytes,
+        weights=model.weight_bytes * (contexts if config.offload else 1),
         kv_cache=contexts * _kv_cache_bytes(model, ctx, config.kv_type),
         compute_buffer=contexts * _compute_buffer_bytes(model, ctx, config.flash_attention),
-        overhead=contexts * _output_buffer_bytes(model, ctx) + config.runtime_overhead_bytes,
+        overhead=host_output + config.runtime_overhead_bytes,
     )

@@ -50,6 +50,7 @@ def inventory_from_wire(wire: pb.Inventory) -> HostInventory:
             d.compute_capability,
             d.simulated,
             d.cordoned,
+            tuple((p.pid, p.memory_bytes) for p in d.foreign_processes),
         )
         for d in wire.devices
     )

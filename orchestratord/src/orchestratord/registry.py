@@ -51,6 +51,7 @@ class DeviceInfo:
     compute_capability: str = ""
     simulated: bool = False
     cordoned: bool = False
+    foreign_processes: tuple[tuple[int, int], ...] = ()  # (pid, GPU memory bytes), NVML
 
 
 @dataclass(frozen=True, slots=True)

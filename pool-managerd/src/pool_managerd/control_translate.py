@@ -50,6 +50,10 @@ def inventory_to_wire(
                 compute_capability=d.compute_capability,
                 simulated=d.simulated,
                 cordoned=d.cordoned,
+                foreign_processes=[
+                    pb.GpuProcess(pid=p.pid, memory_bytes=p.memory_bytes)
+                    for p in d.foreign_processes
+                ],
             )
             for d in inventory.devices
         ],

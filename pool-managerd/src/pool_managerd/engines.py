@@ -57,20 +57,29 @@ project's own python has no vLLM), followed by `--engine vllm --model FOLDER` an
 worker's usual flags. The worker sizes vLLM as the `vllm` kind is sized (eager, float32,
 the same KV cache rule) and gets the same environment; its process group holds the
 worker, `VLLM::EngineCore` and vLLM's worker process.
+
+Devices: a pool on a real GPU of this host (`device: gpuN`, N its NVML index, as the
+inventory names it; a deployment's pool gets the device placement chose) starts with
+`CUDA_DEVICE_ORDER=PCI_BUS_ID` and `CUDA_VISIBLE_DEVICES=N`, so the engine sees that card
+alone and numbers it as NVML does, and — for the llama.cpp engines, unless the pool sets
+`gpu_layers` — with every layer on it (`ALL_LAYERS`). Pools on the CPU and on simulated
+devices (declared under `devices`) start as configured.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from catalog_core import CatalogError, ModelFileError, inspect_gguf, inspect_hf_folder
 from worker_adapters.capabilities import ENGINES, features
 from worker_adapters.chat_templates import builtin_template
+from worker_adapters.preload import PRELOAD_ENV
 
 from pool_managerd.config import ManagerConfig, PoolConfig
 from pool_managerd.config_schema import ENGINE_NAMES
@@ -83,11 +92,15 @@ from pool_managerd.container_launch import (
 from pool_managerd.network import HostNetwork
 
 __all__ = [
+    "ALL_LAYERS",
     "ENGINE_ADAPTERS",
     "ENGINE_FEATURES",
     "FOLDER_ENGINES",
     "Launch",
+    "device_env",
     "free_port",
+    "gpu_index",
+    "gpu_layers",
     "launch",
     "serves_tls",
     "tls_capable",
@@ -99,6 +112,9 @@ ENGINE_FEATURES = {engine: features(engine) for engine in sorted(ENGINE_NAMES)}
 FOLDER_ENGINES = frozenset({"vllm", "vllm-inproc", "tgi"})
 _MIB = 1 << 20
 _VLLM_MIN_KV_BYTES = 16 * _MIB
+ALL_LAYERS = 999  # more than any model has: llama.cpp offloads every layer and the output
+_LAYERED_ENGINES = frozenset({"llamacpp", "llamacpp-inproc", "llamacpp-server-py"})
+_GPU_ID = re.compile(r"gpu(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +215,8 @@ def _worker(
             args += ["--tls-client-ca", str(manager.tls.ca_file)]
     if key:
         env["LLORCH_WORKER_API_KEY"] = key
+    if pool.engine == "llamacpp-inproc":  # llama.cpp's libraries before numpy's and grpc's
+        env[PRELOAD_ENV] = "1"
     return Launch(tuple(args), "native", env, tls=tls)
 
 
@@ -383,10 +401,44 @@ def _openai_compatible(pool: PoolConfig, host: str, port: int) -> Launch:
     return Launch(tuple(part.format(**values) for part in pool.engine_command), "openai", {}, port)
 
 
+def gpu_index(pool: PoolConfig, manager: ManagerConfig) -> int | None:
+    """The NVML index of the real GPU `pool` is placed on; None: the CPU or a simulated
+    device."""
+    found = _GPU_ID.fullmatch(pool.device)
+    if found is None or pool.device in {d.id for d in manager.devices}:
+        return None
+    return int(found.group(1))
+
+
+def device_env(pool: PoolConfig, manager: ManagerConfig) -> dict[str, str]:
+    """The environment that puts the engine on its device (empty: as configured)."""
+    index = gpu_index(pool, manager)
+    if index is None:
+        return {}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(index)}
+
+
+def gpu_layers(pool: PoolConfig, manager: ManagerConfig) -> int:
+    """Layers a llama.cpp engine offloads: the pool's `gpu_layers` when set, every layer
+    on a real GPU, none elsewhere."""
+    if pool.gpu_layers or pool.engine not in _LAYERED_ENGINES:
+        return pool.gpu_layers
+    return ALL_LAYERS if gpu_index(pool, manager) is not None else 0
+
+
 def launch(
     pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
 ) -> Launch:
     """The launch of one replica (called at every start: a restart gets a fresh port)."""
+    placed = replace(pool, gpu_layers=gpu_layers(pool, manager))
+    spec = _launch(placed, manager, port_file, key, network)
+    env = device_env(pool, manager)
+    return replace(spec, env={**spec.env, **env}) if env else spec
+
+
+def _launch(
+    pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
+) -> Launch:
     if pool.container is not None:
         return _container(pool, manager, port_file, key, network)
     if pool.engine in ("llamacpp-inproc", "mock"):

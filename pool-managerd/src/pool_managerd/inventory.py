@@ -1,17 +1,36 @@
 """Host inventory (POOL-01): CPU cores, RAM, and GPUs through NVML when present.
 
-Free GPU memory is measured, so memory held by processes outside llorch counts. NVML is
-optional: without the library or a driver the host reports its CPU only.
+Free GPU memory is measured, so memory held by processes outside llorch counts. Each GPU
+also lists the compute processes on it that are not ours (`foreign_processes`: pid and
+GPU memory), as NVML reports them; ours are this pool manager and every process it
+started (its engines and their children). NVML is optional: without the library or a
+driver the host reports its CPU only.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["Device", "Inventory", "probe_inventory"]
+__all__ = [
+    "Device",
+    "GpuProcess",
+    "Inventory",
+    "foreign_processes",
+    "our_pids",
+    "probe_inventory",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    """A compute process on a GPU, as NVML reports it (memory 0: NVML could not say)."""
+
+    pid: int
+    memory_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +43,7 @@ class Device:
     compute_capability: str = ""
     simulated: bool = False
     cordoned: bool = False
+    foreign_processes: tuple[GpuProcess, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +54,38 @@ class Inventory:
     devices: tuple[Device, ...]
 
 
-def _gpus() -> list[Device]:
+def foreign_processes(
+    processes: Iterable[GpuProcess], ours: frozenset[int]
+) -> tuple[GpuProcess, ...]:
+    """The processes not in `ours`, by pid (pure)."""
+    return tuple(sorted((p for p in processes if p.pid not in ours), key=lambda p: p.pid))
+
+
+def our_pids() -> frozenset[int]:
+    """This process and every process under it (engines, their workers)."""
+    me = psutil.Process()
+    try:
+        children = me.children(recursive=True)
+    except psutil.Error:
+        children = []
+    return frozenset({me.pid, *(c.pid for c in children)})
+
+
+def _nvml_processes(nvml: object, handle: object) -> list[GpuProcess]:
+    """Compute and graphics processes on one GPU, each once, with its GPU memory."""
+    found: dict[int, int] = {}
+    for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        try:
+            running = getattr(nvml, query)(handle)
+        except Exception:  # noqa: BLE001 - NVMLError or a binding without the call
+            continue
+        for process in running:
+            used = getattr(process, "usedGpuMemory", None)
+            found[int(process.pid)] = max(found.get(int(process.pid), 0), int(used or 0))
+    return [GpuProcess(pid, used) for pid, used in found.items()]
+
+
+def _gpus(ours: frozenset[int]) -> list[Device]:
     try:
         import pynvml
     except ImportError:
@@ -58,6 +109,7 @@ def _gpus() -> list[Device]:
                     int(memory.total),
                     int(memory.free),
                     f"{major}.{minor}",
+                    foreign_processes=foreign_processes(_nvml_processes(pynvml, handle), ours),
                 )
             )
         return found
@@ -65,8 +117,10 @@ def _gpus() -> list[Device]:
         pynvml.nvmlShutdown()
 
 
-def probe_inventory() -> Inventory:
-    """Blocking (NVML and /proc reads): call from a thread on an event loop."""
+def probe_inventory(ours: frozenset[int] | None = None) -> Inventory:
+    """Blocking (NVML and /proc reads): call from a thread on an event loop. `ours`: the
+    pids whose GPU use is llorch's own (default: this process and its descendants)."""
     memory = psutil.virtual_memory()
     cpu = Device("cpu", "cpu", f"{os.cpu_count() or 1} cores", memory.total, memory.available)
-    return Inventory(os.cpu_count() or 1, memory.total, memory.available, (cpu, *_gpus()))
+    mine = our_pids() if ours is None else ours
+    return Inventory(os.cpu_count() or 1, memory.total, memory.available, (cpu, *_gpus(mine)))

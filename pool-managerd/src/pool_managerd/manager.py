@@ -327,6 +327,19 @@ class PoolManager:
                 self.models = models
                 self.changed.set()
 
+    async def watch_inventory(self, stop: asyncio.Event, period_s: float) -> None:
+        """Measure the GPUs again every `period_s`: their free memory moves as engines
+        load and as processes outside llorch come and go, and placement reads it from the
+        next snapshot. A host without a GPU keeps the inventory read at start."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period_s)
+            hardware = self._hardware
+            if stop.is_set() or hardware is None:
+                continue
+            if any(d.kind == "gpu" for d in hardware.devices):
+                await self.refresh_inventory()
+
     async def shutdown(self) -> None:
         self.shutting_down = True
         grace = self.config.shutdown_grace_s
@@ -398,6 +411,9 @@ async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
 
     link_task = asyncio.create_task(link.run())
     catalog_task = asyncio.create_task(manager.watch_catalog(stop))
+    inventory_task = asyncio.create_task(
+        manager.watch_inventory(stop, config.heartbeat_interval_ms / 1000.0)
+    )
     status: dict[str, object] = {}
     while config.status_file is not None and not stop.is_set():
         status = publish_status(config.status_file, status)
@@ -407,7 +423,7 @@ async def _serve(config: ManagerConfig, tls: TlsMaterial | None) -> int:
     await manager.shutdown()
     await link.send_final_snapshot()
     link_task.cancel()
-    await asyncio.gather(link_task, catalog_task, return_exceptions=True)
+    await asyncio.gather(link_task, catalog_task, inventory_task, return_exceptions=True)
     if config.status_file is not None:
         link.connected.clear()
         publish_status(config.status_file, status)

@@ -14,6 +14,11 @@ servers and the shared conformance suite live in `worker_adapters.testing`.
 
 from __future__ import annotations
 
+from worker_adapters import preload as _preload
+
+if _preload.wanted():  # an in-process llama.cpp worker: its libraries first (preload.py)
+    _preload.load_llama_first()
+
 from worker_adapters import inproc as _inproc  # registers "mock"
 from worker_adapters import llamacpp as _llamacpp  # registers "llamacpp"
 from worker_adapters import native as _native  # registers "native"

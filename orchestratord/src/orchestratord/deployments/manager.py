@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from catalog_core import ContextLayout, LoadConfig, MemoryEstimate, estimate_memory
@@ -29,7 +29,7 @@ from orchestratord.deployments.model import (
     PlacementChoice,
     Rejection,
 )
-from orchestratord.deployments.placement import choose_device
+from orchestratord.deployments.placement import choose_device, estimate_kind
 from orchestratord.deployments.reconciler import PoolFacts, desired_replicas
 from orchestratord.registry import ModelFileInfo, PoolInfo, PoolRegistry
 
@@ -42,6 +42,10 @@ PENDING_TIMEOUT_S = 120.0
 # llama-cpp-python take about this much resident memory before any model buffer.
 _RUNTIME_OVERHEAD = {"llamacpp-inproc": 160 << 20}
 _LAYOUT = {"llamacpp-inproc": ContextLayout.PER_SLOT}
+# On a GPU the pool starts with every layer there (pool-managerd: `gpu_layers`), and the
+# estimate is of the GPU's memory (`LoadConfig.offload`) plus, once per process, the CUDA
+# context and libraries' own allocations (`GPU_RUNTIME_OVERHEAD`; bench/README.md, GPU).
+GPU_RUNTIME_OVERHEAD = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,8 @@ class _Pending:
 @dataclass(slots=True)
 class DeploymentState:
     spec: DeploymentSpec
-    estimate: MemoryEstimate | None = None
+    estimate: MemoryEstimate | None = None  # on a CPU (host memory)
+    gpu_estimate: MemoryEstimate | None = None  # on a GPU, every layer offloaded
     model: ModelFileInfo | None = None
     pending: dict[str, _Pending] = field(default_factory=dict)
     reasons: tuple[Rejection, ...] = ()
@@ -118,6 +123,7 @@ class DeploymentManager:
             state = self._states[spec.name] = DeploymentState(spec)
         else:
             state.spec, state.estimate, state.model = spec, None, None
+            state.gpu_estimate = None
         self.wake()
         return state
 
@@ -233,7 +239,15 @@ class DeploymentManager:
                 runtime_overhead_bytes=_RUNTIME_OVERHEAD.get(spec.engine, 0),
             )
             state.model, state.estimate = model, estimate_memory(model, config)
+            gpu = replace(config, offload=True, runtime_overhead_bytes=GPU_RUNTIME_OVERHEAD)
+            state.gpu_estimate = estimate_memory(model, gpu)
         return state.estimate
+
+    @staticmethod
+    def _needed(state: DeploymentState) -> dict[str, int]:
+        """Bytes one more pool needs, by device kind."""
+        assert state.estimate is not None and state.gpu_estimate is not None
+        return {"cpu": state.estimate.total, "gpu": state.gpu_estimate.total}
 
     def _hosts(self, state: DeploymentState, now: float) -> list[HostView]:
         reserved: dict[tuple[str, str], int] = {}
@@ -251,6 +265,7 @@ class DeploymentManager:
                     max(0, d.memory_free_bytes - reserved.get((host.host_id, d.id), 0)),
                     d.compute_capability,
                     d.cordoned,
+                    d.simulated,
                 )
                 for d in host.inventory.devices
             )
@@ -277,7 +292,9 @@ class DeploymentManager:
             state.reasons = (Rejection("*", "*", f"no host holds model {state.spec.model!r}"),)
             return False
         keys = frozenset({state.spec.model, *(state.model.names() if state.model else ())})
-        choice = choose_device(state.spec, estimate.total, self._hosts(state, now), keys)
+        hosts = self._hosts(state, now)
+        needed = self._needed(state)
+        choice = choose_device(state.spec, needed, hosts, keys)
         if not isinstance(choice, PlacementChoice):
             state.reasons = choice
             log.warning(
@@ -288,16 +305,23 @@ class DeploymentManager:
             )
             return False
         state.reasons = ()
-        plan = self._plan(state, choice, estimate)
-        state.pending[plan.pool_id] = _Pending(
-            choice.host_id, choice.device_id, estimate.total, now
+        kind = next(
+            (
+                estimate_kind(d)
+                for h in hosts
+                if h.host_id == choice.host_id
+                for d in h.devices
+                if d.id == choice.device_id
+            ),
+            "cpu",
         )
+        bytes_needed = needed.get(kind, needed["cpu"])
+        plan = self._plan(state, choice, bytes_needed)
+        state.pending[plan.pool_id] = _Pending(choice.host_id, choice.device_id, bytes_needed, now)
         self._spawn(self._preload(state, choice.host_id, plan))
         return True
 
-    def _plan(
-        self, state: DeploymentState, choice: PlacementChoice, estimate: MemoryEstimate
-    ) -> PoolPlan:
+    def _plan(self, state: DeploymentState, choice: PlacementChoice, needed: int) -> PoolPlan:
         spec = state.spec
         taken = {p.pool_id for p in self._registry.pools()} | set(state.pending)
         index = next(i for i in range(len(taken) + 1) if f"{spec.name}-{i}" not in taken)
@@ -311,7 +335,7 @@ class DeploymentManager:
             spec.slots,
             choice.device_id,
             tuple(sorted({spec.name, *spec.aliases})),
-            estimate.total,
+            needed,
         )
 
     # -- commands ------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class DeviceView:
     memory_free_bytes: int
     compute_capability: str = ""
     cordoned: bool = False
+    simulated: bool = False  # declared in a pool manager's config, no hardware
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ term, and a final tie-break on (host id, device id) so decisions are determinist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestratord.deployments.model import (
     DeploymentSpec,
@@ -24,7 +24,7 @@ from orchestratord.deployments.model import (
     Rejection,
 )
 
-__all__ = ["choose_device", "compute_capability_at_least"]
+__all__ = ["choose_device", "compute_capability_at_least", "estimate_kind"]
 
 
 def compute_capability_at_least(have: str, want: str) -> bool:
@@ -33,6 +33,13 @@ def compute_capability_at_least(have: str, want: str) -> bool:
         return tuple(int(p) for p in have.split(".")) >= tuple(int(p) for p in want.split("."))
     except ValueError:
         return False
+
+
+def estimate_kind(device: DeviceView) -> str:
+    """Which estimate a device is sized with: `gpu` (every layer offloaded, the GPU's
+    memory) for a real GPU; `cpu` otherwise, simulated GPUs included (placement tests
+    size them as declared, with the estimate the API shows)."""
+    return "gpu" if device.kind == "gpu" and not device.simulated else "cpu"
 
 
 def _host_reason(spec: DeploymentSpec, host: HostView) -> str:
@@ -79,9 +86,13 @@ def _score(
 
 
 def choose_device(
-    spec: DeploymentSpec, needed_bytes: int, hosts: Sequence[HostView], model_keys: frozenset[str]
+    spec: DeploymentSpec,
+    needed_bytes: int | Mapping[str, int],
+    hosts: Sequence[HostView],
+    model_keys: frozenset[str],
 ) -> PlacementChoice | tuple[Rejection, ...]:
-    """The best (host, device) for one more pool, or why none fits."""
+    """The best (host, device) for one more pool, or why none fits. `needed_bytes`: one
+    size for every device, or sizes by `estimate_kind` (`cpu`'s for a kind not named)."""
     rejections: list[Rejection] = []
     best: PlacementChoice | None = None
     for host in sorted(hosts, key=lambda h: h.host_id):
@@ -91,11 +102,16 @@ def choose_device(
             continue
         present = bool(model_keys & host.models)
         for device in sorted(host.devices, key=lambda d: d.id):
-            reason = _device_reason(spec, device, needed_bytes)
+            needed = (
+                needed_bytes
+                if isinstance(needed_bytes, int)
+                else needed_bytes.get(estimate_kind(device), needed_bytes["cpu"])
+            )
+            reason = _device_reason(spec, device, needed)
             if reason:
                 rejections.append(Rejection(host.host_id, device.id, reason))
                 continue
-            score = (*_score(spec, host, device, needed_bytes, present), 0.0)
+            score = (*_score(spec, host, device, needed, present), 0.0)
             choice = PlacementChoice(host.host_id, device.id, score)
             if best is None or (score, host.host_id, device.id) < (
                 best.score,

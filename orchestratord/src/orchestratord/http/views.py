@@ -66,6 +66,9 @@ def host_json(registry: PoolRegistry, host: HostInfo, now: float) -> dict[str, o
                 "compute_capability": d.compute_capability,
                 "simulated": d.simulated,
                 "cordoned": d.cordoned,
+                "foreign_processes": [
+                    {"pid": pid, "memory_bytes": used} for pid, used in d.foreign_processes
+                ],
             }
             for d in inventory.devices
         ],

@@ -323,52 +323,16 @@ class DeploymentList(BaseModel):
     deployments: list[Deployment]
 
 
-class HostDevice(BaseModel):
-    id: str
-    kind: str
-    name: str
-    memory_total_bytes: int
-    memory_free_bytes: int
-    compute_capability: str
-    simulated: bool
-    cordoned: bool
+class GpuProcess(BaseModel):
+    pid: int
+    memory_bytes: int = Field(
+        ..., description='GPU memory the process holds (0 when NVML cannot say)'
+    )
 
 
 class RefusedPool(BaseModel):
     pool_id: str
     reason: str
-
-
-class Host1(BaseModel):
-    host_id: str
-    live: bool
-    cordoned: bool
-    lost_reason: str | None = Field(
-        default=None, description='why the host is not live (stream closed'
-    )
-    address: str | None = Field(
-        default=None,
-        description="the host's control-link address as the orchestrator sees it (empty for a local socket)",
-    )
-    link: Literal['plaintext', 'tls', 'mtls', ''] | None = Field(
-        default=None, description='how its control link is secured (FLT-02)'
-    )
-    last_snapshot_age_ms: int | None = Field(
-        default=None,
-        description='milliseconds since its last snapshot; past the lease the host is lost',
-    )
-    refused_pools: list[RefusedPool] | None = Field(
-        default=None,
-        description='pools it reports that are not offered, each with the reason (FLT-01)',
-    )
-    devices: list[HostDevice]
-    engines: list[str]
-    models: list[str]
-    pools: list[str]
-
-
-class HostList(BaseModel):
-    hosts: list[Host1]
 
 
 class CapabilityModel(BaseModel):
@@ -589,20 +553,6 @@ class Viewer(BaseModel):
         ..., description="The reader's key name; null without keys."
     )
     sees_all_jobs: bool
-
-
-class StatusSnapshot(BaseModel):
-    generated_at_ms: int = Field(..., description='Unix time in milliseconds.')
-    viewer: Viewer
-    tokens_per_s: float = Field(..., description="The fleet's", ge=0.0)
-    hosts: list[Host1]
-    pools: list[StatusPool]
-    queue: QueueStatus
-    deployments: list[Deployment]
-    jobs: list[TaskSummary] = Field(
-        ...,
-        description='Up to 50 jobs the reader may see, the live ones first, newest first.',
-    )
 
 
 class PoolList(BaseModel):
@@ -926,6 +876,53 @@ class TokenLogprob(BaseModel):
     top_logprobs: list[TopLogprob] = Field(..., max_length=20)
 
 
+class HostDevice(BaseModel):
+    id: str
+    kind: str
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int = Field(..., description='measured (NVML for a GPU)')
+    compute_capability: str
+    simulated: bool
+    cordoned: bool
+    foreign_processes: list[GpuProcess] = Field(
+        ...,
+        description="compute processes on this GPU that are not the host's pool manager or engines (NVML); empty for a CPU or a simulated device",
+    )
+
+
+class Host1(BaseModel):
+    host_id: str
+    live: bool
+    cordoned: bool
+    lost_reason: str | None = Field(
+        default=None, description='why the host is not live (stream closed'
+    )
+    address: str | None = Field(
+        default=None,
+        description="the host's control-link address as the orchestrator sees it (empty for a local socket)",
+    )
+    link: Literal['plaintext', 'tls', 'mtls', ''] | None = Field(
+        default=None, description='how its control link is secured (FLT-02)'
+    )
+    last_snapshot_age_ms: int | None = Field(
+        default=None,
+        description='milliseconds since its last snapshot; past the lease the host is lost',
+    )
+    refused_pools: list[RefusedPool] | None = Field(
+        default=None,
+        description='pools it reports that are not offered, each with the reason (FLT-01)',
+    )
+    devices: list[HostDevice]
+    engines: list[str]
+    models: list[str]
+    pools: list[str]
+
+
+class HostList(BaseModel):
+    hosts: list[Host1]
+
+
 class CapabilityPool(BaseModel):
     pool_id: str
     engine: str
@@ -944,6 +941,20 @@ class Capabilities(BaseModel):
     api_version: str
     engines: list[CapabilityEngine]
     pools: list[CapabilityPool]
+
+
+class StatusSnapshot(BaseModel):
+    generated_at_ms: int = Field(..., description='Unix time in milliseconds.')
+    viewer: Viewer
+    tokens_per_s: float = Field(..., description="The fleet's", ge=0.0)
+    hosts: list[Host1]
+    pools: list[StatusPool]
+    queue: QueueStatus
+    deployments: list[Deployment]
+    jobs: list[TaskSummary] = Field(
+        ...,
+        description='Up to 50 jobs the reader may see, the live ones first, newest first.',
+    )
 
 
 class OpenAIToolCall(BaseModel):

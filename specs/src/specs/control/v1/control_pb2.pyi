@@ -146,6 +146,7 @@ class Device(_message.Message):
     COMPUTE_CAPABILITY_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
     CORDONED_FIELD_NUMBER: _builtins.int
+    FOREIGN_PROCESSES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """e.g. cpu, gpu0"""
     kind: _builtins.str
@@ -159,6 +160,12 @@ class Device(_message.Message):
     simulated: _builtins.bool
     """declared in config for tests, not measured"""
     cordoned: _builtins.bool
+    @_builtins.property
+    def foreign_processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuProcess]:
+        """Compute processes on this GPU that are not the pool manager's or its engines'
+        (NVML); their memory is already missing from memory_free_bytes.
+        """
+
     def __init__(
         self,
         *,
@@ -170,14 +177,38 @@ class Device(_message.Message):
         compute_capability: _builtins.str = ...,
         simulated: _builtins.bool = ...,
         cordoned: _builtins.bool = ...,
+        foreign_processes: _abc.Iterable[Global___GpuProcess] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_capability", b"compute_capability", "cordoned", b"cordoned", "id", b"id", "kind", b"kind", "memory_free_bytes", b"memory_free_bytes", "memory_total_bytes", b"memory_total_bytes", "name", b"name", "simulated", b"simulated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_capability", b"compute_capability", "cordoned", b"cordoned", "foreign_processes", b"foreign_processes", "id", b"id", "kind", b"kind", "memory_free_bytes", b"memory_free_bytes", "memory_total_bytes", b"memory_total_bytes", "name", b"name", "simulated", b"simulated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Device: _TypeAlias = Device  # noqa: Y015
+
+@_typing.final
+class GpuProcess(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PID_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    pid: _builtins.int
+    memory_bytes: _builtins.int
+    """GPU memory it holds; 0 when NVML cannot say"""
+    def __init__(
+        self,
+        *,
+        pid: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_bytes", b"memory_bytes", "pid", b"pid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GpuProcess: _TypeAlias = GpuProcess  # noqa: Y015
 
 @_typing.final
 class ModelFile(_message.Message):
