@@ -430,6 +430,8 @@ def launch(
     pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
 ) -> Launch:
     """The launch of one replica (called at every start: a restart gets a fresh port)."""
+    if pool.container is not None:  # the runtime gives it the device (--gpus, --device)
+        return _container(pool, manager, port_file, key, network)
     placed = replace(pool, gpu_layers=gpu_layers(pool, manager))
     spec = _launch(placed, manager, port_file, key, network)
     env = device_env(pool, manager)
@@ -439,8 +441,6 @@ def launch(
 def _launch(
     pool: PoolConfig, manager: ManagerConfig, port_file: Path, key: str, network: HostNetwork
 ) -> Launch:
-    if pool.container is not None:
-        return _container(pool, manager, port_file, key, network)
     if pool.engine in ("llamacpp-inproc", "mock"):
         return _worker(pool, manager, port_file, key, network)
     if pool.engine == "vllm-inproc":
