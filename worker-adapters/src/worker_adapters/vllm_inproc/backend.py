@@ -375,7 +375,9 @@ def _json_schema_gbnf(schema: str) -> str:
     try:
         return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False))
     except Exception as exc:  # noqa: BLE001 - every converter failure is a refusal
-        raise ValueError(f"tools: a tool's parameters cannot be turned into a grammar: {exc}") from None
+        raise ValueError(
+            f"tools: a tool's parameters cannot be turned into a grammar: {exc}"
+        ) from None
 
 
 def _scored(ids: list[int], logprobs: Any, top_n: int | None) -> list[TokenLogprob]:
