@@ -37,6 +37,7 @@ from specs.api.models import TaskRequest
 from worker_adapters import ChatTurn, Endpoint, Failed, GenerateRequest, Sampling, Token
 from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
 from worker_adapters.capabilities import ENGINES, PARAMS, features, honoured, refusal
+from worker_adapters.constraints import json_schema_grammar
 from worker_adapters.llamacpp import LlamaServerAdapter
 from worker_adapters.llamacpp_inproc.backend import generation_plan
 from worker_adapters.mock.backend import WORDS, MockBackend
@@ -407,16 +408,22 @@ def test_the_in_process_vllm_engine_applies_every_parameter_it_honours(
     workload: str, param: str
 ) -> None:
     request = _request(workload, param)
-    if param not in honoured("vllm-inproc", workload):  # tools: vLLM's own parser is off
+    if param not in honoured("vllm-inproc", workload):  # tools on completion
         refused = refusal("vllm-inproc", request)
         assert refused is not None and refused.code == "UNSUPPORTED_PARAM", refused
         assert refused.message.startswith(f"{param}:") and not refused.retriable
         return
     assert refusal("vllm-inproc", request) is None
     carried = request_from_wire(request_to_wire(request)).sampling  # as the worker gets it
-    args = sampling_args(carried)
+    args = sampling_args(carried, json_schema_grammar)  # the worker converts with xgrammar
     baseline = sampling_args(_request(workload, None).sampling)
     sent = getattr(request.sampling, param)
+    if param in ("tools", "tool_choice"):  # the grammar of the calls: the tool's name in it
+        grammar = args["structured"]["grammar"]
+        assert "qqtool" in grammar and "structured" not in baseline
+        # `required`: calls only; the tools alone (`auto`) let plain text through too
+        assert ("tool-plain-text" in grammar) == (param == "tools"), grammar
+        return
     if param in ("grammar", "json_schema"):
         wanted = {"grammar": "grammar", "json_schema": "json"}[param]
         assert args["structured"] == {wanted: sent} and "structured" not in baseline

@@ -12,6 +12,10 @@ tiny Llama folder of `catalog_core.write_tiny_hf_model`. One vLLM runs for the m
   warm-up.
 - A `/v2/tasks` job and official `openai` client chat and completion requests stream
   through the orchestrator.
+- Tool calling (API-17): the official client's tool loop (`ci_harness.tool_loop`:
+  `required` and named, streamed and whole, the answer with `tool_choice: none`), the
+  calls forced by the grammar the worker makes with xgrammar's JSON-schema converter;
+  `auto` and `none` for their shape.
 - The worker's busy slots are vLLM's own scheduler counts (running + waiting requests);
   cancelling a long job brings them to 0 within 2 s.
 - The adapter conformance suite runs (the `native` adapter) against this worker; the
@@ -41,6 +45,12 @@ import pytest
 from catalog_core import write_tiny_hf_model
 from ci_harness.cluster import Cluster, Event, wait_for
 from ci_harness.streams import BackgroundStream
+from ci_harness.tool_loop import (
+    CHOICES,
+    check_auto_and_none_answer_in_text,
+    check_tool_result_reaches_the_prompt,
+    run_tool_loop,
+)
 from provisioners.testing import engines_root_for_tests, vllm_worker_for_tests
 from worker_adapters import Endpoint
 from worker_adapters.native import NativeAdapter
@@ -296,6 +306,33 @@ def test_vllms_running_count_is_the_workers_load_and_cancel_drops_it_within_2s(
     assert sum(1 for e in events if e.name == "token") < 1800
     assert dropped_s <= 2.0
     print(f"vLLM's running count dropped to 0 {dropped_s * 1000:.0f} ms after cancel")
+
+
+# -- tool calling (API-17): the official client's loop, grammar-forced -------------------
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{cluster.url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.mark.parametrize("choice", list(CHOICES))
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_clients_tool_loop_on_in_process_vllm_calls_the_tool_then_answers_with_its_result(
+    client: openai.OpenAI, choice: str, stream: bool
+) -> None:
+    run_tool_loop(client, ALIAS, choice, stream)
+
+
+def test_the_tool_result_reaches_the_prompt_on_in_process_vllm(client: openai.OpenAI) -> None:
+    check_tool_result_reaches_the_prompt(client, ALIAS)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_auto_and_none_on_in_process_vllm_answer_in_text_of_the_right_shape(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    check_auto_and_none_answer_in_text(client, ALIAS, stream)
 
 
 # -- the adapter conformance suite against this worker (ADP-07) ----------------------------

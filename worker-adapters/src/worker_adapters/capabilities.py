@@ -9,11 +9,11 @@ Parameters are named as in `/v2/tasks` (the OpenAI facade maps its fields onto t
 `response_format` is `json_schema`, `top_logprobs` is `logprobs`). A parameter a row
 does not list is refused, with the reason from `REFUSALS` (or the row's default) as
 data. `tools` and `tool_choice` (API-17, OpenAI facade only) are honoured on chat by
-llama-server and the in-process engine, both through llorch's own presentation (the
-tools described in a system message, the answer constrained by a GBNF grammar made of
-the tools' schemas: `worker_adapters.tools`); every other row refuses them with its
-reason. No engine kind
-honours `logit_bias` (llorch does not carry it to engines).
+llama-server, vLLM (server and in process) and the in-process llama.cpp engine, all
+through llorch's own presentation (the tools described in a system message, the answer
+constrained by a GBNF grammar made of the tools' schemas: `worker_adapters.tools`;
+vLLM takes it through its structured outputs); every other row refuses them with its
+reason. No engine kind honours `logit_bias` (llorch does not carry it to engines).
 """
 
 from __future__ import annotations
@@ -78,11 +78,6 @@ _OPENAI_STANDARD = frozenset(
 _TOOLS = frozenset({"tools", "tool_choice"})
 _NOT_CARRIED = "llorch does not carry it to engines yet"
 _TOOLS_CHAT_ONLY = "tool calling is a chat feature"
-# vLLM parses calls only with --enable-auto-tool-choice and a --tool-call-parser that
-# matches the model's own call format; llorch's vLLM pools set no parser.
-_VLLM_NO_TOOLS = (
-    "llorch starts vLLM without --enable-auto-tool-choice and a model-specific --tool-call-parser"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,21 +154,20 @@ ENGINES: Mapping[str, EngineCapabilities] = {
         adapter="vllm",
         honours={
             "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
-            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"} | _TOOLS,
         },
-        refusals={
-            "tools": _VLLM_NO_TOOLS,
-            "tool_choice": _VLLM_NO_TOOLS,
-        },
+        refusals={"tools": _TOOLS_CHAT_ONLY, "tool_choice": _TOOLS_CHAT_ONLY},
     ),
     # vLLM's AsyncLLM in the worker process (WRK-03): vLLM's own sampler, stop strings,
-    # logprobs and structured outputs (xgrammar: GBNF grammars and JSON schemas).
+    # logprobs and structured outputs (xgrammar: GBNF grammars and JSON schemas; the
+    # tools' grammar made with xgrammar's JSON-schema converter).
     "vllm-inproc": EngineCapabilities(
         adapter="native",
         honours={
             "completion": _SAMPLING | {"logprobs", "grammar", "json_schema"},
-            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"},
+            "chat": _SAMPLING | {"logprobs", "grammar", "json_schema"} | _TOOLS,
         },
+        refusals={"tools": _TOOLS_CHAT_ONLY, "tool_choice": _TOOLS_CHAT_ONLY},
     ),
     "tgi": EngineCapabilities(
         adapter="tgi",

@@ -31,11 +31,10 @@ from typing import Any
 from worker_adapters._http_adapter import HttpAdapterBase, StreamPlan
 from worker_adapters._logprobs import LogprobsDecoder, llama_native_logprobs, openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body
-from worker_adapters.constraints import json_schema_converter
+from worker_adapters._tool_chat import tool_chat
 from worker_adapters.errors import EngineUnavailable, RequestRejected
 from worker_adapters.llamacpp.wire import LlamaNativeDecoder, native_sampling, pieces_to_offsets
 from worker_adapters.protocol import Endpoint, register
-from worker_adapters.tools import present_tools, tool_grammar
 from worker_adapters.types import EngineHealth, EngineProps, Failed, GenerateRequest, Tokenized
 
 __all__ = ["LlamaServerAdapter", "parse_metrics"]
@@ -153,23 +152,12 @@ class LlamaServerAdapter(HttpAdapterBase):
 def _with_tools(request: GenerateRequest, chat: dict[str, Any]) -> Failed | None:
     """Puts a chat's tools into `chat` (its messages with the tools described, and the
     grammar of the calls); a `Failed` when they cannot be constrained here."""
-    sampling = request.sampling
-    turns = request.messages or ()
-    if sampling.tools is None and not any(t.tool_calls or t.role == "tool" for t in turns):
-        return None
-    chat["messages"] = present_tools(turns, sampling.tools, sampling.tool_choice)
-    if sampling.tools is None or sampling.tool_choice == "none":
-        return None
-    convert = json_schema_converter()
-    if convert is None:
-        reason = "tools: llama.cpp's JSON-schema converter (llama-cpp-python) is not installed"
-        return Failed("UNSUPPORTED_PARAM", reason, False, True)
-    try:
-        chat["grammar"] = tool_grammar(
-            sampling.tools, sampling.tool_choice, sampling.parallel_tool_calls, convert
-        )
-    except ValueError as exc:
-        return Failed("INVALID_PARAMS", f"tools: {exc}", False, True)
+    tools = tool_chat(request)
+    if tools is None or isinstance(tools, Failed):
+        return tools
+    chat["messages"] = tools.messages
+    if tools.grammar is not None:
+        chat["grammar"] = tools.grammar
     return None
 
 

@@ -11,6 +11,12 @@
   are silently ignored by 0.12+ (and the new one by older servers), so an unknown version
   fails closed with INVALID_PARAMS. Grammars pass as written (vLLM's xgrammar backend
   reads GBNF).
+- Tools (API-17) as on llama-server (`_tool_chat`): the tools described in a system
+  message, the answer constrained by the GBNF of the calls (llama.cpp's converter over
+  the tools' schemas, which xgrammar takes as it is) sent as the grammar above, so the
+  calls come back as text in llorch's tool-call form. Not vLLM's own tool calling: it
+  needs `--enable-auto-tool-choice` and a `--tool-call-parser` matching the model's own
+  call format, which a model without one (the fixture's, Gemma's) does not have.
 - Health: `GET /health`, 200 ready, 503 engine dead (`failed`); connections are refused
   while the model loads (raised as `EngineUnavailable`). A ready answer's busy slots are
   vLLM's own `vllm:num_requests_running` + `vllm:num_requests_waiting` (`/metrics`,
@@ -33,6 +39,7 @@ from worker_adapters._http import HttpSettings
 from worker_adapters._http_adapter import StreamPlan
 from worker_adapters._logprobs import LogprobsDecoder, openai_logprobs, request_openai_logprobs
 from worker_adapters._openai_wire import OpenAIDecoder, chat_body, completion_body
+from worker_adapters._tool_chat import tool_chat
 from worker_adapters.errors import EngineUnavailable
 from worker_adapters.openai_compat.adapter import OpenAIAdapter
 from worker_adapters.protocol import Endpoint, register
@@ -102,8 +109,14 @@ class VllmAdapter(OpenAIAdapter):
             ("repetition_penalty", sampling.repeat_penalty),
         )
         body.update((name, value) for name, value in extras if value is not None)
-        if sampling.grammar is not None or sampling.json_schema is not None:
-            refused = await self._add_constraint(body, sampling.grammar, sampling.json_schema)
+        grammar = sampling.grammar
+        if chat and (tools := tool_chat(request)) is not None:
+            if isinstance(tools, Failed):
+                return tools
+            body["messages"] = tools.messages
+            grammar = tools.grammar or grammar
+        if grammar is not None or sampling.json_schema is not None:
+            refused = await self._add_constraint(body, grammar, sampling.json_schema)
             if refused is not None:
                 return refused
         path = "/v1/chat/completions" if chat else "/v1/completions"

@@ -18,7 +18,11 @@ eager mode (no torch.compile), and a KV cache sized from the folder's `config.js
 pool manager signals the group.
 
 One generation: the capability matrix's refusal, the prompt rendered (chat: the
-tokenizer's own chat template) and tokenized here with vLLM's tokenizer, so an empty
+tokenizer's own chat template; with tools (API-17) as the in-process llama.cpp engine
+renders them: by a template whose tool section writes calls in llorch's text form,
+else described in a system message, `worker_adapters.tools`, and the answer
+constrained by the grammar of the calls, made with xgrammar's JSON-schema converter,
+through vLLM's structured outputs) and tokenized here with vLLM's tokenizer, so an empty
 or too-long prompt is refused typed before the engine sees it; then
 `AsyncLLM.generate(token ids, SamplingParams(output_kind=DELTA))` streams deltas, which
 `plan.DeltaAssembler` turns into `Token` events (text held back inside a UTF-8
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import vllm
+import xgrammar
 from vllm import AsyncEngineArgs, SamplingParams
 from vllm.exceptions import VLLMClientError
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -55,6 +60,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 
 from worker_adapters.capabilities import refusal
 from worker_adapters.errors import RequestRejected
+from worker_adapters.tools import present_tools, renders_calls_in_text_form, template_inputs
 from worker_adapters.types import (
     End,
     EngineHealth,
@@ -131,6 +137,7 @@ class VllmBackend:
         self._jobs: set[str] = set()
         self._embeds = False
         self._has_template = False
+        self._template_renders_tools = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -156,7 +163,11 @@ class VllmBackend:
             self._state = EngineHealth("failed", f"model load failed: {exc}")
             await self.close()
             raise
-        self._has_template = bool(getattr(self._tokenizer, "chat_template", None))
+        template = getattr(self._tokenizer, "chat_template", None)
+        self._has_template = bool(template)
+        self._template_renders_tools = isinstance(template, str) and renders_calls_in_text_form(
+            template
+        )
         self._state = EngineHealth("ready", "", settings.slots)
 
     async def close(self) -> None:
@@ -276,10 +287,18 @@ class VllmBackend:
             return list(tokenizer.encode(request.prompt or "", add_special_tokens=True))
         if not self._has_template:
             raise ValueError("the model has no chat template: send a prompt instead")
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        sampling = request.sampling
+        tools: list[dict[str, Any]] | None = None
+        messages: list[dict[str, Any]]
+        if self._template_renders_tools:
+            messages, tools = template_inputs(
+                request.messages, sampling.tools, sampling.tool_choice
+            )
+        else:
+            messages = list(present_tools(request.messages, sampling.tools, sampling.tool_choice))
         try:
             rendered = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages, tools=tools, tokenize=False, add_generation_prompt=True
             )
         except Exception as exc:
             raise ValueError(f"the model's chat template refused the messages: {exc}") from exc
@@ -340,7 +359,7 @@ class VllmBackend:
 def _sampling_params(request: GenerateRequest) -> Any:
     """vLLM's SamplingParams of the request; ValueError (INVALID_PARAMS) when vLLM
     refuses a value (its own range checks)."""
-    args = sampling_args(request.sampling)
+    args = sampling_args(request.sampling, _json_schema_gbnf)
     structured = args.pop("structured", None)
     if structured is not None:
         args["structured_outputs"] = StructuredOutputsParams(**structured)
@@ -348,6 +367,17 @@ def _sampling_params(request: GenerateRequest) -> Any:
         return SamplingParams(output_kind=RequestOutputKind.DELTA, **args)
     except VLLMClientError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _json_schema_gbnf(schema: str) -> str:
+    """xgrammar's GBNF of a JSON schema (text): compact JSON, no whitespace to spare (a
+    random model would spend its tokens on it); ValueError when xgrammar cannot."""
+    try:
+        return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False))
+    except Exception as exc:  # noqa: BLE001 - every converter failure is a refusal
+        raise ValueError(
+            f"tools: a tool's parameters cannot be turned into a grammar: {exc}"
+        ) from None
 
 
 def _scored(ids: list[int], logprobs: Any, top_n: int | None) -> list[TokenLogprob]:

@@ -4,8 +4,10 @@ project's own venv (which has no vLLM) type-checks and unit-tests them.
 - `sampling_args`: the `vllm.SamplingParams` keyword arguments of one request's
   `Sampling`: every parameter the capability matrix says `vllm-inproc` honours lands
   here, under vLLM's name (`repeat_penalty` is `repetition_penalty`; a grammar or a
-  JSON schema is a `StructuredOutputsParams` of vLLM's, given as `structured`). A
-  parameter the request leaves unset is left to vLLM's default.
+  JSON schema is a `StructuredOutputsParams` of vLLM's, given as `structured`; so are
+  tools (API-17), as the GBNF of their calls, `tools.tool_grammar`, made with the
+  JSON-schema converter the caller gives: xgrammar's in the worker). A parameter the
+  request leaves unset is left to vLLM's default.
 - `token_logprobs`: one generated token's `TokenLogprob` from vLLM's per-position map
   `{token id: Logprob(logprob, rank, decoded_token)}` (the sampled token, and the top N).
 - `DeltaAssembler`: vLLM's `DELTA` outputs into `Token` events. vLLM holds back the text
@@ -19,10 +21,11 @@ project's own venv (which has no vLLM) type-checks and unit-tests them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from worker_adapters.tools import tool_grammar
 from worker_adapters.types import Sampling, Token, TokenLogprob, TopLogprob
 
 __all__ = [
@@ -52,9 +55,13 @@ _PLAIN = (
 )
 
 
-def sampling_args(sampling: Sampling) -> dict[str, Any]:
+def sampling_args(
+    sampling: Sampling, convert: Callable[[str], str] | None = None
+) -> dict[str, Any]:
     """SamplingParams keywords for `sampling` (see module doc). `structured`, when
-    present, is the keywords of a `StructuredOutputsParams` (`grammar` or `json`)."""
+    present, is the keywords of a `StructuredOutputsParams` (`grammar` or `json`).
+    `convert` turns a JSON schema (text) into GBNF, for tools; ValueError when tools
+    are to be constrained and there is none or it cannot convert their schemas."""
     args: dict[str, Any] = {"max_tokens": sampling.max_tokens}
     for name in _PLAIN:
         value = getattr(sampling, name)
@@ -64,7 +71,14 @@ def sampling_args(sampling: Sampling) -> dict[str, Any]:
         args["stop"] = list(sampling.stop)
     if sampling.logprobs is not None:
         args["logprobs"] = sampling.logprobs
-    if sampling.grammar is not None:
+    if sampling.tools is not None and sampling.tool_choice != "none":
+        if convert is None:
+            raise ValueError("tools: no JSON-schema converter to constrain the calls with")
+        grammar = tool_grammar(
+            sampling.tools, sampling.tool_choice, sampling.parallel_tool_calls, convert
+        )
+        args["structured"] = {"grammar": grammar}
+    elif sampling.grammar is not None:
         args["structured"] = {"grammar": sampling.grammar}
     elif sampling.json_schema is not None:
         args["structured"] = {"json": sampling.json_schema}
