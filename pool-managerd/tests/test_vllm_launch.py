@@ -1,6 +1,6 @@
 """The `vllm` engine kind: its launch line, environment, KV cache size and model checks.
 
-The real server runs in ci/harness/tests/test_vllm_pool.py; these check what the pool
+The real server runs in ci/harness/tests/test_vllm_engine_pool.py; these check what the pool
 manager builds before it starts one.
 """
 

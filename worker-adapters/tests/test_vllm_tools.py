@@ -2,7 +2,7 @@
 and the `SamplingParams` keywords the in-process vLLM worker builds. Both present the
 tools as llorch does everywhere (a system message) and constrain the answer with the
 grammar of the calls through vLLM's structured outputs. The real engines run the
-official client's loop in ci/harness/tests/test_vllm_pool.py and
+official client's loop in ci/harness/tests/test_vllm_engine_pool.py and
 test_vllm_inproc_pool.py."""
 
 from __future__ import annotations
