@@ -56,7 +56,7 @@ from worker_adapters import Endpoint
 from worker_adapters.native import NativeAdapter
 from worker_adapters.testing.conformance import AdapterConformance
 from worker_adapters.testing.scenarios import ConformanceTarget
-from worker_adapters.testing.targets import STALL_TIMEOUT_S, TinyModelTarget
+from worker_adapters.testing.targets import TinyModelTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300, func_only=True)]
 
@@ -162,8 +162,15 @@ def engine_cores() -> list[int]:
     return found
 
 
+# The conformance suite's short stall bound (STALL_TIMEOUT_S) is for its stall case, which
+# needs a second engine process and is not run here; vLLM on two CPU cores can take longer
+# than that to its first token when the machine is busy (the suite then saw DECODE_TIMEOUT
+# end its long streams within two tokens).
+VLLM_STALL_TIMEOUT_S = 30.0
+
+
 def native(endpoint: Endpoint) -> NativeAdapter:
-    return NativeAdapter(endpoint, stall_timeout_s=STALL_TIMEOUT_S)
+    return NativeAdapter(endpoint, stall_timeout_s=VLLM_STALL_TIMEOUT_S)
 
 
 def worker_health(cluster: Cluster) -> tuple[str, int]:
@@ -268,9 +275,7 @@ def test_an_openai_client_streams_from_in_process_vllm_through_the_facade(
     assert again.choices[0].text == completion.choices[0].text  # vLLM's seeded sampler
 
 
-# -- the adapter conformance suite against this worker (ADP-07), before the cancels below:
-# after a cancel through the orchestrator, this worker's next long streams were seen ending
-# within two tokens (-k 'running_count or TestNativeAdapter'; not yet diagnosed)
+# -- the adapter conformance suite against this worker (ADP-07) ---------------------------
 
 
 class TestNativeAdapterOnInProcessVllm(AdapterConformance):
