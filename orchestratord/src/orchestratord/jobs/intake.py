@@ -189,6 +189,8 @@ class Intake:
         else:
             self._dispatcher.wake()
         if accepted is not None:
+            assert journal is not None
+            journal.write_now()  # the acceptance, with the attempt's start if it was placed
             try:
                 await accepted
             except JournalUnavailable as exc:

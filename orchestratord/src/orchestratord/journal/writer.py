@@ -1,16 +1,19 @@
 """`Journal`: the orchestrator's write-ahead record of every accepted job (REL-01..03).
 
-A write is one framed record appended to the journal's log (`JournalLog`: one `write`
-call, on the loop), made at once: a write into the page cache costs less than the loop
-turn a waiter would spend for it. With `journal_sync: full` every record is also synced to
-the disk, and then what one loop turn queues is one record, written at the end of that turn
-(a group commit), before its waiters are resolved. The store (SQLite: an index of jobs,
-keys and where their events are in the log) takes the log's records in bulk, one
-transaction per `flush_ms`, in a worker thread. (Committing each turn to SQLite on the loop
-cost the gateway ~15 % more CPU per token event at 100 events a job, in
-`bench/gateway_overhead`; this way costs a few.) Reads first hand the store what it lacks,
-so they see every acknowledged write. What must be durable before anyone sees it is
-written before; the rest is batched:
+A write is one framed record appended to the journal's log (`JournalLog`: a copy into a
+mapped file, on the loop). What one loop turn queues is one record, written at the end of
+that turn (a group commit), before its waiters are resolved; with `journal_sync: full`
+the record is also synced to the disk. An admission does not wait for the turn's end:
+it writes at once (`write_now`) what is pending, its acceptance and, when the job was
+placed at once, its attempt's start, so the 202 or the first byte waits for no other
+turn and the start is durable before the engine's first token can come. (In `full` mode
+the admission waits for the group commit: a sync costs more than a turn.) The store
+(SQLite: an index of jobs, keys and where their events are in the log) takes the log's
+records in bulk, one transaction per `flush_ms`, in a worker thread. (Committing each
+turn to SQLite on the loop cost the gateway ~15 % more CPU per token event at 100 events
+a job, in `bench/gateway_overhead`; this way costs a few.) Reads first hand the store
+what it lacks, so they see every acknowledged write. What must be durable before anyone
+sees it is written before; the rest is batched:
 
 - acceptance (and the idempotency key): awaited before the 202 or the first byte;
 - an attempt's start: its first event waits for it (`TaskRecord.journaled_running`),
@@ -222,14 +225,16 @@ class Journal:
             pending.done.append(done)
         self._kick()
 
-    def _kick(self) -> None:
-        """Write the pending batch: now, when a write is one call into the page cache;
-        at the end of this loop iteration when each record is synced to the disk (what the
-        same iteration adds rides in the same sync: a group commit)."""
-        if self._kick_scheduled or not (self._pending.batch or self._pending.done):
-            return
-        if not self._log.syncs:
+    def write_now(self) -> None:
+        """Write what is pending at once, unless every record is synced to the disk
+        (then the end of the turn's group commit is cheaper than a sync each)."""
+        if not self._log.syncs and (self._pending.batch or self._pending.done):
             self._hand_over()
+
+    def _kick(self) -> None:
+        """Write the pending batch at the end of this loop iteration: what the same
+        iteration adds rides in the same record (a group commit)."""
+        if self._kick_scheduled or not (self._pending.batch or self._pending.done):
             return
         assert self._loop is not None
         self._kick_scheduled = True
