@@ -99,11 +99,13 @@ def encode(batch: WriteBatch) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode(payload: bytes) -> WriteBatch:
+def decode(payload: bytes, *, runs: bool = False) -> WriteBatch:
+    """The batch of a record; `runs=True` leaves runs of tokens whole (as the store
+    indexes them: by their first and last ids) instead of one event per token."""
     accepted, events, changes = marshal.loads(payload)
     return WriteBatch(
         [_accepted(*fields) for fields in accepted],
-        [(task_id, expand(batch)) for task_id, batch in events],
+        events if runs else [(task_id, expand(batch)) for task_id, batch in events],
         [StateChange(*fields) for fields in changes],
     )
 
@@ -245,7 +247,7 @@ class JournalLog:
                 payload = data[start : start + length]
                 if len(payload) < length or zlib.crc32(payload) != crc:
                     break
-                yield Located(decode(payload), number, offset)
+                yield Located(decode(payload, runs=True), number, offset)
                 offset = start + length
             if data[offset:].strip(b"\0"):
                 log.warning(
@@ -254,6 +256,36 @@ class JournalLog:
                     self._path(number).name,
                     len(data) - offset,
                 )
+
+    def between(self, start: tuple[int, int], end: tuple[int, int]) -> Iterator[Located]:
+        """The records from `start` (a file and an offset) up to `end` (a `position`
+        taken earlier), oldest first, read back from the files (off the loop: the loop
+        keeps appending after `end` meanwhile; what it wrote through the mapping is in the
+        page cache, which reads see)."""
+        start_file, start_offset = start
+        end_file, end_offset = end
+        for number in range(start_file, end_file + 1):
+            first = start_offset if number == start_file else 0
+            try:
+                with open(self._path(number), "rb") as file:
+                    file.seek(first)
+                    if number == end_file:
+                        data = file.read(max(0, end_offset - first))
+                    else:  # closed since: cut to its records
+                        data = file.read()
+            except FileNotFoundError:
+                continue  # no record was ever written to it (a start made none)
+            offset = 0
+            while offset + _HEADER.size <= len(data):
+                length, crc = _HEADER.unpack_from(data, offset)
+                if length == 0:
+                    break
+                body = offset + _HEADER.size
+                payload = data[body : body + length]
+                if len(payload) < length or zlib.crc32(payload) != crc:
+                    raise LogCorrupt(f"journal log {number} at {first + offset}: damaged record")
+                yield Located(decode(payload, runs=True), number, first + offset)
+                offset = body + length
 
     def remove_before(self, number: int) -> int:
         """Remove the files before `number` (never the current one); how many."""

@@ -41,7 +41,6 @@ from orchestratord.journal.records import (
     Event,
     IdempotencyRecord,
     JournaledTask,
-    Located,
     StateChange,
     WriteBatch,
 )
@@ -95,7 +94,11 @@ class Journal:
         self._pending = _Pending()
         self._kick_scheduled = False
         self.failed: BaseException | None = None
-        self._unapplied: list[Located] = []  # in the log, not yet in the store
+        # How far into the log the store has taken. The records after it are read back
+        # from the log for the store: the loop keeps no object of a written record (a
+        # second's worth of them, kept, made the collector's full passes several times
+        # as frequent under load).
+        self._applied = (0, 0)
         self._store_lock = asyncio.Lock()  # one writer of the store at a time
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -109,6 +112,7 @@ class Journal:
             if pending:  # every earlier file, whole: the store has taken up to this one
                 await asyncio.to_thread(self.store.apply, pending, (self._log.file, 0))
                 log.info("journal: indexed %d batches the store lacked", len(pending))
+            self._applied = self._log.position
 
     async def unfinished(self) -> list[JournaledTask]:
         await self.apply()
@@ -142,18 +146,22 @@ class Journal:
         self.store.close()
 
     async def apply(self) -> None:
-        """Hand the store the records only the log holds (one transaction, off the
-        loop). If the store cannot take them, they are tried again."""
+        """Hand the store the records only the log holds, read back from the log (one
+        transaction, off the loop). If the store cannot take them, they are tried
+        again."""
         async with self._store_lock:
-            if not self._unapplied:
+            start, end = self._applied, self._log.position
+            if end == start:
                 return
-            located, self._unapplied = self._unapplied, []
-            position = self._log.position  # everything before it is in `located` or taken
             try:
-                await asyncio.to_thread(self.store.apply, located, position)
+                await asyncio.to_thread(self._apply, start, end)
             except Exception as exc:  # noqa: BLE001 - kept in the log, tried again
                 log.error("the journal's store cannot take the log's records: %s", exc)
-                self._unapplied[:0] = located
+                return
+            self._applied = end
+
+    def _apply(self, start: tuple[int, int], end: tuple[int, int]) -> None:
+        self.store.apply(list(self._log.between(start, end)), end)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -259,7 +267,7 @@ class Journal:
         error: BaseException | None = None
         if pending.batch:
             try:
-                self._unapplied.append(self._log.append(pending.batch))
+                self._log.append(pending.batch)
             except Exception as exc:  # noqa: BLE001 - reported to every waiter
                 error = JournalUnavailable(f"the job journal cannot write: {exc}")
                 log.error("journal write failed: %s", exc)
