@@ -207,7 +207,12 @@ def _ms(seconds: float | None) -> float | None:
 
 
 async def run_all(
-    args: argparse.Namespace, systems: list[System], engines: list[str]
+    args: argparse.Namespace,
+    systems: list[System],
+    engines: list[str],
+    *,
+    launch: int = 0,
+    first_round: int = 0,
 ) -> dict[str, Any]:
     scenarios = [
         s
@@ -233,7 +238,8 @@ async def run_all(
                     result, _ = await measure(
                         system, scenario, concurrency, limits, scenario.duration_s
                     )
-                    result["round"] = round_no
+                    result["round"] = first_round + round_no
+                    result["launch"] = launch
                     runs.append(result)
                     _progress(result)
                     await settle(system.gateway)
@@ -459,14 +465,19 @@ def compare_baseline(
             continue
         rounds = [g for k, g in by_round.items() if k[:2] == (row["scenario"], row["concurrency"])]
         paired: dict[str, float | None] = {}
+        launches: dict[str, list[float]] = {}
         for field in ("cpu_us_per_event", "tokens_per_s"):
-            paired[field] = median(
-                [
-                    _ratio(seen[row["system"]][field], seen[twin], field)
-                    for seen in rounds
-                    if row["system"] in seen and twin in seen
-                ]
-            )
+            ratios = [
+                (seen[twin].get("launch", 0), _ratio(seen[row["system"]][field], seen[twin], field))
+                for seen in rounds
+                if row["system"] in seen and twin in seen
+            ]
+            paired[field] = median([r for _, r in ratios])
+            per_launch = [
+                median([r for n, r in ratios if n == launch])
+                for launch in sorted({n for n, _ in ratios})
+            ]
+            launches[field] = [r for r in per_launch if r is not None]
         out.append(
             {
                 "scenario": row["scenario"],
@@ -481,6 +492,11 @@ def compare_baseline(
                 "tokens_per_s_baseline": base["tokens_per_s"],
                 "tokens_ratio": _ratio(row["tokens_per_s"], base, "tokens_per_s"),
                 "tokens_ratio_paired": paired["tokens_per_s"],
+                # the paired ratio of each launch (fresh processes), and their median
+                "cpu_ratio_launches": launches["cpu_us_per_event"],
+                "cpu_ratio_launch_median": median(launches["cpu_us_per_event"]),
+                "tokens_ratio_launches": launches["tokens_per_s"],
+                "tokens_ratio_launch_median": median(launches["tokens_per_s"]),
             }
         )
     return out
@@ -510,6 +526,21 @@ def baseline_table(pairs: list[dict[str, Any]], rev: str | None) -> str:
             f"{_fmt(pair['tokens_per_s'], 0):>10}{_fmt(pair['tokens_per_s_baseline'], 0):>10}"
             f"{_fmt(pair['tokens_ratio'], 3):>8}{_fmt(pair['tokens_ratio_paired'], 3):>8}"
         )
+    several = [p for p in pairs if len(p["cpu_ratio_launches"]) > 1]
+    if several:
+        lines += [
+            "",
+            "per launch (fresh processes each): the paired ratios of each launch, and their "
+            "median (the figure to compare: a process's own speed varies by launch)",
+        ]
+        for pair in several:
+            cpu = " ".join(f"{r:.3f}" for r in pair["cpu_ratio_launches"])
+            tok = " ".join(f"{r:.3f}" for r in pair["tokens_ratio_launches"])
+            lines.append(
+                f"{pair['system']:<15}{pair['concurrency']:>4}  CPU/ev "
+                f"{_fmt(pair['cpu_ratio_launch_median'], 3)} ({cpu})  tok/s "
+                f"{_fmt(pair['tokens_ratio_launch_median'], 3)} ({tok})"
+            )
     return "\n".join(lines)
 
 
@@ -613,6 +644,46 @@ def _systems(
     return systems
 
 
+def _start_llorchs(
+    args: argparse.Namespace, root: Path, logs: Path, fleet: Fleet | None, procs: list[Any]
+) -> tuple[Any, Any, Any]:
+    """The llorch systems' processes of one launch (each appended to `procs` as it starts):
+    llorch, its `--baseline` twin and the netns llorch, those the systems need."""
+    llorch = baseline = netns_llorch = None
+    if any(s.startswith("llorch") for s in args.systems):
+        llorch = start_llorch(
+            root / "llorch",
+            logs,
+            slots=args.slots,
+            log_level=args.llorch_log_level,
+            orchestrator=_settings(args.config),
+        )
+        procs.append(llorch)
+    if args.baseline and llorch is not None:
+        baseline = start_llorch(
+            root / "llorch-base",
+            logs,
+            slots=args.slots,
+            log_level=args.llorch_log_level,
+            source=args.baseline_source,
+            name="-base",
+            orchestrator=_settings(args.baseline_config),
+        )
+        procs.append(baseline)
+    if fleet is not None and set(args.systems) & set(NETNS.values()):
+        netns_llorch = start_llorch(
+            root / "llorch-netns",
+            logs,
+            slots=args.slots,
+            log_level=args.llorch_log_level,
+            name="-netns",
+            control_host=fleet.gateway,
+            manager_wrap=functools.partial(fleet.command, NETNS_HOST),
+        )
+        procs.append(netns_llorch)
+    return llorch, baseline, netns_llorch
+
+
 def _settings(items: list[str]) -> dict[str, Any]:
     """orchestratord settings from `KEY=VALUE` arguments (each value read as YAML)."""
     return {key: yaml.safe_load(value) for key, _, value in (i.partition("=") for i in items)}
@@ -627,7 +698,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scenarios", default="fast,paced")
     parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per launch")
+    parser.add_argument(
+        "--launches",
+        type=int,
+        default=1,
+        help="start the llorch processes afresh this many times, --rounds rounds each "
+        "(compare two llorch builds or settings over several launches: see bench/README.md)",
+    )
     parser.add_argument("--fast-tokens", type=int, default=100, help="tokens per stream (fast)")
     parser.add_argument("--fast-duration", type=float, default=1.5, help="seconds per run")
     parser.add_argument("--paced-tokens", type=int, default=20, help="tokens per stream (paced)")
@@ -671,6 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     if want_netns and (reason := unavailable()):
         parser.error(f"the netns systems need network namespaces: {reason}")
 
+    args.baseline_source = (
+        baseline_tree(args.baseline) if args.baseline and args.baseline != "." else None
+    )
     pin_self(LOAD_CORE)
     load_before = announce_load()
     started = time.time()
@@ -701,76 +782,71 @@ def main(argv: list[str] | None = None) -> int:
             )
             procs.append(netns_engine[0])
             engines.append(netns_engine[1])
-        passthrough = litellm = llorch = None
+        passthrough = litellm = None
         if "passthrough" in args.systems:
             passthrough = start_passthrough(logs, engine_url)
             procs.append(passthrough[0])
-        if any(s.startswith("llorch") for s in args.systems):
-            llorch = start_llorch(
-                root / "llorch",
-                logs,
-                slots=args.slots,
-                log_level=args.llorch_log_level,
-                orchestrator=_settings(args.config),
-            )
-            procs.append(llorch)
-            engines.append(llorch.engine_url)
-        baseline = None
-        if args.baseline and llorch is not None:
-            baseline = start_llorch(
-                root / "llorch-base",
-                logs,
-                slots=args.slots,
-                log_level=args.llorch_log_level,
-                source=None if args.baseline == "." else baseline_tree(args.baseline),
-                name="-base",
-                orchestrator=_settings(args.baseline_config),
-            )
-            procs.append(baseline)
-            engines.append(baseline.engine_url)
-        if fleet is not None and set(args.systems) & set(NETNS.values()):
-            netns_llorch = start_llorch(
-                root / "llorch-netns",
-                logs,
-                slots=args.slots,
-                log_level=args.llorch_log_level,
-                name="-netns",
-                control_host=fleet.gateway,
-                manager_wrap=functools.partial(fleet.command, NETNS_HOST),
-            )
-            procs.append(netns_llorch)
-            engines.append(netns_llorch.engine_url)
         if "litellm" in args.systems:
             print("starting LiteLLM proxy (about 20-40 s)...", flush=True)
             litellm = start_litellm(root, logs, engine_url)
             procs.append(litellm[0])
-        systems = _systems(
-            args.systems,
-            engine,
-            engine_url,
-            passthrough,
-            llorch,
-            litellm,
-            baseline,
-            netns_engine,
-            netns_llorch,
-        )
-        print(f"systems: {', '.join(s.name for s in systems)}; engines at {', '.join(engines)}")
-        placement = where(systems, fleet)
-        for name, seen in placement.items():
-            print(f"  {name:<14} {seen}")
-        result = uvloop.run(_cancelled_by_sigterm(run_all(args, systems, engines)))
-        stats = {url: engine_stats(url) for url in engines}
+        runs: list[dict[str, Any]] = []
+        scenarios: list[dict[str, Any]] = []
+        placement: dict[str, dict[str, Any]] = {}
+        stats: dict[str, Any] = {}
+        for launch in range(args.launches):
+            # Fresh llorch processes each launch: a process's own speed (where its memory
+            # landed) moves its CPU per event by several % for its whole life, so a
+            # comparison of two processes needs several launches of each.
+            launched: list[Any] = []
+            try:
+                llorch, baseline, netns_llorch = _start_llorchs(
+                    args, root / f"launch-{launch}", logs, fleet, launched
+                )
+                urls = engines + [p.engine_url for p in launched]
+                systems = _systems(
+                    args.systems,
+                    engine,
+                    engine_url,
+                    passthrough,
+                    llorch,
+                    litellm,
+                    baseline,
+                    netns_engine,
+                    netns_llorch,
+                )
+                if launch == 0:
+                    names = ", ".join(s.name for s in systems)
+                    print(f"systems: {names}; engines at {', '.join(urls)}")
+                    placement = where(systems, fleet)
+                    for name, seen in placement.items():
+                        print(f"  {name:<14} {seen}")
+                if args.launches > 1:
+                    print(f"launch {launch + 1} of {args.launches}", flush=True)
+                result = uvloop.run(
+                    _cancelled_by_sigterm(
+                        run_all(
+                            args, systems, urls, launch=launch, first_round=launch * args.rounds
+                        )
+                    )
+                )
+                runs += result["runs"]
+                scenarios = result["scenarios"]
+                stats.update({url: engine_stats(url) for url in urls})
+            finally:
+                for proc in reversed(launched):
+                    proc.stop()
     load_after = loadavg()
-    rows = summarize(result["runs"])
-    pairs = compare_netns(rows, result["runs"])
-    against_baseline = compare_baseline(rows, result["runs"])
+    rows = summarize(runs)
+    pairs = compare_netns(rows, runs)
+    against_baseline = compare_baseline(rows, runs)
     report = {
         **report_head("gateway_overhead", started, load_before, load_after),
         "method": {
             "gateway_core": 0,
             "load_core": LOAD_CORE,
             "rounds": args.rounds,
+            "launches": args.launches,
             "concurrency": args.concurrency,
             "max_requests_per_run": args.max_requests,
             "drain_s": args.drain,
@@ -783,11 +859,11 @@ def main(argv: list[str] | None = None) -> int:
             else None,
             "placement": placement,
         },
-        "scenarios": result["scenarios"],
+        "scenarios": scenarios,
         "summary": rows,
         "netns_comparison": pairs,
         "baseline_comparison": against_baseline,
-        "runs": result["runs"],
+        "runs": runs,
         "engine_stats": stats,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
