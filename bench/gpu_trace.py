@@ -19,10 +19,14 @@ its request-arrival line shows). Then, per system (`direct`: llama-server's own
     (`first_token` event) ─► first token at the client
 
 and for `direct` the client's send, llama-server's arrival and launch and the client's
-first token. llama-server's log times are relative to its start: five sequential marker
-requests on the idle engine give the offset (the largest `send - arrival` of the five,
-a lower bound within one localhost round trip). Arrivals are matched to requests in
-order of their send to the engine, and to launches in order of task id (both FIFO).
+first token. The arrival line (`conv_id=`) shows only at llama-server's log verbosity 4
+(`--engine-log-verbosity 4`), which also logs many lines per request; at the default 3
+the segments run to the slot launch. pool-managerd rotates the log past 10 MiB: the
+rotated files are read too. llama-server's log times are relative to its start: five
+sequential marker requests on the idle engine give the offset (the largest `send -
+launch` of the five, a lower bound within one localhost round trip and the idle
+engine's launch). Arrivals and launches are matched to requests in order of their send
+to the engine (launches in order of task id; both FIFO).
 Also per request: how long the engine's slot sat free between the previous request of
 the same client and this one (`release` of the previous task to this arrival).
 
@@ -202,6 +206,13 @@ def parse_engine_log(text: str) -> EngineLog:
     return log
 
 
+def read_engine_log(current: Path) -> str:
+    """The engine's log with what pool-managerd rotated out of it (`.N` files, oldest
+    first: it copies the log to `.1` and truncates it past 10 MiB)."""
+    rotated = sorted(current.parent.glob(current.name + ".*"), key=lambda p: p.stat().st_mtime)
+    return "".join(p.read_text(errors="replace") for p in [*rotated, current])
+
+
 def load_spans(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """trace id -> span name -> span (the first of each name: one attempt per task)."""
     spans: dict[str, dict[str, dict[str, Any]]] = {}
@@ -235,26 +246,32 @@ def attach_spans(requests: list[Request], spans: dict[str, dict[str, dict[str, A
             hops["engine_end_seen"] = found["engine.generate"]["end_ns"]
 
 
-def attach_engine(
-    requests: list[Request], log: EngineLog, offset_s: float, first_arrival: int
-) -> dict[str, int]:
-    """Matches the engine's arrivals (from index `first_arrival`: this phase's) to the
-    requests in order of their send to the engine, and each arrival to the next launch
-    in task order that came after it (tasks are queued in arrival order)."""
+def attach_engine(requests: list[Request], log: EngineLog, offset_s: float) -> dict[str, int]:
+    """Matches the engine's arrivals of this phase (those after its first send to the
+    engine, less 1 ms) to its requests in order of their send to the engine, and each
+    request to the next launch in task order that came after its arrival (or its send,
+    when the log shows no arrivals: verbosity below 4); tasks are queued in order."""
     to_engine = sorted(
         (r for r in requests if "engine_send" in r.hops or r.system == "direct"),
         key=lambda r: r.hops.get("engine_send", r.send_ns),
     )
-    arrivals = log.arrivals[first_arrival:]
-    launches = log.launches
+    if not to_engine:
+        return {"requests": 0, "arrivals": 0, "matched": 0}
+    first = to_engine[0].hops.get("engine_send", to_engine[0].send_ns) / 1e9 - offset_s - 1e-3
+    arrivals = [a for a in log.arrivals if a >= first]
+    launches = [x for x in log.launches if x[0] >= first]
     index = 0
     matched = 0
-    for request, arrival in zip(to_engine, arrivals, strict=False):
-        request.hops["engine_arrival"] = (arrival + offset_s) * 1e9
-        while index < len(launches) and launches[index][0] < arrival:
+    for number, request in enumerate(to_engine):
+        sent = request.hops.get("engine_send", request.send_ns) / 1e9 - offset_s
+        after = sent - 1e-3
+        if arrivals and number < len(arrivals):
+            request.hops["engine_arrival"] = (arrivals[number] + offset_s) * 1e9
+            after = arrivals[number]
+        while index < len(launches) and launches[index][0] < after:
             index += 1
         if index == len(launches):
-            continue
+            break
         at, _, task = launches[index]
         index += 1
         matched += 1
@@ -268,6 +285,7 @@ def attach_engine(
 
 
 SEGMENTS_DIRECT = (
+    ("client send -> slot launch", "send", "engine_launch"),
     ("client send -> engine arrival", "send", "engine_arrival"),
     ("engine arrival -> slot launch", "engine_arrival", "engine_launch"),
     ("slot launch -> first token at client", "engine_launch", "first"),
@@ -277,6 +295,7 @@ SEGMENTS_LLORCH = (
     ("task start -> admitted", "task_start", "admitted"),
     ("admitted -> placed (queue wait)", "admitted", "placed"),
     ("placed -> adapter HTTP request", "placed", "engine_send"),
+    ("adapter HTTP request -> slot launch", "engine_send", "engine_launch"),
     ("adapter HTTP request -> engine arrival", "engine_send", "engine_arrival"),
     ("engine arrival -> slot launch", "engine_arrival", "engine_launch"),
     ("slot launch -> first token at orchestratord", "engine_launch", "orch_first_token"),
@@ -356,6 +375,11 @@ def _turnaround(requests: list[Request], system: str) -> dict[str, Any]:
                 )
             add("turnaround: client end -> next send", _at(before, "end"), _at(after, "send"))
             add(
+                "turnaround: engine release -> next launch (same client)",
+                before.hops.get("engine_release"),
+                after.hops.get("engine_launch"),
+            )
+            add(
                 "turnaround: engine slot free (release -> next arrival)",
                 before.hops.get("engine_release"),
                 after.hops.get("engine_arrival"),
@@ -398,7 +422,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "LLORCH_TRACE_FILE": str(trace_file),
                 "LLAMA_ARG_LOG_TIMESTAMPS": "1",
                 "LLAMA_ARG_LOG_PREFIX": "1",
-                "LLAMA_ARG_LOG_VERBOSITY": "4",
+                "LLAMA_ARG_LOG_VERBOSITY": str(args.engine_log_verbosity),
             }
         )
         pool = {
@@ -428,32 +452,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engine_log = engine_logs[0]
         key = {"Authorization": f"Bearer {_engine_key(llorch.engine_pids())}"}
         direct_url = f"{llorch.engine_url}/v1/chat/completions"
-        before = len(parse_engine_log(engine_log.read_text(errors="replace")).arrivals)
         marker_sends = asyncio.run(_markers(direct_url, key))
-        log = parse_engine_log(engine_log.read_text(errors="replace"))
-        marks = log.arrivals[before : before + MARKERS]
-        if len(marks) < MARKERS:
-            raise RuntimeError(f"the engine logged {len(marks)} of {MARKERS} marker arrivals")
-        offset_s = max(send / 1e9 - at for send, at in zip(marker_sends, marks, strict=True))
-        spread = [
-            round((send / 1e9 - at - offset_s) * 1e3, 3)
-            for send, at in zip(marker_sends, marks, strict=True)
-        ]
-        report["clock"] = {"offset_s": offset_s, "marker_send_minus_arrival_ms": spread}
+        time.sleep(0.2)
+        # the idle engine launches a marker's task as it arrives: its launch bounds the
+        # clock offset (send <= launch), the tightest of the five
+        launches = parse_engine_log(read_engine_log(engine_log)).launches[-MARKERS:]
+        if len(launches) < MARKERS:
+            raise RuntimeError(f"the engine logged {len(launches)} of {MARKERS} marker launches")
+        pairs = list(zip(marker_sends, (x[0] for x in launches), strict=True))
+        offset_s = max(send / 1e9 - at for send, at in pairs)
+        spread = [round((send / 1e9 - at - offset_s) * 1e3, 3) for send, at in pairs]
+        report["clock"] = {"offset_s": offset_s, "marker_send_minus_launch_ms": spread}
         results: dict[str, Any] = {}
         all_requests: list[Request] = []
         for system in systems:
-            first_arrival = len(parse_engine_log(engine_log.read_text(errors="replace")).arrivals)
             url, headers = (
                 (direct_url, key) if system == "direct" else (f"{llorch.url}/v2/tasks", {})
             )
             requests, _, _ = asyncio.run(_phase(system, url, headers, args))
             time.sleep(0.5)  # spans are written as they end; the last end was just seen
-            log = parse_engine_log(engine_log.read_text(errors="replace"))
+            log = parse_engine_log(read_engine_log(engine_log))
             if system != "direct":
                 attach_spans(requests, load_spans(trace_file))
             # the phase's arrivals, warm-up included, against all of its requests
-            matching = attach_engine(requests, log, offset_s, first_arrival)
+            matching = attach_engine(requests, log, offset_s)
             requests = [r for r in requests if r.recorded]
             errors = [r.error for r in requests if r.error]
             results[system] = {
@@ -468,7 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["systems"] = results
         report["requests"] = [vars(r) for r in all_requests]
         report["load_average_after"] = loadavg()
-        report["engine_log_head"] = engine_log.read_text(errors="replace").splitlines()[:5]
+        report["engine_log_head"] = read_engine_log(engine_log).splitlines()[:5]
     return report
 
 
@@ -502,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--gpu-layers", type=int, default=999)
     parser.add_argument("--systems", default="direct,llorch-sse")
+    parser.add_argument(
+        "--engine-log-verbosity",
+        type=int,
+        default=3,
+        help="llama-server's; 4 adds its request-arrival line (and many more lines)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu_trace.json"))
     args = parser.parse_args(argv)
     args.model = args.model.resolve()
