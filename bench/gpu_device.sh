@@ -13,6 +13,10 @@
 #   suite   bench.gpu_suite: NVML inventory, GPU deployment, memory vs estimate, jobs
 #   parity  bench.gpu_parity: CPU vs GPU on the 1B model, 256 greedy tokens
 #   bench   bench.gpu_llamacpp run: direct vs llorch at c=1, 8, 32
+#   trace   bench.gpu_trace: where llorch's added TTFT goes at c=32 (TRACE_ARGS to change)
+#
+# Each step but setup runs under `timeout` (STEP_TIMEOUT_S, default 240 s; bench 420 s)
+# so that one hung step cannot take the whole call; a failed step does not stop the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -69,20 +73,27 @@ setup() {
 'gpu offload', llama_cpp.llama_supports_gpu_offload(), 'grpcio', grpc.__version__)"
 }
 
+limit() { timeout -k 10 "${STEP_TIMEOUT_S:-$1}" "${@:2}" || echo "== step failed: rc $?"; }
+
 for step in "$@"; do
     stamp "step $step"
     case $step in
     setup) setup ;;
     suite)
-        python3 -m bench.gpu_suite --model "$model" --llama-server $work/bin/llama-server \
-            --out "$out" ${SUITE_ARGS:-}
+        limit 240 python3 -m bench.gpu_suite --model "$model" \
+            --llama-server $work/bin/llama-server --out "$out" ${SUITE_ARGS:-}
         ;;
     parity)
-        python3 -m bench.gpu_parity --model "$model" --tokens 256 --out "$out/gpu_parity.json"
+        limit 240 python3 -m bench.gpu_parity --model "$model" --tokens 256 \
+            --out "$out/gpu_parity.json"
         ;;
     bench)
-        python3 -m bench.gpu_llamacpp run --build-dir $work --model "$model" \
+        limit 420 python3 -m bench.gpu_llamacpp run --build-dir $work --model "$model" \
             --out "$out/gpu_llamacpp.json" ${BENCH_ARGS:-}  # e.g. BENCH_ARGS="--rounds 5"
+        ;;
+    trace)
+        limit 240 python3 -m bench.gpu_trace --llama-server $work/bin/llama-server \
+            --model "$model" --out "$out/gpu_trace.json" ${TRACE_ARGS:-}
         ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
     esac

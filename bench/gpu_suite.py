@@ -155,12 +155,26 @@ def _buffer_lines(log: Path) -> list[str]:
     pattern = re.compile(r"buffer size|CUDA|offload|ggml_cuda|KV self size|using device")
     with contextlib.suppress(OSError):
         lines = log.read_text(errors="replace").splitlines()
-        return [line.strip() for line in lines if pattern.search(line)][:80]
+        return [line.strip() for line in lines if pattern.search(line)][:160]
     return []
 
 
+_DEVICE_BUFFER = re.compile(r"\bCUDA\d+ (\w+) buffer size = +([\d.]+) MiB")
+
+
+def device_buffers(lines: list[str]) -> dict[str, float]:
+    """MiB of llama.cpp's buffers in GPU memory (`CUDA0 model/KV/compute buffer size`),
+    summed by kind over every load the log shows (the in-process worker loads one model
+    per slot); `CUDA_Host` buffers are pinned host memory and not counted."""
+    sums: dict[str, float] = {}
+    for line in lines:
+        for kind, mib in _DEVICE_BUFFER.findall(line):
+            sums[kind] = round(sums.get(kind, 0.0) + float(mib), 2)
+    return sums
+
+
 def _estimate(
-    model: Path, ctx: int, slots: int, layout: str, offload: bool = True
+    model: Path, ctx: int, slots: int, layout: str, offload: bool = True, overhead: int = 0
 ) -> dict[str, int]:
     from catalog_core import ContextLayout, LoadConfig, estimate_memory, inspect_gguf
 
@@ -170,6 +184,7 @@ def _estimate(
         swa_full=layout == "per-slot",  # llama-server uses swa_full=False
         layout=ContextLayout(layout),
         offload=offload,
+        runtime_overhead_bytes=overhead,
     )
     estimate = estimate_memory(inspect_gguf(model), config)
     return {
@@ -320,7 +335,8 @@ def _suite(args: argparse.Namespace, report: dict[str, Any], root: Path) -> None
             [sys.executable, "-m", "pool_managerd", "--config", str(root / "pool-managerd.yaml")],
             logs,
             core=frozenset(os.sched_getaffinity(0)),
-            env=env,
+            # the in-process worker's llama.cpp load log (devices, buffers) to its log
+            env={**env, "LLORCH_LLAMA_VERBOSE": "1"},
         )
         stack.callback(manager.stop, 20)
         procs = [orchestratord, manager]
@@ -377,14 +393,32 @@ def _suite(args: argparse.Namespace, report: dict[str, Any], root: Path) -> None
         report["engines"] = engines
         report["hosts_loaded"] = _request("GET", f"{url}/v2/hosts")
         report["deployment"] = _request("GET", f"{url}/v2/deployments/{DEPLOYMENT}")
-        report["server_estimate"] = _estimate(args.model, args.ctx, args.server_slots, "shared")
-        report["inproc_estimate_local"] = _estimate(
-            args.model, args.ctx, args.inproc_slots, "per-slot"
+        from orchestratord.deployments.manager import GPU_RUNTIME_OVERHEAD
+
+        report["gpu_runtime_overhead_bytes"] = GPU_RUNTIME_OVERHEAD
+        report["server_estimate"] = _estimate(
+            args.model, args.ctx, args.server_slots, "shared", overhead=GPU_RUNTIME_OVERHEAD
         )
-        server_logs = sorted((root / "pool-managerd" / "logs").glob(f"{SERVER_POOL}*.log"))
+        report["inproc_estimate_local"] = _estimate(
+            args.model, args.ctx, args.inproc_slots, "per-slot", overhead=GPU_RUNTIME_OVERHEAD
+        )
+        pool_logs = root / "pool-managerd" / "logs"
+        server_logs = sorted(pool_logs.glob(f"{SERVER_POOL}*.log"))
+        inproc_logs = sorted(pool_logs.glob(f"{DEPLOYMENT}*.log"))
         report["server_log_buffers"] = _buffer_lines(server_logs[0]) if server_logs else []
+        report["inproc_log_buffers"] = _buffer_lines(inproc_logs[0]) if inproc_logs else []
+        report["device_buffers_mib"] = {
+            "llama-server": device_buffers(report["server_log_buffers"]),
+            "inproc-worker": device_buffers(report["inproc_log_buffers"]),
+        }
+        names = (
+            "CUDA_VISIBLE_DEVICES",
+            "CUDA_DEVICE_ORDER",
+            "LLORCH_PRELOAD_LLAMA_CPP",
+            "LLORCH_LLAMA_VERBOSE",
+        )
         report["engine_env"] = {
-            kind: _environ(info["pid"], ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"))
+            kind: {**_environ(info["pid"], names), "cmdline": _cmdline(info["pid"])}
             for kind, info in engines.items()
         }
         report["comparison"] = _compare(report)
@@ -401,21 +435,30 @@ def _environ(pid: int, names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _compare(report: dict[str, Any]) -> dict[str, Any]:
+    """nvidia-smi's bytes of each engine process against the estimate: for the in-process
+    worker orchestratord's own (the deployment's pool), for llama-server catalog_core's
+    with the same GPU runtime overhead; and what the process holds beyond llama.cpp's
+    device buffers (the CUDA context, cuBLAS, ggml's pool)."""
     engines = report.get("engines", {})
+    pools = (report.get("deployment") or {}).get("pools") or [{}]
+    inproc_total = pools[0].get("memory_estimated_bytes") or (
+        report.get("inproc_estimate_local") or {}
+    ).get("total")
     rows = {}
-    for kind, estimate in (
-        ("llama-server", report.get("server_estimate") or {}),
-        ("inproc-worker", report.get("inproc_estimate_local") or {}),
+    for kind, total in (
+        ("llama-server", (report.get("server_estimate") or {}).get("total")),
+        ("inproc-worker", inproc_total),
     ):
         measured = engines.get(kind, {}).get("gpu_bytes")
-        total = estimate.get("total")
         if measured and total:
+            buffers_mib = sum((report.get("device_buffers_mib") or {}).get(kind, {}).values())
             rows[kind] = {
                 "measured_bytes": measured,
                 "estimate_bytes": total,
                 "estimate_over_measured": round(total / measured, 4),
                 "within_15_percent": abs(total - measured) <= 0.15 * measured,
-                "measured_minus_buffers_bytes": measured - total,
+                "device_buffers_mib": buffers_mib,
+                "measured_minus_device_buffers_mib": round(measured / _MIB - buffers_mib, 2),
             }
     return rows
 
@@ -446,8 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind, row in report["comparison"].items():
         print(
             f"{kind}: measured {row['measured_bytes'] / _MIB:.0f} MiB, estimate "
-            f"{row['estimate_bytes'] / _MIB:.0f} MiB ({row['estimate_over_measured']:.3f}x)"
+            f"{row['estimate_bytes'] / _MIB:.0f} MiB ({row['estimate_over_measured']:.3f}x), "
+            f"llama.cpp device buffers {row['device_buffers_mib']:.0f} MiB, beyond them "
+            f"{row['measured_minus_device_buffers_mib']:.0f} MiB"
         )
+    print(f"engine environment: {json.dumps(report['engine_env'])[:800]}")
+    print("in-process worker's llama.cpp lines:")
+    for line in report["inproc_log_buffers"][:40]:
+        print(f"  {line[:160]}")
     for model, jobs in report["jobs"].items():
         print(f"{model}: openai {jobs['openai']}, sse {jobs['sse']['events']}")
     print(f"engines: {json.dumps(report['engines'])[:600]}")

@@ -43,9 +43,14 @@ PENDING_TIMEOUT_S = 120.0
 _RUNTIME_OVERHEAD = {"llamacpp-inproc": 160 << 20}
 _LAYOUT = {"llamacpp-inproc": ContextLayout.PER_SLOT}
 # On a GPU the pool starts with every layer there (pool-managerd: `gpu_layers`), and the
-# estimate is of the GPU's memory (`LoadConfig.offload`) plus, once per process, the CUDA
-# context and libraries' own allocations (`GPU_RUNTIME_OVERHEAD`; bench/README.md, GPU).
-GPU_RUNTIME_OVERHEAD = 0
+# estimate is of the GPU's memory (`LoadConfig.offload`) plus, once per process, what the
+# CUDA runtime holds beyond llama.cpp's buffers (context, cuBLAS, ggml's CUDA pool).
+# Measured on an H100 (driver 580, CUDA 12, llama.cpp of llama-cpp-python 0.3.36, the 1B
+# f16 model of bench/gpu_llamacpp.py, after serving jobs): nvidia-smi's per-process
+# memory less llama.cpp's own CUDA0 buffers was 691.5 MiB for the in-process worker (two
+# loads, one per slot: it is once per process) and 697.8 MiB for llama-server (less the
+# estimate of its buffers); bench/results/gpu_suite-h100-2026-12-07-second.json.
+GPU_RUNTIME_OVERHEAD = 692 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,10 @@ While loading, `health()` reports the fraction of the weights loaded (`load_prog
 from llama.cpp's own load-progress callback (`_reporting_load_progress`), over all the
 loads (one per slot, then the embedder), so the pool manager, the orchestrator and
 `llorch up` can show it with an ETA.
+
+llama.cpp's own load log (devices, buffers, layers offloaded) is off; the environment
+variable `LLORCH_LLAMA_VERBOSE=1` turns it on, to the worker's stderr (the pool's log),
+e.g. to see where a GPU pool's layers went.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import secrets
 import threading
 import time
@@ -72,6 +77,9 @@ from worker_adapters.types import (
     Tokenized,
     TokenLogprob,
 )
+
+# llama.cpp's own log on the worker's stderr (module docstring)
+_VERBOSE = os.environ.get("LLORCH_LLAMA_VERBOSE") == "1"
 
 __all__ = [
     "GenerationPlan",
@@ -184,7 +192,7 @@ class LlamaBackend:
             str(settings.model_path),
             n_ctx=settings.ctx,
             n_gpu_layers=settings.gpu_layers,
-            verbose=False,
+            verbose=_VERBOSE,
             **extra,
         )
 
