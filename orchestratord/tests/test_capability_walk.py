@@ -259,6 +259,13 @@ def _request(workload: str, param: str | None) -> GenerateRequest:
     return GenerateRequest("walk", sampling, prompt="hi")
 
 
+def _refused_naming(refused: object, param: str) -> None:
+    """`refused` is the typed refusal of `param`: UNSUPPORTED_PARAM, its message
+    starting with the parameter's name, not retriable."""
+    assert isinstance(refused, Failed) and refused.code == "UNSUPPORTED_PARAM", refused
+    assert refused.message.startswith(f"{param}:") and not refused.retriable, refused
+
+
 def _pool(engine: str) -> PoolView:
     return PoolView(
         pool_id=f"pool-{engine}",
@@ -367,8 +374,22 @@ async def test_the_engine_request_carries_an_honoured_parameter_or_is_refused_na
         if param != "max_tokens":
             assert not _carries(baseline.body, param), "the sample value is not distinctive"
     else:
-        assert isinstance(plan, Failed) and plan.code == "UNSUPPORTED_PARAM", plan
-        assert plan.message.startswith(f"{param}:") and not plan.retriable
+        _refused_naming(plan, param)
+
+
+def _to_the_worker_or_refused(
+    engine: str, workload: str, param: str
+) -> tuple[GenerateRequest, Sampling] | None:
+    """A request setting `param`, for an in-process `engine`: None where the engine does
+    not honour it (tools on completion), after checking its refusal names it; else the
+    request, which the capability matrix lets through, and its sampling as the worker
+    gets it (through the worker protocol's wire form)."""
+    request = _request(workload, param)
+    if param not in honoured(engine, workload):
+        _refused_naming(refusal(engine, request), param)
+        return None
+    assert refusal(engine, request) is None
+    return request, request_from_wire(request_to_wire(request)).sampling
 
 
 @pytest.mark.parametrize(
@@ -378,14 +399,10 @@ async def test_the_engine_request_carries_an_honoured_parameter_or_is_refused_na
 def test_the_in_process_engine_applies_every_parameter_it_honours(
     workload: str, param: str
 ) -> None:
-    request = _request(workload, param)
-    if param not in honoured("llamacpp-inproc", workload):  # tools on completion
-        refused = refusal("llamacpp-inproc", request)
-        assert refused is not None and refused.code == "UNSUPPORTED_PARAM", refused
-        assert refused.message.startswith(f"{param}:") and not refused.retriable
+    walked = _to_the_worker_or_refused("llamacpp-inproc", workload, param)
+    if walked is None:
         return
-    assert refusal("llamacpp-inproc", request) is None
-    carried = request_from_wire(request_to_wire(request)).sampling  # as the worker gets it
+    request, carried = walked
     sent = getattr(request.sampling, param)
     assert getattr(carried, param) == (pytest.approx(sent) if isinstance(sent, float) else sent)
     plan = generation_plan(request.sampling)
@@ -407,14 +424,10 @@ VLLM_NAMES = {"repeat_penalty": "repetition_penalty"}
 def test_the_in_process_vllm_engine_applies_every_parameter_it_honours(
     workload: str, param: str
 ) -> None:
-    request = _request(workload, param)
-    if param not in honoured("vllm-inproc", workload):  # tools on completion
-        refused = refusal("vllm-inproc", request)
-        assert refused is not None and refused.code == "UNSUPPORTED_PARAM", refused
-        assert refused.message.startswith(f"{param}:") and not refused.retriable
+    walked = _to_the_worker_or_refused("vllm-inproc", workload, param)
+    if walked is None:
         return
-    assert refusal("vllm-inproc", request) is None
-    carried = request_from_wire(request_to_wire(request)).sampling  # as the worker gets it
+    request, carried = walked
     args = sampling_args(carried, json_schema_grammar)  # the worker converts with xgrammar
     baseline = sampling_args(_request(workload, None).sampling)
     sent = getattr(request.sampling, param)
@@ -452,8 +465,8 @@ async def test_the_mock_engine_applies_what_it_honours_and_refuses_the_rest(
 ) -> None:
     events = await _mock_events(_request(workload, param))
     if param not in honoured("mock", workload):
-        assert len(events) == 1 and isinstance(events[0], Failed), events
-        assert events[0].code == "UNSUPPORTED_PARAM" and events[0].message.startswith(param)
+        assert len(events) == 1, events
+        _refused_naming(events[0], param)
         return
     tokens = [event for event in events if isinstance(event, Token)]
     if param == "max_tokens":

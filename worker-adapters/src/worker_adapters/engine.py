@@ -4,27 +4,47 @@ An `EngineBackend` owns one model and its slots. `generate` runs one generation 
 yields domain events; it must never block the event loop (native calls run on the
 backend's own threads). Implementations: `llamacpp_inproc.LlamaBackend` (real
 llama.cpp through llama-cpp-python) and `mock.MockBackend` (a fake with fault knobs, for
-tests). `coalesce_tokens` is the shared helper that merges token events already waiting
-in a queue, so a slow consumer gets fewer, larger events while the first token is never
-held back.
+tests), `vllm_inproc.VllmBackend` (vLLM's `AsyncLLM`). `coalesce_tokens` is the shared
+helper that merges token events already waiting in a queue, so a slow consumer gets
+fewer, larger events while the first token is never held back.
+
+What the real in-process engines decide alike: `engine_health` (loading with its
+progress, a failure as it is, or ready with the busy slots), `engine_props` (the
+generation features, embeddings where served) and `refusal_to_start` (POOL_UNREADY
+while not ready, else the capability matrix's refusal, API-16).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
+from worker_adapters.capabilities import refusal
 from worker_adapters.types import (
     EngineHealth,
     EngineProps,
+    Failed,
     GenerateRequest,
     StreamEvent,
     Token,
     Tokenized,
 )
 
-__all__ = ["EngineBackend", "coalesce_tokens"]
+__all__ = [
+    "GENERATION_FEATURES",
+    "EngineBackend",
+    "EngineSettings",
+    "coalesce_tokens",
+    "engine_health",
+    "engine_props",
+    "refusal_to_start",
+]
+
+# What every real in-process engine serves (`embedding` besides, where the model does).
+GENERATION_FEATURES = frozenset({"completion", "chat", "grammar", "json_schema", "logprobs"})
 
 
 class EngineBackend(Protocol):
@@ -51,6 +71,65 @@ class EngineBackend(Protocol):
     async def embed(self, inputs: tuple[str, ...]) -> tuple[tuple[float, ...], ...]: ...
 
     async def close(self) -> None: ...
+
+
+class EngineSettings(Protocol):
+    """What an in-process engine's settings say of its model and slots."""
+
+    @property
+    def model_path(self) -> Path: ...
+
+    @property
+    def ctx(self) -> int: ...
+
+    @property
+    def slots(self) -> int: ...
+
+
+def engine_health(
+    state: EngineHealth, slots_total: int, busy: int, load_progress: float | None = None
+) -> EngineHealth:
+    """The health an in-process engine reports from its lifecycle `state`: while loading,
+    that state with `load_progress` (None where the engine cannot tell); any state but
+    ready as it is; ready with `busy` of its `slots_total` slots."""
+    if state.state == "loading":
+        return dataclasses.replace(state, load_progress=load_progress)
+    if state.state != "ready":
+        return state
+    return EngineHealth("ready", "", slots_total, busy)
+
+
+def engine_props(
+    engine: str,
+    engine_version: str,
+    settings: EngineSettings,
+    *,
+    chat_template: bool,
+    embeddings: bool,
+    incarnation: int,
+) -> EngineProps:
+    """The props of an in-process engine serving `settings`' model: the generation
+    features, and `embedding` where it serves embeddings."""
+    features = GENERATION_FEATURES | ({"embedding"} if embeddings else set())
+    return EngineProps(
+        engine=engine,
+        engine_version=engine_version,
+        ctx=settings.ctx,
+        slots_total=settings.slots,
+        chat_template=chat_template,
+        features=frozenset(features),
+        model_path=str(settings.model_path),
+        incarnation=incarnation,
+    )
+
+
+def refusal_to_start(engine: str, ready: bool, request: GenerateRequest) -> Failed | None:
+    """Why a generation cannot start, as its one event: POOL_UNREADY (retriable) while
+    the engine is not `ready`, else the capability matrix's refusal (API-16); None when it
+    may start."""
+    if not ready:
+        return Failed("POOL_UNREADY", "engine is not ready", True, True)
+    return refusal(engine, request)
 
 
 async def coalesce_tokens(

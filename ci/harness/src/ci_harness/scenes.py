@@ -6,6 +6,9 @@ quoted value without `"`, so one text cannot swallow another's quotes and match 
 definitions. `Scene` carries what a scenario's steps learn (streams read in the
 background, engines held up, answers); `running(cluster, ready)` starts a cluster for
 a module and checks on exit that every daemon stopped with 0 and no engine survived.
+`fleet_scene(root, model, devices)` does the same for a fleet of hosts, one network
+namespace each (`TWO_HOSTS`, `THREE_HOSTS`: their simulated GPUs), skipping where
+namespaces cannot be made; `emptied_fleet` empties it between scenarios.
 """
 
 from __future__ import annotations
@@ -20,10 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from pytest_bdd import parsers
 
 from ci_harness.cluster import Cluster, Event, pinned_job, wait_for, workers_under
-from ci_harness.deployments import apply, deployment, gpu, hosts, placed
+from ci_harness.deployments import (
+    apply,
+    deployment,
+    fleet_of,
+    gpu,
+    host_settings,
+    hosts,
+    placed,
+    reset,
+)
+from ci_harness.fleet import unavailable
 from ci_harness.streams import BackgroundStream
 
 __all__ = [
@@ -31,11 +45,16 @@ __all__ = [
     "DEPLOYMENT_CTX",
     "LONG",
     "REPO",
+    "THREE_HOSTS",
+    "TWO_HOSTS",
     "Scene",
     "apply_deployment",
+    "apply_replicas",
     "completed",
     "cordon_device",
+    "emptied_fleet",
     "engine_pid",
+    "fleet_scene",
     "hold_up",
     "job_for_pool",
     "pending_reasons",
@@ -51,6 +70,9 @@ REPO = Path(__file__).resolve().parents[4]
 LONG = 8000  # tokens: several seconds of generation on the tiny model
 DEPLOYMENT_CTX = 2048
 AT_ONCE_S = 5.0  # "refused at once": well under any queue wait
+# The fleets' hosts: the MiB and compute capability of each one's simulated GPU.
+TWO_HOSTS = {"host-a": (1024, "8.6"), "host-b": (1024, "8.6")}
+THREE_HOSTS = {"host-a": (1024, "8.6"), "host-b": (600, "8.6"), "host-c": (8192, "9.0")}
 
 
 def _quoted(text: str) -> str:
@@ -148,6 +170,13 @@ def apply_deployment(cluster: Cluster, name: str, model: str, **spec: Any) -> No
     apply(cluster, name, {"model": model, "ctx": DEPLOYMENT_CTX, **spec})
 
 
+def apply_replicas(
+    cluster: Cluster, name: str, model: str, low: int, high: int, **spec: Any
+) -> None:
+    """`apply_deployment` with `low` to `high` replicas (and the rest of `spec`)."""
+    apply_deployment(cluster, name, model, replicas={"min": low, "max": high}, **spec)
+
+
 def ready_pools(cluster: Cluster, name: str, count: int) -> dict[str, str]:
     """Wait until the deployment has `count` pools, all ready; pool id -> host id."""
     wait_for(lambda: len(placed(cluster, name)) == count, f"{count} pools of {name}")
@@ -173,3 +202,27 @@ def reset_devices(cluster: Cluster) -> None:
     for host_id, seen in hosts(cluster).items():
         if gpu(seen)["cordoned"]:
             cordon_device(cluster, host_id, "gpu0", False)
+
+
+@contextmanager
+def fleet_scene(root: Path, model: Path, devices: dict[str, tuple[int, str]]) -> Iterator[Cluster]:
+    """An orchestrator and one pool manager per host of `devices` (host -> its simulated
+    GPU's MiB and compute capability), each holding `model` as `tiny` in its own network
+    namespace of a fleet (`ci_harness.deployments.fleet_of`, which checks on exit that
+    every daemon stopped with 0 and no worker survived). Skips where network namespaces
+    cannot be made here."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"no network namespaces here: {reason}")
+    settings = {
+        h: host_settings(model, mib, capability) for h, (mib, capability) in devices.items()
+    }
+    with fleet_of(root, settings) as fleet:
+        yield fleet
+
+
+def emptied_fleet(cluster: Cluster) -> None:
+    """Between scenarios: every device and host uncordoned, every deployment deleted and
+    every pool gone (`reset_devices`, then `ci_harness.deployments.reset`)."""
+    reset_devices(cluster)
+    reset(cluster)

@@ -10,6 +10,7 @@ from typing import Any
 import openai
 import pytest
 from ci_harness.bdd import World
+from ci_harness.tool_loop import CITIES, WEATHER
 from pytest_bdd import given, parsers, scenarios, then, when
 
 pytestmark = pytest.mark.integration
@@ -144,22 +145,6 @@ def _(world: World) -> None:
     first, second = world.values["answers"]
     assert first.headers["x-llorch-task-id"] == second.headers["x-llorch-task-id"]
     assert first.parse().choices[0].text == second.parse().choices[0].text
-
-
-CITIES = ["Paris", "Rome", "Oslo"]
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city now.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "enum": CITIES}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
 
 
 @when(parsers.parse('I ask for the weather in Paris with a "{name}" tool the model must call'))

@@ -34,6 +34,7 @@ from ci_harness.scenes import (
     LONG,
     Scene,
     apply_deployment,
+    apply_replicas,
     completed,
     cordon_device,
     engine_pid,
@@ -170,24 +171,14 @@ REPLICAS = (
 @given(says(REPLICAS + ' on "{host_id}"'))
 @when(says(REPLICAS + ' on "{host_id}"'))
 def _(cluster: Cluster, name: str, model: str, low: int, high: int, host_id: str) -> None:
-    apply_deployment(
-        cluster,
-        name,
-        model,
-        replicas={"min": low, "max": high},
-        constraints={"hosts": [host_id]},
-    )
+    apply_replicas(cluster, name, model, low, high, constraints={"hosts": [host_id]})
 
 
 @given(says(REPLICAS + ' on "{host_id}", on a GPU'))
 @when(says(REPLICAS + ' on "{host_id}", on a GPU'))
 def _(cluster: Cluster, name: str, model: str, low: int, high: int, host_id: str) -> None:
-    apply_deployment(
-        cluster,
-        name,
-        model,
-        replicas={"min": low, "max": high},
-        constraints={"hosts": [host_id], "device_kind": "gpu"},
+    apply_replicas(
+        cluster, name, model, low, high, constraints={"hosts": [host_id], "device_kind": "gpu"}
     )
 
 

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from catalog_core import TinyModelSpec, write_tiny_model
 from ci_harness.cluster import Cluster, wait_for
-from ci_harness.deployments import fleet_of, host_settings, reset
-from ci_harness.fleet import unavailable
-from ci_harness.scenes import REPO, Scene, says
+from ci_harness.deployments import reset
+from ci_harness.scenes import REPO, TWO_HOSTS, Scene, fleet_scene, says
 from pytest_bdd import scenarios, then, when
 
 pytestmark = pytest.mark.integration
@@ -31,11 +30,7 @@ scenarios(str(REPO / "specs/features/operations/catalog.feature"))
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(f"no network namespaces here: {reason}")
-    settings = {h: host_settings(tiny_model, 1024) for h in ("host-a", "host-b")}
-    with fleet_of(tmp_path_factory.mktemp("bdd-catalog"), settings) as fleet:
+    with fleet_scene(tmp_path_factory.mktemp("bdd-catalog"), tiny_model, TWO_HOSTS) as fleet:
         yield fleet
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from ci_harness.cluster import Cluster, wait_for
-from ci_harness.deployments import deployment, fleet_of, gpu, host_settings, hosts, reset
-from ci_harness.fleet import unavailable
-from ci_harness.scenes import REPO, ready_pools, reset_devices, says
+from ci_harness.deployments import deployment, gpu, hosts
+from ci_harness.scenes import REPO, TWO_HOSTS, emptied_fleet, fleet_scene, ready_pools, says
 from pytest_bdd import scenarios, then, when
 
 pytestmark = pytest.mark.integration
@@ -22,11 +21,7 @@ scenarios(str(REPO / "specs/features/operations/cordon.feature"))
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(f"no network namespaces here: {reason}")
-    settings = {h: host_settings(tiny_model, 1024) for h in ("host-a", "host-b")}
-    with fleet_of(tmp_path_factory.mktemp("bdd-cordon"), settings) as fleet:
+    with fleet_scene(tmp_path_factory.mktemp("bdd-cordon"), tiny_model, TWO_HOSTS) as fleet:
         yield fleet
 
 
@@ -34,8 +29,7 @@ def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def emptied(cluster: Cluster) -> Iterator[None]:
     yield
     wait_for(lambda: all(h["live"] for h in hosts(cluster).values()), "every host to be live")
-    reset_devices(cluster)
-    reset(cluster)
+    emptied_fleet(cluster)
 
 
 @then(says('the hosts list shows the device "{device}" of "{host_id}" cordoned'))

@@ -12,15 +12,17 @@ from pathlib import Path
 
 import pytest
 from ci_harness.cluster import Cluster, pinned_job, wait_for
-from ci_harness.deployments import deployment, fleet_of, host_settings, placed, reset
-from ci_harness.fleet import unavailable
+from ci_harness.deployments import deployment, placed
 from ci_harness.scenes import (
     REPO,
+    THREE_HOSTS,
     Scene,
     apply_deployment,
+    apply_replicas,
     completed,
+    emptied_fleet,
+    fleet_scene,
     ready_pools,
-    reset_devices,
     run_job,
     says,
 )
@@ -35,23 +37,15 @@ scenarios(str(REPO / "specs/features/operations/deployments.feature"))
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(f"no network namespaces here: {reason}")
-    settings = {
-        "host-a": host_settings(tiny_model, 1024),
-        "host-b": host_settings(tiny_model, 600),
-        "host-c": host_settings(tiny_model, 8192, "9.0"),
-    }
-    with fleet_of(tmp_path_factory.mktemp("bdd-deployments"), settings) as fleet:
+    root = tmp_path_factory.mktemp("bdd-deployments")
+    with fleet_scene(root, tiny_model, THREE_HOSTS) as fleet:
         yield fleet
 
 
 @pytest.fixture(autouse=True)
 def emptied(cluster: Cluster) -> Iterator[None]:
     yield
-    reset_devices(cluster)
-    reset(cluster)
+    emptied_fleet(cluster)
 
 
 def netns_of(pid: int) -> str:
@@ -68,37 +62,20 @@ REPLICAS = (
 
 @given(says(REPLICAS + ' on "{host_id}", unloaded after {ms:d} ms idle'))
 def _(cluster: Cluster, name: str, model: str, low: int, high: int, host_id: str, ms: int) -> None:
-    apply_deployment(
-        cluster,
-        name,
-        model,
-        replicas={"min": low, "max": high},
-        idle_unload_after_ms=ms,
-        constraints={"hosts": [host_id]},
+    apply_replicas(
+        cluster, name, model, low, high, idle_unload_after_ms=ms, constraints={"hosts": [host_id]}
     )
 
 
 @given(says(REPLICAS + ' and a context of {ctx:d} tokens on "{host_id}"'))
 def _(cluster: Cluster, name: str, model: str, low: int, high: int, ctx: int, host_id: str) -> None:
-    apply_deployment(
-        cluster,
-        name,
-        model,
-        ctx=ctx,
-        replicas={"min": low, "max": high},
-        constraints={"hosts": [host_id]},
-    )
+    apply_replicas(cluster, name, model, low, high, ctx=ctx, constraints={"hosts": [host_id]})
 
 
 @given(says(REPLICAS + " spread over GPUs"))
 def _(cluster: Cluster, name: str, model: str, low: int, high: int) -> None:
-    apply_deployment(
-        cluster,
-        name,
-        model,
-        replicas={"min": low, "max": high},
-        policy="spread",
-        constraints={"device_kind": "gpu"},
+    apply_replicas(
+        cluster, name, model, low, high, policy="spread", constraints={"device_kind": "gpu"}
     )
 
 

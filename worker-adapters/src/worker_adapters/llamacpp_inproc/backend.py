@@ -51,10 +51,14 @@ from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from worker_adapters.capabilities import refusal
 from worker_adapters.chat_templates import builtin_template
 from worker_adapters.constraints import json_schema_grammar
-from worker_adapters.engine import coalesce_tokens
+from worker_adapters.engine import (
+    coalesce_tokens,
+    engine_health,
+    engine_props,
+    refusal_to_start,
+)
 from worker_adapters.errors import RequestRejected
 from worker_adapters.llamacpp_inproc.logprobs import sampled_logprobs
 from worker_adapters.textstream import TextAssembler
@@ -216,37 +220,23 @@ class LlamaBackend:
     # -- facts -------------------------------------------------------------------------
 
     def health(self) -> EngineHealth:
-        if self._state.state == "loading":
-            return EngineHealth(
-                "loading", "loading model", self._settings.slots, 0, self._load_progress
-            )
-        if self._state.state != "ready":
-            return self._state
         busy = len(self._slots) - len(self._free)
-        return EngineHealth("ready", "", len(self._slots), busy)
+        return engine_health(self._state, len(self._slots), busy, self._load_progress)
 
     def props(self) -> EngineProps:
-        features = {"completion", "chat", "grammar", "json_schema", "logprobs"}
-        if self._settings.embeddings:
-            features.add("embedding")
-        return EngineProps(
-            engine=ENGINE,
-            engine_version=f"llama-cpp-python {llama_cpp.__version__}",
-            ctx=self._settings.ctx,
-            slots_total=self._settings.slots,
+        return engine_props(
+            ENGINE,
+            f"llama-cpp-python {llama_cpp.__version__}",
+            self._settings,
             chat_template=self._has_template,
-            features=frozenset(features),
-            model_path=str(self._settings.model_path),
+            embeddings=self._settings.embeddings,
             incarnation=self._incarnation,
         )
 
     # -- generation --------------------------------------------------------------------
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
-        if self._state.state != "ready":
-            yield Failed("POOL_UNREADY", "engine is not ready", True, True)
-            return
-        refused = refusal(ENGINE, request)  # the capability matrix (API-16)
+        refused = refusal_to_start(ENGINE, self._state.state == "ready", request)
         if refused is not None:
             yield refused
             return

@@ -58,7 +58,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-from worker_adapters.capabilities import refusal
+from worker_adapters.engine import engine_health, engine_props, refusal_to_start
 from worker_adapters.errors import RequestRejected
 from worker_adapters.tools import present_tools, renders_calls_in_text_form, template_inputs
 from worker_adapters.types import (
@@ -181,33 +181,24 @@ class VllmBackend:
         engine = self._engine
         if self._state.state == "ready" and engine is not None and engine.errored:
             self._state = EngineHealth("failed", f"vLLM's engine died: {engine.dead_error}")
-        if self._state.state != "ready":
-            return self._state
         busy = self._counts.running + self._counts.waiting  # as the `vllm` server kind's load
-        return EngineHealth("ready", "", self._settings.slots, busy)
+        return engine_health(self._state, self._settings.slots, busy)
 
     def props(self) -> EngineProps:
-        features = {"completion", "chat", "grammar", "json_schema", "logprobs"}
-        if self._embeds:
-            features.add("embedding")
-        return EngineProps(
-            engine=ENGINE,
-            engine_version=f"vllm {vllm.__version__}",
-            ctx=self._settings.ctx,
-            slots_total=self._settings.slots,
+        return engine_props(
+            ENGINE,
+            f"vllm {vllm.__version__}",
+            self._settings,
             chat_template=self._has_template,
-            features=frozenset(features),
-            model_path=str(self._settings.model_path),
+            embeddings=self._embeds,
             incarnation=self._incarnation,
         )
 
     # -- generation --------------------------------------------------------------------
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
-        if self._state.state != "ready" or self._engine is None:
-            yield Failed("POOL_UNREADY", "engine is not ready", True, True)
-            return
-        refused = refusal(ENGINE, request)  # the capability matrix (API-16)
+        ready = self._state.state == "ready" and self._engine is not None
+        refused = refusal_to_start(ENGINE, ready, request)
         if refused is not None:
             yield refused
             return
