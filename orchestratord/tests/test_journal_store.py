@@ -255,3 +255,33 @@ def test_a_log_file_grows_as_it_fills_and_rotates_at_max_bytes(tmp_path: Path) -
     assert files.log.file == 2
     assert (tmp_path / "journal-wal" / "000000000001.wal").stat().st_size <= 12 << 20
     assert all(files.events(f"t{i}") == [(0, "token", chunk)] for i in range(14))
+
+
+def test_the_store_takes_what_the_log_holds_past_it_read_back_from_its_files(
+    tmp_path: Path,
+) -> None:
+    files = _Files(tmp_path, max_bytes=64)  # each record in a file of its own: rotations
+    asyncio.run(files.journal.start())
+    events = EventLog(16, journaled=True)
+    events.append("started", "{}")
+    events.append_tokens(["x", "y"], 0)
+    files.log.append(WriteBatch([_accept("a")], [], []))
+    files.log.append(
+        WriteBatch([], [("a", events.take_unjournaled())], [StateChange("a", "running", 1, "p")])
+    )
+    assert files.store.task("a") is None  # in the log only
+
+    asyncio.run(files.journal.apply())
+
+    row = _row(files, "a")
+    assert (row.state, row.last_event_id) == ("running", 2)
+    assert files.events("a") == [
+        (0, "started", "{}"),
+        (1, "token", '{"t":"x","i":0}'),
+        (2, "token", '{"t":"y","i":1}'),
+    ]
+    files.log.append(WriteBatch([_accept("b")], [], []))
+    asyncio.run(files.journal.apply())  # only what came since
+    assert [r.task_id for r in files.store.unfinished()] == ["a", "b"]
+    assert len(files.events("a")) == 3
+    assert len(list((tmp_path / "journal-wal").glob("*.wal"))) == 3
