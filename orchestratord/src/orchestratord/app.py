@@ -233,9 +233,9 @@ async def serve(config: OrchestratorConfig, *, ready_file: Path | None = None) -
         )
         services.control.api_url = _public_url(config, http_port)
         # What start-up made (modules, the app and its routes, the jobs the journal gave
-        # back: ~130,000 objects) leaves the collector's generations for good: a full
-        # collection walked them all, ~100 ms each on two cores, every few seconds under
-        # load. What is garbage among them is still freed by reference counting.
+        # back: ~93,000 objects here) leaves the collector's generations for good: a full
+        # collection walked them all, every few seconds under load. What is garbage
+        # among them is still freed by reference counting.
         gc.freeze()
         if ready_file is not None:
             scratch = ready_file.with_suffix(".tmp")

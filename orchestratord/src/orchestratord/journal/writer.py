@@ -11,7 +11,7 @@ the admission waits for the group commit: a sync costs more than a turn.) The st
 (SQLite: an index of jobs, keys and where their events are in the log) takes the log's
 records in bulk, one transaction per `flush_ms`, in a worker thread. (Committing each
 turn to SQLite on the loop cost the gateway ~15 % more CPU per token event at 100 events
-a job, in `bench/gateway_overhead`; this way costs a few.) Reads first hand the store
+a job, in `bench/gateway_overhead`; this way, 4-9 % at c=16: bench/README.md.) Reads first hand the store
 what it lacks, so they see every acknowledged write. What must be durable before anyone
 sees it is written before; the rest is batched:
 
@@ -96,8 +96,7 @@ class Journal:
         self.failed: BaseException | None = None
         # How far into the log the store has taken. The records after it are read back
         # from the log for the store: the loop keeps no object of a written record (a
-        # second's worth of them, kept, made the collector's full passes several times
-        # as frequent under load).
+        # second's worth of them, kept, went through the collector's generations).
         self._applied = (0, 0)
         self._store_lock = asyncio.Lock()  # one writer of the store at a time
 
