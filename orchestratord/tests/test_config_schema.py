@@ -84,3 +84,18 @@ def test_the_models_defaults_are_the_config_objects_defaults(tmp_path: Path) -> 
         "client",
         None,
     )
+
+
+def test_memory_keeps_1000_finished_jobs_with_the_journal_10000_without_unless_told(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.yaml"
+    for text, kept in [
+        ("", 1_000),
+        ("journal: false\n", 10_000),
+        ("finished_tasks_kept: 50\n", 50),
+        ("journal: false\nfinished_tasks_kept: 0\n", 0),
+    ]:
+        path.write_text(text)
+        assert load_config(path).finished_kept == kept, text
+    assert "finished_tasks_kept must not be negative" in error_of(path, "finished_tasks_kept: -1\n")

@@ -52,6 +52,9 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the field."""
 
 
+FINISHED_KEPT_JOURNALED, FINISHED_KEPT_IN_MEMORY = 1_000, 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class OrchestratorConfig:
     http_host: str = "127.0.0.1"
@@ -86,7 +89,7 @@ class OrchestratorConfig:
     disconnect_grace_ms: int = 5000
     sse_heartbeat_ms: int = 15_000
     sse_replay_events: int = 8192
-    finished_tasks_kept: int = 10_000
+    finished_tasks_kept: int | None = None  # None: `finished_kept` decides
     # Request placement: `predicted` scores predicted finish time from measured rates
     # and each pool's prompt-prefix index (prefix affinity, PLC-03); `least_loaded`
     # ignores both (free slots, then pool id), the baseline bench/prefix_affinity.py
@@ -108,6 +111,17 @@ class OrchestratorConfig:
     # SIGTERM (REL-06): stop admitting (503 SHUTTING_DOWN + Retry-After), give running
     # jobs this long to finish; queued ones stay in the journal for the next start.
     shutdown_grace_s: float = 30.0
+
+    @property
+    def finished_kept(self) -> int:
+        """How many finished jobs the task table keeps in memory. With the journal, 1,000
+        (`GET /v2/tasks`' largest page): the journal answers for older ones, and each
+        kept job is ~15 objects the collector walks on every full pass (10,000 of them
+        cost the gateway ~10 % CPU per token event at c=16, bench/README.md); without
+        it, memory is all there is: 10,000."""
+        if self.finished_tasks_kept is not None:
+            return self.finished_tasks_kept
+        return FINISHED_KEPT_JOURNALED if self.journal else FINISHED_KEPT_IN_MEMORY
 
     @property
     def join_token(self) -> str:
@@ -143,6 +157,8 @@ class OrchestratorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.finished_tasks_kept is not None and self.finished_tasks_kept < 0:
+            raise ConfigError("finished_tasks_kept must not be negative")
         if self.journal_sync not in ("normal", "full"):
             raise ConfigError("journal_sync must be normal or full")
         if self.journal_flush_ms < 1 or self.journal_retention_s < 1:

@@ -103,8 +103,10 @@ class OrchestratorSettings(Settings):
     """Interval of SSE keep-alive comments."""
     sse_replay_events: int = 8192
     """Events kept per job to resume a stream (Last-Event-ID)."""
-    finished_tasks_kept: int = 10_000
-    """Finished jobs kept in memory for status queries."""
+    finished_tasks_kept: int | None = None
+    """Finished jobs kept in memory for status queries, stream resumes and the task list;
+    by default 1,000 with the journal (which answers for older ones within
+    `journal_retention_s`), 10,000 without it."""
     routing: Routing = "predicted"
     """Placement: `predicted` finish time with prompt-prefix affinity (PLC-03), or
     `least_loaded` (free slots, then pool id)."""

@@ -72,7 +72,7 @@ class Orchestrator:
         self.host = host
         self._clock = clock
         queue = TaskQueue()
-        self.tasks = TaskTable(config.finished_tasks_kept)
+        self.tasks = TaskTable(config.finished_kept)
         self.sessions = SessionStore(SessionOptions())
         self.stats = StatsBook()
         self.quotas = Quotas(config.api_keys)
@@ -133,7 +133,7 @@ class Orchestrator:
             self.journal,
             self.lookup,
             retention_ms=config.journal_retention_s * 1000,
-            kept=config.finished_tasks_kept,
+            kept=config.finished_kept,
         )
 
     @property

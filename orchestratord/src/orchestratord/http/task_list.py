@@ -1,7 +1,8 @@
 """`GET /v2/tasks`: the jobs the orchestrator holds in memory (`llorch ps`).
 
 Running and queued jobs first (oldest first), then the recently ended ones the task
-table still keeps (`finished_tasks_kept`, most recent first), each as `task_summary`.
+table still keeps (`finished_tasks_kept`: 1,000 with the journal, 10,000 without, most
+recent first), each as `task_summary`.
 `state=` filters (one state, or several comma-separated), `limit=` bounds the count
 (1-1000, default 100). A client key sees only the jobs it submitted; an admin key, or
 anyone when no keys are configured (loopback), sees all of them (`viewer.Viewer`, the
