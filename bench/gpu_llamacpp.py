@@ -305,7 +305,7 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
         stack.callback(llorch.stop)
         gateway, side = llorch.gateway_pids, llorch.engine_pids
         path = "/v1/chat/completions"
-        key = {"Authorization": f"Bearer {_engine_key(side())}"}
+        key = {"Authorization": f"Bearer {engine_key(side())}"}
         systems = [
             System("direct", llorch.engine_url, path, "openai", list, side, key, keepalive=False),
             System("llorch-sse", llorch.url, "/v2/tasks", "llorch", gateway, side),
@@ -370,7 +370,7 @@ def run(binary: Path, model: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_key(pids: list[int]) -> str:
+def engine_key(pids: list[int]) -> str:
     """The API key pool-managerd gave its llama-server (read from the process's
     environment: the benchmark hits the engine directly, as llorch's adapter does)."""
     for pid in pids:

@@ -56,6 +56,7 @@ from typing import Any
 import aiohttp
 
 from bench._harness import MODEL, loadavg, machine_info, pin_self, start_llorch
+from bench.gpu_llamacpp import engine_key
 
 PROMPT = [{"role": "user", "content": "Tell me a story about a quick brown fox."}]
 MARKERS = 5
@@ -390,15 +391,6 @@ def _turnaround(requests: list[Request], system: str) -> dict[str, Any]:
     }
 
 
-def _engine_key(pids: list[int]) -> str:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                if entry.startswith(b"LLAMA_API_KEY="):
-                    return entry.split(b"=", 1)[1].decode()
-    return ""
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) > 2:
@@ -450,7 +442,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not engine_logs:
             raise RuntimeError("no engine log under pool-managerd/logs")
         engine_log = engine_logs[0]
-        key = {"Authorization": f"Bearer {_engine_key(llorch.engine_pids())}"}
+        key = {"Authorization": f"Bearer {engine_key(llorch.engine_pids())}"}
         direct_url = f"{llorch.engine_url}/v1/chat/completions"
         marker_sends = asyncio.run(_markers(direct_url, key))
         time.sleep(0.2)

@@ -110,14 +110,14 @@ def engine_props(
 ) -> EngineProps:
     """The props of an in-process engine serving `settings`' model: the generation
     features, and `embedding` where it serves embeddings."""
-    features = GENERATION_FEATURES | ({"embedding"} if embeddings else set())
+    features = GENERATION_FEATURES | {"embedding"} if embeddings else GENERATION_FEATURES
     return EngineProps(
         engine=engine,
         engine_version=engine_version,
         ctx=settings.ctx,
         slots_total=settings.slots,
         chat_template=chat_template,
-        features=frozenset(features),
+        features=features,
         model_path=str(settings.model_path),
         incarnation=incarnation,
     )
