@@ -10,11 +10,14 @@ of 2), llama.cpp in-process.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from ci_harness.cluster import Cluster, tiny_pool, wait_for
 
@@ -29,6 +32,16 @@ def cluster(tiny_model: Path, tmp_path: Path) -> Any:
         tmp_path,
         {"host-a": [tiny_pool("tiny-a", tiny_model, slots=2, replicas=2)]},
         orchestrator={"shutdown_grace_s": 20},
+        # Engines frozen on purpose (`_engines_frozen`) are not restarted for it.
+        hosts={
+            "host-a": {
+                "restart": {
+                    "initial_backoff_s": 0.3,
+                    "max_backoff_s": 2.0,
+                    "probe_failures_to_restart": 1000,
+                }
+            }
+        },
     )
     cluster.start()
     yield cluster
@@ -57,6 +70,23 @@ def _ended(cluster: Cluster, task_id: str) -> dict[str, Any] | None:
     return status if status["state"] in TERMINAL else None
 
 
+@contextlib.contextmanager
+def _engines_frozen(cluster: Cluster) -> Iterator[None]:
+    """SIGSTOP every worker process of host-a's pool manager for the block, SIGCONT after:
+    the jobs they run stay running, whatever the machine's load, and no token reaches the
+    orchestrator meanwhile."""
+    manager = psutil.Process(cluster.processes["pool-managerd-host-a"].pid)
+    workers = [p for p in manager.children() if "worker_adapters.worker" in p.cmdline()]
+    assert len(workers) == 2, [p.cmdline() for p in manager.children()]
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+
+
 def _end_of(cluster: Cluster, task_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
     status: dict[str, Any] = wait_for(lambda: _ended(cluster, task_id), "a job's end", timeout_s)
     return status
@@ -67,16 +97,21 @@ def test_a_sigkilled_orchestrator_runs_its_queued_jobs_and_ends_its_running_ones
 ) -> None:
     running = [_submit(cluster, LONG) for _ in range(4)]
     wait_for(lambda: _running(cluster, running), "4 jobs to run")
-    # Quickly, so that the four long jobs still hold every slot when the kill comes.
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        queued = list(pool.map(lambda _: _submit(cluster, 4), range(50)))
-    with cluster.client() as client:
-        listed = client.get("/v2/tasks", params={"limit": 1000}).json()["tasks"]
-    states = {job["task_id"]: job["state"] for job in listed}
-    assert {states[t] for t in queued} == {"queued"}, states
-    assert {states[t] for t in running} == {"running"}, states
+    # The engines are frozen from here to the kill, so that the four long jobs still hold
+    # every slot when it comes, however slowly the 50 submits go on a loaded machine.
+    with _engines_frozen(cluster):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            queued = list(pool.map(lambda _: _submit(cluster, 4), range(50)))
+        with cluster.client() as client:
+            listed = client.get("/v2/tasks", params={"limit": 1000}).json()["tasks"]
+        states = {job["task_id"]: job["state"] for job in listed}
+        assert {states[t] for t in queued} == {"queued"}, states
+        assert {states[t] for t in running} == {"running"}, states
+        process = cluster.processes["orchestratord"]
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
 
-    assert cluster.restart_orchestrator(signal.SIGKILL) == -signal.SIGKILL
+    cluster.restart_orchestrator()  # already killed: starts it again on its state
 
     for task_id in running:
         status = _end_of(cluster, task_id)

@@ -142,3 +142,48 @@ def test_a_session_belongs_to_its_key_and_another_key_naming_its_id_gets_a_sessi
         assert session("bob").status_code == 404
         mine = session("alice")
         assert mine.status_code == 200 and mine.json()["turns"] == 1, mine.text
+
+
+def test_a_task_id_taken_by_another_key_is_the_same_409_as_ones_own_and_the_job_stays_unseen(
+    cluster_factory: Factory, tiny_model: Path
+) -> None:
+    """Client-chosen task ids are one namespace across keys (the OpenAPI `task_id`): Bob
+    naming Alice's id, whether her job is live or has ended, gets the 409 Alice gets for
+    her own, which names neither her nor her job; her job stays a 404 to him, unlisted,
+    and untouched."""
+    alice, bob = (secret_scan.new_api_key(name) for name in ("alice", "bob"))
+    keys = [
+        {"name": "alice", "key_sha256": _digest(alice), "role": "client"},
+        {"name": "bob", "key_sha256": _digest(bob), "role": "client"},
+    ]
+    auth = {"alice": {"Authorization": f"Bearer {alice}"},
+            "bob": {"Authorization": f"Bearer {bob}"}}  # fmt: skip
+    cluster = cluster_factory(
+        {"host-a": [tiny_pool("p1", tiny_model)]}, headers=auth["alice"], api_keys=keys
+    )
+    hers = {"model": "default", "prompt": "alice-secret-prompt", "max_tokens": 4, "seed": 1,
+            "task_id": "order-7"}  # fmt: skip
+    his = {**hers, "prompt": "bob's prompt", "max_tokens": 2}
+    with httpx.Client(base_url=cluster.url, timeout=30) as http:
+        assert http.post("/v2/tasks", json=hers, headers=auth["alice"]).status_code == 202
+        own = http.post("/v2/tasks", json=hers, headers=auth["alice"])
+        taken = http.post("/v2/tasks", json=his, headers=auth["bob"])
+        for answer in (own, taken):
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["code"] == "IDEMPOTENCY_CONFLICT"
+        assert set(taken.json()) == set(own.json())
+        assert taken.json()["message"] == own.json()["message"]
+        assert "alice" not in taken.text and "secret" not in taken.text
+
+        _answers_as_unknown(http, "order-7", auth["bob"])
+
+        def ended() -> dict[str, object] | None:
+            status = dict(http.get("/v2/tasks/order-7", headers=auth["alice"]).json())
+            return status if status["state"] in ("completed", "failed", "cancelled") else None
+
+        done = wait_for(ended, "alice's job to end")
+        assert done["state"] == "completed" and done["tokens_out"] == 4, done
+        after = http.post("/v2/tasks", json=his, headers=auth["bob"])  # ended, still taken
+        assert after.status_code == 409 and after.json()["message"] == own.json()["message"]
+        listed = http.get("/v2/tasks?limit=1000", headers=auth["bob"]).json()["tasks"]
+        assert "order-7" not in [t["task_id"] for t in listed]

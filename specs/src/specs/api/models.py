@@ -771,7 +771,11 @@ class TaskRequest(BaseModel):
         extra='forbid',
     )
     task_id: str | None = Field(
-        default=None, max_length=128, min_length=1, pattern='^[A-Za-z0-9._:-]+$'
+        default=None,
+        description="The job's id, chosen by the client (else the orchestrator generates one). Task\nids are one namespace across all API keys (unlike session ids and\nIdempotency-Keys): an id already taken, by this key or by another one, is 409\n`IDEMPOTENCY_CONFLICT`, the same answer either way, naming neither the job's\nowner nor anything of it; reading, streaming or cancelling another key's job\nstays a 404 `NOT_FOUND` (SEC-05). So a client that chooses ids should make\nthem unguessable (e.g. a random UUID in each) and, to retry a submit safely,\nsend an `Idempotency-Key`.\n",
+        max_length=128,
+        min_length=1,
+        pattern='^[A-Za-z0-9._:-]+$',
     )
     session_id: str | None = Field(
         default=None,

@@ -82,9 +82,6 @@ from worker_adapters.types import (
     TokenLogprob,
 )
 
-# llama.cpp's own log on the worker's stderr (module docstring)
-_VERBOSE = os.environ.get("LLORCH_LLAMA_VERBOSE") == "1"
-
 __all__ = [
     "GenerationPlan",
     "LlamaBackend",
@@ -128,6 +125,11 @@ class _Slot:
 class _Job:
     cancel: threading.Event
     received: float
+
+
+def _llama_verbose() -> bool:
+    """Whether llama.cpp logs its loads to stderr (module docstring); read at each load."""
+    return os.environ.get("LLORCH_LLAMA_VERBOSE") == "1"
 
 
 class LlamaBackend:
@@ -196,7 +198,7 @@ class LlamaBackend:
             str(settings.model_path),
             n_ctx=settings.ctx,
             n_gpu_layers=settings.gpu_layers,
-            verbose=_VERBOSE,
+            verbose=_llama_verbose(),
             **extra,
         )
 
