@@ -11,7 +11,8 @@ the admission waits for the group commit: a sync costs more than a turn.) The st
 (SQLite: an index of jobs, keys and where their events are in the log) takes the log's
 records in bulk, one transaction per `flush_ms`, in a worker thread. (Committing each
 turn to SQLite on the loop cost the gateway ~15 % more CPU per token event at 100 events
-a job, in `bench/gateway_overhead`; this way, 4-9 % at c=16: bench/README.md.) Reads
+a job, in `bench/gateway_overhead`; this way, 4-11 % at c=16 with memory keeping as
+many finished jobs, within 5 % at the defaults, which keep fewer: bench/README.md.) Reads
 first hand the store what it lacks, so they see every acknowledged write. What must be
 durable before anyone sees it is written before; the rest is batched:
 
