@@ -391,6 +391,75 @@ def _turnaround(requests: list[Request], system: str) -> dict[str, Any]:
     }
 
 
+BURST_GAP_NS = 50_000_000  # sends closer than this to the previous one: the same burst
+
+
+def bursts(requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """How a burst of requests sent together goes through orchestratord: each of its
+    requests' task start and adapter HTTP request, in ms after the burst's first send,
+    in order. With equal streams in one batch, the clients send again together: the
+    task starts are spaced by the intake of one request (one event loop), and the
+    engine requests show whether each went out after its own intake or in clumps after
+    several (an attempt waiting behind later requests' intake)."""
+    ordered = sorted(
+        (r for r in requests if "task_start" in r["hops"] and not r["error"]),
+        key=lambda r: r["send_ns"],
+    )
+    groups: list[list[dict[str, Any]]] = []
+    for request in ordered:
+        if groups and request["send_ns"] - groups[-1][-1]["send_ns"] <= BURST_GAP_NS:
+            groups[-1].append(request)
+        else:
+            groups.append([request])
+    rows = []
+    for group in groups:
+        if len(group) < 4:
+            continue
+        first = group[0]["send_ns"]
+        starts = sorted((r["hops"]["task_start"] - first) / 1e6 for r in group)
+        sends = sorted(
+            (r["hops"]["engine_send"] - first) / 1e6 for r in group if "engine_send" in r["hops"]
+        )
+        waits = [
+            (r["hops"]["engine_send"] - r["hops"]["placed"]) / 1e6
+            for r in group
+            if "engine_send" in r["hops"] and "placed" in r["hops"]
+        ]
+        rows.append(
+            {
+                "requests": len(group),
+                "send_spread_ms": round((group[-1]["send_ns"] - first) / 1e6, 2),
+                "task_start_spacing_ms": round(
+                    statistics.median(b - a for a, b in itertools.pairwise(starts)), 3
+                )
+                if len(starts) > 1
+                else None,
+                "placed_to_engine_request_ms": round(statistics.median(waits), 2)
+                if waits
+                else None,
+                "task_starts_ms": [round(x, 1) for x in starts],
+                "engine_requests_ms": [round(x, 1) for x in sends],
+            }
+        )
+    return {"gap_ms": BURST_GAP_NS / 1e6, "bursts": rows}
+
+
+def print_bursts(report: dict[str, Any]) -> None:
+    for system in report["systems"]:
+        if system == "direct":
+            continue
+        found = bursts([r for r in report["requests"] if r["system"] == system])
+        print(f"\n{system}: bursts of requests sent together (ms after each burst's first send)")
+        for row in found["bursts"]:
+            print(
+                f"  {row['requests']} requests over {row['send_spread_ms']} ms; task starts "
+                f"{row['task_start_spacing_ms']} ms apart; placed -> engine request median "
+                f"{row['placed_to_engine_request_ms']} ms"
+            )
+            print(f"    task starts:      {' '.join(map(str, row['task_starts_ms']))}")
+            print(f"    engine requests:  {' '.join(map(str, row['engine_requests_ms']))}")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) > 2:
@@ -507,8 +576,11 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llama-server", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--llama-server", type=Path)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument(
+        "--report", type=Path, help="print the tables of a saved JSON (no run); with bursts"
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--ctx", type=int, default=1024)
@@ -524,11 +596,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu_trace.json"))
     args = parser.parse_args(argv)
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        print_table(saved)
+        print_bursts(saved)
+        return 0
+    if args.llama_server is None or args.model is None:
+        parser.error("--llama-server and --model are required (unless --report)")
     args.model = args.model.resolve()
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print_table(report)
+    print_bursts(report)
     print(f"JSON: {args.out}")
     return 0
 

@@ -205,10 +205,8 @@ class Orchestrator:
             except ApiError as exc:
                 trace.rejected(exc.code)
                 raise
-        if record.runner is not None:
-            # Placed at once: let the attempt's task send the engine request before the
-            # caller answers its client (the engine works while we write the answer).
-            await asyncio.sleep(0)
+        # Placed at once, the attempt has written its engine request already (it starts
+        # eagerly, `Dispatcher._start`): the engine works while we write the answer.
         return record
 
     def cancel(

@@ -34,6 +34,7 @@ from orchestratord.admission.outcomes import (
     settle,
 )
 from orchestratord.config import OrchestratorConfig
+from orchestratord.eager import start_eagerly
 from orchestratord.jobs.attempt import Attempt
 from orchestratord.jobs.ledger import Ledger, task_fields, wall_ms
 from orchestratord.journal.writer import Journal
@@ -252,11 +253,12 @@ class Dispatcher:
         )
         trace = record.trace
         context = trace.placed(placed.pool_id, placed.replica, record.attempts) if trace else None
-        record.runner = asyncio.get_running_loop().create_task(
-            self._run(record, placed), context=context
-        )
+        # Eagerly: the attempt writes its engine request now, not behind every callback
+        # and task already ready (a burst of new requests' intake, at c=32: eager.py).
+        start_eagerly(self._run(record, placed), context=context)
 
     async def _run(self, record: TaskRecord, placed: Placed) -> None:
+        record.runner = asyncio.current_task()  # set in `_start`'s step (eager)
         attempt_started = self._clock()
         outcome: StreamEvent | None = None
         try:
