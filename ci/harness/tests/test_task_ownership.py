@@ -23,6 +23,23 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _alice_and_bob(
+    cluster_factory: Factory, tiny_model: Path
+) -> tuple[Cluster, dict[str, dict[str, str]]]:
+    """A cluster with two client keys, alice and bob; each one's auth header."""
+    alice, bob = (secret_scan.new_api_key(name) for name in ("alice", "bob"))
+    keys = [
+        {"name": "alice", "key_sha256": _digest(alice), "role": "client"},
+        {"name": "bob", "key_sha256": _digest(bob), "role": "client"},
+    ]
+    auth = {"alice": {"Authorization": f"Bearer {alice}"},
+            "bob": {"Authorization": f"Bearer {bob}"}}  # fmt: skip
+    cluster = cluster_factory(
+        {"host-a": [tiny_pool("p1", tiny_model)]}, headers=auth["alice"], api_keys=keys
+    )
+    return cluster, auth
+
+
 def _answers_as_unknown(http: httpx.Client, task_id: str, auth: dict[str, str]) -> None:
     """GET and events of `task_id` are what an id that never existed gets."""
     unknown = http.get("/v2/tasks/no-such-task", headers=auth).json()
@@ -97,16 +114,7 @@ def test_another_client_key_cannot_read_stream_or_cancel_a_job_and_the_owner_sur
 def test_a_session_belongs_to_its_key_and_another_key_naming_its_id_gets_a_session_of_its_own(
     cluster_factory: Factory, tiny_model: Path
 ) -> None:
-    alice, bob = (secret_scan.new_api_key(name) for name in ("alice", "bob"))
-    keys = [
-        {"name": "alice", "key_sha256": _digest(alice), "role": "client"},
-        {"name": "bob", "key_sha256": _digest(bob), "role": "client"},
-    ]
-    auth = {"alice": {"Authorization": f"Bearer {alice}"},
-            "bob": {"Authorization": f"Bearer {bob}"}}  # fmt: skip
-    cluster = cluster_factory(
-        {"host-a": [tiny_pool("p1", tiny_model)]}, headers=auth["alice"], api_keys=keys
-    )
+    cluster, auth = _alice_and_bob(cluster_factory, tiny_model)
     turn = {"model": "default", "prompt": "x", "max_tokens": 4, "seed": 1,
             "session_id": "shared-id", "session": {"max_turns": 1}}  # fmt: skip
     with httpx.Client(base_url=cluster.url, timeout=60) as http:
@@ -151,16 +159,7 @@ def test_a_task_id_taken_by_another_key_is_the_same_409_as_ones_own_and_the_job_
     naming Alice's id, whether her job is live or has ended, gets the 409 Alice gets for
     her own, which names neither her nor her job; her job stays a 404 to him, unlisted,
     and untouched."""
-    alice, bob = (secret_scan.new_api_key(name) for name in ("alice", "bob"))
-    keys = [
-        {"name": "alice", "key_sha256": _digest(alice), "role": "client"},
-        {"name": "bob", "key_sha256": _digest(bob), "role": "client"},
-    ]
-    auth = {"alice": {"Authorization": f"Bearer {alice}"},
-            "bob": {"Authorization": f"Bearer {bob}"}}  # fmt: skip
-    cluster = cluster_factory(
-        {"host-a": [tiny_pool("p1", tiny_model)]}, headers=auth["alice"], api_keys=keys
-    )
+    cluster, auth = _alice_and_bob(cluster_factory, tiny_model)
     hers = {"model": "default", "prompt": "alice-secret-prompt", "max_tokens": 4, "seed": 1,
             "task_id": "order-7"}  # fmt: skip
     his = {**hers, "prompt": "bob's prompt", "max_tokens": 2}
