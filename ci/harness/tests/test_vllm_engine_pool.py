@@ -87,9 +87,12 @@ def engine_key(cluster: Cluster) -> str:
     return str(VLLM.leader(cluster).environ()["VLLM_API_KEY"])
 
 
-def vllm_metric(cluster: Cluster, name: str) -> float:
-    """One of vLLM's own `/metrics` values (`vllm:<name>`, summed over its engines)."""
-    response = httpx.get(f"http://{VLLM.endpoint(cluster)}/metrics", timeout=5.0)
+def vllm_metric(cluster: Cluster, name: str, client: httpx.Client | None = None) -> float:
+    """One of vLLM's own `/metrics` values (`vllm:<name>`, summed over its engines).
+    Polled while timing, read over one `client`: one made per read (its TLS context
+    loads the CA bundle) took seconds a read on a loaded machine."""
+    url = f"http://{VLLM.endpoint(cluster)}/metrics"
+    response = client.get(url) if client is not None else httpx.get(url, timeout=5.0)
     response.raise_for_status()
     gauges = vllm_gauges(response.text)
     assert name in gauges, f"vllm:{name} is not in vLLM's /metrics"
@@ -145,16 +148,16 @@ def test_vllms_running_count_is_the_pools_load_and_cancel_drops_it_within_2s(
     assert adapter_busy(cluster) == 0
     # On a quiet machine vLLM writes 1,800 tokens in a few seconds: a stream that ended
     # on its own before the cancel reached it shows nothing about the cancel, and the
-    # next seed is tried too (32 seeds: in some runs most streams ended before vLLM's
-    # gauge counted them; not yet diagnosed).
-    cancelled = cancel_a_long_stream(
-        cluster,
-        ALIAS,
-        lambda: vllm_metric(cluster, "num_requests_running"),
-        32,
-        busy=lambda: adapter_busy(cluster),  # what the pool's probe reports as busy
-        retry_ended=True,
-    )
+    # next seed is tried too.
+    with httpx.Client(timeout=5.0) as metrics:
+        cancelled = cancel_a_long_stream(
+            cluster,
+            ALIAS,
+            lambda: vllm_metric(cluster, "num_requests_running", metrics),
+            32,
+            busy=lambda: adapter_busy(cluster),  # what the pool's probe reports as busy
+            retry_ended=True,
+        )
     events = cancelled.events
     assert cancelled.busy == 1
     assert events[-1].name == "error" and events[-1].data["code"] == "CANCELLED"

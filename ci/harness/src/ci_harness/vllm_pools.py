@@ -28,7 +28,7 @@ import pytest
 from catalog_core import write_tiny_hf_model
 
 from ci_harness.cluster import Cluster, Event, wait_for
-from ci_harness.streams import BackgroundStream
+from ci_harness.streams import ProcessStream
 
 __all__ = [
     "CTX",
@@ -279,36 +279,45 @@ def cancel_a_long_stream(
     The tiny random model meets its end-of-sequence token within 1,800 tokens in many
     streams (p ~ 1/2048 a token): a request that ended is never counted as running, so
     seeds are tried (up to `seeds`) until one runs long (each seed's stream is fixed).
-    With `retry_ended`, a stream that ended on its own before the cancel reached it is
-    passed over too (it shows nothing about the cancel). `busy()`, where given, is read
-    just before the cancel."""
-    for seed in range(seeds):
-        body = {"model": model, "prompt": "x", "max_tokens": 1800, "seed": seed}
-        task = cluster.submit(body).json()
-        stream = BackgroundStream(cluster, task["task_id"]).__enter__()
-        try:
-            stream.wait_tokens(1)
+    A job the orchestrator no longer shows running just before the cancel is passed
+    over too. With `retry_ended`, so is a stream whose last event is its own end (the
+    engine finished before the cancel reached it: it shows nothing about the cancel).
+    `busy()`, where given, is read just before the cancel.
 
-            def counted(reader: BackgroundStream = stream) -> bool:
-                return reader.done or running() == 1
+    What is timed is the system, not the test: the stream is read by a `curl` process
+    (`ProcessStream`), and the cancel goes out on a connection opened beforehand (the
+    job's status read on it just before). On a loaded machine a reader thread in this
+    process, or an HTTP client made on the spot, delayed the cancel by seconds (seen:
+    2.3 s to make an `httpx.Client`, whose TLS context loads the CA bundle; a cancel
+    that reached the orchestrator 6 s after it was sent), so that the stream ended on
+    its own first while the engine's count dropped within 15 ms of every cancel that
+    arrived."""
+    with cluster.client() as client:
+        for seed in range(seeds):
+            body = {"model": model, "prompt": "x", "max_tokens": 1800, "seed": seed}
+            task_id = client.post("/v2/tasks", json=body).json()["task_id"]
+            stream = ProcessStream(cluster, task_id, cluster.root / f"stream-{task_id}.sse")
+            with stream:
+                stream.wait_tokens(1)
 
-            # vLLM's gauges follow its engine steps; seen lagging a first token under load
-            wait_for(counted, "vLLM to count the long request as running", timeout_s=10.0)
-            if stream.done:
+                def counted(reader: ProcessStream = stream) -> bool:
+                    return reader.done or running() == 1
+
+                # vLLM's gauges follow its engine steps; seen lagging a first token
+                wait_for(counted, "vLLM to count the long request as running", timeout_s=10.0)
+                busy_seen = None if busy is None else busy()
+                if stream.done or client.get(f"/v2/tasks/{task_id}").json()["state"] != "running":
+                    continue
+                cancelled_at = time.monotonic()
+                assert client.post(f"/v2/tasks/{task_id}/cancel").status_code == 204
+                wait_for(
+                    lambda: running() == 0,
+                    "vLLM to stop running the cancelled request",
+                    timeout_s=2.0,
+                )
+                dropped_s = time.monotonic() - cancelled_at
+                events = stream.result()
+            if retry_ended and events[-1].name == "end":  # it ended on its own first
                 continue
-            busy_seen = None if busy is None else busy()
-            cancelled_at = time.monotonic()
-            assert cluster.cancel(task["task_id"]) == 204
-            wait_for(
-                lambda: running() == 0,
-                "vLLM to stop running the cancelled request",
-                timeout_s=2.0,
-            )
-            dropped_s = time.monotonic() - cancelled_at
-            events = stream.result()
-        finally:
-            stream.__exit__(None, None, None)
-        if retry_ended and events[-1].name == "end":  # it ended on its own before the cancel
-            continue
-        return Cancelled(events, dropped_s, busy_seen)
+            return Cancelled(events, dropped_s, busy_seen)
     raise AssertionError(f"{seeds} seeds' streams all ended before a cancel could reach them")
