@@ -292,6 +292,7 @@ def cancel_a_long_stream(
     that reached the orchestrator 6 s after it was sent), so that the stream ended on
     its own first while the engine's count dropped within 15 ms of every cancel that
     arrived."""
+    passed_over: list[str] = []
     with cluster.client() as client:
         for seed in range(seeds):
             body = {"model": model, "prompt": "x", "max_tokens": 1800, "seed": seed}
@@ -305,8 +306,12 @@ def cancel_a_long_stream(
 
                 # vLLM's gauges follow its engine steps; seen lagging a first token
                 wait_for(counted, "vLLM to count the long request as running", timeout_s=10.0)
+                if stream.done:
+                    passed_over.append(f"seed {seed}: ended before vLLM counted it running")
+                    continue
                 busy_seen = None if busy is None else busy()
-                if stream.done or client.get(f"/v2/tasks/{task_id}").json()["state"] != "running":
+                if client.get(f"/v2/tasks/{task_id}").json()["state"] != "running":
+                    passed_over.append(f"seed {seed}: ended before the cancel")
                     continue
                 cancelled_at = time.monotonic()
                 assert client.post(f"/v2/tasks/{task_id}/cancel").status_code == 204
@@ -318,6 +323,8 @@ def cancel_a_long_stream(
                 dropped_s = time.monotonic() - cancelled_at
                 events = stream.result()
             if retry_ended and events[-1].name == "end":  # it ended on its own first
+                passed_over.append(f"seed {seed}: the engine ended it before the cancel")
                 continue
             return Cancelled(events, dropped_s, busy_seen)
-    raise AssertionError(f"{seeds} seeds' streams all ended before a cancel could reach them")
+    reasons = "; ".join(passed_over)
+    raise AssertionError(f"{seeds} seeds' streams all ended before a cancel: {reasons}")
