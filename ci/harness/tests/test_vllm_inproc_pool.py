@@ -121,9 +121,8 @@ class WorkerProbe:
     """The worker's busy slots, read over one channel from one event loop: a 2 s bound
     measured by polling must not be spent on the polling. A fresh loop and channel per
     read (`worker_health`) took 68 ms a read while vLLM decoded on a loaded machine,
-    against 3-5 ms here; with those reads, three runs of the whole suite saw the count
-    drop 2.8-3.1 s after a cancel, while a run traced hop by hop had vLLM's count at 0
-    80 ms after it."""
+    against 3-5 ms here. The rest of the seconds that runs of the whole suite saw (2.8-4.2
+    s) was the cancel itself leaving this process late: see `cancel_a_long_stream`."""
 
     def __init__(self, cluster: Cluster) -> None:
         self._runner = asyncio.Runner()
