@@ -296,7 +296,9 @@ def cancel_a_long_stream(
     with cluster.client() as client:
         for seed in range(seeds):
             body = {"model": model, "prompt": "x", "max_tokens": 1800, "seed": seed}
-            task_id = client.post("/v2/tasks", json=body).json()["task_id"]
+            submitted = client.post("/v2/tasks", json=body)
+            assert submitted.status_code == 202, submitted.text
+            task_id = submitted.json()["task_id"]
             stream = ProcessStream(cluster, task_id, cluster.root / f"stream-{task_id}.sse")
             with stream:
                 stream.wait_tokens(1)
