@@ -24,7 +24,7 @@ from types import TracebackType
 
 import httpx
 
-from ci_harness.cluster import Cluster, Event, die_with_parent, parse_events, wait_for
+from ci_harness.cluster import Cluster, Event, parse_events, wait_for
 
 __all__ = ["BackgroundStream", "ProcessStream"]
 
@@ -115,11 +115,8 @@ class ProcessStream:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ProcessStream:
-        self._process = subprocess.Popen(  # gone with this process, should it crash
-            self._command,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
+        self._process = subprocess.Popen(
+            self._command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         return self
 
